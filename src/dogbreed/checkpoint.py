@@ -1,0 +1,109 @@
+"""Checkpoints: atomic writes, resume from the newest one that loads, SIGTERM handling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PATTERN = re.compile(r"^checkpoint-(\d{4,})\.pth$")
+KEEP = 2
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash or a full disk leaves either the old file or the new one, never a torn one; the
+    temporary file is removed on failure and the error says which file could not be written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"could not write {path}: {exc.strerror or exc}") from exc
+        raise
+
+
+def checkpoint_path(directory: Path, epoch: int) -> Path:
+    return Path(directory) / f"checkpoint-{epoch:04d}.pth"
+
+
+def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for child in directory.iterdir():
+        match = PATTERN.match(child.name)
+        if match and child.is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def save(directory: Path, epoch: int, state: dict, keep: int = KEEP) -> Path:
+    path = checkpoint_path(directory, epoch)
+    atomic_save(state, path)
+    for _, old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(directory: Path) -> tuple[dict, Path] | None:
+    """The newest checkpoint that loads; a truncated or corrupt one is reported and skipped."""
+    for _, path in reversed(list_checkpoints(directory)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn or foreign file: fall back to the previous one
+            log.warning("checkpoint %s is unreadable (%s); trying the previous one", path.name, exc)
+            continue
+        if not isinstance(state, dict) or "epoch" not in state or "model" not in state:
+            log.warning("checkpoint %s is not a dogbreed checkpoint; trying the previous one", path.name)
+            continue
+        return state, path
+    return None
+
+
+class TerminationFlag:
+    """Set on SIGTERM (SageMaker's stop / spot interruption); the loop saves and exits at a step boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        log.warning("SIGTERM received: finishing the current step, saving a checkpoint, exiting")
+
+    def install(self) -> "TerminationFlag":
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. under a test runner thread)
+            self._previous = None
+        return self
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None

@@ -1,0 +1,205 @@
+"""The dogImages layout: splits, class names, a stratified fraction, images that may be corrupt, loaders."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .presets import open_rgb
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_PREFIX = re.compile(r"^\d+[._-]")
+
+
+class DataError(ValueError):
+    """The data cannot be trained on; the message says why, for the failure file."""
+
+
+def display_name(folder: str) -> str:
+    """``001.Affenpinscher`` -> ``Affenpinscher``; ``005.Alaskan_malamute`` -> ``Alaskan malamute``."""
+    return _PREFIX.sub("", folder).replace("_", " ").strip()
+
+
+def _is_split_dir(path: Path) -> bool:
+    return path.is_dir() and any(child.is_dir() for child in path.iterdir())
+
+
+def find_splits(channels: dict[str, Path], required=("train", "valid")) -> dict[str, Path]:
+    """Split folders from SageMaker channels: ``train``/``valid``/``test`` channels holding class
+    folders, or a single ``train`` channel (or a plain root) holding ``train/ valid/ test/``."""
+    channels = {name: Path(path) for name, path in channels.items()}
+    splits: dict[str, Path] = {}
+    root_candidates = [channels[n] for n in ("train", "data", "root") if n in channels]
+    for root in root_candidates:
+        if (root / "train").is_dir():
+            for split in SPLITS:
+                if (root / split).is_dir():
+                    splits[split] = root / split
+            break
+    for split in SPLITS:
+        if split not in splits and split in channels and channels[split].is_dir():
+            splits[split] = channels[split]
+    missing = [s for s in required if s not in splits]
+    if missing:
+        looked = ", ".join(f"{k}={v}" for k, v in sorted(channels.items())) or "no channels"
+        raise DataError(
+            f"missing {' and '.join(repr(m) for m in missing)} split: give the channels train, valid "
+            f"and test (class folders inside), or one train channel holding train/ valid/ test/ "
+            f"(looked in {looked})"
+        )
+    for split, path in splits.items():
+        if not _is_split_dir(path):
+            raise DataError(f"the {split!r} split at {path} holds no class folders")
+    return splits
+
+
+def list_classes(split_dir: Path) -> list[str]:
+    return sorted(child.name for child in Path(split_dir).iterdir() if child.is_dir() and not child.name.startswith("."))
+
+
+def list_samples(split_dir: Path, class_folders: list[str], split: str) -> list[tuple[Path, int]]:
+    samples: list[tuple[Path, int]] = []
+    present = set(list_classes(split_dir))
+    unknown = present - set(class_folders)
+    if unknown:
+        raise DataError(f"the {split!r} split has classes that train lacks: {', '.join(sorted(unknown)[:5])}")
+    for index, folder in enumerate(class_folders):
+        folder_path = Path(split_dir) / folder
+        files = (
+            sorted(p for p in folder_path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            if folder_path.is_dir()
+            else []
+        )
+        if not files and split == "train":
+            raise DataError(f"class {folder!r} has no images in the train split ({folder_path})")
+        samples.extend((path, index) for path in files)
+    if not samples:
+        raise DataError(f"the {split!r} split at {split_dir} holds no images")
+    return samples
+
+
+def stratified_fraction(samples: list[tuple[Path, int]], fraction: float, seed: int) -> list[tuple[Path, int]]:
+    """A seeded subset holding ``fraction`` of every class (at least one image each)."""
+    if fraction >= 1.0:
+        return list(samples)
+    by_class: dict[int, list[tuple[Path, int]]] = defaultdict(list)
+    for sample in samples:
+        by_class[sample[1]].append(sample)
+    rng = random.Random(seed)
+    chosen: list[tuple[Path, int]] = []
+    for label in sorted(by_class):
+        items = by_class[label]
+        k = max(1, round(len(items) * fraction))
+        chosen.extend(rng.sample(items, k))
+    return sorted(chosen, key=lambda s: (s[1], str(s[0])))
+
+
+class ImageSamples(Dataset):
+    """(image, label) pairs; an image that cannot be decoded yields None and is counted by the collate."""
+
+    def __init__(self, samples, transform, draft_size: int | None = None):
+        self.samples = list(samples)
+        self.transform = transform
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            image = open_rgb(path, self.draft_size)
+        except Exception as exc:  # any decode failure: the image is skipped and counted, never fatal
+            log.debug("skipping unreadable image %s: %s", path, exc)
+            return None
+        return self.transform(image), label
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+
+def collate_skipping(batch):
+    """Stack the readable images; the third element counts the skipped ones."""
+    good = [item for item in batch if item is not None]
+    skipped = len(batch) - len(good)
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+    images = torch.stack([item[0] for item in good])
+    labels = torch.tensor([item[1] for item in good], dtype=torch.long)
+    return images, labels, skipped
+
+
+class ShardSampler(Sampler[int]):
+    """Every ``world_size``-th index from ``rank``, optionally shuffled per epoch (no padding, no repeats)."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1, shuffle: bool = False, seed: int = 0):
+        self.length, self.rank, self.world_size = length, rank, world_size
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.length))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.length, generator=generator).tolist()
+
+    def __iter__(self):
+        return iter(self._order()[self.rank :: self.world_size])
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
+@dataclass
+class Splits:
+    class_folders: list[str]
+    class_names: list[str]
+    samples: dict[str, list[tuple[Path, int]]]
+
+
+def load_splits(channels: dict[str, Path], fraction: float = 1.0, seed: int = 0) -> Splits:
+    dirs = find_splits(channels)
+    class_folders = list_classes(dirs["train"])
+    if len(class_folders) < 2:
+        raise DataError(f"the train split at {dirs['train']} has {len(class_folders)} class folder(s); need at least 2")
+    samples = {}
+    for split, path in dirs.items():
+        found = list_samples(path, class_folders, split)
+        samples[split] = stratified_fraction(found, fraction, seed)
+    return Splits(class_folders, [display_name(f) for f in class_folders], samples)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    sampler: Sampler,
+    num_workers: int,
+    pin_memory: bool = False,
+    drop_last: bool = False,
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_skipping,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        # Workers start afresh each epoch so their seeds follow the per-epoch seed: a resumed run
+        # sees the same augmentations as an uninterrupted one.
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )

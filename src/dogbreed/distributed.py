@@ -1,0 +1,101 @@
+"""torch.distributed set-up from SageMaker's description of the cluster.
+
+SM_HOSTS / SM_CURRENT_HOST / SM_NUM_GPUS give the hosts and GPUs; one process per GPU (one per
+host on CPUs). A launcher that already set RANK / WORLD_SIZE (torchrun) wins. NCCL on GPUs, gloo
+on CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from . import env as envnames
+
+DEFAULT_PORT = 29500
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = DEFAULT_PORT
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def plan(hosts: list[str], current_host: str, num_gpus: int, local_rank: int = 0) -> DistInfo:
+    """Where this process sits in the job: rank = host index x processes per host + local rank."""
+    environ = os.environ
+    port = int(environ.get(envnames.MASTER_PORT, DEFAULT_PORT))
+    if envnames.RANK in environ and envnames.WORLD_SIZE in environ:
+        return DistInfo(
+            rank=int(environ[envnames.RANK]),
+            world_size=int(environ[envnames.WORLD_SIZE]),
+            local_rank=int(environ.get(envnames.LOCAL_RANK, local_rank)),
+            master_addr=environ.get(envnames.MASTER_ADDR, "127.0.0.1"),
+            master_port=port,
+        )
+    hosts = sorted(hosts)
+    if current_host not in hosts:
+        raise ValueError(f"current host {current_host!r} is not among the hosts {hosts}")
+    per_host = max(1, num_gpus)
+    return DistInfo(
+        rank=hosts.index(current_host) * per_host + local_rank,
+        world_size=len(hosts) * per_host,
+        local_rank=local_rank,
+        master_addr=environ.get(envnames.MASTER_ADDR, hosts[0]),
+        master_port=port,
+    )
+
+
+def init(info: DistInfo, use_cuda: bool, timeout_s: int = 600) -> None:
+    if not info.enabled or dist.is_initialized():
+        return
+    dist.init_process_group(
+        backend="nccl" if use_cuda else "gloo",
+        init_method=f"tcp://{info.master_addr}:{info.master_port}",
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=timedelta(seconds=timeout_s),
+    )
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum a few numbers over every process (identity when not distributed)."""
+    if not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def broadcast_flag(flag: bool, device: torch.device) -> bool:
+    """True everywhere if any process says True (e.g. one got SIGTERM)."""
+    if not dist.is_initialized():
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()

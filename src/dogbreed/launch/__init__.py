@@ -1,0 +1,1 @@
+"""Launchers: SageMaker jobs built from our image URIs."""

@@ -1,0 +1,100 @@
+"""Preprocessing: the single definition, used by training, evaluation and serving.
+
+Follows torchvision's reference presets (ClassificationPresetTrain / ClassificationPresetEval).
+Images are decoded with Pillow; JPEGs use draft mode so a big photo is decoded at a reduced
+scale (never below what the resize needs), which is most of the decoding cost saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from PIL import Image, ImageOps
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a model expects of its input; saved in model.json and read back by serving."""
+
+    input_size: int = 224
+    resize: int = 256
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Preprocessing":
+        return cls(
+            input_size=int(data["input_size"]),
+            resize=int(data["resize"]),
+            mean=tuple(float(x) for x in data["mean"]),
+            std=tuple(float(x) for x in data["std"]),
+            interpolation=str(data.get("interpolation", "bilinear")),
+        )
+
+    @property
+    def interpolation_mode(self) -> InterpolationMode:
+        return InterpolationMode(self.interpolation)
+
+    def train_transform(self, augment: bool = True):
+        if not augment:
+            return self.eval_transform()
+        return T.Compose(
+            [
+                T.RandomResizedCrop(self.input_size, interpolation=self.interpolation_mode, antialias=True),
+                T.RandomHorizontalFlip(),
+                T.PILToTensor(),
+                T.ConvertImageDtype(torch.float),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+    def eval_transform(self):
+        return T.Compose(
+            [
+                T.Resize(self.resize, interpolation=self.interpolation_mode, antialias=True),
+                T.CenterCrop(self.input_size),
+                T.PILToTensor(),
+                T.ConvertImageDtype(torch.float),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+
+def to_rgb(image: Image.Image, draft_size: int | None = None) -> Image.Image:
+    """Any Pillow image (grayscale, RGBA, palette, CMYK, EXIF-rotated) as upright RGB.
+
+    ``draft_size``: for JPEGs, let libjpeg decode at a reduced scale whose shorter side is still at
+    least this many pixels (a no-op for other formats).
+    """
+    if draft_size and image.format == "JPEG":
+        image.draft("RGB", (draft_size, draft_size))
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return image
+
+
+def open_rgb(path, draft_size: int | None = None) -> Image.Image:
+    """Decode an image file fully (the file is closed on return) as upright RGB."""
+    with Image.open(path) as image:
+        rgb = to_rgb(image, draft_size)
+        rgb.load()
+        return rgb

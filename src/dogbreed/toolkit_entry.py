@@ -1,0 +1,54 @@
+"""The ``train`` entry of the image: the sagemaker-training toolkit, running our training program.
+
+``container/train`` execs this module. The toolkit reads ``/opt/ml`` (or ``SAGEMAKER_BASE_DIR``),
+exports the ``SM_*`` variables and calls :func:`main` (``SAGEMAKER_TRAINING_MODULE``); we turn the
+hyperparameters into the training program's flags. A failure is raised as the toolkit's
+ClientError so that the failure file holds our readable reason, not a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import env as envnames
+
+ENTRY = "dogbreed.toolkit_entry:main"
+
+
+def hyperparameters_to_argv(hyperparameters: dict) -> list[str]:
+    """SageMaker hands every hyperparameter over as a string; the toolkit JSON-decodes them."""
+    argv: list[str] = []
+    for key, value in sorted(hyperparameters.items()):
+        if key.startswith("sagemaker_") or key.startswith("_"):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        argv += [flag, str(value)]
+    return argv
+
+
+def main() -> None:
+    from sagemaker_training import environment, errors
+
+    from . import train
+
+    env = environment.Environment()
+    os.environ.update(env.to_env_vars())
+    code, reason = train.run(hyperparameters_to_argv(env.hyperparameters))
+    if code:
+        raise errors.ClientError(reason or f"training exited with code {code}")
+
+
+def run_toolkit() -> None:
+    """What ``docker run IMAGE train`` runs: the toolkit's trainer with our module as the framework."""
+    os.environ.setdefault(envnames.SAGEMAKER_TRAINING_MODULE, ENTRY)
+    from sagemaker_training.cli import train as toolkit_train
+
+    toolkit_train.main()
+
+
+if __name__ == "__main__":
+    run_toolkit()
+    sys.exit(0)
