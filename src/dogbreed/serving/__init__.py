@@ -1,0 +1,1 @@
+"""Serving on the sagemaker-inference toolkit and multi-model-server."""

@@ -1,0 +1,31 @@
+"""The content types the endpoint reads and writes."""
+
+from __future__ import annotations
+
+JPEG = "image/jpeg"
+PNG = "image/png"
+X_IMAGE = "application/x-image"
+IMAGE_TYPES = (JPEG, PNG, X_IMAGE, "image/webp", "image/bmp", "image/gif", "image/tiff")
+JSON = "application/json"
+NPY = "application/x-npy"
+ANY = "*/*"
+REQUEST_TYPES = (*IMAGE_TYPES, JSON, NPY)
+RESPONSE_TYPES = (JSON,)
+
+
+def base(content_type: str | None) -> str:
+    """``'image/jpeg; charset=x'`` -> ``'image/jpeg'`` (lower case)."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def pick_response(accept: str | None) -> str:
+    """The response type for an Accept header; None where we can give none of what is accepted."""
+    if not accept:
+        return JSON
+    for part in accept.split(","):
+        kind = base(part)
+        if kind in RESPONSE_TYPES:
+            return kind
+        if kind in (ANY, "application/*"):
+            return JSON
+    return None

@@ -1,0 +1,87 @@
+"""The inference handler: ``model_fn``, ``input_fn``, ``predict_fn``, ``output_fn`` (and the warm-up).
+
+The sagemaker-inference toolkit's Transformer calls these (SAGEMAKER_PROGRAM points here). The model
+is rebuilt from the training artifacts; preprocessing is the training package's own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from .. import env as envnames
+from . import content_types as ct
+from .decoders import decode
+from .errors import BadRequest, NotAcceptable
+from .predictor import Predictor, threads_per_worker
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP_K = 5
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+
+
+def _workers() -> int:
+    try:
+        return max(1, int(os.environ.get(envnames.SAGEMAKER_MODEL_SERVER_WORKERS) or 1))
+    except ValueError:
+        return 1
+
+
+def model_fn(model_dir):
+    predictor = Predictor(model_dir, threads=threads_per_worker(_workers()))
+    log.info("model %s loaded from %s (%s)", predictor.meta["arch"], model_dir, predictor.acc.describe())
+    return predictor
+
+
+def model_warmup_fn(model_dir, model):
+    model.warm_up()
+
+
+def _header(context, name: str):
+    if context is None:
+        return None
+    try:
+        properties = context.request_processor[0].get_request_properties()
+    except (AttributeError, IndexError, TypeError):
+        return None
+    for key, value in (properties or {}).items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def top_k_from(attributes: str | None, options: dict) -> int:
+    """k from the JSON body's ``top_k`` or the ``top_k=K`` custom attribute (SageMaker's CustomAttributes)."""
+    raw = options.get("top_k")
+    if raw is None and attributes:
+        for part in str(attributes).replace(";", ",").split(","):
+            key, _, value = part.partition("=")
+            if key.strip().lower() in ("top_k", "top-k", "k"):
+                raw = value.strip()
+    if raw is None:
+        return DEFAULT_TOP_K
+    try:
+        k = int(raw)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"top_k must be an integer, got {raw!r}") from exc
+    if k < 1:
+        raise BadRequest(f"top_k must be at least 1, got {k}")
+    return k
+
+
+def input_fn(input_data, content_type, context=None):
+    images, options = decode(input_data, content_type, draft_size=None)
+    return {"images": images, "top_k": top_k_from(_header(context, CUSTOM_ATTRIBUTES), options)}
+
+
+def predict_fn(data, model):
+    return {"predictions": model.top_k(data["images"], data["top_k"]), "model": model.meta["arch"]}
+
+
+def output_fn(prediction, accept):
+    kind = ct.pick_response(accept)
+    if kind is None:
+        raise NotAcceptable(f"cannot answer in {accept!r}; this endpoint answers {', '.join(ct.RESPONSE_TYPES)}")
+    return json.dumps(prediction), kind

@@ -1,0 +1,70 @@
+"""The trained model in memory: preprocessing (the training definition), forward, top-k.
+
+Used by the endpoint's handler, by tests as "the in-process model", and by the benchmarks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .. import accel
+from ..models import load_artifacts
+
+log = logging.getLogger(__name__)
+
+
+class Predictor:
+    def __init__(self, model_dir: Path, precision: str = "auto", threads: int | None = None):
+        self.model, self.meta, self.prep = load_artifacts(Path(model_dir))
+        self.class_names = list(self.meta["class_names"])
+        if threads:
+            torch.set_num_threads(max(1, int(threads)))
+        self.acc = accel.pick(precision)
+        self.model = self.acc.prepare_model(self.model).eval()
+        self.transform = self.prep.eval_transform()
+        self.draft_size = self.prep.resize
+
+    def tensor(self, images) -> torch.Tensor:
+        return torch.stack([self.transform(image) for image in images])
+
+    @torch.inference_mode()
+    def probabilities(self, images) -> torch.Tensor:
+        batch = self.acc.prepare_batch(self.tensor(images))
+        with self.acc.autocast():
+            logits = self.model(batch)
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+    def top_k(self, images, k: int = 5) -> list[list[dict]]:
+        probs = self.probabilities(images)
+        k = max(1, min(int(k), len(self.class_names)))
+        values, indices = probs.topk(k, dim=1)
+        return [
+            [
+                {"breed": self.class_names[i], "index": int(i), "probability": round(float(p), 6)}
+                for p, i in zip(row_values.tolist(), row_indices.tolist(), strict=True)
+            ]
+            for row_values, row_indices in zip(values, indices, strict=True)
+        ]
+
+    def warm_up(self, rounds: int = 2) -> None:
+        """Run the forward pass so that oneDNN's kernels are chosen before the first request."""
+        from PIL import Image
+
+        image = Image.new("RGB", (self.prep.resize, self.prep.resize), (127, 127, 127))
+        for _ in range(rounds):
+            self.probabilities([image])
+
+
+def threads_per_worker(workers: int) -> int:
+    """Cores shared between the server's workers, so that they do not oversubscribe the CPU."""
+    from ..env import DOGBREED_SERVE_THREADS
+
+    configured = os.environ.get(DOGBREED_SERVE_THREADS)
+    if configured:
+        return max(1, int(configured))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))

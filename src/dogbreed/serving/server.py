@@ -1,0 +1,221 @@
+"""Start multi-model-server with our handler: the ``serve`` entry of the image and of ``local-serve``.
+
+Each server has its own config file and temp directory (MMS keys its worker sockets and pid file on
+the temp directory), runs in its own process group, and stops on SIGTERM within the grace period.
+A missing or corrupt model is reported in the log and by an unhealthy ``/ping`` (no crash loop).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from .. import env as envnames
+from ..models import ModelError, load_artifacts
+
+log = logging.getLogger("dogbreed.serve")
+
+HANDLER_SERVICE = "dogbreed.serving.handler_service"
+HANDLER_MODULE = "dogbreed.serving.handler"
+DEFAULT_PORT = 8080
+STOP_GRACE_S = 20
+MAX_REQUEST_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints take at most 6 MB
+
+
+def default_workers() -> int:
+    configured = os.environ.get(envnames.SAGEMAKER_MODEL_SERVER_WORKERS)
+    if configured:
+        return max(1, int(configured))
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.device_count()
+    except Exception:  # no usable torch: CPU counts
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // 2)
+
+
+def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, timeout_s: int = 60) -> str:
+    from sagemaker_inference import model_server
+
+    with open(model_server.DEFAULT_MMS_CONFIG_FILE) as handle:
+        defaults = handle.read()
+    return defaults + "\n".join(
+        [
+            f"inference_address=http://{host}:{port}",
+            f"management_address=http://{host}:{port}",
+            f"default_workers_per_model={workers}",
+            f"default_service_handler={HANDLER_SERVICE}",
+            f"default_response_timeout={timeout_s}",
+            f"max_request_size={max_request_bytes}",
+            "vmargs=-XX:+UseContainerSupport -XX:InitialRAMPercentage=8.0 -XX:MaxRAMPercentage=10.0 -XX:-UseLargePages",
+            "",
+        ]
+    )
+
+
+def check_model(model_dir: Path) -> str | None:
+    """None if the model loads; otherwise the reason it cannot be served."""
+    try:
+        load_artifacts(model_dir)
+    except ModelError as exc:
+        return str(exc)
+    except Exception as exc:  # any failure to rebuild is a reason to be unhealthy, said in the log
+        return f"{exc.__class__.__name__}: {exc}"
+    return None
+
+
+def start_mms(model_dir: Path, host: str, port: int, workers: int, temp_dir: Path, config_path: Path) -> subprocess.Popen:
+    from sagemaker_inference import model_server
+
+    max_bytes = int(os.environ.get(envnames.SAGEMAKER_MAX_REQUEST_SIZE, MAX_REQUEST_BYTES))
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(mms_properties(host, port, workers, max_bytes))
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    environ = dict(os.environ)
+    environ.update(
+        {
+            "TEMP": str(temp_dir),
+            "TMPDIR": str(temp_dir),
+            "SAGEMAKER_PROGRAM": HANDLER_MODULE,
+            envnames.SAGEMAKER_MODEL_SERVER_WORKERS: str(workers),
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": environ.get("OMP_NUM_THREADS", "1"),
+        }
+    )
+    command = [
+        "multi-model-server", "--start", "--foreground",
+        "--mms-config", str(config_path),
+        "--model-store", str(model_dir.parent),
+        "--models", f"model={model_dir.name}",
+        "--log-config", model_server.DEFAULT_MMS_LOG_FILE,
+    ]
+    bindir = Path(sys.executable).parent
+    if (bindir / "multi-model-server").exists():
+        command[0] = str(bindir / "multi-model-server")
+    log.info("starting multi-model-server on %s:%d with %d worker(s)", host, port, workers)
+    return subprocess.Popen(command, env=environ, start_new_session=True, cwd=str(temp_dir))
+
+
+def stop_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> int:
+    """SIGTERM the server's process group, SIGKILL what is left after the grace period."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        return process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return process.wait()
+    finally:
+        try:  # workers that outlived the frontend
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class _Unhealthy(BaseHTTPRequestHandler):
+    reason = "model not loaded"
+
+    def _answer(self, status: int) -> None:
+        body = json.dumps({"status": "Unhealthy", "error": self.reason}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self._answer(503)
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(min(length, MAX_REQUEST_BYTES))
+        self._answer(503)
+
+    def log_message(self, fmt, *args):
+        log.info("unhealthy server: " + fmt, *args)
+
+
+def serve_unhealthy(host: str, port: int, reason: str) -> int:
+    """Answer /ping (and everything else) with 503 and the reason, until SIGTERM."""
+    handler = type("Unhealthy", (_Unhealthy,), {"reason": reason})
+    server = ThreadingHTTPServer((host, port), handler)
+    log.error("cannot serve the model: %s (answering /ping with 503)", reason)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    while not stop.wait(0.5):
+        pass
+    server.shutdown()
+    return 1
+
+
+def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, workers: int | None = None,  # nosec B104 - a container must listen on all interfaces
+          state_dir: Path | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code."""
+    port = int(port or os.environ.get(envnames.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
+    workers = workers or default_workers()
+    state_dir = Path(state_dir or os.environ.get(envnames.DOGBREED_SERVE_TEMP) or tempfile.mkdtemp(prefix="dogbreed-serve-"))
+    reason = check_model(model_dir)
+    if reason:
+        return serve_unhealthy(host, port, reason)
+    config_path = Path(os.environ.get(envnames.DOGBREED_MMS_CONFIG) or state_dir / "mms.properties")
+    process = start_mms(model_dir, host, port, workers, state_dir / "tmp", config_path)
+    stopping = {"signal": None}
+
+    def _stop(signum, frame):
+        stopping["signal"] = signum
+        log.info("signal %d: stopping the model server", signum)
+        threading.Thread(target=stop_group, args=(process,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while process.poll() is None:
+        time.sleep(0.2)
+    # the frontend is gone: make sure no worker is left behind
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    code = process.returncode
+    return 0 if stopping["signal"] else (code or 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``container/serve``: serve ``/opt/ml/model`` (a model.tar.gz there is extracted safely first)."""
+    from .archive import model_dir_from
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        argv = argv[1:]
+    base = envnames.base_dir()
+    state = Path(tempfile.mkdtemp(prefix="dogbreed-serve-"))
+    try:
+        model_dir = model_dir_from(base / "model", state)
+    except ModelError as exc:
+        sys.exit(serve_unhealthy("0.0.0.0", int(os.environ.get(envnames.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT)), str(exc)))  # nosec B104
+    sys.exit(serve(model_dir, state_dir=state))
+
+
+if __name__ == "__main__":
+    main()
