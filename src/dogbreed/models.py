@@ -111,6 +111,11 @@ def load_backbone_weights(model: nn.Module, path: Path) -> list[str]:
             f"{path} does not fit this architecture: {len(missing)} backbone tensors missing or mis-shaped "
             f"(first: {missing[0]})"
         )
+    unexpected = [k for k in state if k not in own and not k.startswith(head) and not k.endswith("num_batches_tracked")]
+    if unexpected:
+        raise ModelError(
+            f"{path} does not fit this architecture: {len(unexpected)} tensors it does not have (first: {unexpected[0]})"
+        )
     model.load_state_dict(usable, strict=False)
     return [k for k in state if k not in usable]
 

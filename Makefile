@@ -1,0 +1,74 @@
+# dogbreed — every target sets up what it needs (the venv first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DOGBREED := $(VENV)/bin/dogbreed
+WORK ?= .work
+STAMP := $(VENV)/.installed
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+BASE_IMAGE ?= pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
+LOCAL_BASE ?= dogbreed-base:local
+EXTRA_CA ?=
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast lint build push base-local bench bench-train bench-serve bench-tune test-reliability clean
+
+install: $(STAMP)
+
+$(STAMP): requirements/*.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip 'setuptools<82' wheel
+	$(PIP) install -q -r requirements/dev.txt
+	$(PIP) install -q --no-deps -e .
+	touch $(STAMP)
+
+## demo: make the bundled synthetic sample, train on it through the image's train entry, print the metrics
+demo: install
+	rm -rf $(WORK)/demo
+	$(DOGBREED) make-sample $(WORK)/demo/sample
+	$(DOGBREED) local-train --data $(WORK)/demo/sample --work-dir $(WORK)/demo/run \
+		--model resnet18 --pretrained-weights none --input-size 96 --epochs 6 --batch-size 25 --lr 0.003 --patience 0
+	@echo "--- metrics ($(WORK)/demo/run/opt_ml/output/data/metrics.json):"
+	@$(PY) -c "import json;m=json.load(open('$(WORK)/demo/run/opt_ml/output/data/metrics.json'));print('test_acc=%.3f test_loss=%.4f best_epoch=%d' % (m['test_acc'], m['test_loss'], m['best_epoch']))"
+	@echo "model: $(WORK)/demo/run/model.tar.gz  (serve it: $(DOGBREED) local-serve --model $(WORK)/demo/run/model.tar.gz)"
+
+## test: the whole suite (docker tests run wherever a daemon answers; CI makes them mandatory)
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow and not docker" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/bandit -q -c pyproject.toml -r src
+
+## images
+base-local:
+	scripts/build_local_base.sh $(LOCAL_BASE) "$(EXTRA_CA)"
+
+build:
+	BASE_IMAGE=$(BASE_IMAGE) REVISION=$(REVISION) EXTRA_CA="$(EXTRA_CA)" scripts/build_images.sh
+
+push:
+	REVISION=$(REVISION) scripts/build_and_push.sh
+
+## benchmarks
+bench-train: install
+	$(PY) -m dogbreed.bench.train_bench
+
+bench-serve: install
+	$(PY) -m dogbreed.bench.serve_bench
+
+bench-tune: install
+	$(PY) -m dogbreed.bench.tune_bench
+
+bench: bench-train bench-serve bench-tune
+
+test-reliability: install
+	$(PY) -m pytest -m reliability $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(WORK) .pytest_cache build dist src/*.egg-info

@@ -1,0 +1,82 @@
+"""Shared fixtures: the synthetic sample, a model trained on it through the real train entry, ../shared."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DOGBREED_SHARED", ROOT.parent / "shared"))
+DOGS10 = SHARED / "data" / "dogs10"
+LITE0_WEIGHTS = SHARED / "weights" / "tf_efficientnet_lite0.in1k.pth"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# A small, quick model for the tests that only need *a* trained model.
+QUICK_FLAGS = [
+    "--model", "resnet18", "--pretrained-weights", "none", "--input-size", "64",
+    "--epochs", "3", "--batch-size", "25", "--lr", "0.003", "--patience", "0", "--num-workers", "1",
+]
+
+
+def needs_shared():
+    return pytest.mark.skipif(not DOGS10.is_dir() or not LITE0_WEIGHTS.is_file(),
+                              reason=f"../shared (dogs10 and the tf_efficientnet_lite0 weights) not found at {SHARED}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    from dogbreed.sample import make_sample
+
+    root = tmp_path_factory.mktemp("sample") / "dogImages"
+    make_sample(root, classes=5, size=96, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, sample_dir):
+    """A model trained on the sample by the real train entry: (work dir, model dir, archive, stdout)."""
+    from dogbreed.local import local_train
+
+    work = tmp_path_factory.mktemp("trained")
+    log = work / "stdout.log"
+    with open(log, "w") as handle:
+        code, archive = local_train(sample_dir, work, QUICK_FLAGS, stdout=handle)
+    assert code == 0, (work / "opt_ml" / "output" / "failure").read_text() if (work / "opt_ml/output/failure").exists() else log.read_text()
+    return {"work": work, "model_dir": work / "opt_ml" / "model", "archive": archive, "stdout": log.read_text(),
+            "output": work / "opt_ml" / "output" / "data"}
+
+
+def dogbreed_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "dogbreed.cli", *args]
+
+
+def run_cli(*args, timeout=600, env=None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(dogbreed_cmd(*args), capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+def docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def docker():
+    """Docker tests skip where no daemon answers, except in CI, where a missing docker is a failure."""
+    if not docker_available():
+        if IN_CI:
+            pytest.fail("docker is required in CI (.ci/run installs and starts it) but no daemon answers")
+        pytest.skip("no docker daemon answers here (CI makes this a failure)")
+    return "docker"

@@ -1,0 +1,52 @@
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from dogbreed import accel
+from dogbreed.presets import Preprocessing, to_rgb
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "LA", "I;16", "1"])
+def test_any_mode_becomes_rgb(mode):
+    image = Image.new("RGB", (20, 10), (200, 30, 30)).convert(mode)
+    assert to_rgb(image).mode == "RGB"
+
+
+def test_exif_rotation_is_applied():
+    image = Image.new("RGB", (40, 20), "blue")
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes())
+    assert to_rgb(Image.open(io.BytesIO(buffer.getvalue()))).size == (20, 40)
+
+
+def test_transparent_pixels_become_white():
+    image = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert to_rgb(image).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_eval_transform_shape_and_draft_decode():
+    prep = Preprocessing(64, 73)
+    buffer = io.BytesIO()
+    Image.new("RGB", (1000, 800), "green").save(buffer, "JPEG")
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    rgb = to_rgb(image, draft_size=73)
+    assert min(rgb.size) >= 73 and rgb.size[0] < 1000  # decoded at a reduced scale
+    assert prep.eval_transform()(rgb).shape == (3, 64, 64)
+
+
+def test_precision_follows_the_hardware():
+    chosen = accel.pick("auto", use_cuda=False)
+    assert chosen.precision == ("bf16" if accel.cpu_supports_bf16() else "fp32")
+    assert chosen.channels_last == (chosen.precision == "bf16")
+    with pytest.raises(ValueError, match="fp16"):
+        accel.pick("fp16", use_cuda=False)
+    fp32 = accel.pick("fp32", use_cuda=False)
+    assert fp32.autocast_dtype is None
+    x = torch.ones(2, 2)
+    with chosen.autocast():
+        y = x @ x
+    assert y.dtype == (torch.bfloat16 if chosen.precision == "bf16" else torch.float32)
