@@ -96,7 +96,7 @@ class TerminationFlag:
         self.requested = True
         log.warning("SIGTERM received: finishing the current step, saving a checkpoint, exiting")
 
-    def install(self) -> "TerminationFlag":
+    def install(self) -> TerminationFlag:
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread (e.g. under a test runner thread)

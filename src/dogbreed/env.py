@@ -99,7 +99,7 @@ class SageMakerEnv:
         return self.current_host == sorted(self.hosts)[0]
 
     @classmethod
-    def from_environ(cls) -> "SageMakerEnv":
+    def from_environ(cls) -> SageMakerEnv:
         base = base_dir()
         env = os.environ
         channels: dict[str, Path] = {}

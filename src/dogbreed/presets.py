@@ -35,7 +35,7 @@ class Preprocessing:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "Preprocessing":
+    def from_json(cls, data: dict) -> Preprocessing:
         return cls(
             input_size=int(data["input_size"]),
             resize=int(data["resize"]),

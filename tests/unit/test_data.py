@@ -66,7 +66,7 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
     dataset = data.ImageSamples(splits.samples["train"], Preprocessing(32, 36).eval_transform())
     loader = data.make_loader(dataset, 4, data.ShardSampler(len(dataset)), num_workers=0)
     images, skipped = 0, 0
-    for batch, labels, n_skipped in loader:
+    for _batch, labels, n_skipped in loader:
         images += len(labels)
         skipped += n_skipped
     assert (images, skipped) == (6, 2)

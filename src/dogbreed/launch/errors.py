@@ -14,7 +14,7 @@ HINTS = {
 
 def describe(exc: BaseException) -> str:
     try:
-        from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, EndpointConnectionError
+        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
     except ImportError:  # pragma: no cover - botocore is a dependency of the launchers
         ClientError = NoCredentialsError = NoRegionError = EndpointConnectionError = ()
     if NoCredentialsError and isinstance(exc, NoCredentialsError):

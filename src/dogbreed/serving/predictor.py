@@ -13,6 +13,7 @@ import torch
 
 from .. import accel
 from ..models import load_artifacts
+from ..presets import to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class Predictor:
         self.draft_size = self.prep.resize
 
     def tensor(self, images) -> torch.Tensor:
-        return torch.stack([self.transform(image) for image in images])
+        return torch.stack([self.transform(to_rgb(image)) for image in images])
 
     @torch.inference_mode()
     def probabilities(self, images) -> torch.Tensor:

@@ -1,11 +1,16 @@
-"""The toolkit's Transformer, answering errors as JSON (status, message) without the traceback."""
+"""The toolkit's Transformer with two changes: bodies reach ``input_fn`` as bytes (the toolkit would
+decode JSON/CSV bodies as UTF-8 first and turn a bad byte into a 500), and errors are answered as
+JSON (status, message) with the traceback kept in the log, not sent to the client."""
 
 from __future__ import annotations
 
 import json
 import logging
+import traceback
+from http import HTTPStatus
 
-from sagemaker_inference import utils
+from sagemaker_inference import content_types, utils
+from sagemaker_inference.errors import BaseInferenceToolkitError, GenericInferenceToolkitError
 from sagemaker_inference.transformer import Transformer
 
 from . import content_types as ct
@@ -14,6 +19,34 @@ log = logging.getLogger(__name__)
 
 
 class JsonErrorTransformer(Transformer):
+    def transform(self, data, context):
+        try:
+            properties = context.system_properties
+            self.validate_and_initialize(model_dir=properties.get("model_dir"), context=context)
+            responses = []
+            for index, item in enumerate(data):
+                body = item.get("body")
+                if body is None:
+                    body = item.get("data") or b""
+                processors = context.request_processor
+                request = processors[index if index < len(processors) else 0].get_request_properties()
+                content_type = utils.retrieve_content_type_header(request)
+                accept = request.get("Accept") or request.get("accept")
+                if not accept or accept == content_types.ANY:
+                    accept = self._environment.default_accept
+                result = self._run_handler_function(self._transform_fn, *(self._model, body, content_type, accept))
+                response, response_type = result if isinstance(result, tuple) else (result, accept)
+                context.set_response_content_type(index, response_type)
+                responses.append(response)
+            return responses
+        except BaseInferenceToolkitError as exc:
+            return self.handle_error(context, exc, traceback.format_exc())
+        except MemoryError:
+            return self.handle_error(context, GenericInferenceToolkitError(507, "out of memory"), traceback.format_exc())
+        except Exception as exc:  # a bug of ours: a 500 with the reason, the traceback in the log
+            error = GenericInferenceToolkitError(int(HTTPStatus.INTERNAL_SERVER_ERROR), f"{exc.__class__.__name__}: {exc}")
+            return self.handle_error(context, error, traceback.format_exc())
+
     @staticmethod
     def handle_error(context, inference_exception, trace):
         status = int(inference_exception.status_code)
@@ -26,5 +59,5 @@ class JsonErrorTransformer(Transformer):
         try:
             context.set_response_content_type(0, ct.JSON)
         except Exception:  # an old context without content types: the body still says it all
-            pass
+            log.debug("could not set the error's content type")
         return [json.dumps({"error": message, "status": status})]

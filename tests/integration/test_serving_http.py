@@ -1,0 +1,199 @@
+"""The real serving stack (multi-model-server + our handler) on loopback, over real HTTP."""
+
+import base64
+import io
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
+
+from dogbreed.serving.predictor import Predictor
+from tests.conftest import free_port
+from tests.serving_helpers import get, jpeg_bytes, local_server, post, post_oversized
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with local_server(trained["archive"], free_port(), log) as (url, process):
+        yield url, process, log
+
+
+@pytest.fixture(scope="module")
+def predictor(trained):
+    return Predictor(trained["model_dir"])
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def _test_images(sample_dir, n=2):
+    paths = []
+    for folder in sorted((sample_dir / "test").iterdir()):
+        paths += sorted(folder.iterdir())[:n]
+    return paths
+
+
+def _classes(answer):
+    return [[row["breed"] for row in rows] for rows in answer["predictions"]]
+
+
+def test_ping(server):
+    url, _, _ = server
+    assert get(url, "/ping")[0] == 200
+
+
+@pytest.mark.parametrize("variant", ["jpeg", "png", "grayscale", "rgba"])
+def test_images_are_classified_as_the_in_process_model_does(server, predictor, sample_dir, variant):
+    url, _, _ = server
+    for path in _test_images(sample_dir):
+        image = Image.open(path).convert("RGB")
+        if variant == "jpeg":
+            body, kind, _reference = path.read_bytes(), "image/jpeg", Image.open(path)
+        elif variant == "png":
+            body, kind, _reference = _encode(image, "PNG"), "image/png", image
+        elif variant == "grayscale":
+            gray = image.convert("L")
+            body, kind, _reference = _encode(gray, "PNG"), "application/x-image", gray
+        else:
+            rgba = image.convert("RGBA")
+            body, kind, _reference = _encode(rgba, "PNG"), "image/png", rgba
+        status, answer, headers = post(url, body, kind)
+        assert status == 200, answer
+        assert headers.get("content-type", "").startswith("application/json")
+        expected = predictor.top_k([Image.open(io.BytesIO(body))], k=5)
+        assert _classes(answer) == [[r["breed"] for r in expected[0]]]
+        assert len(answer["predictions"][0]) == 5
+        probs = [r["probability"] for r in answer["predictions"][0]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+
+
+def test_json_batch_and_top_k(server, predictor, sample_dir):
+    url, _, _ = server
+    paths = _test_images(sample_dir, n=1)
+    body = json.dumps({"instances": [base64.b64encode(p.read_bytes()).decode() for p in paths], "top_k": 2}).encode()
+    status, answer, _ = post(url, body, "application/json")
+    assert status == 200, answer
+    expected = predictor.top_k([Image.open(p) for p in paths], k=2)
+    assert _classes(answer) == [[r["breed"] for r in rows] for rows in expected]
+
+
+def test_top_k_from_the_custom_attributes_header(server, sample_dir):
+    url, _, _ = server
+    path = _test_images(sample_dir, n=1)[0]
+    status, answer, _ = post(url, path.read_bytes(), "image/jpeg", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=3"})
+    assert status == 200 and len(answer["predictions"][0]) == 3
+
+
+def test_numpy_input(server, predictor, sample_dir):
+    url, _, _ = server
+    path = _test_images(sample_dir, n=1)[0]
+    array = np.asarray(Image.open(path).convert("RGB"))
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    status, answer, _ = post(url, buffer.getvalue(), "application/x-npy")
+    assert status == 200, answer
+    assert _classes(answer)[0][0] == predictor.top_k([Image.fromarray(array)], 1)[0][0]["breed"]
+
+
+def _malformed_requests():
+    good = jpeg_bytes()
+    png = io.BytesIO()
+    Image.new("RGB", (50, 50)).save(png, "PNG")
+    bomb = io.BytesIO()
+    Image.new("1", (30000, 30000)).save(bomb, "PNG")  # tiny file, 900 megapixels
+    npy_obj = io.BytesIO()
+    np.save(npy_obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    npy_bad_shape = io.BytesIO()
+    np.save(npy_bad_shape, np.zeros((5, 5, 7), dtype=np.uint8))
+    return [
+        ("empty body", b"", "image/jpeg", {}),
+        ("truncated jpeg", good[: len(good) // 3], "image/jpeg", {}),
+        ("jpeg header only", good[:20], "image/jpeg", {}),
+        ("bytes that are no image", os.urandom(2048), "image/jpeg", {}),
+        ("text as png", b"hello world", "image/png", {}),
+        ("truncated png", png.getvalue()[:60], "image/png", {}),
+        ("unsupported content type", good, "text/csv", {}),
+        ("another unsupported type", good, "application/octet-stream", {}),
+        ("no content type", good, None, {}),
+        ("malformed json", b'{"image": ', "application/json", {}),
+        ("json without image", b'{"foo": 1}', "application/json", {}),
+        ("json bad base64", b'{"image": "@@@not base64@@@"}', "application/json", {}),
+        ("json base64 of garbage", json.dumps({"image": base64.b64encode(b"garbage").decode()}).encode(), "application/json", {}),
+        ("json empty instances", b'{"instances": []}', "application/json", {}),
+        ("json wrong type", b'"just a string"', "application/json", {}),
+        ("json number image", b'{"image": 42}', "application/json", {}),
+        ("json bad top_k", json.dumps({"image": base64.b64encode(good).decode(), "top_k": "many"}).encode(), "application/json", {}),
+        ("json zero top_k", json.dumps({"image": base64.b64encode(good).decode(), "top_k": 0}).encode(), "application/json", {}),
+        ("json too many images", json.dumps({"instances": [base64.b64encode(good).decode()] * 65}).encode(), "application/json", {}),
+        ("invalid utf-8 json", b"\xff\xfe\x00garbage", "application/json", {}),
+        ("npy garbage", b"\x93NUMPY garbage", "application/x-npy", {}),
+        ("npy object array", npy_obj.getvalue(), "application/x-npy", {}),
+        ("npy bad channels", npy_bad_shape.getvalue(), "application/x-npy", {}),
+        ("decompression bomb", bomb.getvalue(), "image/png", {}),
+        ("unacceptable accept", good, "image/jpeg", {"Accept": "text/csv"}),
+        ("bad top_k attribute", good, "image/jpeg", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=abc"}),
+    ]
+
+
+def test_malformed_requests_get_4xx_and_the_server_keeps_serving(server, predictor, sample_dir):
+    url, process, _ = server
+    cases = _malformed_requests()
+    assert len(cases) + 1 >= 20
+    for name, body, kind, headers in cases:
+        status, answer, _ = post(url, body, kind, headers)
+        assert 400 <= status < 500, f"{name}: {status} {answer}"
+        message = answer.get("error") or answer.get("message") if isinstance(answer, dict) else answer
+        assert message and len(str(message)) > 5, f"{name}: no message in {answer!r}"
+    # over the 6 MB payload limit: multi-model-server refuses it before reading it all (raw socket)
+    status, message = post_oversized(url, 7 * 1024 * 1024)
+    assert status == 413 and "Too Large" in message
+    assert process.poll() is None
+    assert get(url, "/ping")[0] == 200
+    path = _test_images(sample_dir, n=1)[0]
+    status, answer, _ = post(url, path.read_bytes(), "image/jpeg")
+    assert status == 200
+    assert _classes(answer)[0] == [r["breed"] for r in predictor.top_k([Image.open(path)], 5)[0]]
+
+
+def test_a_corrupt_model_gives_an_unhealthy_ping_with_the_reason(tmp_path, trained):
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "model.json").write_text((trained["model_dir"] / "model.json").read_text())
+    (broken / "model.pth").write_bytes(b"not a state dict")
+    with local_server(broken, free_port(), tmp_path / "log.txt", ready=False) as (url, process):
+        deadline = time.time() + 60
+        status = None
+        while time.time() < deadline:
+            try:
+                status, body = get(url, "/ping")
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert status == 503 and "model.pth" in body
+        assert process.poll() is None  # it stays up, saying why, instead of crash-looping
+    assert "cannot serve the model" in (tmp_path / "log.txt").read_text()
+
+
+def test_sigterm_stops_the_server_and_its_workers(trained, tmp_path):
+    with local_server(trained["archive"], free_port(), tmp_path / "log.txt") as (url, process):
+        group = [process.pid] + [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
+        names = " ".join(" ".join(psutil.Process(pid).cmdline()) for pid in group)
+        assert "ModelServer" in names and "model_service_worker" in names  # frontend and a worker
+        start = time.time()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        assert time.time() - start < 30
+    time.sleep(0.5)
+    assert not [pid for pid in group if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+

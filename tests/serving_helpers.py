@@ -1,0 +1,151 @@
+"""Start the real serving stack (``dogbreed local-serve``) on loopback for a test, and stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from PIL import Image
+
+
+def jpeg_bytes(color=(120, 80, 40), size=(128, 96)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def post(url: str, body: bytes, content_type: str | None = "image/jpeg", headers=None, timeout=60):
+    """(status, parsed JSON or raw text, headers) for POST /invocations."""
+    if content_type is None:
+        return _post_without_content_type(url, body, headers or {}, timeout)
+    request = urllib.request.Request(url.rstrip("/") + "/invocations", data=body, method="POST")
+    if content_type is not None:
+        request.add_header("Content-Type", content_type)
+    for key, value in (headers or {}).items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw, status, hdrs = response.read(), response.status, {k.lower(): v for k, v in response.headers.items()}
+    except urllib.error.HTTPError as exc:
+        raw, status, hdrs = exc.read(), exc.code, {k.lower(): v for k, v in exc.headers.items()}
+    try:
+        return status, json.loads(raw), hdrs
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return status, raw.decode("utf-8", "replace"), hdrs
+
+
+def _post_without_content_type(url, body, headers, timeout):
+    """urllib always adds a form content type; http.client sends none at all."""
+    import http.client
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
+    try:
+        connection.request("POST", "/invocations", body=body, headers={"Content-Length": str(len(body)), **headers})
+        response = connection.getresponse()
+        raw, status = response.read(), response.status
+        hdrs = {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        connection.close()
+    try:
+        return status, json.loads(raw), hdrs
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return status, raw.decode("utf-8", "replace"), hdrs
+
+
+def get(url: str, path: str = "/ping", timeout=10):
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + path, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_ready(url: str, process=None, timeout: float = 180) -> None:
+    """Ready = a real image is classified (a 200 from /invocations), not just /ping."""
+    deadline = time.time() + timeout
+    body = jpeg_bytes()
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            status, _, _ = post(url, body, timeout=30)
+            if status == 200:
+                return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+@contextlib.contextmanager
+def local_server(model: Path, port: int, log_path: Path, workers: int | None = None, ready: bool = True, env=None):
+    command = [sys.executable, "-m", "dogbreed.cli", "local-serve", "--model", str(model), "--port", str(port)]
+    if workers:
+        command += ["--workers", str(workers)]
+    log = open(log_path, "w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                               env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if ready:
+            wait_ready(url, process)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
+
+
+def post_oversized(url: str, size: int, content_type: str = "image/jpeg", timeout=30) -> tuple[int, str]:
+    """POST a body of ``size`` bytes over a raw socket, tolerating the server closing early.
+
+    A server that refuses a body over its limit answers before reading it all; urllib then reports a
+    reset instead of the answer. Returns (status, reason phrase + body)."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    sock = socket.create_connection((parsed.hostname, parsed.port), timeout=timeout)
+    try:
+        head = (f"POST /invocations HTTP/1.1\r\nHost: {parsed.hostname}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {size}\r\nConnection: close\r\n\r\n").encode()
+        sock.sendall(head)
+        chunk = b"\xff" * 65536
+        sent = 0
+        try:
+            while sent < size:
+                sock.sendall(chunk[: min(len(chunk), size - sent)])
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data = b""
+        try:
+            while True:
+                part = sock.recv(65536)
+                if not part:
+                    break
+                data += part
+        except (TimeoutError, ConnectionResetError):
+            pass
+    finally:
+        sock.close()
+    status_line, _, rest = data.partition(b"\r\n")
+    parts = status_line.decode("latin-1").split(" ", 2)
+    _, _, body = rest.partition(b"\r\n\r\n")
+    return int(parts[1]), (parts[2] if len(parts) > 2 else "") + " " + body.decode("utf-8", "replace")
