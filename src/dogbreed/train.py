@@ -357,10 +357,10 @@ def main(args: argparse.Namespace, local_rank: int = 0, hooks_factory=None) -> d
 
 
 def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) -> dict:
-    acc = accel.pick(args.precision, dist_info.local_rank, use_cuda=use_cuda)
     procs_per_host = max(1, smenv.num_gpus) if use_cuda else 1
     if not use_cuda:
         accel.set_threads(max(1, smenv.num_cpus // procs_per_host))
+    acc = accel.pick(args.precision, dist_info.local_rank, use_cuda=use_cuda)
     workers = args.num_workers if args.num_workers is not None else default_workers(smenv, procs_per_host)
     seed_everything(args.seed)
     log.info("%s rank=%d/%d workers=%d", acc.describe(), dist_info.rank, dist_info.world_size, workers)

@@ -40,8 +40,12 @@ def test_eval_transform_shape_and_draft_decode():
 
 def test_precision_follows_the_hardware():
     chosen = accel.pick("auto", use_cuda=False)
-    assert chosen.precision == ("bf16" if accel.cpu_supports_bf16() else "fp32")
-    assert chosen.channels_last == (chosen.precision == "bf16")
+    precision, channels_last, timings = accel.probe_cpu(training=True)
+    assert (chosen.precision, chosen.channels_last) == (precision, channels_last)
+    assert set(timings) >= {"fp32", "fp32+channels_last"}
+    assert ("bf16+channels_last" in timings) == accel.cpu_supports_bf16()
+    label = precision + ("+channels_last" if channels_last else "")
+    assert timings[label] == min(timings.values())  # the fastest measured set-up wins
     with pytest.raises(ValueError, match="fp16"):
         accel.pick("fp16", use_cuda=False)
     fp32 = accel.pick("fp32", use_cuda=False)

@@ -1,0 +1,1 @@
+"""Benchmarks behind the make bench-* targets; each writes .work/bench/NAME.json and BENCHMARKS.md."""

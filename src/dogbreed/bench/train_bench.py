@@ -1,0 +1,167 @@
+"""``make bench-train``: images/s of our training step beside the seed's plain fp32 loop, same data, same run.
+
+Ours: our loader (Pillow draft-mode decode), bf16 autocast + channels_last where the CPU has bf16,
+AdamW. The seed's way: torchvision ImageFolder, standard transforms, fp32 eager, no autocast.
+Both train every layer at 224 px with the same batch size and data-loader workers; the whole step
+is timed, data loading included. The machine's limit: the model's training FLOPs per image against
+the matrix-multiply peak measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .. import accel, data, models
+from ..presets import IMAGENET_MEAN, IMAGENET_STD
+from . import report
+
+SHARED_DATA = Path("../shared/data/dogs10")
+
+
+def dataset_root() -> tuple[Path, str]:
+    if (SHARED_DATA / "train").is_dir():
+        return SHARED_DATA, "real JPEGs, ../shared/data/dogs10 (320 px shorter side)"
+    from ..sample import make_sample
+
+    root = Path(tempfile.mkdtemp(prefix="bench-sample-"))
+    make_sample(root, classes=10, size=320, per_split={"train": 40, "valid": 2, "test": 2})
+    return root, "the synthetic sample at 320 px (../shared absent)"
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
+    """Dense matrix-multiply throughput in GFLOP/s for one dtype, all cores."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def training_flops_per_image(arch: str, num_classes: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = models.build(arch, num_classes)
+    x = torch.randn(2, 3, 224, 224)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x).sum().backward()
+    return counter.get_total_flops() / 2
+
+
+def time_steps(model, loader, step_fn, warmup: int, steps: int) -> float:
+    """Images per second over ``steps`` steps after ``warmup`` ones, data loading included."""
+    iterator = iter(loader)
+    seen = 0
+    for index in range(warmup + steps):
+        if index == warmup:
+            seen, start = 0, time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            batch = next(iterator)
+        images, labels = batch[0], batch[1]
+        step_fn(images, labels)
+        seen += labels.size(0)
+    return seen / (time.perf_counter() - start)
+
+
+def ours(arch, root, batch, workers, warmup, steps, num_classes):
+    acc = accel.pick("auto", use_cuda=False)
+    prep = models.default_preprocessing(arch)
+    splits = data.load_splits({"train": root})
+    dataset = data.ImageSamples(splits.samples["train"], prep.train_transform(True), prep.resize)
+    loader = data.make_loader(dataset, batch, data.ShardSampler(len(dataset), shuffle=True), workers, drop_last=True)
+    model = acc.prepare_model(models.build(arch, num_classes)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step(images, labels):
+        images = acc.prepare_batch(images)
+        with acc.autocast():
+            loss = criterion(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return time_steps(model, loader, step, warmup, steps), acc.describe()
+
+
+def seed_way(arch, root, batch, workers, warmup, steps, num_classes):
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    dataset = datasets.ImageFolder(str(root / "train"), transform=transform)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
+    model = models.build(arch, num_classes).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    criterion = nn.CrossEntropyLoss()
+
+    def step(images, labels):
+        loss = criterion(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return time_steps(model, loader, step, warmup, steps)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet50,tf_efficientnet_lite0")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=int(os.environ.get("BENCH_STEPS", 6)))
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    root, source = dataset_root()
+    num_classes = len(data.list_classes(root / "train"))
+    threads = accel.set_threads(os.cpu_count())
+    peak_fp32 = matmul_peak(torch.float32)
+    peak_bf16 = matmul_peak(torch.bfloat16) if accel.cpu_supports_bf16() else None
+    rows, results = [], {}
+    for arch in args.models.split(","):
+        flops = training_flops_per_image(arch, num_classes)
+        ours_ips, how = ours(arch, root, args.batch_size, args.workers, args.warmup, args.steps, num_classes)
+        seed_ips = seed_way(arch, root, args.batch_size, args.workers, args.warmup, args.steps, num_classes)
+        ratio = ours_ips / seed_ips
+        limit = peak_bf16 or peak_fp32
+        share = ours_ips * flops / 1e9 / limit
+        results[arch] = {"ours": ours_ips, "seed": seed_ips, "ratio": ratio, "gflop_per_image": flops / 1e9, "share_of_peak": share}
+        rows.append([arch, f"{seed_ips:.1f}", f"{ours_ips:.1f}", f"**{ratio:.2f}x**", f"{flops / 1e9:.1f}",
+                     f"{ours_ips * flops / 1e9:.0f}", f"{100 * share:.0f}%"])
+        print(f"{arch}: seed {seed_ips:.1f} img/s, ours {ours_ips:.1f} img/s ({how}), ratio {ratio:.2f}x, "
+              f"{100 * share:.0f}% of the {'bf16' if peak_bf16 else 'fp32'} matmul peak", flush=True)
+    report.save("train", {
+        "title": "Training throughput (whole step, data loading included)",
+        "headers": ["model", "seed's way img/s (ImageFolder, fp32 eager)", "ours img/s", "ratio",
+                    "train GFLOP/img", "ours GFLOP/s", "share of matmul peak"],
+        "rows": rows,
+        "results": results,
+        "notes": [
+            f"Data: {source}; batch {args.batch_size}, {args.workers} loader worker(s), {threads} compute threads, "
+            f"{args.steps} timed steps after {args.warmup} warm-up steps, every layer trained, 224 px.",
+            f"Matrix-multiply peak measured in this run (2048x2048): fp32 {peak_fp32:.0f} GFLOP/s"
+            + (f", bf16 {peak_bf16:.0f} GFLOP/s" if peak_bf16 else "") + ". Train FLOPs: forward + backward counted by torch's FlopCounterMode.",
+        ],
+    })
+    print(f"wrote {report.REPORT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
