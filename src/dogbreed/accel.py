@@ -71,52 +71,65 @@ def _probe_net() -> torch.nn.Module:
     )
 
 
-def probe_cpu(training: bool) -> tuple[str, bool, dict]:
+def probe_cpu(training: bool, model: torch.nn.Module | None = None, input_size: int = 224,
+              batch: int | None = None) -> tuple[str, bool, dict]:
     """Time the CPU's candidate set-ups (fp32, fp32 + channels_last, bf16 + channels_last where oneDNN
-    has bf16 kernels) on a small convolutional workload and return the fastest (precision,
-    channels_last, timings). A CPU that advertises bf16 without making it fast keeps fp32."""
+    has bf16 kernels) and return the fastest (precision, channels_last, timings).
+
+    With ``model``, the model itself is timed (a copy, on a small batch: forward + backward when
+    training, forward alone for inference); without, a few ResNet-bottleneck layers stand in. A CPU
+    that advertises bf16 without making it fast keeps fp32."""
+    import copy
     import time
 
-    key = "train" if training else "infer"
+    key = ("train" if training else "infer", model.__class__.__name__ if model is not None else "proxy", input_size)
     if key in _PROBED:
         return _PROBED[key]
     candidates = [("fp32", False), ("fp32", True)]
     if cpu_supports_bf16():
         candidates.append(("bf16", True))
     torch.manual_seed(0)
-    net = _probe_net()
-    x = torch.randn(8, 64, 56, 56)
+    if model is not None:
+        net = copy.deepcopy(model).cpu()
+        x = torch.randn(batch or (4 if training else 1), 3, input_size, input_size)
+    else:
+        net = _probe_net()
+        x = torch.randn(batch or 8, 64, 56, 56)
     timings = {}
     for precision, channels_last in candidates:
-        model = net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        probe = net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
         def once():
             if training:
-                model.train()
+                probe.train()
                 with autocast:
-                    out = model(inputs)
+                    out = probe(inputs)
                 out.float().sum().backward()
+                probe.zero_grad(set_to_none=True)
             else:
-                model.eval()
+                probe.eval()
                 with torch.inference_mode(), autocast:
-                    model(inputs)
+                    probe(inputs)
 
         once()
         best = float("inf")
-        for _ in range(3):
+        for _ in range(2 if model is not None else 3):
             start = time.perf_counter()
             once()
             best = min(best, time.perf_counter() - start)
         timings[f"{precision}{'+channels_last' if channels_last else ''}"] = best
+    del net
     fastest = min(candidates, key=lambda c: timings[f"{c[0]}{'+channels_last' if c[1] else ''}"])
     _PROBED[key] = (fastest[0], fastest[1], timings)
-    log.info("CPU probe (%s): %s -> %s", key, {k: f"{v * 1e3:.1f} ms" for k, v in timings.items()}, fastest)
+    log.info("CPU probe %s: %s -> %s%s", key, {k: f"{v * 1e3:.1f} ms" for k, v in timings.items()},
+             fastest[0], " + channels_last" if fastest[1] else "")
     return _PROBED[key]
 
 
-def pick(precision: str = "auto", local_rank: int = 0, use_cuda: bool | None = None, training: bool = True) -> Accelerator:
+def pick(precision: str = "auto", local_rank: int = 0, use_cuda: bool | None = None, training: bool = True,
+         model: torch.nn.Module | None = None, input_size: int = 224) -> Accelerator:
     """Choose device and precision. ``auto``: AMP (bf16, else fp16) on CUDA; on CPUs the fastest of
     fp32, fp32 + channels_last and bf16 + channels_last, measured here (bf16 only where oneDNN has
     native bf16 kernels). An explicit precision the hardware cannot run is refused, not faked."""
@@ -135,7 +148,7 @@ def pick(precision: str = "auto", local_rank: int = 0, use_cuda: bool | None = N
     if precision == "fp16":
         raise ValueError("precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
     if precision == "auto":
-        precision, channels_last, _ = probe_cpu(training)
+        precision, channels_last, _ = probe_cpu(training, model, input_size)
         return Accelerator(device, precision, channels_last)
     if precision == "bf16" and not cpu_supports_bf16():
         log.warning("bf16 asked for on a CPU without native bf16 kernels: it will be slow")

@@ -360,15 +360,15 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
     procs_per_host = max(1, smenv.num_gpus) if use_cuda else 1
     if not use_cuda:
         accel.set_threads(max(1, smenv.num_cpus // procs_per_host))
-    acc = accel.pick(args.precision, dist_info.local_rank, use_cuda=use_cuda)
     workers = args.num_workers if args.num_workers is not None else default_workers(smenv, procs_per_host)
     seed_everything(args.seed)
-    log.info("%s rank=%d/%d workers=%d", acc.describe(), dist_info.rank, dist_info.world_size, workers)
 
     splits = data.load_splits(args.channels, args.data_fraction, args.seed)
     num_classes = len(splits.class_names)
     model = build_model(args, num_classes)
     prep = models.default_preprocessing(args.model, args.input_size)
+    acc = accel.pick(args.precision, dist_info.local_rank, use_cuda=use_cuda, training=True, model=model,
+                     input_size=prep.input_size)
     draft = prep.resize
     datasets = {
         "train": data.ImageSamples(splits.samples["train"], prep.train_transform(args.augment), draft),
@@ -376,6 +376,7 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
     }
     if "test" in splits.samples:
         datasets["test"] = data.ImageSamples(splits.samples["test"], prep.eval_transform(), draft)
+    log.info("%s rank=%d/%d workers=%d", acc.describe(), dist_info.rank, dist_info.world_size, workers)
     log.info(
         "data: %d classes; %s",
         num_classes,

@@ -79,12 +79,13 @@ def time_steps(model, loader, step_fn, warmup: int, steps: int) -> float:
 
 
 def ours(arch, root, batch, workers, warmup, steps, num_classes):
-    acc = accel.pick("auto", use_cuda=False)
     prep = models.default_preprocessing(arch)
+    model = models.build(arch, num_classes)
+    acc = accel.pick("auto", use_cuda=False, training=True, model=model, input_size=prep.input_size)
     splits = data.load_splits({"train": root})
     dataset = data.ImageSamples(splits.samples["train"], prep.train_transform(True), prep.resize)
     loader = data.make_loader(dataset, batch, data.ShardSampler(len(dataset), shuffle=True), workers, drop_last=True)
-    model = acc.prepare_model(models.build(arch, num_classes)).train()
+    model = acc.prepare_model(model).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
 

@@ -24,7 +24,7 @@ class Predictor:
         self.class_names = list(self.meta["class_names"])
         if threads:
             torch.set_num_threads(max(1, int(threads)))
-        self.acc = accel.pick(precision, training=False)
+        self.acc = accel.pick(precision, training=False, model=self.model, input_size=self.prep.input_size)
         self.model = self.acc.prepare_model(self.model).eval()
         self.transform = self.prep.eval_transform()
         self.draft_size = self.prep.resize
