@@ -1,0 +1,76 @@
+"""ECR for scripts/build_and_push.sh: the account (STS), the repository (created if missing), the login.
+
+    python -m dogbreed.launch.ecr account
+    python -m dogbreed.launch.ecr ensure-repo NAME      -> prints the repository URI
+    python -m dogbreed.launch.ecr login-password        -> prints the docker password (stdout only)
+
+AWS_REGION / AWS_DEFAULT_REGION give the region; AWS_ENDPOINT_URL points boto3 elsewhere (the tests use moto).
+Every failure is one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+
+import boto3
+
+
+def _region(region: str | None = None) -> str:
+    session = boto3.session.Session()
+    region = region or session.region_name
+    if not region:
+        raise SystemExit("ecr: no AWS region: set AWS_REGION or AWS_DEFAULT_REGION, or region in the config")
+    return region
+
+
+def account_id() -> str:
+    return boto3.client("sts", region_name=_region()).get_caller_identity()["Account"]
+
+
+def ensure_repository(name: str) -> str:
+    client = boto3.client("ecr", region_name=_region())
+    try:
+        found = client.describe_repositories(repositoryNames=[name])["repositories"][0]
+    except client.exceptions.RepositoryNotFoundException:
+        found = client.create_repository(
+            repositoryName=name, imageScanningConfiguration={"scanOnPush": True}, imageTagMutability="MUTABLE"
+        )["repository"]
+        print(f"created ECR repository {name}", file=sys.stderr)
+    return found["repositoryUri"]
+
+
+def login_password() -> str:
+    client = boto3.client("ecr", region_name=_region())
+    token = client.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    user, _, password = base64.b64decode(token).decode().partition(":")
+    return password
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import describe
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv == ["account"]:
+            print(account_id())
+        elif len(argv) == 2 and argv[0] == "ensure-repo":
+            print(ensure_repository(argv[1]))
+        elif argv == ["login-password"]:
+            print(login_password())
+        elif argv == ["region"]:
+            print(_region())
+        else:
+            print("usage: python -m dogbreed.launch.ecr account | region | ensure-repo NAME | login-password", file=sys.stderr)
+            return 2
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except Exception as exc:  # the edge: one clear line
+        print(f"ecr: {describe(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
