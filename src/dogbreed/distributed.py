@@ -99,3 +99,16 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def same_choice_everywhere(acc):
+    """Every process takes rank 0's precision and memory format (each measured its own CPU)."""
+    if not dist.is_initialized():
+        return acc
+    from dataclasses import replace
+
+    from .accel import PRECISIONS
+
+    choice = torch.tensor([PRECISIONS.index(acc.precision), int(acc.channels_last)], device=acc.device)
+    dist.broadcast(choice, src=0)
+    return replace(acc, precision=PRECISIONS[int(choice[0])], channels_last=bool(choice[1]))

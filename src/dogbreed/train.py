@@ -369,6 +369,7 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
     prep = models.default_preprocessing(args.model, args.input_size)
     acc = accel.pick(args.precision, dist_info.local_rank, use_cuda=use_cuda, training=True, model=model,
                      input_size=prep.input_size)
+    acc = distributed.same_choice_everywhere(acc)
     draft = prep.resize
     datasets = {
         "train": data.ImageSamples(splits.samples["train"], prep.train_transform(args.augment), draft),
