@@ -101,7 +101,7 @@ def probe_cpu(training: bool, model: torch.nn.Module | None = None, input_size: 
         inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
-        def once():
+        def once(probe=probe, inputs=inputs, autocast=autocast):
             if training:
                 probe.train()
                 with autocast:

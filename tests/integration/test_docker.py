@@ -8,9 +8,7 @@ rebuild after a code change take seconds.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import tarfile
 import time
 from pathlib import Path
@@ -18,47 +16,11 @@ from pathlib import Path
 import pytest
 
 from dogbreed.local import layout
-from tests.conftest import IN_CI, ROOT, free_port
+from tests.conftest import free_port
+from tests.docker_support import HPS, sh
 from tests.serving_helpers import get, post
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-TAG = "test"
-TRAIN_IMAGE = f"dogbreed-train:{TAG}"
-SERVE_IMAGE = f"dogbreed-serve:{TAG}"
-BASE = os.environ.get("DOGBREED_TEST_BASE_IMAGE", "dogbreed-base:local")
-HPS = {"model": "resnet18", "pretrained-weights": "none", "input-size": "64", "epochs": "2", "batch-size": "25",
-       "num-workers": "1"}
-
-
-def sh(*command, check=True, timeout=1800, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def _image_exists(name: str) -> bool:
-    return sh("docker", "image", "inspect", name, check=False).returncode == 0
-
-
-@pytest.fixture(scope="session")
-def images(docker):
-    if not _image_exists(BASE):
-        if BASE != "dogbreed-base:local":
-            pytest.fail(f"base image {BASE} is not present")
-        extra_ca = "/etc/ssl/certs/ca-certificates.crt" if Path("/etc/ssl/certs/ca-certificates.crt").is_file() else ""
-        sh(str(ROOT / "scripts/build_local_base.sh"), BASE, extra_ca, timeout=3000)
-    env = {**os.environ, "BASE_IMAGE": BASE, "REVISION": TAG}
-    if Path("/etc/ssl/certs/ca-certificates.crt").is_file():
-        env["EXTRA_CA"] = "/etc/ssl/certs/ca-certificates.crt"  # the TLS proxy between this machine and PyPI
-    build = sh(str(ROOT / "scripts/build_images.sh"), env=env, cwd=ROOT, timeout=3000)
-    assert "dogbreed-train:test" in build.stdout and "GB" in build.stdout  # sizes printed
-    yield {"train": TRAIN_IMAGE, "serve": SERVE_IMAGE}
-    for image in (TRAIN_IMAGE, SERVE_IMAGE):  # exited containers of this session's images
-        ids = sh("docker", "ps", "-aq", "--filter", f"ancestor={image}", check=False).stdout.split()
-        if ids:
-            sh("docker", "rm", "-f", *ids, check=False)
 
 
 def _opt_ml(tmp_path: Path, hps=HPS) -> Path:
@@ -137,14 +99,6 @@ def _local_session():
 
 
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-local"
-
-
-@pytest.fixture(scope="session")
-def compose():
-    if not (shutil.which("docker-compose") or sh("docker", "compose", "version", check=False).returncode == 0):
-        if IN_CI:
-            pytest.fail("docker compose is required for SageMaker local mode in CI")
-        pytest.skip("no docker compose here (apt-get install docker-compose)")
 
 
 def test_sagemaker_sdk_local_mode_trains_deploys_and_predicts(images, compose, sample_dir, tmp_path):

@@ -45,8 +45,9 @@ def test_jpeg(size=(320, 240)) -> bytes:
         image = Image.open(path).convert("RGB")
         image = image.resize((224, int(224 * image.height / image.width)))
     else:
-        from ..sample import draw_example
         import random
+
+        from ..sample import draw_example
 
         image = draw_example(1, 224, random.Random(0))
     buffer = io.BytesIO()

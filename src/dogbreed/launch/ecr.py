@@ -17,8 +17,10 @@ import boto3
 
 
 def _region(region: str | None = None) -> str:
+    import os
+
     session = boto3.session.Session()
-    region = region or session.region_name
+    region = region or os.environ.get("AWS_REGION") or session.region_name
     if not region:
         raise SystemExit("ecr: no AWS region: set AWS_REGION or AWS_DEFAULT_REGION, or region in the config")
     return region
@@ -26,6 +28,7 @@ def _region(region: str | None = None) -> str:
 
 def account_id() -> str:
     return boto3.client("sts", region_name=_region()).get_caller_identity()["Account"]
+
 
 
 def ensure_repository(name: str) -> str:
