@@ -41,7 +41,7 @@ def default_workers() -> int:
         if torch.cuda.is_available():
             return torch.cuda.device_count()
     except Exception:  # no usable torch: CPU counts
-        pass
+        log.debug("no usable CUDA; counting CPU cores")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // 2)
 
