@@ -89,3 +89,33 @@ def docker():
             pytest.fail("docker is required in CI (.ci/run installs and starts it) but no daemon answers")
         pytest.skip("no docker daemon answers here (CI makes this a failure)")
     return "docker"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory):
+    """moto's server on loopback (AWS is unreachable here): for code that runs in another process."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    process = subprocess.Popen([moto, "-p", str(port), "-H", "127.0.0.1"], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.3)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def moto_env(url: str, region: str = "eu-west-1") -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": region, "AWS_REGION": region})
+    return env

@@ -116,6 +116,9 @@ def _add_optional_verbs(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import logging
+
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # "Not applying SDK defaults" noise
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

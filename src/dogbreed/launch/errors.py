@@ -12,6 +12,10 @@ HINTS = {
 }
 
 
+# Our own errors already say what to do: their message alone.
+USER_ERRORS = {"ConfigError", "PrepareError", "ModelError", "DataError", "InvokeError", "TrainingError", "CLIError"}
+
+
 def describe(exc: BaseException) -> str:
     try:
         from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
@@ -32,4 +36,6 @@ def describe(exc: BaseException) -> str:
         text = f"{operation}: {code}: {message}" if operation else f"{code}: {message}"
         return f"{text} ({hint})" if hint and hint not in message else text
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if exc.__class__.__name__ in USER_ERRORS and message:
+        return message
     return f"{exc.__class__.__name__}: {message}" if message else exc.__class__.__name__

@@ -1,0 +1,119 @@
+"""The launcher configuration: one TOML file (see config/dogbreed.example.toml), then flag overrides."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomllib
+
+DEFAULT_FILES = ("dogbreed.toml", "~/.config/dogbreed.toml")
+
+DEFAULTS: dict = {
+    "region": None,
+    "role": None,
+    "bucket": None,
+    "prefix": "dogbreed",
+    "train_image": None,
+    "serve_image": None,
+    "tags": {"project": "dogbreed"},
+    "training": {
+        "instance_type": "ml.g4dn.xlarge", "instance_count": 1, "volume_size_gb": 30, "max_run_s": 14400,
+        "use_spot": True, "max_wait_s": 28800,
+    },
+    "hyperparameters": {"model": "resnet50", "train-layers": "last", "epochs": 10, "batch-size": 64, "lr": 0.001},
+    "tuning": {
+        "objective": "valid_loss", "strategy": "Bayesian", "max_jobs": 8, "max_parallel_jobs": 2,
+        "data-fraction": 0.1, "early_stopping": "Auto", "instance_type": None,
+        # the seed's search space
+        "ranges": {"lr": {"min": 0.001, "max": 0.1, "scaling": "Logarithmic"},
+                   "batch-size": {"values": [32, 64, 128, 256, 512]}},
+    },
+    "serving": {
+        "instance_type": "ml.m5.large", "instance_count": 1, "serverless": False, "serverless_memory_mb": 4096,
+        "serverless_max_concurrency": 5, "data_capture": False, "data_capture_percent": 20,
+    },
+    "data": {"url": "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip",
+             "expected_classes": 133, "expected_counts": {"train": 6680, "valid": 835, "test": 836}},
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _merge(base: dict, override: dict) -> dict:
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+@dataclass
+class Config:
+    data: dict = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
+    source: str | None = None
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+    def require(self, *keys: str) -> None:
+        missing = [k for k in keys if not self.data.get(k)]
+        if missing:
+            where = self.source or "no config file (dogbreed.toml)"
+            raise ConfigError(f"missing {', '.join(missing)}: set them in {where} or pass --{missing[0].replace('_', '-')}")
+
+    def set_path(self, dotted: str, value) -> None:
+        node = self.data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+
+    @property
+    def s3_root(self) -> str:
+        self.require("bucket")
+        prefix = (self.data.get("prefix") or "").strip("/")
+        return f"s3://{self.data['bucket']}/{prefix}" if prefix else f"s3://{self.data['bucket']}"
+
+
+def parse_value(text: str):
+    """``'0.1'`` -> 0.1, ``'true'`` -> True, ``'[1,2]'`` -> [1, 2]; anything else stays text."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load(path: str | None = None, overrides: dict | None = None) -> Config:
+    data = copy.deepcopy(DEFAULTS)
+    source = None
+    candidates = [path] if path else [os.environ.get("DOGBREED_CONFIG")] + list(DEFAULT_FILES)
+    for candidate in candidates:
+        if not candidate:
+            continue
+        file = Path(candidate).expanduser()
+        if file.is_file():
+            try:
+                data = _merge(data, tomllib.loads(file.read_text()))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{file}: not valid TOML ({exc})") from exc
+            source = str(file)
+            break
+        if path:
+            raise ConfigError(f"config file {file} not found")
+    config = Config(data, source)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            config.set_path(key, value)
+    if not config.data.get("region"):
+        config.data["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return config
