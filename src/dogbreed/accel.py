@@ -49,7 +49,7 @@ class Accelerator:
 
     def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
-        if self.channels_last:
+        if self.channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
 

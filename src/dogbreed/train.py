@@ -119,6 +119,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     a("--checkpoint-dir", default=None, help="default /opt/ml/checkpoints")
     a("--resume", type=str2bool, default=True, help="resume from the newest checkpoint")
     a("--progress", default="auto", choices=("auto", "bar", "lines", "none"))
+    a("--profile", type=str2bool, default=True, help="system use, step split and a torch.profiler trace in SM_OUTPUT_DATA_DIR/profile")
+    a("--debug-out", default=None, help="local runs: write an smdebug trial here (SageMaker: debughookconfig.json)")
+    a("--debug-interval", type=_positive(int), default=10, help="smdebug save interval in steps")
+    a("--debug-collections", default="losses,weights,gradients,biases")
+    a("--feature-cache", default=None, help="head-only training without augmentation: cache frozen features here")
     return parser
 
 
@@ -189,6 +194,8 @@ def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, acc,
         skipped += n_skipped
         if labels.numel() == 0:
             continue
+        for hook in hooks:
+            hook.begin_step()
         images = acc.prepare_batch(images)
         labels = labels.to(acc.device, non_blocking=True)
         with acc.autocast():
@@ -198,11 +205,11 @@ def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, acc,
             raise TrainingError(f"the loss became {loss.item()} at epoch {epoch} step {step}: lower --lr")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        for hook in hooks:
-            hook.after_backward(model, loss)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        for hook in hooks:
+            hook.end_step(loss.item())
         step += 1
         batch = labels.size(0)
         seen += batch
@@ -403,7 +410,7 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
         optimizer, warmup_cosine(args.epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch))
     )
     scaler = acc.grad_scaler()
-    hooks = hooks_factory(model, args) if hooks_factory else []
+    hooks = hooks_factory(models.unwrap(model), [criterion, eval_criterion], args) if hooks_factory else []
 
     state = {"epoch": 0, "best_valid_loss": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "best_model": None}
     fingerprint = {"model": args.model, "num_classes": num_classes, "train_layers": args.train_layers}
@@ -495,6 +502,8 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
                 break
     finally:
         stop.uninstall()
+        for hook in hooks:
+            hook.close()
 
     if state["best_model"] is not None:
         models.unwrap(model).load_state_dict(state["best_model"])

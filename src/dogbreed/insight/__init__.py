@@ -1,0 +1,1 @@
+"""Insight: smdebug hook and rules, profiling and its report, local tuning."""

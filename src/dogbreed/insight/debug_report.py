@@ -1,0 +1,73 @@
+"""``dogbreed debug report PATH --out DIR``: the loss plot (training and validation) and the rule verdicts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def loss_series(trial):
+    from smdebug.core.modes import ModeKeys
+
+    from .rules import _loss, _loss_name
+
+    _loss_name(trial)
+    series = {}
+    for label, mode in (("train", ModeKeys.TRAIN), ("eval", ModeKeys.EVAL)):
+        steps = trial.steps(mode=mode)
+        points = [(trial.global_step(mode, s), _loss(trial, s, mode)) for s in steps]
+        series[label] = [(s, v) for s, v in points if v is not None]
+    return series
+
+
+def plot_losses(series: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, points in series.items():
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None,
+                    label={"train": "training loss", "eval": "validation loss"}[label])
+    ax.set_xlabel("global step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.set_title("dogbreed: loss over steps (smdebug trial)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def report(path: str, out: Path) -> dict:
+    from smdebug.trials import create_trial
+
+    from .rules import run_rules
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trial = create_trial(str(path))
+    series = loss_series(trial)
+    plot = plot_losses(series, out / "loss.png")
+    verdicts = run_rules(trial)
+    result = {"trial": str(path), "plot": str(plot), "steps": {k: len(v) for k, v in series.items()}, "rules": verdicts}
+    (out / "rules.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def cmd_debug_report(args) -> int:
+    import logging as _logging
+
+    _logging.getLogger("smdebug").setLevel(_logging.WARNING)
+    result = report(args.path, Path(args.out))
+    print(f"loss plot: {result['plot']} (training steps {result['steps']['train']}, validation steps {result['steps']['eval']})")
+    for name, verdict in result["rules"].items():
+        state = f"FIRED at step {verdict['step']}" if verdict["fired"] else ("not evaluated: " + verdict["error"] if verdict.get("error") else "ok")
+        print(f"{name}: {state}")
+    return 0

@@ -1,0 +1,187 @@
+"""Training hooks: the smdebug hook (Debugger) and the profiler (system use, step split, torch trace).
+
+``hooks_from_environment`` is the factory the training program calls; each hook gets
+``set_mode``, ``begin_step`` (a batch arrived), ``end_step`` (the optimizer stepped), ``record_eval``
+and ``close``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEBUG_CONFIG_NAME = "debughookconfig.json"
+DEFAULT_COLLECTIONS = ("losses", "weights", "gradients", "biases")
+
+
+class Hook:
+    def set_mode(self, mode: str) -> None: ...
+    def begin_step(self) -> None: ...
+    def end_step(self, loss: float) -> None: ...
+    def record_eval(self, loss: float) -> None: ...
+    def close(self) -> None: ...
+
+
+class DebugHook(Hook):
+    """smdebug: registers the model and the losses, saves the configured collections."""
+
+    def __init__(self, hook, model, criteria):
+        import smdebug.pytorch as smd
+
+        self.smd, self.hook = smd, hook
+        hook.register_module(model)
+        for criterion in criteria:
+            hook.register_loss(criterion)
+
+    def set_mode(self, mode: str) -> None:
+        self.hook.set_mode(self.smd.modes.TRAIN if mode == "train" else self.smd.modes.EVAL)
+
+    def close(self) -> None:
+        self.hook.close()
+
+
+def make_debug_hook(model, criteria, args, base: Path):
+    """From SageMaker's debughookconfig.json when present, else from --debug-out (local runs)."""
+    config = base / "input" / "config" / DEBUG_CONFIG_NAME
+    try:
+        import smdebug.pytorch as smd
+    except ImportError:
+        log.warning("smdebug is not installed: no Debugger data")
+        return None
+    if config.is_file():
+        hook = smd.Hook.create_from_json_file(str(config))
+        log.info("smdebug hook from %s", config)
+    elif getattr(args, "debug_out", None):
+        collections = [c.strip() for c in str(args.debug_collections).split(",") if c.strip()]
+        hook = smd.Hook(out_dir=str(args.debug_out), save_config=smd.SaveConfig(save_interval=int(args.debug_interval)),
+                        include_collections=collections)
+        log.info("smdebug hook writing %s every %s steps to %s", ",".join(collections), args.debug_interval, args.debug_out)
+    else:
+        return None
+    return DebugHook(hook, model, criteria)
+
+
+class SystemMonitor(threading.Thread):
+    """Samples CPU, memory and (on CUDA) GPU use every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.interval, self.samples, self._halt = interval, [], threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        process = psutil.Process()
+        psutil.cpu_percent(None)
+        start = time.time()
+        while not self._halt.wait(self.interval):
+            sample = {"t": round(time.time() - start, 3), "cpu_percent": psutil.cpu_percent(None),
+                      "memory_percent": psutil.virtual_memory().percent,
+                      "rss_mb": round(sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]
+                                          if p.is_running()) / 2**20, 1)}
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    sample["gpu_percent"] = torch.cuda.utilization()
+                    sample["gpu_memory_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
+            except Exception:  # a GPU query that fails is left out of the sample
+                log.debug("GPU sample failed", exc_info=True)
+            self.samples.append(sample)
+
+    def stop(self) -> list[dict]:
+        self._halt.set()
+        self.join(timeout=5)
+        return self.samples
+
+
+class ProfileHook(Hook):
+    """Per-step split into data loading and compute, system use, and a torch.profiler trace of a few steps."""
+
+    def __init__(self, out_dir: Path, trace_steps: int = 3, skip_steps: int = 2):
+        import torch
+
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.monitor = SystemMonitor()
+        self.monitor.start()
+        self.steps: list[dict] = []
+        self.mode, self.epoch_step = "train", 0
+        self.last_end = time.perf_counter()
+        self.begin = None
+        self.start_time = time.perf_counter()
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.trace_steps = trace_steps
+        self.profiler = torch.profiler.profile(
+            activities=activities,
+            schedule=torch.profiler.schedule(wait=skip_steps, warmup=1, active=trace_steps, repeat=1),
+            on_trace_ready=self._trace_ready,
+            record_shapes=False,
+        )
+        self.profiler.start()
+        self.profiling = True
+
+    def _trace_ready(self, profiler) -> None:
+        profiler.export_chrome_trace(str(self.out / "trace.json"))
+        rows = []
+        for event in sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:25]:
+            rows.append({"name": event.key, "calls": event.count, "self_cpu_ms": event.self_cpu_time_total / 1e3 / self.trace_steps,
+                         "cpu_total_ms": event.cpu_time_total / 1e3 / self.trace_steps})
+        (self.out / "ops.json").write_text(json.dumps({"steps": self.trace_steps, "ops": rows}, indent=1))
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        self.last_end = time.perf_counter()
+
+    def begin_step(self) -> None:
+        self.begin = time.perf_counter()
+
+    def end_step(self, loss: float) -> None:
+        if self.begin is None:
+            return
+        end = time.perf_counter()
+        self.steps.append({"t": round(self.begin - self.start_time, 4), "mode": self.mode,
+                           "data_s": round(self.begin - self.last_end, 5), "compute_s": round(end - self.begin, 5),
+                           "loss": round(float(loss), 5)})
+        self.last_end = end
+        self.begin = None
+        if self.profiling and self.mode == "train":
+            self.profiler.step()
+
+    def close(self) -> None:
+        if self.profiling:
+            self.profiling = False
+            try:
+                self.profiler.stop()
+            except Exception:  # a schedule that never reached its active steps has nothing to stop
+                log.debug("profiler stop", exc_info=True)
+        samples = self.monitor.stop()
+        with open(self.out / "system.jsonl", "w") as handle:
+            for sample in samples:
+                handle.write(json.dumps(sample) + "\n")
+        with open(self.out / "steps.jsonl", "w") as handle:
+            for step in self.steps:
+                handle.write(json.dumps(step) + "\n")
+        (self.out / "summary.json").write_text(json.dumps({"cpus": os.cpu_count(), "wall_s": time.perf_counter() - self.start_time}))
+
+
+def hooks_from_environment(model, criteria, args) -> list[Hook]:
+    from ..env import base_dir
+
+    hooks: list[Hook] = []
+    if not getattr(args, "is_main", True):
+        return hooks
+    debug = make_debug_hook(model, criteria, args, base_dir())
+    if debug:
+        hooks.append(debug)
+    if getattr(args, "profile", False):
+        hooks.append(ProfileHook(Path(args.output_data_dir) / "profile"))
+    return hooks
