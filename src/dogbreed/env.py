@@ -38,6 +38,7 @@ SAGEMAKER_MAX_REQUEST_SIZE = "SAGEMAKER_MAX_REQUEST_SIZE"  # our own: payload li
 # --- dogbreed's own knobs --------------------------------------------------------------------------
 DOGBREED_CHECKPOINT_DIR = "DOGBREED_CHECKPOINT_DIR"
 DOGBREED_PRECISION = "DOGBREED_PRECISION"
+DOGBREED_THREADS = "DOGBREED_THREADS"  # compute threads of one training process (local tuning runs several)
 DOGBREED_SERVE_THREADS = "DOGBREED_SERVE_THREADS"
 DOGBREED_SERVE_TEMP = "DOGBREED_SERVE_TEMP"
 DOGBREED_MMS_CONFIG = "DOGBREED_MMS_CONFIG"

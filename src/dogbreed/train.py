@@ -17,6 +17,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -366,7 +367,7 @@ def main(args: argparse.Namespace, local_rank: int = 0, hooks_factory=None) -> d
 def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) -> dict:
     procs_per_host = max(1, smenv.num_gpus) if use_cuda else 1
     if not use_cuda:
-        accel.set_threads(max(1, smenv.num_cpus // procs_per_host))
+        accel.set_threads(int(os.environ.get(envnames.DOGBREED_THREADS) or max(1, smenv.num_cpus // procs_per_host)))
     workers = args.num_workers if args.num_workers is not None else default_workers(smenv, procs_per_host)
     seed_everything(args.seed)
 
@@ -399,6 +400,26 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
             sampler = data.ShardSampler(len(datasets[split]), dist_info.rank, dist_info.world_size)
             loaders[split] = data.make_loader(datasets[split], args.batch_size, sampler, workers, use_cuda)
 
+    use_cache = bool(args.feature_cache) and args.train_layers == "head" and not args.augment and not dist_info.enabled
+    if args.feature_cache and not use_cache:
+        log.warning("--feature-cache needs --train-layers head, --augment false and one process: ignored")
+    full_model = model
+    if use_cache:
+        from . import features
+
+        key = features.cache_key(args.model, str(args.pretrained_weights), prep, {k: d.samples for k, d in datasets.items()})
+        computed = features.cached_features(Path(args.feature_cache), key, model, datasets, acc, args.batch_size, workers)
+        model = features.head_of(model)
+        acc = replace(acc, channels_last=False)
+        loaders = {}
+        for split, (feats, labels, skipped_images) in computed.items():
+            if skipped_images:
+                log.warning("%s: %d unreadable images left out of the cached features", split, skipped_images)
+            if split == "train":
+                train_sampler = data.ShardSampler(len(labels), shuffle=True, seed=args.seed)
+            sampler = train_sampler if split == "train" else data.ShardSampler(len(labels))
+            loaders[split] = features.feature_loader(feats, labels, args.batch_size, sampler)
+        log.info("training the head on cached features (%s)", ", ".join(f"{k}={len(v[1])}" for k, v in computed.items()))
     model = acc.prepare_model(model)
     if dist_info.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[acc.device.index] if use_cuda else None)
@@ -507,6 +528,8 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
 
     if state["best_model"] is not None:
         models.unwrap(model).load_state_dict(state["best_model"])
+    if use_cache:  # the trained head goes back into the whole model for the artifacts
+        features.head_of(full_model).load_state_dict(models.unwrap(model).state_dict())
     summary = {
         "best_epoch": state["best_epoch"],
         "best_valid_loss": state["best_valid_loss"],
@@ -527,7 +550,7 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
     summary["skipped_images"] = sum(h["skipped"] for h in state["history"]) + summary.get("test_skipped", 0)
     if args.is_main:
         models.save_artifacts(
-            args.model_dir, model, args.model, splits.class_names, prep,
+            args.model_dir, full_model, args.model, splits.class_names, prep,
             extra={"trained": {k: summary[k] for k in ("best_epoch", "best_valid_loss") if k in summary}},
         )
         write_reports(args.output_data_dir, splits.class_names, confusion, summary)

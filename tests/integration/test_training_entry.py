@@ -145,3 +145,22 @@ def test_two_ddp_processes_train_one_model(tmp_path, sample_dir):
     assert summary["world_size"] == 2
     assert metrics.parse(logs[0], "epoch") == [1.0, 2.0] and metrics.parse(logs[1], "epoch") == []
     os.environ.pop("MASTER_PORT", None)
+
+
+def test_head_only_training_reuses_cached_frozen_features(tmp_path, sample_dir):
+    flags = ["--model", "resnet18", "--pretrained-weights", "none", "--input-size", "64", "--epochs", "2",
+             "--batch-size", "25", "--train-layers", "head", "--augment", "false", "--num-workers", "1",
+             "--feature-cache", str(tmp_path / "cache"), "--profile", "false"]
+    results = []
+    for run in ("first", "second"):
+        log = tmp_path / f"{run}.log"
+        with open(log, "w") as handle:
+            code, archive = local_train(sample_dir, tmp_path / run, flags, stdout=handle, extra_env={"PYTHONUNBUFFERED": "1"})
+        assert code == 0
+        results.append((log.read_text(), json.loads((tmp_path / run / "opt_ml/output/data/metrics.json").read_text())))
+    assert len(list((tmp_path / "cache").glob("features-*.pt"))) == 1  # computed once, by the first run
+    (first_log, first), (second_log, second) = results
+    assert second["test_acc"] == pytest.approx(first["test_acc"]) and second["best_valid_loss"] == pytest.approx(first["best_valid_loss"])
+    predictor = Predictor(tmp_path / "second/opt_ml/model")  # the trained head went back into the whole model
+    images = [Image.open(p) for p in sorted((sample_dir / "test/001.Affenpinscher").iterdir())[:3]]
+    assert len(predictor.top_k(images, 2)) == 3

@@ -56,7 +56,10 @@ def cmd_train(args) -> int:
                                                        "training.use_spot": False if args.no_spot else None})
     session = sagemaker_session(config)
     extra = {}
-    if args.from_tuning:
+    if args.from_tuning and Path(args.from_tuning).is_file():  # a local tuning's best_hyperparameters.json
+        extra.update(json.loads(Path(args.from_tuning).read_text())["hyperparameters"])
+        print(f"hyperparameters from {args.from_tuning}: {json.dumps(extra)}")
+    elif args.from_tuning:
         extra.update(best_hyperparameters(session.sagemaker_client, args.from_tuning))
         print(f"hyperparameters from {args.from_tuning}: {json.dumps(extra)}")
     extra.update(_hp_pairs(args.hp))
@@ -152,7 +155,8 @@ def add_verbs(sub) -> None:
     p.add_argument("--data", default=None, help="S3 prefix holding train/ valid/ test/ (default: the prepared data)")
     p.add_argument("--pretrained", default=None, help="S3 URI of a weights file (the 'pretrained' channel)")
     p.add_argument("--hp", action="append", metavar="NAME=VALUE", help="a hyperparameter (repeatable)")
-    p.add_argument("--from-tuning", default=None, metavar="TUNING_JOB", help="train with a tuning job's best hyperparameters")
+    p.add_argument("--from-tuning", default=None, metavar="JOB_OR_FILE",
+                   help="train with a tuning job's best hyperparameters (or a local tuning's best_hyperparameters.json)")
     p.add_argument("--job-name", default=None)
     p.add_argument("--detach", action="store_true", help="return once the job is created")
     p.set_defaults(func=cmd_train)

@@ -1,0 +1,224 @@
+"""``dogbreed tune --local``: hyperparameter tuning on this machine, with the same training entry.
+
+Trials run the training image (``docker run IMAGE train``) where docker and the image are present,
+else the same entry locally (``local-train``). The objective is read from each trial's log with the
+same metric regexes SageMaker uses. Search: Bayesian (optuna's TPE) or random, over the same ranges as
+the SageMaker tuner; parallel trials bounded by the cores; hopeless trials are stopped early (median
+rule on the per-epoch objective). Output: a leaderboard, a plot, and ``best_hyperparameters.json`` for
+``dogbreed train --from-tuning FILE``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .. import metrics
+from ..env import DOGBREED_THREADS
+from ..local import channels_for, entry_command, flags_to_hyperparameters, layout, train_env
+
+log = logging.getLogger(__name__)
+
+
+def suggest(trial, ranges: dict) -> dict:
+    values = {}
+    for name, spec in ranges.items():
+        if "values" in spec:
+            values[name] = trial.suggest_categorical(name, list(spec["values"]))
+        elif isinstance(spec.get("min"), int) and isinstance(spec.get("max"), int):
+            values[name] = trial.suggest_int(name, spec["min"], spec["max"], log=spec.get("scaling") == "Logarithmic")
+        else:
+            values[name] = trial.suggest_float(name, float(spec["min"]), float(spec["max"]), log=spec.get("scaling") == "Logarithmic")
+    return values
+
+
+def docker_image_ready(image: str) -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+class TrialRunner:
+    """Runs one trial of the training entry and streams its metric lines."""
+
+    def __init__(self, data: Path, work: Path, image: str | None, threads: int):
+        self.data, self.work, self.image, self.threads = Path(data).resolve(), Path(work), image, threads
+
+    def command(self, number: int, hyperparameters: dict) -> tuple[list[str], dict, Path]:
+        trial_dir = self.work / f"trial-{number:03d}"
+        if trial_dir.exists():
+            shutil.rmtree(trial_dir)
+        if self.image:
+            base = layout(trial_dir, {}, hyperparameters)
+            command = ["docker", "run", "--rm", f"--cpus={self.threads}", "-e", f"{DOGBREED_THREADS}={self.threads}",
+                       "-v", f"{base}:/opt/ml"]
+            for name, path in channels_for(self.data).items():
+                command += ["-v", f"{path}:/opt/ml/input/data/{name}:ro"]
+            # a feature cache shared by the trials, mounted at the same path inside
+            cache = hyperparameters.get("feature-cache")
+            if cache:
+                command += ["-v", f"{cache}:{cache}"]
+            return command + [self.image, "train"], dict(os.environ), trial_dir
+        base = layout(trial_dir, channels_for(self.data), hyperparameters)
+        return entry_command(), train_env(base, {DOGBREED_THREADS: str(self.threads), "OMP_NUM_THREADS": str(self.threads)}), trial_dir
+
+    def run(self, number: int, hyperparameters: dict, on_epoch) -> tuple[int, str, bool]:
+        """(exit code, log, stopped early); ``on_epoch(epoch, value)`` returns True to stop the trial."""
+        command, env, trial_dir = self.command(number, hyperparameters)
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        log_path = trial_dir / "trial.log"
+        lines: list[str] = []
+        stopped = False
+        with open(log_path, "w") as handle:
+            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       start_new_session=True)
+            for line in process.stdout:
+                handle.write(line)
+                lines.append(line)
+                if line.startswith("epoch="):
+                    epoch = metrics.last(line, "epoch")
+                    if not stopped and on_epoch(int(epoch), line):
+                        stopped = True
+                        try:
+                            os.killpg(process.pid, signal.SIGTERM)
+                        except ProcessLookupError:
+                            pass
+            code = process.wait()
+        return code, "".join(lines), stopped
+
+
+def cmd_tune_local(args) -> int:
+
+    from ..cli import CLIError
+    from ..launch.cli_verbs import _hp_pairs
+    from ..launch.config import load
+
+    config = load(args.config, {"tuning.max_jobs": args.max_jobs, "tuning.max_parallel_jobs": args.max_parallel_jobs,
+                                "tuning.objective": args.objective, "tuning.strategy": args.strategy,
+                                "train_image": args.image})
+    if not args.data or not Path(args.data).is_dir():
+        raise CLIError("tune --local needs --data DIR (a folder holding train/ valid/ test/)")
+    fixed = {**config["hyperparameters"], "data-fraction": config["tuning"].get("data-fraction", 1.0), **_hp_pairs(args.hp)}
+    result = tune(
+        data=Path(args.data), work=Path(args.work_dir), ranges=config["tuning"]["ranges"], fixed=fixed,
+        objective=config["tuning"].get("objective", "valid_loss"), max_trials=int(config["tuning"].get("max_jobs", 8)),
+        parallel=int(config["tuning"].get("max_parallel_jobs", 2)), strategy=config["tuning"].get("strategy", "Bayesian"),
+        use_docker=args.use_docker, image=config.get("train_image") or "dogbreed-train:latest",
+        feature_cache=args.feature_cache, seed=args.seed,
+    )
+    print(result["table"])
+    print(f"best_hyperparameters={json.dumps(result['best'])}")
+    print(f"saved: {result['best_file']} (dogbreed train --from-tuning {result['best_file']}); plot: {result['plot']}")
+    return 0 if result["best"] else 1
+
+
+def tune(data: Path, work: Path, ranges: dict, fixed: dict, objective: str = "valid_loss", max_trials: int = 8,
+         parallel: int = 2, strategy: str = "Bayesian", use_docker: str = "auto", image: str = "dogbreed-train:latest",
+         feature_cache: str = "auto", seed: int = 0) -> dict:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    work = Path(work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    parallel = max(1, min(parallel, cores, max_trials))
+    threads = max(1, cores // parallel)
+    docker = use_docker == "yes" or (use_docker == "auto" and docker_image_ready(image))
+    runner = TrialRunner(data, work, image if docker else None, threads)
+    fixed = dict(fixed)
+    head_only = str(fixed.get("train-layers")) == "head" and str(fixed.get("augment", "true")).lower() in ("false", "0", "no")
+    if feature_cache == "yes" or (feature_cache == "auto" and head_only):
+        fixed["feature-cache"] = str(work / "feature-cache")
+    direction = "minimize" if metrics.OBJECTIVES[objective] == "Minimize" else "maximize"
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, max_trials)) if strategy.lower() == "bayesian" \
+        else optuna.samplers.RandomSampler(seed=seed)
+    study = optuna.create_study(direction=direction, sampler=sampler,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    lock = threading.Lock()
+    records: list[dict] = []
+    started = time.perf_counter()
+
+    def one(_):
+        with lock:
+            trial = study.ask()
+            tuned = suggest(trial, ranges)
+        hyperparameters = {**fixed, **tuned}
+
+        def on_epoch(epoch: int, line: str) -> bool:
+            value = metrics.last(line, objective)
+            if value is None or math.isnan(value):
+                return False
+            with lock:
+                trial.report(value, epoch)
+                return trial.should_prune()
+
+        start = time.perf_counter()
+        code, text, stopped = runner.run(trial.number, flags_to_hyperparameters(
+            [x for k, v in hyperparameters.items() for x in (f"--{k}", str(v))]), on_epoch)
+        value = metrics.best(text, objective)
+        with lock:
+            if stopped:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                state = "stopped early"
+            elif code != 0 or value is None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                state = f"failed ({code})"
+            else:
+                study.tell(trial, value)
+                state = "complete"
+            records.append({"trial": trial.number, "state": state, objective: value,
+                            "valid_acc": metrics.best(text, "valid_acc"), **tuned,
+                            "epochs": len(metrics.parse(text, "epoch")), "seconds": round(time.perf_counter() - start, 1)})
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(one, range(max_trials)))
+    wall = time.perf_counter() - started
+    complete = [r for r in records if r["state"] == "complete"]
+    reverse = direction == "maximize"
+    complete.sort(key=lambda r: r[objective], reverse=reverse)
+    best = {k: complete[0][k] for k in ranges} if complete else {}
+    ordered = complete + sorted((r for r in records if r["state"] != "complete"), key=lambda r: r["trial"])
+    best_file = work / "best_hyperparameters.json"
+    best_file.write_text(json.dumps({"objective": objective, "value": complete[0][objective] if complete else None,
+                                     "hyperparameters": {k: str(v) for k, v in best.items()}, "fixed": {k: str(v) for k, v in fixed.items()},
+                                     "trials": ordered, "wall_s": wall, "runner": "docker" if docker else "local"}, indent=2))
+    plot = plot_trials(records, objective, work / "tuning.png")
+    from ..launch.jobs import format_table
+
+    table = format_table([{k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in r.items()} for r in ordered])
+    return {"best": best, "best_file": best_file, "plot": plot, "table": table, "records": ordered, "wall_s": wall,
+            "runner": "docker" if docker else "local"}
+
+
+def plot_trials(records: list[dict], objective: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for state, marker in (("complete", "o"), ("stopped early", "x")):
+        points = [r for r in records if r["state"] == state and r.get(objective) is not None]
+        if points and "lr" in points[0]:
+            ax.scatter([r["lr"] for r in points], [r[objective] for r in points], marker=marker, label=state)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(objective)
+    ax.set_title("local tuning trials")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
