@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -119,3 +120,26 @@ def moto_env(url: str, region: str = "eu-west-1") -> dict:
     env.update({"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_DEFAULT_REGION": region, "AWS_REGION": region})
     return env
+
+
+# --- the reliability table (tests/reliability record rows; printed at the end of make test / test-reliability)
+RELIABILITY_RESULTS = Path(os.environ.get("DOGBREED_RELIABILITY_RESULTS", ".work/reliability/results.jsonl"))
+
+
+def pytest_sessionstart(session):
+    if RELIABILITY_RESULTS.exists():
+        RELIABILITY_RESULTS.unlink()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not RELIABILITY_RESULTS.exists():
+        return
+    rows = [json.loads(line) for line in RELIABILITY_RESULTS.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    terminalreporter.section("reliability")
+    width = max(len(r["what"]) for r in rows)
+    terminalreporter.write_line(f"{'category':<16} {'what':<{width}}  {'value':>14}  verdict")
+    for r in rows:
+        verdict = "ok" if r["ok"] else "FAILED"
+        terminalreporter.write_line(f"{r['category']:<16} {r['what']:<{width}}  {str(r['value']):>14}  {verdict}")

@@ -79,16 +79,22 @@ def probe_cpu(training: bool, model: torch.nn.Module | None = None, input_size: 
     With ``model``, the model itself is timed (a copy, on a small batch: forward + backward when
     training, forward alone for inference); without, a few ResNet-bottleneck layers stand in. A CPU
     that advertises bf16 without making it fast keeps fp32."""
-    import copy
-    import time
 
     key = ("train" if training else "infer", model.__class__.__name__ if model is not None else "proxy", input_size)
     if key in _PROBED:
         return _PROBED[key]
+    with torch.random.fork_rng():  # the probe's random inputs leave the caller's RNG untouched
+        return _probe(training, model, input_size, batch, key)
+
+
+def _probe(training, model, input_size, batch, key):
+    import copy
+    import time
+
+    torch.manual_seed(0)
     candidates = [("fp32", False), ("fp32", True)]
     if cpu_supports_bf16():
         candidates.append(("bf16", True))
-    torch.manual_seed(0)
     if model is not None:
         net = copy.deepcopy(model).cpu()
         x = torch.randn(batch or (4 if training else 1), 3, input_size, input_size)

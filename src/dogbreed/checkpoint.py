@@ -37,13 +37,24 @@ def atomic_save(obj, path: Path) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
+        why = _why(exc, path.parent) if isinstance(exc, (OSError, RuntimeError)) else None  # before the space is freed
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"could not write {path}: {exc.strerror or exc}") from exc
+        if why:  # torch's zip writer reports a full disk as a RuntimeError
+            raise CheckpointError(f"could not write {path}: {why}") from exc
         raise
+
+
+def _why(exc: BaseException, directory: Path) -> str:
+    import errno
+    import shutil
+
+    free = shutil.disk_usage(directory).free
+    if getattr(exc, "errno", None) == errno.ENOSPC or free < 4 * 1024 * 1024:
+        return f"No space left on device ({free / 2**20:.1f} MB free in {directory})"
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 def checkpoint_path(directory: Path, epoch: int) -> Path:

@@ -1,0 +1,133 @@
+"""The endpoint under load: 60 s at concurrency 8 with no errors, 5,000+ requests with flat memory, a
+worker killed mid-load is restarted and the requests after it succeed. Loopback only, bounded in time."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+from PIL import Image
+
+from tests.conftest import free_port
+from tests.serving_helpers import local_server
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+
+def _jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise((96, 96), 60).convert("RGB").save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+class Load:
+    """``concurrency`` threads posting the same JPEG until ``seconds`` pass (and at least ``minimum`` requests)."""
+
+    def __init__(self, port: int, body: bytes, concurrency: int):
+        self.port, self.body, self.concurrency = port, body, concurrency
+        self.results: list[tuple[float, float, int]] = []  # (finished at, latency, status)
+        self.lock = threading.Lock()
+
+    def _worker(self, deadline: float, minimum: int, hard_deadline: float):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        while True:
+            now = time.time()
+            with self.lock:
+                done = len(self.results)
+            if (now >= deadline and done >= minimum) or now >= hard_deadline:
+                break
+            start = time.perf_counter()
+            try:
+                connection.request("POST", "/invocations", body=self.body, headers={"Content-Type": "image/jpeg"})
+                response = connection.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                status = 0
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            with self.lock:
+                self.results.append((time.time(), time.perf_counter() - start, status))
+        connection.close()
+
+    def run(self, seconds: float, minimum: int = 0, hard_limit: float = 300):
+        deadline, hard = time.time() + seconds, time.time() + hard_limit
+        threads = [threading.Thread(target=self._worker, args=(deadline, minimum, hard)) for _ in range(self.concurrency)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+
+def _tree_rss_mb(pid: int) -> float:
+    root = psutil.Process(pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+def _workers(pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(pid).children(recursive=True) if "model_service_worker" in " ".join(p.cmdline())]
+
+
+def test_sixty_seconds_at_concurrency_8_and_5000_requests_with_flat_memory(trained, tmp_path, record):
+    port = free_port()
+    with local_server(trained["archive"], port, tmp_path / "server.log") as (url, process):
+        load = Load(port, _jpeg(), concurrency=8)
+        memory = []
+        threads = load.run(seconds=60, minimum=5000, hard_limit=240)
+        while any(t.is_alive() for t in threads):
+            time.sleep(2)
+            with load.lock:
+                memory.append((len(load.results), _tree_rss_mb(process.pid)))
+        for thread in threads:
+            thread.join()
+    statuses = [status for _, _, status in load.results]
+    latencies = sorted(latency for _, latency, status in load.results if status == 200)
+    errors = sum(status != 200 for status in statuses)
+    p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1e3
+    duration = load.results[-1][0] - load.results[0][0]
+    warm = [mb for count, mb in memory if count >= 1000]
+    growth = (max(warm[-3:]) - min(warm[:3])) if len(warm) >= 6 else 0.0
+    record("load", "requests at concurrency 8", len(statuses), len(statuses) >= 5000)
+    record("load", "seconds under load", round(duration, 1), duration >= 59)
+    record("load", "errors", errors, errors == 0)
+    record("load", "p99 latency ms", round(p99, 1))
+    record("load", "server memory growth MB (after 1,000 requests)", round(growth, 1), growth < 100)
+    assert len(statuses) >= 5000 and duration >= 59
+    assert errors == 0
+    assert len(warm) >= 6, memory
+    assert growth < 100, f"memory grew {growth:.0f} MB under load: {memory}"  # flat: no per-request leak
+
+
+def test_a_worker_killed_mid_load_is_restarted(trained, tmp_path, record):
+    port = free_port()
+    with local_server(trained["archive"], port, tmp_path / "server.log") as (url, process):
+        before = _workers(process.pid)
+        assert before
+        load = Load(port, _jpeg(), concurrency=4)
+        threads = load.run(seconds=25, hard_limit=60)
+        time.sleep(5)
+        killed_at = time.time()
+        os.kill(before[0].pid, signal.SIGKILL)
+        for thread in threads:
+            thread.join()
+        after = _workers(process.pid)
+    assert after and before[0].pid not in [p.pid for p in after]  # a new worker took its place
+    recovered = next((t for t, _, status in load.results if t > killed_at and status == 200), None)
+    assert recovered is not None, "no request succeeded after the kill"
+    after_recovery = [status for t, _, status in load.results if t > recovered]
+    failed_around_kill = sum(status != 200 for t, _, status in load.results if killed_at <= t <= recovered)
+    record("faults", "worker SIGKILL: recovery s", round(recovered - killed_at, 1))
+    record("faults", "worker SIGKILL: requests failed during restart", failed_around_kill)
+    record("faults", "worker SIGKILL: requests after recovery", len(after_recovery), all(s == 200 for s in after_recovery))
+    assert len(after_recovery) > 20 and all(status == 200 for status in after_recovery)
