@@ -55,7 +55,10 @@ class JsonErrorTransformer(Transformer):
             log.error("inference failed (%d): %s\n%s", status, message, trace)
         else:
             log.info("client error %d: %s", status, message)
-        context.set_response_status(code=status, phrase=utils.remove_crlf(message)[:200])
+        # The reason phrase travels in multi-model-server's own frame: printable ASCII only (a phrase echoing
+        # a hostile content type in UTF-8 would corrupt the frame and kill the worker).
+        phrase = "".join(c if 32 <= ord(c) < 127 else "?" for c in utils.remove_crlf(message))[:200]
+        context.set_response_status(code=status, phrase=phrase)
         try:
             context.set_response_content_type(0, ct.JSON)
         except Exception:  # an old context without content types: the body still says it all
