@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -29,20 +28,6 @@ def _wait_http(url: str, timeout=60):
         except OSError:
             time.sleep(0.3)
     raise TimeoutError(url)
-
-
-@pytest.fixture
-def moto_server(tmp_path):
-    port = free_port()
-    moto = shutil.which("moto_server") or str(Path(os.sys.executable).parent / "moto_server")
-    process = subprocess.Popen([moto, "-p", str(port), "-H", "127.0.0.1"], stdout=open(tmp_path / "moto.log", "w"),
-                               stderr=subprocess.STDOUT)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/moto-api/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.fixture
@@ -75,7 +60,8 @@ def _env(moto_url=None, **extra):
     return env
 
 
-def test_push_creates_the_repositories_pushes_and_the_image_pulls_back_and_runs(images, moto_server, registry):
+def test_push_creates_the_repositories_pushes_and_the_image_pulls_back_and_runs(images, moto_endpoint, registry):
+    moto_server = moto_endpoint
     import boto3
 
     result = sh(SCRIPT, env=_env(moto_server, REGISTRY=registry), timeout=1800)
