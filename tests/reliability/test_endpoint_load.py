@@ -79,6 +79,15 @@ def _workers(pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(pid).children(recursive=True) if "model_service_worker" in " ".join(p.cmdline())]
 
 
+def _serving_worker(pid: int) -> psutil.Process:
+    """The process that answers requests: MMS's worker forks a child per frontend connection, so the
+    leaf of the worker processes (the worker itself where it did not fork)."""
+    workers = _workers(pid)
+    pids = {p.pid for p in workers}
+    leaves = [p for p in workers if p.ppid() in pids]
+    return (leaves or workers)[0]
+
+
 def test_sixty_seconds_at_concurrency_8_and_5000_requests_with_flat_memory(trained, tmp_path, record):
     port = free_port()
     with local_server(trained["archive"], port, tmp_path / "server.log") as (url, process):
@@ -112,17 +121,17 @@ def test_sixty_seconds_at_concurrency_8_and_5000_requests_with_flat_memory(train
 def test_a_worker_killed_mid_load_is_restarted(trained, tmp_path, record):
     port = free_port()
     with local_server(trained["archive"], port, tmp_path / "server.log") as (url, process):
-        before = _workers(process.pid)
-        assert before
+        victim = _serving_worker(process.pid)
         load = Load(port, _jpeg(), concurrency=4)
         threads = load.run(seconds=25, hard_limit=60)
         time.sleep(5)
         killed_at = time.time()
-        os.kill(before[0].pid, signal.SIGKILL)
+        os.kill(victim.pid, signal.SIGKILL)
         for thread in threads:
             thread.join()
         after = _workers(process.pid)
-    assert after and before[0].pid not in [p.pid for p in after]  # a new worker took its place
+    assert after and victim.pid not in [p.pid for p in after]  # a new worker took its place
+    assert "Retry worker" in (tmp_path / "server.log").read_text()  # multi-model-server restarted it
     recovered = next((t for t, _, status in load.results if t > killed_at and status == 200), None)
     assert recovered is not None, "no request succeeded after the kill"
     after_recovery = [status for t, _, status in load.results if t > recovered]
