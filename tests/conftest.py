@@ -143,3 +143,17 @@ def pytest_terminal_summary(terminalreporter):
     for r in rows:
         verdict = "ok" if r["ok"] else "FAILED"
         terminalreporter.write_line(f"{r['category']:<16} {r['what']:<{width}}  {str(r['value']):>14}  {verdict}")
+
+
+@pytest.fixture
+def record(request):
+    """record(category, what, value, ok): one row of the reliability table."""
+
+    def write(category: str, what: str, value, ok: bool = True):
+        RELIABILITY_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with open(RELIABILITY_RESULTS, "a") as handle:
+            handle.write(json.dumps({"test": request.node.name, "category": category, "what": what, "value": value, "ok": ok}) + "\n")
+
+    return write
+
+

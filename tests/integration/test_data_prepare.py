@@ -15,6 +15,8 @@ from moto import mock_aws
 from dogbreed.launch.config import load
 from dogbreed.launch.data_prepare import PrepareError, check_zip, download, plan_upload, prepare, upload
 
+pytestmark = pytest.mark.reliability  # part of make test-reliability
+
 REGION = "eu-west-1"
 
 
@@ -78,7 +80,7 @@ expected_classes = 5\nexpected_counts = {{ train = 200, valid = 50, test = 50 }}
     return load(str(path))
 
 
-def test_a_cut_download_resumes_from_where_it_stopped(sample_zip, tmp_path):
+def test_a_cut_download_resumes_from_where_it_stopped(sample_zip, tmp_path, record):
     payload = sample_zip.read_bytes()
     server = _Server(payload, cut=len(payload) // 3)
     try:
@@ -89,6 +91,7 @@ def test_a_cut_download_resumes_from_where_it_stopped(sample_zip, tmp_path):
         done = download(server.url, tmp_path / "dogImages.zip", progress=False)
         assert done.read_bytes() == payload
         assert server.requests == [None, f"bytes={len(payload) // 3}-"]  # the second request asked only for the rest
+        record("data faults", "cut download: resumed at byte", len(payload) // 3)
     finally:
         server.close()
 
@@ -106,7 +109,7 @@ def test_a_corrupt_or_truncated_zip_is_detected(sample_zip, tmp_path):
         check_zip(corrupt)
 
 
-def test_prepare_checks_uploads_and_an_interrupted_upload_resumes(sample_zip, tmp_path, s3):
+def test_prepare_checks_uploads_and_an_interrupted_upload_resumes(sample_zip, tmp_path, s3, record):
     config = _config(tmp_path, sample_zip)
     root = Path(prepare(config, tmp_path / "w", upload_to_s3=False)["root"])
     files = plan_upload(root, 0.5, 0)
@@ -121,6 +124,7 @@ def test_prepare_checks_uploads_and_an_interrupted_upload_resumes(sample_zip, tm
     assert len(keys) == 25 and all(k.count("/") == 4 for k in keys)
     again = prepare(config, tmp_path / "w", fraction=0.5, s3=s3)
     assert again["upload"]["uploaded"] == 0  # nothing is sent twice
+    record("data faults", "interrupted upload: re-sent after resume", 0)
 
 
 def test_a_set_that_is_not_dogimages_is_refused(sample_zip, tmp_path, s3):

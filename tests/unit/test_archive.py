@@ -9,6 +9,8 @@ from dogbreed import models
 from dogbreed.models import ModelError
 from dogbreed.serving.archive import extract_model_archive
 
+pytestmark = pytest.mark.reliability  # part of make test-reliability
+
 
 def _tar(path, members):
     with tarfile.open(path, "w:gz") as tar:
