@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -73,19 +72,12 @@ def get(url: str, path: str = "/ping", timeout=10):
 
 def wait_ready(url: str, process=None, timeout: float = 180) -> None:
     """Ready = a real image is classified (a 200 from /invocations), not just /ping."""
-    deadline = time.time() + timeout
-    body = jpeg_bytes()
-    while time.time() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            status, _, _ = post(url, body, timeout=30)
-            if status == 200:
-                return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready after {timeout}s")
+    from urllib.parse import urlparse
+
+    from dogbreed.serving.client import wait_until_classifying
+
+    parsed = urlparse(url)
+    wait_until_classifying(parsed.hostname, parsed.port, jpeg_bytes(), process, timeout)
 
 
 @contextlib.contextmanager

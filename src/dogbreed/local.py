@@ -33,10 +33,9 @@ def layout(work: Path, channels: dict[str, Path], hyperparameters: dict, hosts=(
     data_root.mkdir(parents=True, exist_ok=True)
     for name, path in channels.items():
         link = data_root / name
-        if link.is_symlink() or link.exists():
-            if link.is_symlink() or link.is_file():
-                link.unlink()
-        if not link.exists():
+        if link.is_symlink():
+            link.unlink()
+        if not link.exists():  # a real folder already there (e.g. mounted by docker) is left as it is
             link.symlink_to(Path(path).resolve(), target_is_directory=True)
     for folder in ("model", "output/data", "checkpoints", "code"):
         (base / folder).mkdir(parents=True, exist_ok=True)

@@ -375,7 +375,10 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
     num_classes = len(splits.class_names)
     model = build_model(args, num_classes)
     prep = models.default_preprocessing(args.model, args.input_size)
-    acc = accel.pick(args.precision, dist_info.local_rank, use_cuda=use_cuda, training=True, model=model,
+    use_cache = bool(args.feature_cache) and args.train_layers == "head" and not args.augment and not dist_info.enabled
+    if args.feature_cache and not use_cache:
+        log.warning("--feature-cache needs --train-layers head, --augment false and one process: ignored")
+    acc = accel.pick(args.precision, dist_info.local_rank, use_cuda=use_cuda, training=not use_cache, model=model,
                      input_size=prep.input_size)
     acc = distributed.same_choice_everywhere(acc)
     draft = prep.resize
@@ -400,9 +403,6 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
             sampler = data.ShardSampler(len(datasets[split]), dist_info.rank, dist_info.world_size)
             loaders[split] = data.make_loader(datasets[split], args.batch_size, sampler, workers, use_cuda)
 
-    use_cache = bool(args.feature_cache) and args.train_layers == "head" and not args.augment and not dist_info.enabled
-    if args.feature_cache and not use_cache:
-        log.warning("--feature-cache needs --train-layers head, --augment false and one process: ignored")
     full_model = model
     if use_cache:
         from . import features
@@ -577,8 +577,6 @@ def reason_of(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, MemoryError):
         return "out of memory: lower --batch-size or --num-workers"
-    if isinstance(exc, OSError):
-        return f"{exc.__class__.__name__}: {exc}"
     return f"{exc.__class__.__name__}: {exc}"
 
 

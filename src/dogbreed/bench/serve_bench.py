@@ -27,6 +27,7 @@ from PIL import Image
 
 from .. import models
 from ..presets import to_rgb
+from ..serving.client import wait_until_classifying
 from . import report
 
 
@@ -119,23 +120,6 @@ def load(url_host: str, port: int, body: bytes, concurrency: int, requests: int)
             "throughput": len(latencies) / wall, "errors": errors[0], "requests": len(latencies) + errors[0]}
 
 
-def wait_ready(port: int, body: bytes, process, timeout: float = 180) -> float:
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError("the server exited during start-up")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            connection.request("POST", "/invocations", body=body, headers={"Content-Type": "image/jpeg"})
-            response = connection.getresponse()
-            response.read()
-            connection.close()
-            if response.status == 200:
-                return time.perf_counter() - start
-        except (OSError, http.client.HTTPException):
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("server not ready")
 
 
 def start_local_server(model_dir: Path, port: int, workers: int | None):
@@ -164,7 +148,7 @@ def container_cold_start(model_dir: Path, body: bytes, image: str, port: int) ->
     subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
                     "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve"], check=True, capture_output=True)
     try:
-        wait_ready(port, body, None)
+        wait_until_classifying("127.0.0.1", port, body)
         return time.perf_counter() - start
     finally:
         subprocess.run(["docker", "stop", "-t", "30", name], capture_output=True)
@@ -192,7 +176,7 @@ def main(argv=None) -> int:
         print(f"in process: decode+preprocess {pure['decode_ms']:.1f} ms, forward {pure['forward_ms']:.1f} ms ({pure['setup']}, {threads} threads)", flush=True)
         process = start_local_server(model_dir, args.port, workers)
         try:
-            cold = wait_ready(args.port, body, process)
+            cold = wait_until_classifying("127.0.0.1", args.port, body, process)
             rows, results = [], {"in_process": pure, "cold_start_local_s": cold, "workers": workers}
             for concurrency in (1, 4):
                 load("127.0.0.1", args.port, body, concurrency, max(8, args.requests // 4))  # warm every worker

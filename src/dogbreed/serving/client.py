@@ -61,6 +61,30 @@ def invoke_endpoint(name: str, body: bytes, content_type: str, top_k: int = 5, r
     return json.loads(response["Body"].read())
 
 
+def wait_until_classifying(host: str, port: int, body: bytes, process=None, timeout: float = 180) -> float:
+    """Wait until the server classifies ``body`` (a 200 from /invocations, not just /ping); returns the
+    seconds it took. ``process``: the server's Popen, so that a server that died is reported at once."""
+    import http.client
+    import time
+
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} during start-up")
+        try:
+            connection = http.client.HTTPConnection(host, port, timeout=30)
+            connection.request("POST", "/invocations", body=body, headers={"Content-Type": ct.JPEG})
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            if response.status == 200:
+                return time.perf_counter() - start
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{host}:{port} did not classify an image within {timeout:.0f} s")
+
+
 def format_answer(path: str, answer: dict) -> str:
     rows = answer.get("predictions", [[]])[0]
     shown = ", ".join(f"{row['breed']} {row['probability'] * 100:.1f}%" for row in rows)

@@ -29,8 +29,14 @@ def _workers() -> int:
         return 1
 
 
+# One model per worker process (multi-model-server): the decode scale of the model this worker serves.
+_draft_size: int | None = None
+
+
 def model_fn(model_dir):
+    global _draft_size
     predictor = Predictor(model_dir, threads=threads_per_worker(_workers()))
+    _draft_size = predictor.draft_size
     log.info("model %s loaded from %s (%s)", predictor.meta["arch"], model_dir, predictor.acc.describe())
     return predictor
 
@@ -72,7 +78,7 @@ def top_k_from(attributes: str | None, options: dict) -> int:
 
 
 def input_fn(input_data, content_type, context=None):
-    images, options = decode(input_data, content_type, draft_size=None)
+    images, options = decode(input_data, content_type, draft_size=_draft_size)
     return {"images": images, "top_k": top_k_from(_header(context, CUSTOM_ATTRIBUTES), options)}
 
 

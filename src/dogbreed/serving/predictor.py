@@ -27,10 +27,10 @@ class Predictor:
         self.acc = accel.pick(precision, training=False, model=self.model, input_size=self.prep.input_size)
         self.model = self.acc.prepare_model(self.model).eval()
         self.transform = self.prep.eval_transform()
-        self.draft_size = self.prep.resize
+        self.draft_size = self.prep.resize  # JPEGs decode at the reduced scale training decoded them at
 
     def tensor(self, images) -> torch.Tensor:
-        return torch.stack([self.transform(to_rgb(image)) for image in images])
+        return torch.stack([self.transform(to_rgb(image, self.draft_size)) for image in images])
 
     @torch.inference_mode()
     def probabilities(self, images) -> torch.Tensor:
