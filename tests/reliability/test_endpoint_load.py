@@ -132,11 +132,16 @@ def test_a_worker_killed_mid_load_is_restarted(trained, tmp_path, record):
         after = _workers(process.pid)
     assert after and victim.pid not in [p.pid for p in after]  # a new worker took its place
     assert "Retry worker" in (tmp_path / "server.log").read_text()  # multi-model-server restarted it
-    recovered = next((t for t, _, status in load.results if t > killed_at and status == 200), None)
-    assert recovered is not None, "no request succeeded after the kill"
-    after_recovery = [status for t, _, status in load.results if t > recovered]
-    failed_around_kill = sum(status != 200 for t, _, status in load.results if killed_at <= t <= recovered)
-    record("faults", "worker SIGKILL: recovery s", round(recovered - killed_at, 1))
-    record("faults", "worker SIGKILL: requests failed during restart", failed_around_kill)
-    record("faults", "worker SIGKILL: requests after recovery", len(after_recovery), all(s == 200 for s in after_recovery))
+    # Other workers keep answering, so "recovered" is not the first 200 after the kill: only the requests
+    # in flight on the killed worker may fail (at most one per client thread), they fail within the
+    # restart window, and every request after the last failure succeeds.
+    after_kill = [(t, status) for t, _, status in load.results if t >= killed_at]
+    failures = [t for t, status in after_kill if status != 200]
+    settled_at = max(failures, default=killed_at)
+    after_recovery = [status for t, status in after_kill if t > settled_at]
+    record("faults", "worker SIGKILL: s until the last failed request", round(settled_at - killed_at, 1), settled_at - killed_at < 15)
+    record("faults", "worker SIGKILL: requests failed (in flight on the victim)", len(failures), len(failures) <= load.concurrency)
+    record("faults", "worker SIGKILL: requests after that, all 200", len(after_recovery), len(after_recovery) > 20)
+    assert len(failures) <= load.concurrency, f"{len(failures)} requests failed after one worker died"
+    assert settled_at - killed_at < 15, f"requests still failing {settled_at - killed_at:.1f} s after the kill"
     assert len(after_recovery) > 20 and all(status == 200 for status in after_recovery)
