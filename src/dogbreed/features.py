@@ -75,11 +75,19 @@ def compute(extractor: nn.Module, dataset, acc, batch_size: int, workers: int) -
     return torch.cat(features), torch.cat(labels), skipped
 
 
+def cache_file(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / f"features-{key}.pt"
+
+
+def is_cached(cache_dir: Path, key: str) -> bool:
+    return cache_file(cache_dir, key).is_file()
+
+
 def cached_features(cache_dir: Path, key: str, model, datasets: dict, acc, batch_size: int, workers: int) -> dict:
     """{split: (features, labels, skipped)}, from the cache or computed now (one process at a time per key)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"features-{key}.pt"
+    target = cache_file(cache_dir, key)
     with open(cache_dir / f"features-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.is_file():

@@ -378,9 +378,6 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
     use_cache = bool(args.feature_cache) and args.train_layers == "head" and not args.augment and not dist_info.enabled
     if args.feature_cache and not use_cache:
         log.warning("--feature-cache needs --train-layers head, --augment false and one process: ignored")
-    acc = accel.pick(args.precision, dist_info.local_rank, use_cuda=use_cuda, training=not use_cache, model=model,
-                     input_size=prep.input_size)
-    acc = distributed.same_choice_everywhere(acc)
     draft = prep.resize
     datasets = {
         "train": data.ImageSamples(splits.samples["train"], prep.train_transform(args.augment), draft),
@@ -388,6 +385,17 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
     }
     if "test" in splits.samples:
         datasets["test"] = data.ImageSamples(splits.samples["test"], prep.eval_transform(), draft)
+    cache_key = None
+    if use_cache:
+        from . import features
+
+        cache_key = features.cache_key(args.model, str(args.pretrained_weights), prep, {k: d.samples for k, d in datasets.items()})
+    if cache_key and features.is_cached(Path(args.feature_cache), cache_key) and not use_cuda and args.precision == "auto":
+        acc = accel.pick("fp32", use_cuda=False)  # only a Linear head runs: nothing to measure
+    else:  # the probe times the work that runs: the frozen feature pass where the head trains on cached features
+        acc = accel.pick(args.precision, dist_info.local_rank, use_cuda=use_cuda, training=not use_cache, model=model,
+                         input_size=prep.input_size)
+    acc = distributed.same_choice_everywhere(acc)
     log.info("%s rank=%d/%d workers=%d", acc.describe(), dist_info.rank, dist_info.world_size, workers)
     log.info(
         "data: %d classes; %s",
@@ -405,10 +413,7 @@ def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) 
 
     full_model = model
     if use_cache:
-        from . import features
-
-        key = features.cache_key(args.model, str(args.pretrained_weights), prep, {k: d.samples for k, d in datasets.items()})
-        computed = features.cached_features(Path(args.feature_cache), key, model, datasets, acc, args.batch_size, workers)
+        computed = features.cached_features(Path(args.feature_cache), cache_key, model, datasets, acc, args.batch_size, workers)
         model = features.head_of(model)
         acc = replace(acc, channels_last=False)
         loaders = {}

@@ -46,3 +46,29 @@ def test_local_tuning_runs_trials_in_the_training_image(images, sample_dir, tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     best = json.loads((work / "best_hyperparameters.json").read_text())
     assert best["runner"] == "docker" and best["value"] is not None
+
+
+def test_cached_head_only_trials_run_in_process_and_compute_the_features_once(sample_dir, tmp_path):
+    work = tmp_path / "tune"
+    done = run_cli("tune", "--local", "--data", str(sample_dir), "--work-dir", str(work), "--max-jobs", "5",
+                   "--max-parallel-jobs", "2", "--use-docker", "no", *HP, "--hp", "train-layers=head", "--hp", "augment=false",
+                   timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = json.loads((work / "best_hyperparameters.json").read_text())
+    assert best["runner"] == "in-process" and best["value"] is not None and len(best["trials"]) == 5
+    assert len(list((work / "feature-cache").glob("features-*.pt"))) == 1
+    logs = [trial.read_text() for trial in sorted(work.glob("trial-*/trial.log"))]
+    assert len(logs) == 5
+    assert "frozen features computed and cached" in logs[0]
+    assert all("frozen features from the cache" in text for text in logs[1:])
+    for text in logs:
+        epochs = metrics.parse(text, "epoch")
+        assert epochs, text
+        for definition in metrics.metric_definitions(metrics.EPOCH_METRICS):
+            assert len(re.findall(definition["Regex"], text)) == len(epochs), definition["Name"]
+    for trial in best["trials"]:
+        text = (work / f"trial-{trial['trial']:03d}" / "trial.log").read_text()
+        if trial["state"] == "complete":  # a finished trial wrote the whole model, as the subprocess entry does
+            assert metrics.parse(text, "test_acc") and (work / f"trial-{trial['trial']:03d}" / "model" / "model.pth").is_file()
+        else:
+            assert trial["state"] == "stopped early" and not metrics.parse(text, "test_acc")  # stopped before the end

@@ -10,6 +10,8 @@ rule on the per-epoch objective). Output: a leaderboard, a plot, and ``best_hype
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
@@ -56,6 +58,10 @@ class TrialRunner:
     def __init__(self, data: Path, work: Path, image: str | None, threads: int):
         self.data, self.work, self.image, self.threads = Path(data).resolve(), Path(work), image, threads
 
+    @property
+    def kind(self) -> str:
+        return "docker" if self.image else "local"
+
     def command(self, number: int, hyperparameters: dict) -> tuple[list[str], dict, Path]:
         trial_dir = self.work / f"trial-{number:03d}"
         if trial_dir.exists():
@@ -99,6 +105,76 @@ class TrialRunner:
         return code, "".join(lines), stopped
 
 
+class TrialStopped(Exception):
+    """Raised from the trial's output stream when the pruner stops it."""
+
+
+class _TrialOutput(io.TextIOBase):
+    """The in-process trial's stdout: a log file, the lines, and the pruner called on every epoch line."""
+
+    def __init__(self, handle, on_epoch):
+        self.handle, self.on_epoch, self.lines, self.partial = handle, on_epoch, [], ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.handle.write(text)
+        self.partial += text
+        *complete, self.partial = self.partial.split("\n")
+        for line in complete:
+            self.lines.append(line + "\n")
+            if line.startswith("epoch=") and self.on_epoch(int(metrics.last(line, "epoch")), line):
+                raise TrialStopped(line)
+        return len(text)
+
+
+class InProcessRunner(TrialRunner):
+    """Runs cached head-only trials of the same training program (``dogbreed.train``) in this process.
+
+    With the frozen features cached, a trial is a few seconds of Linear-head training; a new process
+    per trial (interpreter, torch, the toolkit, the model) would cost more than the trial itself. Trials
+    run one after another in the main thread, with explicit path flags instead of SM_* variables.
+    """
+
+    kind = "in-process"
+
+    def run(self, number: int, hyperparameters: dict, on_epoch) -> tuple[int, str, bool]:
+        from .. import train
+
+        trial_dir = self.work / f"trial-{number:03d}"
+        if trial_dir.exists():
+            shutil.rmtree(trial_dir)
+        trial_dir.mkdir(parents=True)
+        argv = [x for k, v in hyperparameters.items() for x in (f"--{k}", str(v))]
+        argv += ["--data-dir", str(self.data), "--model-dir", str(trial_dir / "model"),
+                 "--output-data-dir", str(trial_dir / "output"), "--checkpoint-dir", str(trial_dir / "checkpoints"),
+                 "--progress", "none"]
+        stopped, code = False, 0
+        with open(trial_dir / "trial.log", "w") as handle:
+            output = _TrialOutput(handle, on_epoch)
+            file_log = logging.StreamHandler(output)
+            file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            package = logging.getLogger("dogbreed")  # the trial's log gets what a training process logs
+            saved = package.level, package.propagate
+            package.setLevel(logging.INFO)
+            package.propagate = False
+            package.addHandler(file_log)
+            try:
+                with contextlib.redirect_stdout(output):
+                    train.main(train.parse_args(argv))
+            except TrialStopped:
+                stopped = True
+            except Exception as exc:  # a failed trial is a result of the search, not the end of it
+                code = 1
+                handle.write(f"training failed: {train.reason_of(exc)}\n")
+            finally:
+                package.removeHandler(file_log)
+                package.setLevel(saved[0])
+                package.propagate = saved[1]
+        return code, "".join(output.lines), stopped
+
+
 def cmd_tune_local(args) -> int:
 
     from ..cli import CLIError
@@ -136,11 +212,16 @@ def tune(data: Path, work: Path, ranges: dict, fixed: dict, objective: str = "va
     parallel = max(1, min(parallel, cores, max_trials))
     threads = max(1, cores // parallel)
     docker = use_docker == "yes" or (use_docker == "auto" and docker_image_ready(image))
-    runner = TrialRunner(data, work, image if docker else None, threads)
     fixed = dict(fixed)
     head_only = str(fixed.get("train-layers")) == "head" and str(fixed.get("augment", "true")).lower() in ("false", "0", "no")
-    if feature_cache == "yes" or (feature_cache == "auto" and head_only):
+    cached = feature_cache == "yes" or (feature_cache == "auto" and head_only)
+    if cached:
         fixed["feature-cache"] = str(work / "feature-cache")
+    if cached and head_only and not docker:
+        runner, parallel = InProcessRunner(data, work, None, cores), 1
+        log.info("head-only trials on cached features: run in this process, one at a time")
+    else:
+        runner = TrialRunner(data, work, image if docker else None, threads)
     direction = "minimize" if metrics.OBJECTIVES[objective] == "Minimize" else "maximize"
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, max_trials)) if strategy.lower() == "bayesian" \
         else optuna.samplers.RandomSampler(seed=seed)
@@ -193,13 +274,13 @@ def tune(data: Path, work: Path, ranges: dict, fixed: dict, objective: str = "va
     best_file = work / "best_hyperparameters.json"
     best_file.write_text(json.dumps({"objective": objective, "value": complete[0][objective] if complete else None,
                                      "hyperparameters": {k: str(v) for k, v in best.items()}, "fixed": {k: str(v) for k, v in fixed.items()},
-                                     "trials": ordered, "wall_s": wall, "runner": "docker" if docker else "local"}, indent=2))
+                                     "trials": ordered, "wall_s": wall, "runner": runner.kind}, indent=2))
     plot = plot_trials(records, objective, work / "tuning.png")
     from ..launch.jobs import format_table
 
     table = format_table([{k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in r.items()} for r in ordered])
     return {"best": best, "best_file": best_file, "plot": plot, "table": table, "records": ordered, "wall_s": wall,
-            "runner": "docker" if docker else "local"}
+            "runner": runner.kind}
 
 
 def plot_trials(records: list[dict], objective: str, path: Path) -> Path:
