@@ -13,7 +13,7 @@ LOCAL_BASE ?= dogbreed-base:local
 EXTRA_CA ?=
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint build push base-local bench bench-train bench-serve bench-tune test-reliability clean
+.PHONY: torchserve-peer install demo test test-fast lint build push base-local bench bench-train bench-serve bench-tune test-reliability clean
 
 install: $(STAMP)
 
@@ -56,10 +56,21 @@ push:
 	REVISION=$(REVISION) scripts/build_and_push.sh
 
 ## benchmarks
+PEER_VENV ?= $(WORK)/torchserve-peer
+
+## torchserve-peer: the official AWS PyTorch serving stack in a venv of its own (bench-serve's peer)
+torchserve-peer: $(PEER_VENV)/.installed
+
+$(PEER_VENV)/.installed: requirements/torchserve-peer.txt requirements/constraints.txt
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q --upgrade pip 'setuptools<82' wheel
+	$(PEER_VENV)/bin/pip install -q -r requirements/torchserve-peer.txt
+	touch $@
+
 bench-train: install
 	$(PY) -m dogbreed.bench.train_bench
 
-bench-serve: install
+bench-serve: install torchserve-peer
 	$(PY) -m dogbreed.bench.serve_bench
 
 bench-tune: install

@@ -1,10 +1,15 @@
-"""``make bench-serve``: latency and throughput of the local endpoint beside the model's pure forward time.
+"""``make bench-serve``: our endpoint beside the official AWS PyTorch serving stack, same model, same machine.
 
 A ResNet50 with a 133-breed head (the seed's model; serving cost does not depend on the weights'
-values) is written as training would write it, then:
-- in process, in this run: JPEG decode + preprocessing, and the forward pass alone, for one 224-px image;
-- over HTTP on loopback: p50/p99 latency and throughput at concurrency 1 and 4 (real requests, real server);
-- the serve container's cold start, where docker and the serving image are present.
+values) is written as training would write it, then, in one run:
+- in process: JPEG decode + preprocessing, and the forward pass alone, for one 224-px image;
+- our local server over loopback HTTP: p50/p99 latency and throughput at concurrency 1, 4 and 16, sent
+  the JPEG;
+- the peer (sagemaker-pytorch-inference on TorchServe, its default handler, the same model as TorchScript,
+  see :mod:`.torchserve_peer`) at the same concurrencies, sent the same image already preprocessed as
+  ``application/x-npy`` (its default handler decodes no images: the peer is spared the decoding we do);
+- identical top-1 answers on real photos, cold starts (local server, serve container, peer) and the
+  peak memory of each worker process.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from .. import models
 from ..presets import to_rgb
 from ..serving.client import wait_until_classifying
 from . import report
+
+CONCURRENCY = (1, 4, 16)
 
 
 def make_model(arch: str, directory: Path, num_classes: int = 133) -> Path:
@@ -82,7 +89,7 @@ def in_process(model_dir: Path, body: bytes, rounds: int, threads: int) -> dict:
             "setup": predictor.acc.describe()}
 
 
-def load(url_host: str, port: int, body: bytes, concurrency: int, requests: int) -> dict:
+def load(url_host: str, port: int, body: bytes, concurrency: int, requests: int, content_type: str = "image/jpeg") -> dict:
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -93,7 +100,7 @@ def load(url_host: str, port: int, body: bytes, concurrency: int, requests: int)
         for _ in range(per_thread):
             start = time.perf_counter()
             try:
-                connection.request("POST", "/invocations", body=body, headers={"Content-Type": "image/jpeg"})
+                connection.request("POST", "/invocations", body=body, headers={"Content-Type": content_type})
                 response = connection.getresponse()
                 response.read()
                 ok = response.status == 200
@@ -154,6 +161,88 @@ def container_cold_start(model_dir: Path, body: bytes, image: str, port: int) ->
         subprocess.run(["docker", "stop", "-t", "30", name], capture_output=True)
 
 
+def test_images(count: int) -> list[bytes]:
+    """Real dog photos as 224-px-wide JPEGs (the synthetic sample where ../shared is absent)."""
+    shared = Path("../shared/data/dogs10/test")
+    bodies = []
+    if shared.is_dir():
+        paths = [p for folder in sorted(shared.iterdir()) for p in sorted(folder.iterdir())[:3]]
+        for path in paths[:count]:
+            image = Image.open(path).convert("RGB")
+            image = image.resize((224, int(224 * image.height / image.width)))
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=90)
+            bodies.append(buffer.getvalue())
+        return bodies
+    import random
+
+    from ..sample import draw_example
+
+    for index in range(count):
+        buffer = io.BytesIO()
+        draw_example(index % 10, 224, random.Random(index)).save(buffer, "JPEG", quality=90)
+        bodies.append(buffer.getvalue())
+    return bodies
+
+
+def worker_peak_mb(server_pid: int) -> float | None:
+    """The largest peak resident size (VmHWM) among the server's model worker processes: those in its
+    process group (TorchServe's frontend is re-parented when its launcher exits, but keeps the group)."""
+    import psutil
+
+    group = os.getpgid(server_pid)
+    peaks = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if os.getpgid(process.pid) != group or "model_service_worker" not in " ".join(process.info["cmdline"] or []):
+                continue
+            for line in open(f"/proc/{process.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        except (psutil.NoSuchProcess, ProcessLookupError, OSError):
+            continue
+    return max(peaks) if peaks else None
+
+
+def sweep(name: str, port: int, body: bytes, content_type: str, requests: int) -> tuple[list[list], dict]:
+    rows, results = [], {}
+    for concurrency in CONCURRENCY:
+        count = max(requests, 4 * concurrency)
+        load("127.0.0.1", port, body, concurrency, max(2 * concurrency, count // 4), content_type)  # warm every worker
+        result = load("127.0.0.1", port, body, concurrency, count, content_type)
+        results[f"c{concurrency}"] = result
+        rows.append([name, concurrency, f"{result['p50_ms']:.1f}", f"{result['p99_ms']:.1f}", f"{result['throughput']:.2f}",
+                     result["errors"]])
+        print(f"{name}, concurrency {concurrency}: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+              f"{result['throughput']:.2f} req/s, {result['errors']} errors", flush=True)
+    return rows, results
+
+
+def our_top1(port: int, bodies: list[bytes]) -> list[int]:
+    from ..serving.client import invoke_url
+
+    return [invoke_url(f"http://127.0.0.1:{port}", body, "image/jpeg", top_k=1)["predictions"][0][0]["index"] for body in bodies]
+
+
+def run_peer(model_dir: Path, work: Path, port: int, workers: int, bodies: list[bytes], requests: int) -> dict:
+    from ..serving.predictor import Predictor
+    from . import torchserve_peer as peer
+
+    peer.export_torchscript(model_dir, work / "peer-base")
+    tensors = Predictor(model_dir, precision="fp32").tensor([Image.open(io.BytesIO(b)) for b in bodies])
+    npy = [peer.npy_body(t[None]) for t in tensors]
+    process = peer.start(work / "peer-base", port, workers, work / "peer-state", work / "peer.log")
+    try:
+        cold = peer.wait_ready(port, npy[0], process)
+        top1 = [int(torch.tensor(peer.logits(port, body)).argmax()) for body in npy]
+        rows, results = sweep("TorchServe peer (npy in)", port, npy[0], "application/x-npy", requests)
+        memory = worker_peak_mb(process.pid)
+    finally:
+        peer.stop(process)
+    return {"rows": rows, "results": results, "cold_start_s": cold, "top1": top1, "worker_peak_mb": memory,
+            "versions": peer.versions(), "body_kb": len(npy[0]) // 1024}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet50")
@@ -161,8 +250,10 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--port", type=int, default=28080)
     parser.add_argument("--image", default=os.environ.get("SERVE_IMAGE", "dogbreed-serve:latest"))
+    parser.add_argument("--answers", type=int, default=20, help="real photos whose top-1 answers are compared")
     args = parser.parse_args(argv)
     from ..serving.server import default_workers
+    from . import torchserve_peer
 
     workers = args.workers or default_workers()
     cores = os.cpu_count() or 1
@@ -170,36 +261,54 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     try:
         model_dir = make_model(args.model, work / "model")
-        body = test_jpeg()
+        bodies = test_images(args.answers)
+        body = bodies[0]
         pure = in_process(model_dir, body, rounds=20, threads=threads)
         base_ms = pure["decode_ms"] + pure["forward_ms"]
         print(f"in process: decode+preprocess {pure['decode_ms']:.1f} ms, forward {pure['forward_ms']:.1f} ms ({pure['setup']}, {threads} threads)", flush=True)
         process = start_local_server(model_dir, args.port, workers)
         try:
             cold = wait_until_classifying("127.0.0.1", args.port, body, process)
-            rows, results = [], {"in_process": pure, "cold_start_local_s": cold, "workers": workers}
-            for concurrency in (1, 4):
-                load("127.0.0.1", args.port, body, concurrency, max(8, args.requests // 4))  # warm every worker
-                result = load("127.0.0.1", args.port, body, concurrency, args.requests)
-                results[f"c{concurrency}"] = result
-                overhead = result["p50_ms"] / base_ms
-                rows.append([f"local server, concurrency {concurrency}", f"{result['p50_ms']:.1f}", f"{result['p99_ms']:.1f}",
-                             f"{result['throughput']:.2f}", result["errors"], f"{overhead:.2f}x"])
-                print(f"concurrency {concurrency}: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
-                      f"{result['throughput']:.2f} req/s, {result['errors']} errors; p50 / (decode + forward) = {overhead:.2f}x", flush=True)
+            ours_top1 = our_top1(args.port, bodies)
+            rows, ours = sweep("ours (JPEG in)", args.port, body, "image/jpeg", args.requests)
+            ours_memory = worker_peak_mb(process.pid)
         finally:
             stop(process)
+        results = {"in_process": pure, "cold_start_local_s": cold, "workers": workers, "ours": ours,
+                   "ours_worker_peak_mb": ours_memory}
+        notes = []
+        peer = None
+        if torchserve_peer.available():
+            peer = run_peer(model_dir, work, args.port + 10, workers, bodies, args.requests)
+            rows += peer["rows"]
+            same = sum(a == b for a, b in zip(ours_top1, peer["top1"], strict=True))
+            results["peer"] = {k: v for k, v in peer.items() if k != "rows"}
+            results["top1_identical"] = [same, len(bodies)]
+            for concurrency in CONCURRENCY:
+                mine, theirs = ours[f"c{concurrency}"], peer["results"][f"c{concurrency}"]
+                rows.append(["**ours / peer**", concurrency, f"**{theirs['p50_ms'] / mine['p50_ms']:.2f}x** faster",
+                             "", f"**{mine['throughput'] / theirs['throughput']:.2f}x**", ""])
+            notes.append(f"Peer: {peer['versions']} in its own venv (make torchserve-peer), default handler, the same weights "
+                         f"traced to TorchScript, {workers} worker(s) (SAGEMAKER_MODEL_SERVER_WORKERS, as ours); it is sent the "
+                         f"image already preprocessed ({peer['body_kb']} KB float32 npy), we are sent the JPEG and decode it. "
+                         f"Identical top-1 answers on {len(bodies)} real photos: {same}/{len(bodies)}.")
+        else:
+            notes.append("Peer: not measured (no TorchServe peer venv here: make torchserve-peer).")
         docker_cold = container_cold_start(model_dir, body, args.image, args.port + 1)
         results["cold_start_container_s"] = docker_cold
-        rows.append(["in process: decode + preprocess + forward", f"{base_ms:.1f}", "", f"{1e3 / base_ms:.2f}", "", "1.00x"])
-        notes = [
-            f"Model: {args.model}, 133 classes, one {len(body) // 1024} KB 224-px JPEG; {workers} worker(s) x {threads} thread(s); "
-            f"{args.requests} timed requests per row after a warm-up; in-process set-up {pure['setup']}.",
+        rows.append(["in process: decode + preprocess + forward", 1, f"{base_ms:.1f}", "", f"{1e3 / base_ms:.2f}", ""])
+        notes[:0] = [
+            f"Model: {args.model}, 133 classes, {len(body) // 1024} KB 224-px JPEG of a real dog; ours: {workers} worker(s) x "
+            f"{threads} thread(s), {pure['setup']}; {args.requests} timed requests per row (at least 4 per client) after a warm-up.",
             f"Cold start (process start to the first correct answer): local server {cold:.1f} s"
-            + (f", serve container {docker_cold:.1f} s." if docker_cold is not None else "; serve container: no docker image here."),
+            + (f", serve container {docker_cold:.1f} s" if docker_cold is not None else ", serve container: no docker image here")
+            + (f", TorchServe peer {peer['cold_start_s']:.1f} s." if peer else "."),
+            "Peak resident memory per worker process (VmHWM): ours "
+            + (f"{ours_memory:.0f} MB" if ours_memory else "n/a")
+            + (f", peer {peer['worker_peak_mb']:.0f} MB." if peer and peer["worker_peak_mb"] else "."),
         ]
-        report.save("serve", {"title": "Serving latency and throughput (loopback HTTP)",
-                              "headers": ["what", "p50 ms", "p99 ms", "req/s", "errors", "p50 / in-process"],
+        report.save("serve", {"title": "Serving latency and throughput (loopback HTTP), beside the AWS PyTorch serving stack",
+                              "headers": ["server", "concurrency", "p50 ms", "p99 ms", "req/s", "errors"],
                               "rows": rows, "results": results, "notes": notes})
         print(f"wrote {report.REPORT}")
     finally:
