@@ -86,7 +86,7 @@ def in_process(model_dir: Path, body: bytes, rounds: int, threads: int) -> dict:
             predictor.model(batch)
         forward.append(time.perf_counter() - start)
     return {"decode_ms": 1e3 * statistics.median(decode), "forward_ms": 1e3 * statistics.median(forward),
-            "setup": predictor.acc.describe()}
+            "setup": predictor.describe()}
 
 
 def load(url_host: str, port: int, body: bytes, concurrency: int, requests: int, content_type: str = "image/jpeg") -> dict:

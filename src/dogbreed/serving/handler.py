@@ -37,7 +37,7 @@ def model_fn(model_dir):
     global _draft_size
     predictor = Predictor(model_dir, threads=threads_per_worker(_workers()))
     _draft_size = predictor.draft_size
-    log.info("model %s loaded from %s (%s)", predictor.meta["arch"], model_dir, predictor.acc.describe())
+    log.info("model %s loaded from %s (%s)", predictor.meta["arch"], model_dir, predictor.describe())
     return predictor
 
 

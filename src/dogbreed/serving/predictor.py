@@ -12,22 +12,43 @@ from pathlib import Path
 import torch
 
 from .. import accel
+from ..env import DOGBREED_SERVE_GRAPH
 from ..models import load_artifacts
 from ..presets import to_rgb
+from . import graph
 
 log = logging.getLogger(__name__)
 
 
 class Predictor:
-    def __init__(self, model_dir: Path, precision: str = "auto", threads: int | None = None):
+    def __init__(self, model_dir: Path, precision: str = "auto", threads: int | None = None, graph: str | None = None):
         self.model, self.meta, self.prep = load_artifacts(Path(model_dir))
         self.class_names = list(self.meta["class_names"])
         if threads:
             torch.set_num_threads(max(1, int(threads)))
         self.acc = accel.pick(precision, training=False, model=self.model, input_size=self.prep.input_size)
         self.model = self.acc.prepare_model(self.model).eval()
+        self.graph = self._freeze(graph or os.environ.get(DOGBREED_SERVE_GRAPH, "auto"))
         self.transform = self.prep.eval_transform()
         self.draft_size = self.prep.resize  # JPEGs decode at the reduced scale training decoded them at
+
+    def _freeze(self, mode: str) -> str:
+        """Serve a frozen TorchScript graph on fp32 CPUs (``auto``), where it gives the same answers."""
+        if mode not in graph.MODES:
+            raise ValueError(f"{DOGBREED_SERVE_GRAPH}={mode!r}: choose one of {', '.join(graph.MODES)}")
+        wanted = mode == "frozen" or (mode == "auto" and self.acc.device.type == "cpu" and self.acc.precision == "fp32")
+        if not wanted:
+            return "eager"
+        if self.acc.precision != "fp32":
+            raise ValueError(f"{DOGBREED_SERVE_GRAPH}=frozen needs fp32; this model runs in {self.acc.precision}")
+        frozen = graph.freeze(self.model, self.prep.input_size, self.acc.channels_last)
+        if frozen is None:
+            return "eager"
+        self.model = frozen
+        return "frozen"
+
+    def describe(self) -> str:
+        return f"{self.acc.describe()} graph={self.graph}"
 
     def tensor(self, images) -> torch.Tensor:
         return torch.stack([self.transform(to_rgb(image, self.draft_size)) for image in images])
@@ -51,8 +72,9 @@ class Predictor:
             for row_values, row_indices in zip(values, indices, strict=True)
         ]
 
-    def warm_up(self, rounds: int = 2) -> None:
-        """Run the forward pass so that oneDNN's kernels are chosen before the first request."""
+    def warm_up(self, rounds: int = 3) -> None:
+        """Run the forward pass so that oneDNN's kernels are chosen (and a frozen graph is profiled and
+        optimised) before the first request."""
         from PIL import Image
 
         image = Image.new("RGB", (self.prep.resize, self.prep.resize), (127, 127, 127))
