@@ -186,15 +186,17 @@ def test_images(count: int) -> list[bytes]:
 
 
 def worker_peak_mb(server_pid: int) -> float | None:
-    """The largest peak resident size (VmHWM) among the server's model worker processes: those in its
-    process group (TorchServe's frontend is re-parented when its launcher exits, but keeps the group)."""
+    """The largest peak resident size (VmHWM) among the server's model worker processes: its descendants,
+    and those in its process group (TorchServe's frontend is re-parented when its launcher exits)."""
     import psutil
 
     group = os.getpgid(server_pid)
+    descendants = {child.pid for child in psutil.Process(server_pid).children(recursive=True)}
     peaks = []
     for process in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if os.getpgid(process.pid) != group or "model_service_worker" not in " ".join(process.info["cmdline"] or []):
+            ours = process.pid in descendants or os.getpgid(process.pid) == group
+            if not ours or "model_service_worker" not in " ".join(process.info["cmdline"] or []):
                 continue
             for line in open(f"/proc/{process.pid}/status"):
                 if line.startswith("VmHWM:"):
@@ -224,23 +226,53 @@ def our_top1(port: int, bodies: list[bytes]) -> list[int]:
     return [invoke_url(f"http://127.0.0.1:{port}", body, "image/jpeg", top_k=1)["predictions"][0][0]["index"] for body in bodies]
 
 
-def run_peer(model_dir: Path, work: Path, port: int, workers: int, bodies: list[bytes], requests: int) -> dict:
+def run_peer(model_dir: Path, work: Path, port: int, workers: int, bodies: list[bytes], requests: int, sweep_load: bool = True) -> dict:
     from ..serving.predictor import Predictor
     from . import torchserve_peer as peer
 
-    peer.export_torchscript(model_dir, work / "peer-base")
-    tensors = Predictor(model_dir, precision="fp32").tensor([Image.open(io.BytesIO(b)) for b in bodies])
+    base = work / f"peer-{model_dir.name}"
+    peer.export_torchscript(model_dir, base)
+    tensors = Predictor(model_dir, precision="fp32", graph="eager").tensor([Image.open(io.BytesIO(b)) for b in bodies])
     npy = [peer.npy_body(t[None]) for t in tensors]
-    process = peer.start(work / "peer-base", port, workers, work / "peer-state", work / "peer.log")
+    process = peer.start(base, port, workers, base / "state", work / f"peer-{model_dir.name}.log")
+    rows, results, memory = [], {}, None
     try:
         cold = peer.wait_ready(port, npy[0], process)
         top1 = [int(torch.tensor(peer.logits(port, body)).argmax()) for body in npy]
-        rows, results = sweep("TorchServe peer (npy in)", port, npy[0], "application/x-npy", requests)
-        memory = worker_peak_mb(process.pid)
+        if sweep_load:
+            rows, results = sweep("TorchServe peer (npy in)", port, npy[0], "application/x-npy", requests)
+            memory = worker_peak_mb(process.pid)
     finally:
         peer.stop(process)
     return {"rows": rows, "results": results, "cold_start_s": cold, "top1": top1, "worker_peak_mb": memory,
             "versions": peer.versions(), "body_kb": len(npy[0]) // 1024}
+
+
+def answers_model(work: Path) -> tuple[Path, str] | None:
+    """A model whose answers mean something, for the identical-answers check: tf_efficientnet_lite0 with
+    its real ImageNet weights and 1,000-class head (a randomly initialised ResNet50 gives every photo the
+    same class). None where ../shared/weights is absent."""
+    weights = Path("../shared/weights/tf_efficientnet_lite0.in1k.pth")
+    if not weights.is_file():
+        return None
+    model = models.build("tf_efficientnet_lite0", 1000)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    directory = work / "answers"
+    models.save_artifacts(directory, model.eval(), "tf_efficientnet_lite0", [f"ImageNet class {i}" for i in range(1000)],
+                          models.default_preprocessing("tf_efficientnet_lite0"))
+    return directory, "tf_efficientnet_lite0 with its real ImageNet weights (1,000 classes)"
+
+
+def compare_answers(model_dir: Path, work: Path, port: int, workers: int, bodies: list[bytes]) -> tuple[int, list[int]]:
+    """(top-1 answers identical between ours and the peer, ours) for one model on the same photos."""
+    process = start_local_server(model_dir, port, workers)
+    try:
+        wait_until_classifying("127.0.0.1", port, bodies[0], process)
+        ours = our_top1(port, bodies)
+    finally:
+        stop(process)
+    theirs = run_peer(model_dir, work, port + 10, workers, bodies, 0, sweep_load=False)["top1"]
+    return sum(a == b for a, b in zip(ours, theirs, strict=True)), ours
 
 
 def main(argv=None) -> int:
@@ -291,7 +323,14 @@ def main(argv=None) -> int:
             notes.append(f"Peer: {peer['versions']} in its own venv (make torchserve-peer), default handler, the same weights "
                          f"traced to TorchScript, {workers} worker(s) (SAGEMAKER_MODEL_SERVER_WORKERS, as ours); it is sent the "
                          f"image already preprocessed ({peer['body_kb']} KB float32 npy), we are sent the JPEG and decode it. "
-                         f"Identical top-1 answers on {len(bodies)} real photos: {same}/{len(bodies)}.")
+                         f"Identical top-1 answers on {len(bodies)} photos, this model: {same}/{len(bodies)} "
+                         f"({len(set(ours_top1))} distinct answers).")
+            real = answers_model(work)
+            if real:
+                same_real, real_top1 = compare_answers(real[0], work, args.port + 20, workers, bodies)
+                results["top1_identical_real_weights"] = [same_real, len(bodies)]
+                notes.append(f"Identical top-1 answers, {real[1]}, ours (JPEG) vs the peer (npy) on the same {len(bodies)} "
+                             f"photos: {same_real}/{len(bodies)} ({len(set(real_top1))} distinct answers).")
         else:
             notes.append("Peer: not measured (no TorchServe peer venv here: make torchserve-peer).")
         docker_cold = container_cold_start(model_dir, body, args.image, args.port + 1)
