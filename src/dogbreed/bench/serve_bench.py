@@ -185,7 +185,7 @@ def test_images(count: int) -> list[bytes]:
     return bodies
 
 
-def worker_peak_mb(server_pid: int) -> float | None:
+def worker_peak_mb(server_pid: int, marker: str = "model_service_worker") -> float | None:
     """The largest peak resident size (VmHWM) among the server's model worker processes: its descendants,
     and those in its process group (TorchServe's frontend is re-parented when its launcher exits)."""
     import psutil
@@ -196,7 +196,7 @@ def worker_peak_mb(server_pid: int) -> float | None:
     for process in psutil.process_iter(["pid", "cmdline"]):
         try:
             ours = process.pid in descendants or os.getpgid(process.pid) == group
-            if not ours or "model_service_worker" not in " ".join(process.info["cmdline"] or []):
+            if not ours or marker not in " ".join(process.info["cmdline"] or []):
                 continue
             for line in open(f"/proc/{process.pid}/status"):
                 if line.startswith("VmHWM:"):
@@ -263,7 +263,8 @@ def answers_model(work: Path) -> tuple[Path, str] | None:
     return directory, "tf_efficientnet_lite0 with its real ImageNet weights (1,000 classes)"
 
 
-def compare_answers(model_dir: Path, work: Path, port: int, workers: int, bodies: list[bytes]) -> tuple[int, list[int]]:
+def compare_answers(model_dir: Path, work: Path, port: int, workers: int | None, peer_workers: int,
+                    bodies: list[bytes]) -> tuple[int, list[int]]:
     """(top-1 answers identical between ours and the peer, ours) for one model on the same photos."""
     process = start_local_server(model_dir, port, workers)
     try:
@@ -271,7 +272,7 @@ def compare_answers(model_dir: Path, work: Path, port: int, workers: int, bodies
         ours = our_top1(port, bodies)
     finally:
         stop(process)
-    theirs = run_peer(model_dir, work, port + 10, workers, bodies, 0, sweep_load=False)["top1"]
+    theirs = run_peer(model_dir, work, port + 10, peer_workers, bodies, 0, sweep_load=False)["top1"]
     return sum(a == b for a, b in zip(ours, theirs, strict=True)), ours
 
 
@@ -284,12 +285,14 @@ def main(argv=None) -> int:
     parser.add_argument("--image", default=os.environ.get("SERVE_IMAGE", "dogbreed-serve:latest"))
     parser.add_argument("--answers", type=int, default=20, help="real photos whose top-1 answers are compared")
     args = parser.parse_args(argv)
-    from ..serving.server import default_workers
+    from ..serving.server import default_workers, engine_enabled, engine_workers
     from . import torchserve_peer
 
-    workers = args.workers or default_workers()
+    engine = engine_enabled()
+    workers = args.workers or (engine_workers() if engine else default_workers())
+    peer_workers = args.workers or default_workers()
     cores = os.cpu_count() or 1
-    threads = max(1, cores // workers)
+    threads = cores if engine else max(1, cores // workers)
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     try:
         model_dir = make_model(args.model, work / "model")
@@ -298,20 +301,21 @@ def main(argv=None) -> int:
         pure = in_process(model_dir, body, rounds=20, threads=threads)
         base_ms = pure["decode_ms"] + pure["forward_ms"]
         print(f"in process: decode+preprocess {pure['decode_ms']:.1f} ms, forward {pure['forward_ms']:.1f} ms ({pure['setup']}, {threads} threads)", flush=True)
-        process = start_local_server(model_dir, args.port, workers)
+        process = start_local_server(model_dir, args.port, args.workers)
         try:
             cold = wait_until_classifying("127.0.0.1", args.port, body, process)
             ours_top1 = our_top1(args.port, bodies)
             rows, ours = sweep("ours (JPEG in)", args.port, body, "image/jpeg", args.requests)
             ours_memory = worker_peak_mb(process.pid)
+            engine_memory = worker_peak_mb(process.pid, "dogbreed.serving.engine")
         finally:
             stop(process)
         results = {"in_process": pure, "cold_start_local_s": cold, "workers": workers, "ours": ours,
-                   "ours_worker_peak_mb": ours_memory}
+                   "ours_worker_peak_mb": ours_memory, "ours_engine_peak_mb": engine_memory}
         notes = []
         peer = None
         if torchserve_peer.available():
-            peer = run_peer(model_dir, work, args.port + 10, workers, bodies, args.requests)
+            peer = run_peer(model_dir, work, args.port + 10, peer_workers, bodies, args.requests)
             rows += peer["rows"]
             same = sum(a == b for a, b in zip(ours_top1, peer["top1"], strict=True))
             results["peer"] = {k: v for k, v in peer.items() if k != "rows"}
@@ -321,13 +325,13 @@ def main(argv=None) -> int:
                 rows.append(["**ours / peer**", concurrency, f"**{theirs['p50_ms'] / mine['p50_ms']:.2f}x** faster",
                              "", f"**{mine['throughput'] / theirs['throughput']:.2f}x**", ""])
             notes.append(f"Peer: {peer['versions']} in its own venv (make torchserve-peer), default handler, the same weights "
-                         f"traced to TorchScript, {workers} worker(s) (SAGEMAKER_MODEL_SERVER_WORKERS, as ours); it is sent the "
+                         f"traced to TorchScript, {peer_workers} worker(s) x {cores} threads (SAGEMAKER_MODEL_SERVER_WORKERS); it is sent the "
                          f"image already preprocessed ({peer['body_kb']} KB float32 npy), we are sent the JPEG and decode it. "
                          f"Identical top-1 answers on {len(bodies)} photos, this model: {same}/{len(bodies)} "
                          f"({len(set(ours_top1))} distinct answers).")
             real = answers_model(work)
             if real:
-                same_real, real_top1 = compare_answers(real[0], work, args.port + 20, workers, bodies)
+                same_real, real_top1 = compare_answers(real[0], work, args.port + 20, args.workers, peer_workers, bodies)
                 results["top1_identical_real_weights"] = [same_real, len(bodies)]
                 notes.append(f"Identical top-1 answers, {real[1]}, ours (JPEG) vs the peer (npy) on the same {len(bodies)} "
                              f"photos: {same_real}/{len(bodies)} ({len(set(real_top1))} distinct answers).")
@@ -337,13 +341,15 @@ def main(argv=None) -> int:
         results["cold_start_container_s"] = docker_cold
         rows.append(["in process: decode + preprocess + forward", 1, f"{base_ms:.1f}", "", f"{1e3 / base_ms:.2f}", ""])
         notes[:0] = [
-            f"Model: {args.model}, 133 classes, {len(body) // 1024} KB 224-px JPEG of a real dog; ours: {workers} worker(s) x "
-            f"{threads} thread(s), {pure['setup']}; {args.requests} timed requests per row (at least 4 per client) after a warm-up.",
+            f"Model: {args.model}, 133 classes, {len(body) // 1024} KB 224-px JPEG of a real dog; ours: "
+            + (f"{workers} decoding workers and one batching model engine with {threads} threads" if engine else f"{workers} worker(s) x {threads} thread(s)")
+            + f", {pure['setup']}; {args.requests} timed requests per row (at least 4 per client) after a warm-up.",
             f"Cold start (process start to the first correct answer): local server {cold:.1f} s"
             + (f", serve container {docker_cold:.1f} s" if docker_cold is not None else ", serve container: no docker image here")
             + (f", TorchServe peer {peer['cold_start_s']:.1f} s." if peer else "."),
             "Peak resident memory per worker process (VmHWM): ours "
             + (f"{ours_memory:.0f} MB" if ours_memory else "n/a")
+            + (f" per decoding worker, {engine_memory:.0f} MB for the model engine" if engine_memory else "")
             + (f", peer {peer['worker_peak_mb']:.0f} MB." if peer and peer["worker_peak_mb"] else "."),
         ]
         report.save("serve", {"title": "Serving latency and throughput (loopback HTTP), beside the AWS PyTorch serving stack",

@@ -14,7 +14,7 @@ from .. import env as envnames
 from . import content_types as ct
 from .decoders import decode
 from .errors import BadRequest, NotAcceptable
-from .predictor import Predictor, threads_per_worker
+from .predictor import Predictor, RemotePredictor, threads_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,11 @@ _draft_size: int | None = None
 
 def model_fn(model_dir):
     global _draft_size
-    predictor = Predictor(model_dir, threads=threads_per_worker(_workers()))
+    engine_socket = os.environ.get(envnames.DOGBREED_ENGINE_SOCKET)
+    if engine_socket:  # the engine holds the model and batches all workers' requests
+        predictor = RemotePredictor(model_dir, engine_socket)
+    else:
+        predictor = Predictor(model_dir, threads=threads_per_worker(_workers()))
     _draft_size = predictor.draft_size
     log.info("model %s loaded from %s (%s)", predictor.meta["arch"], model_dir, predictor.describe())
     return predictor

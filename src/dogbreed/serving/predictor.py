@@ -55,13 +55,21 @@ class Predictor:
 
     @torch.inference_mode()
     def probabilities(self, images) -> torch.Tensor:
-        batch = self.acc.prepare_batch(self.tensor(images))
+        return self.tensor_probabilities(self.tensor(images))
+
+    @torch.inference_mode()
+    def tensor_probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = self.acc.prepare_batch(batch)
         with self.acc.autocast():
             logits = self.model(batch)
         return torch.softmax(logits.float(), dim=1).cpu()
 
     def top_k(self, images, k: int = 5) -> list[list[dict]]:
-        probs = self.probabilities(images)
+        return self.top_k_tensors(self.tensor(images), k)
+
+    def top_k_tensors(self, batch: torch.Tensor, k: int = 5) -> list[list[dict]]:
+        """Top-k of preprocessed images (what :meth:`tensor` makes)."""
+        probs = self.tensor_probabilities(batch)
         k = max(1, min(int(k), len(self.class_names)))
         values, indices = probs.topk(k, dim=1)
         return [
@@ -80,6 +88,38 @@ class Predictor:
         image = Image.new("RGB", (self.prep.resize, self.prep.resize), (127, 127, 127))
         for _ in range(rounds):
             self.probabilities([image])
+
+
+class RemotePredictor:
+    """A serving worker's model when the engine holds it (:mod:`.engine`): the same preprocessing, here;
+    the forward pass there, batched with the other workers' requests."""
+
+    def __init__(self, model_dir: Path, socket_path: str):
+        from ..models import read_meta
+        from ..presets import Preprocessing
+        from .engine import EngineClient
+
+        torch.set_num_threads(1)  # decoding only: the engine has the cores
+        self.meta = read_meta(Path(model_dir))
+        self.prep = Preprocessing.from_json(self.meta)
+        self.class_names = list(self.meta["class_names"])
+        self.transform = self.prep.eval_transform()
+        self.draft_size = self.prep.resize
+        self.client = EngineClient(socket_path)
+        self.socket_path = socket_path
+
+    tensor = Predictor.tensor
+
+    def top_k(self, images, k: int = 5) -> list[list[dict]]:
+        return self.client.top_k(self.tensor(images), max(1, min(int(k), len(self.class_names))))
+
+    def warm_up(self, rounds: int = 1) -> None:
+        from PIL import Image
+
+        self.top_k([Image.new("RGB", (self.prep.resize, self.prep.resize), (127, 127, 127))], 1)
+
+    def describe(self) -> str:
+        return f"model in the batching engine at {self.socket_path}"
 
 
 def threads_per_worker(workers: int) -> int:

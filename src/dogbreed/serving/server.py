@@ -3,6 +3,10 @@
 Each server has its own config file and temp directory (MMS keys its worker sockets and pid file on
 the temp directory), runs in its own process group, and stops on SIGTERM within the grace period.
 A missing or corrupt model is reported in the log and by an unhealthy ``/ping`` (no crash loop).
+
+On CPU hosts (``DOGBREED_SERVE_ENGINE=auto``) the model lives in one engine process that batches the
+requests of all workers (:mod:`.engine`); the workers decode and preprocess. The server restarts the
+engine if it dies; on GPU hosts each worker holds its own model, one worker per GPU.
 """
 
 from __future__ import annotations
@@ -44,6 +48,67 @@ def default_workers() -> int:
         log.debug("no usable CUDA; counting CPU cores")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // 2)
+
+
+def engine_enabled() -> bool:
+    mode = (os.environ.get(envnames.DOGBREED_SERVE_ENGINE) or "auto").lower()
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"{envnames.DOGBREED_SERVE_ENGINE}={mode!r}: choose auto, on or off")
+    if mode == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return mode == "on"
+
+
+def engine_workers() -> int:
+    """Workers that only decode: enough to keep a batch of requests in the engine."""
+    configured = os.environ.get(envnames.SAGEMAKER_MODEL_SERVER_WORKERS)
+    if configured:
+        return max(1, int(configured))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(2, 2 * cores)
+
+
+def start_engine(model_dir: Path, socket_path: Path) -> subprocess.Popen:
+    from .engine import DEFAULT_BATCH
+
+    batch = int(os.environ.get(envnames.DOGBREED_SERVE_BATCH) or DEFAULT_BATCH)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or threads)
+    command = [sys.executable, "-m", "dogbreed.serving.engine", "--model-dir", str(model_dir), "--socket", str(socket_path),
+               "--max-batch", str(batch), "--threads", str(threads)]
+    log.info("starting the model engine (batches of up to %d, %d threads)", batch, threads)
+    return subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+
+
+def wait_engine(engine: subprocess.Popen, socket_path: Path, timeout_s: float = 300) -> None:
+    import socket as sockets
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if engine.poll() is not None:
+            raise RuntimeError(f"the model engine exited with {engine.returncode} while loading the model")
+        if socket_path.exists():
+            with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(socket_path))
+                    return
+                except OSError:
+                    pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the model engine was not ready within {timeout_s:.0f} s")
+
+
+def stop_engine(engine: subprocess.Popen | None) -> None:
+    if engine is None or engine.poll() is not None:
+        return
+    engine.terminate()
+    try:
+        engine.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        engine.kill()
+        engine.wait()
 
 
 def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, timeout_s: int = 60) -> str:
@@ -173,12 +238,25 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
           state_dir: Path | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     port = int(port or os.environ.get(envnames.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
+    explicit_workers = workers
     workers = workers or default_workers()
     state_dir = Path(state_dir or os.environ.get(envnames.DOGBREED_SERVE_TEMP) or tempfile.mkdtemp(prefix="dogbreed-serve-"))
     reason = check_model(model_dir)
     if reason:
         return serve_unhealthy(host, port, reason)
     config_path = Path(os.environ.get(envnames.DOGBREED_MMS_CONFIG) or state_dir / "mms.properties")
+    engine, socket_path = None, state_dir / "engine.sock"
+    if engine_enabled():
+        workers = workers if explicit_workers else engine_workers()
+        engine = start_engine(model_dir, socket_path)
+        try:
+            wait_engine(engine, socket_path)
+        except RuntimeError as exc:
+            stop_engine(engine)
+            return serve_unhealthy(host, port, str(exc))
+        os.environ[envnames.DOGBREED_ENGINE_SOCKET] = str(socket_path)
+    else:
+        os.environ.pop(envnames.DOGBREED_ENGINE_SOCKET, None)
     process = start_mms(model_dir, host, port, workers, state_dir / "tmp", config_path)
     stopping = {"signal": None}
 
@@ -190,7 +268,11 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     while process.poll() is None:
+        if engine is not None and engine.poll() is not None and not stopping["signal"]:
+            log.error("the model engine exited with %s: restarting it", engine.returncode)
+            engine = start_engine(model_dir, socket_path)
         time.sleep(0.2)
+    stop_engine(engine)
     # the frontend is gone: make sure no worker is left behind
     try:
         os.killpg(process.pid, signal.SIGKILL)
