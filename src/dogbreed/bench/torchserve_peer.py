@@ -61,7 +61,9 @@ def npy_body(tensor: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def start(base_dir: Path, port: int, workers: int, state_dir: Path, log_path: Path) -> subprocess.Popen:
+def start(base_dir: Path, port: int, workers: int | None, state_dir: Path, log_path: Path) -> subprocess.Popen:
+    """Start the peer; ``workers=None`` leaves the count to TorchServe (one per core), as a SageMaker
+    PyTorch endpoint does when SAGEMAKER_MODEL_SERVER_WORKERS is unset."""
     if not available():
         raise PeerUnavailable(f"no TorchServe peer venv at {VENV}: run make torchserve-peer")
     state_dir = Path(state_dir).resolve()
@@ -71,10 +73,11 @@ def start(base_dir: Path, port: int, workers: int, state_dir: Path, log_path: Pa
         "PATH": f"{(VENV / 'bin').resolve()}:{env.get('PATH', '/usr/bin:/bin')}",
         "SAGEMAKER_BASE_DIR": str(Path(base_dir).resolve()),  # the model comes from BASE/model, as /opt/ml/model
         "SAGEMAKER_BIND_TO_PORT": str(port),
-        "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers),
         "TMPDIR": str(state_dir / "tmp"),  # TorchServe's pid file: one peer per directory
         "TEMP": str(state_dir / "tmp"),
     })
+    if workers:
+        env["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(workers)
     handle = open(log_path, "w")
     return subprocess.Popen([str((VENV / "bin" / "python").absolute()), str(LAUNCHER), str(state_dir)], env=env,
                             stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
