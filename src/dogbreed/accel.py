@@ -161,6 +161,11 @@ def pick(precision: str = "auto", local_rank: int = 0, use_cuda: bool | None = N
     return Accelerator(device, precision, channels_last=True)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. docker --cpuset-cpus), else all."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def set_threads(num_threads: int | None) -> int:
     n = max(1, int(num_threads or os.cpu_count() or 1))
     torch.set_num_threads(n)

@@ -286,11 +286,11 @@ def main(argv=None) -> int:
     parser.add_argument("--image", default=os.environ.get("SERVE_IMAGE", "dogbreed-serve:latest"))
     parser.add_argument("--answers", type=int, default=20, help="real photos whose top-1 answers are compared")
     args = parser.parse_args(argv)
-    from ..serving.server import default_workers, engine_enabled, engine_workers
+    from ..serving.server import default_workers, engine_enabled
     from . import torchserve_peer
 
     engine = engine_enabled()
-    workers = args.workers or (engine_workers() if engine else default_workers())
+    workers = args.workers or default_workers(engine)
     peer_workers = args.workers or default_workers()
     cores = os.cpu_count() or 1
     threads = cores if engine else max(1, cores // workers)

@@ -62,10 +62,14 @@ class TrialRunner:
     def kind(self) -> str:
         return "docker" if self.image else "local"
 
-    def command(self, number: int, hyperparameters: dict) -> tuple[list[str], dict, Path]:
+    def fresh_trial_dir(self, number: int) -> Path:
         trial_dir = self.work / f"trial-{number:03d}"
         if trial_dir.exists():
             shutil.rmtree(trial_dir)
+        return trial_dir
+
+    def command(self, number: int, hyperparameters: dict) -> tuple[list[str], dict, Path]:
+        trial_dir = self.fresh_trial_dir(number)
         if self.image:
             base = layout(trial_dir, {}, hyperparameters)
             command = ["docker", "run", "--rm", f"--cpus={self.threads}", "-e", f"{DOGBREED_THREADS}={self.threads}",
@@ -142,9 +146,7 @@ class InProcessRunner(TrialRunner):
     def run(self, number: int, hyperparameters: dict, on_epoch) -> tuple[int, str, bool]:
         from .. import train
 
-        trial_dir = self.work / f"trial-{number:03d}"
-        if trial_dir.exists():
-            shutil.rmtree(trial_dir)
+        trial_dir = self.fresh_trial_dir(number)
         trial_dir.mkdir(parents=True)
         argv = [x for k, v in hyperparameters.items() for x in (f"--{k}", str(v))]
         argv += ["--data-dir", str(self.data), "--model-dir", str(trial_dir / "model"),

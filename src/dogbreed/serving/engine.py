@@ -82,7 +82,6 @@ class Engine:
         self.pending: queue.Queue = queue.Queue()
         self.batches = 0
         self.recent: collections.deque = collections.deque([1], maxlen=4)  # requests in the last batches
-        self.fill_wait_s = FILL_WAIT_S
 
     def serve_forever(self) -> None:
         if self.socket_path.exists():
@@ -115,7 +114,7 @@ class Engine:
         # Under concurrency the requests of one round do not arrive together (each is decoded first): wait a
         # few ms for as many as the recent batches held. A lone client's batches hold one: it never waits.
         expected = max(self.recent)
-        deadline = time.monotonic() + self.fill_wait_s
+        deadline = time.monotonic() + FILL_WAIT_S
         while images < self.max_batch:
             try:
                 if len(work) < expected:

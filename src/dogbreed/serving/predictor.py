@@ -20,17 +20,33 @@ from . import graph
 log = logging.getLogger(__name__)
 
 
-class Predictor:
+class _Inputs:
+    """What the model's metadata says about its inputs: the preprocessing (training's own) and the classes."""
+
+    def __init__(self, meta: dict, prep):
+        self.meta, self.prep = meta, prep
+        self.class_names = list(meta["class_names"])
+        self.transform = prep.eval_transform()
+        self.draft_size = prep.resize  # JPEGs decode at the reduced scale training decoded them at
+
+    def tensor(self, images) -> torch.Tensor:
+        return torch.stack([self.transform(to_rgb(image, self.draft_size)) for image in images])
+
+    def blank_image(self):
+        from PIL import Image
+
+        return Image.new("RGB", (self.prep.resize, self.prep.resize), (127, 127, 127))
+
+
+class Predictor(_Inputs):
     def __init__(self, model_dir: Path, precision: str = "auto", threads: int | None = None, graph: str | None = None):
-        self.model, self.meta, self.prep = load_artifacts(Path(model_dir))
-        self.class_names = list(self.meta["class_names"])
+        self.model, meta, prep = load_artifacts(Path(model_dir))
+        super().__init__(meta, prep)
         if threads:
             torch.set_num_threads(max(1, int(threads)))
         self.acc = accel.pick(precision, training=False, model=self.model, input_size=self.prep.input_size)
         self.model = self.acc.prepare_model(self.model).eval()
         self.graph = self._freeze(graph or os.environ.get(DOGBREED_SERVE_GRAPH, "auto"))
-        self.transform = self.prep.eval_transform()
-        self.draft_size = self.prep.resize  # JPEGs decode at the reduced scale training decoded them at
 
     def _freeze(self, mode: str) -> str:
         """Serve a frozen TorchScript graph on fp32 CPUs (``auto``), where it gives the same answers."""
@@ -49,9 +65,6 @@ class Predictor:
 
     def describe(self) -> str:
         return f"{self.acc.describe()} graph={self.graph}"
-
-    def tensor(self, images) -> torch.Tensor:
-        return torch.stack([self.transform(to_rgb(image, self.draft_size)) for image in images])
 
     @torch.inference_mode()
     def probabilities(self, images) -> torch.Tensor:
@@ -83,14 +96,12 @@ class Predictor:
     def warm_up(self, rounds: int = 3) -> None:
         """Run the forward pass so that oneDNN's kernels are chosen (and a frozen graph is profiled and
         optimised) before the first request."""
-        from PIL import Image
-
-        image = Image.new("RGB", (self.prep.resize, self.prep.resize), (127, 127, 127))
+        image = self.blank_image()
         for _ in range(rounds):
             self.probabilities([image])
 
 
-class RemotePredictor:
+class RemotePredictor(_Inputs):
     """A serving worker's model when the engine holds it (:mod:`.engine`): the same preprocessing, here;
     the forward pass there, batched with the other workers' requests."""
 
@@ -100,23 +111,16 @@ class RemotePredictor:
         from .engine import EngineClient
 
         torch.set_num_threads(1)  # decoding only: the engine has the cores
-        self.meta = read_meta(Path(model_dir))
-        self.prep = Preprocessing.from_json(self.meta)
-        self.class_names = list(self.meta["class_names"])
-        self.transform = self.prep.eval_transform()
-        self.draft_size = self.prep.resize
+        meta = read_meta(Path(model_dir))
+        super().__init__(meta, Preprocessing.from_json(meta))
         self.client = EngineClient(socket_path)
         self.socket_path = socket_path
 
-    tensor = Predictor.tensor
-
     def top_k(self, images, k: int = 5) -> list[list[dict]]:
-        return self.client.top_k(self.tensor(images), max(1, min(int(k), len(self.class_names))))
+        return self.client.top_k(self.tensor(images), k)  # the engine's Predictor bounds k
 
     def warm_up(self, rounds: int = 1) -> None:
-        from PIL import Image
-
-        self.top_k([Image.new("RGB", (self.prep.resize, self.prep.resize), (127, 127, 127))], 1)
+        self.top_k([self.blank_image()], 1)
 
     def describe(self) -> str:
         return f"model in the batching engine at {self.socket_path}"
@@ -129,5 +133,4 @@ def threads_per_worker(workers: int) -> int:
     configured = os.environ.get(DOGBREED_SERVE_THREADS)
     if configured:
         return max(1, int(configured))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, workers))
+    return max(1, accel.available_cores() // max(1, workers))

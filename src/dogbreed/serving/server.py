@@ -23,6 +23,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from .. import accel
 from .. import env as envnames
 from ..models import ModelError, load_artifacts
 
@@ -35,10 +36,15 @@ STOP_GRACE_S = 20
 MAX_REQUEST_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints take at most 6 MB
 
 
-def default_workers() -> int:
+def default_workers(engine: bool = False) -> int:
+    """SAGEMAKER_MODEL_SERVER_WORKERS, else: with the engine, twice the cores (workers that only decode,
+    enough to keep a batch in the engine); one per GPU; half the cores otherwise."""
     configured = os.environ.get(envnames.SAGEMAKER_MODEL_SERVER_WORKERS)
     if configured:
         return max(1, int(configured))
+    cores = accel.available_cores()
+    if engine:
+        return max(2, 2 * cores)
     try:
         import torch
 
@@ -46,7 +52,6 @@ def default_workers() -> int:
             return torch.cuda.device_count()
     except Exception:  # no usable torch: CPU counts
         log.debug("no usable CUDA; counting CPU cores")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // 2)
 
 
@@ -61,21 +66,11 @@ def engine_enabled() -> bool:
     return mode == "on"
 
 
-def engine_workers() -> int:
-    """Workers that only decode: enough to keep a batch of requests in the engine."""
-    configured = os.environ.get(envnames.SAGEMAKER_MODEL_SERVER_WORKERS)
-    if configured:
-        return max(1, int(configured))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(2, 2 * cores)
-
-
 def start_engine(model_dir: Path, socket_path: Path) -> subprocess.Popen:
     from .engine import DEFAULT_BATCH
 
     batch = int(os.environ.get(envnames.DOGBREED_SERVE_BATCH) or DEFAULT_BATCH)
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or threads)
+    threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or accel.available_cores())
     command = [sys.executable, "-m", "dogbreed.serving.engine", "--model-dir", str(model_dir), "--socket", str(socket_path),
                "--max-batch", str(batch), "--threads", str(threads)]
     log.info("starting the model engine (batches of up to %d, %d threads)", batch, threads)
@@ -238,16 +233,15 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
           state_dir: Path | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     port = int(port or os.environ.get(envnames.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
-    explicit_workers = workers
-    workers = workers or default_workers()
     state_dir = Path(state_dir or os.environ.get(envnames.DOGBREED_SERVE_TEMP) or tempfile.mkdtemp(prefix="dogbreed-serve-"))
     reason = check_model(model_dir)
     if reason:
         return serve_unhealthy(host, port, reason)
     config_path = Path(os.environ.get(envnames.DOGBREED_MMS_CONFIG) or state_dir / "mms.properties")
     engine, socket_path = None, state_dir / "engine.sock"
-    if engine_enabled():
-        workers = workers if explicit_workers else engine_workers()
+    use_engine = engine_enabled()
+    workers = workers or default_workers(use_engine)
+    if use_engine:
         engine = start_engine(model_dir, socket_path)
         try:
             wait_engine(engine, socket_path)
