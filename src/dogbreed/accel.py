@@ -27,10 +27,19 @@ class Accelerator:
     device: torch.device
     precision: str  # fp32 | bf16 | fp16
     channels_last: bool
+    reason: str = ""  # why this precision here, in words: logged, and kept with the model and its metrics
+    gpu_name: str | None = None
+    capability: tuple[int, int] | None = None  # the GPU's compute capability (8, 0) = sm_80
 
     @property
     def autocast_dtype(self):
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    @property
+    def uses_grad_scaler(self) -> bool:
+        """fp16 on CUDA: its narrow range flushes small gradients to zero unless the loss is scaled
+        (bf16 has fp32's range and needs no scaling)."""
+        return self.precision == "fp16" and self.device.type == "cuda"
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -39,7 +48,7 @@ class Accelerator:
 
     def grad_scaler(self):
         """A GradScaler for fp16 on CUDA (bf16 needs none); disabled elsewhere."""
-        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16" and self.device.type == "cuda")
+        return torch.amp.GradScaler(self.device.type, enabled=self.uses_grad_scaler)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.to(self.device)
@@ -55,6 +64,18 @@ class Accelerator:
 
     def describe(self) -> str:
         return f"device={self.device} precision={self.precision} channels_last={int(self.channels_last)}"
+
+    def as_dict(self) -> dict:
+        """The choice as JSON-able values (for model.json and the metrics file)."""
+        return {
+            "device": str(self.device),
+            "gpu_name": self.gpu_name,
+            "capability": None if self.capability is None else f"{self.capability[0]}.{self.capability[1]}",
+            "precision": self.precision,
+            "channels_last": bool(self.channels_last),
+            "grad_scaler": self.uses_grad_scaler,
+            "reason": self.reason,
+        }
 
 
 _PROBED: dict[str, tuple[str, bool, dict]] = {}
@@ -87,9 +108,43 @@ def probe_cpu(training: bool, model: torch.nn.Module | None = None, input_size: 
         return _probe(training, model, input_size, batch, key)
 
 
+def _label(precision: str, channels_last: bool) -> str:
+    return precision + ("+channels_last" if channels_last else "")
+
+
+def _measure(net: torch.nn.Module, x: torch.Tensor, precision: str, channels_last: bool, training: bool,
+             rounds: int) -> float:
+    """Seconds of one step of ``net`` in this set-up: the best of ``rounds``, after an untimed one (the
+    first call is where oneDNN chooses its kernels)."""
+    import time
+
+    probe = net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+    def once():
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+        if training:
+            probe.train()
+            with autocast:
+                out = probe(inputs)
+            out.float().sum().backward()
+            probe.zero_grad(set_to_none=True)
+        else:
+            probe.eval()
+            with torch.inference_mode(), autocast:
+                probe(inputs)
+
+    once()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        once()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def _probe(training, model, input_size, batch, key):
     import copy
-    import time
 
     torch.manual_seed(0)
     candidates = [("fp32", False), ("fp32", True)]
@@ -101,64 +156,80 @@ def _probe(training, model, input_size, batch, key):
     else:
         net = _probe_net()
         x = torch.randn(batch or 8, 64, 56, 56)
-    timings = {}
-    for precision, channels_last in candidates:
-        probe = net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-
-        def once(probe=probe, inputs=inputs, autocast=autocast):
-            if training:
-                probe.train()
-                with autocast:
-                    out = probe(inputs)
-                out.float().sum().backward()
-                probe.zero_grad(set_to_none=True)
-            else:
-                probe.eval()
-                with torch.inference_mode(), autocast:
-                    probe(inputs)
-
-        once()
-        best = float("inf")
-        for _ in range(2 if model is not None else 3):
-            start = time.perf_counter()
-            once()
-            best = min(best, time.perf_counter() - start)
-        timings[f"{precision}{'+channels_last' if channels_last else ''}"] = best
+    rounds = 2 if model is not None else 3
+    timings = {_label(*c): _measure(net, x, c[0], c[1], training, rounds) for c in candidates}
     del net
-    fastest = min(candidates, key=lambda c: timings[f"{c[0]}{'+channels_last' if c[1] else ''}"])
+    fastest = min(candidates, key=lambda c: timings[_label(*c)])
     _PROBED[key] = (fastest[0], fastest[1], timings)
-    log.info("CPU probe %s: %s -> %s%s", key, {k: f"{v * 1e3:.1f} ms" for k, v in timings.items()},
-             fastest[0], " + channels_last" if fastest[1] else "")
+    log.info("CPU probe %s: %s -> %s", key, {k: f"{v * 1e3:.1f} ms" for k, v in timings.items()}, _label(*fastest))
     return _PROBED[key]
 
 
 def pick(precision: str = "auto", local_rank: int = 0, use_cuda: bool | None = None, training: bool = True,
          model: torch.nn.Module | None = None, input_size: int = 224) -> Accelerator:
-    """Choose device and precision. ``auto``: AMP (bf16, else fp16) on CUDA; on CPUs the fastest of
-    fp32, fp32 + channels_last and bf16 + channels_last, measured here (bf16 only where oneDNN has
-    native bf16 kernels). An explicit precision the hardware cannot run is refused, not faked."""
+    """Choose device and precision. ``auto``: on CUDA, bf16 autocast where the GPU has native bf16
+    (compute capability 8.0+: A10G, A100, H100), else fp16 AMP (with a GradScaler when training: T4,
+    V100); on CPUs the fastest of fp32, fp32 + channels_last and bf16 + channels_last, measured here
+    (bf16 only where oneDNN has native bf16 kernels). An explicit precision the hardware cannot run is
+    refused, not faked. The choice and its reason are logged (``Accelerator.reason``, ``as_dict()``)."""
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
     if cuda:
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-        if precision == "auto":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return Accelerator(device, precision, channels_last=True)
+        acc = _pick_cuda(precision, local_rank, training)
+    else:
+        acc = _pick_cpu(precision, training, model, input_size)
+    log.info("%s: %s", acc.describe(), acc.reason)
+    return acc
+
+
+def cuda_native_bf16() -> bool:
+    """bf16 in hardware on the current CUDA device (compute capability 8.0+). torch's default
+    ``is_bf16_supported()`` counts emulation and answers True on a T4 or V100 too, where bf16 runs
+    slower than fp16 (no bf16 tensor cores)."""
+    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
+
+def _pick_cuda(precision: str, local_rank: int, training: bool) -> Accelerator:
+    count = torch.cuda.device_count()
+    if not 0 <= local_rank < count:
+        raise ValueError(f"cuda:{local_rank} asked for, but this process sees {count} GPU(s)")
+    device = torch.device("cuda", local_rank)
+    torch.cuda.set_device(device)  # is_bf16_supported and autocast ask about the current device
+    torch.backends.cudnn.benchmark = True
+    name, capability = torch.cuda.get_device_name(device), tuple(torch.cuda.get_device_capability(device))
+    gpu = f"{name} (sm_{capability[0]}{capability[1]})"
+    native = cuda_native_bf16()
+    fp16 = "fp16 AMP + GradScaler" if training else "fp16 autocast"
+    if precision == "auto":
+        precision = "bf16" if native else "fp16"
+        reason = f"{gpu} has native bf16: bf16 autocast" if native else f"{gpu} has no native bf16: {fp16}"
+    elif precision == "bf16" and not native:
+        # Refused rather than warned: emulated bf16 runs, slower than fp32, for the hours a job is billed.
+        raise ValueError(f"precision bf16 needs a GPU with native bf16 (compute capability 8.0 or above: A10G, "
+                         f"L4, A100, H100); {gpu} would only emulate it, slower than fp32. Use auto (fp16 AMP "
+                         f"here) or fp32")
+    else:
+        reason = f"{precision} asked for on {gpu}" + (f": {fp16}" if precision == "fp16" else "")
+    return Accelerator(device, precision, True, reason, name, capability)
+
+
+def _pick_cpu(precision: str, training: bool, model: torch.nn.Module | None, input_size: int) -> Accelerator:
     device = torch.device("cpu")
     if precision == "fp16":
         raise ValueError("precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+    native = cpu_supports_bf16()
     if precision == "auto":
-        precision, channels_last, _ = probe_cpu(training, model, input_size)
-        return Accelerator(device, precision, channels_last)
-    if precision == "bf16" and not cpu_supports_bf16():
+        precision, channels_last, timings = probe_cpu(training, model, input_size)
+        measured = ", ".join(f"{label} {seconds * 1e3:.1f} ms" for label, seconds in timings.items())
+        reason = f"fastest measured on this CPU ({measured})" + ("" if native else "; no native bf16 kernels")
+        return Accelerator(device, precision, channels_last, reason)
+    reason = f"{precision} asked for on the CPU"
+    if precision == "bf16" and not native:
         log.warning("bf16 asked for on a CPU without native bf16 kernels: it will be slow")
-    return Accelerator(device, precision, channels_last=True)
+        reason += " (no native bf16 kernels: slow)"
+    return Accelerator(device, precision, True, reason)
 
 
 def available_cores() -> int:

@@ -33,13 +33,21 @@ def _workers() -> int:
 _draft_size: int | None = None
 
 
-def model_fn(model_dir):
+def gpu_id_of(context) -> int | None:
+    """The GPU multi-model-server assigned this worker (round-robin over the host's GPUs); None on CPU hosts."""
+    properties = getattr(context, "system_properties", None) or {}
+    gpu_id = properties.get("gpu_id")
+    return None if gpu_id is None else int(gpu_id)
+
+
+def model_fn(model_dir, context=None):
+    """The toolkit passes its context because this function takes a second parameter."""
     global _draft_size
     engine_socket = os.environ.get(envnames.DOGBREED_ENGINE_SOCKET)
     if engine_socket:  # the engine holds the model and batches all workers' requests
         predictor = RemotePredictor(model_dir, engine_socket)
     else:
-        predictor = Predictor(model_dir, threads=threads_per_worker(_workers()))
+        predictor = Predictor(model_dir, threads=threads_per_worker(_workers()), gpu_id=gpu_id_of(context))
     _draft_size = predictor.draft_size
     log.info("model %s loaded from %s (%s)", predictor.meta["arch"], model_dir, predictor.describe())
     return predictor

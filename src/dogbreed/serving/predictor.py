@@ -39,12 +39,18 @@ class _Inputs:
 
 
 class Predictor(_Inputs):
-    def __init__(self, model_dir: Path, precision: str = "auto", threads: int | None = None, graph: str | None = None):
+    """The model on this process's device. ``gpu_id``: the GPU multi-model-server gave this worker (its
+    context's ``gpu_id``); each worker of a multi-GPU host then holds its model on its own GPU. The
+    precision is training's rule (:func:`accel.pick`): on CUDA, bf16 where the GPU has it natively, else fp16."""
+
+    def __init__(self, model_dir: Path, precision: str = "auto", threads: int | None = None, graph: str | None = None,
+                 gpu_id: int | None = None):
         self.model, meta, prep = load_artifacts(Path(model_dir))
         super().__init__(meta, prep)
         if threads:
             torch.set_num_threads(max(1, int(threads)))
-        self.acc = accel.pick(precision, training=False, model=self.model, input_size=self.prep.input_size)
+        self.acc = accel.pick(precision, local_rank=int(gpu_id or 0), training=False, model=self.model,
+                              input_size=self.prep.input_size)
         self.model = self.acc.prepare_model(self.model).eval()
         self.graph = self._freeze(graph or os.environ.get(DOGBREED_SERVE_GRAPH, "auto"))
 

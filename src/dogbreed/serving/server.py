@@ -36,6 +36,17 @@ STOP_GRACE_S = 20
 MAX_REQUEST_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints take at most 6 MB
 
 
+def visible_gpus() -> int:
+    """The GPUs torch sees here (it honours CUDA_VISIBLE_DEVICES; the frontend's own nvidia-smi count may not)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # no usable torch: no GPU
+        log.debug("no usable CUDA; no GPUs")
+        return 0
+
+
 def default_workers(engine: bool = False) -> int:
     """SAGEMAKER_MODEL_SERVER_WORKERS, else: with the engine, twice the cores (workers that only decode,
     enough to keep a batch in the engine); one per GPU; half the cores otherwise."""
@@ -45,14 +56,7 @@ def default_workers(engine: bool = False) -> int:
     cores = accel.available_cores()
     if engine:
         return max(2, 2 * cores)
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.device_count()
-    except Exception:  # no usable torch: CPU counts
-        log.debug("no usable CUDA; counting CPU cores")
-    return max(1, cores // 2)
+    return visible_gpus() or max(1, cores // 2)
 
 
 def engine_enabled() -> bool:
@@ -116,6 +120,9 @@ def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, t
             f"inference_address=http://{host}:{port}",
             f"management_address=http://{host}:{port}",
             f"default_workers_per_model={workers}",
+            # multi-model-server hands its workers gpu_id round-robin below min(this, nvidia-smi's count); nvidia-smi
+            # ignores CUDA_VISIBLE_DEVICES: bound it by what torch sees, so that every gpu_id opens in the worker
+            f"number_of_gpu={visible_gpus()}",
             f"default_service_handler={HANDLER_SERVICE}",
             f"default_response_timeout={timeout_s}",
             f"max_request_size={max_request_bytes}",
