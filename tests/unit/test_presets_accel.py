@@ -38,9 +38,11 @@ def test_eval_transform_shape_and_draft_decode():
     assert prep.eval_transform()(rgb).shape == (3, 64, 64)
 
 
-def test_precision_follows_the_hardware():
+def test_precision_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(accel, "_PROBED", {})  # measured here and now, not taken from an earlier test's probe
     chosen = accel.pick("auto", use_cuda=False)
-    precision, channels_last, timings = accel.probe_cpu(training=True)
+    ((key, (precision, channels_last, timings)),) = accel._PROBED.items()
+    assert key == ("train", "proxy", 224)
     assert (chosen.precision, chosen.channels_last) == (precision, channels_last)
     assert set(timings) >= {"fp32", "fp32+channels_last"}
     assert ("bf16+channels_last" in timings) == accel.cpu_supports_bf16()
@@ -54,3 +56,27 @@ def test_precision_follows_the_hardware():
     with chosen.autocast():
         y = x @ x
     assert y.dtype == (torch.bfloat16 if chosen.precision == "bf16" else torch.float32)
+
+
+@pytest.mark.parametrize("fastest", ["fp32", "fp32+channels_last", "bf16+channels_last"])
+def test_the_measured_timings_decide_and_are_cached_per_workload(monkeypatch, fastest):
+    """The probe's timings are set here: the choice must follow them, and a second pick of the same
+    workload must reuse the measurement while another workload is measured anew."""
+    monkeypatch.setattr(accel, "_PROBED", {})
+    monkeypatch.setattr(accel, "cpu_supports_bf16", lambda: True)
+    measured = []
+
+    def fake_measure(net, x, precision, channels_last, training, rounds):
+        label = precision + ("+channels_last" if channels_last else "")
+        measured.append((label, training))
+        return 0.01 if label == fastest else 0.02
+
+    monkeypatch.setattr(accel, "_measure", fake_measure)
+    chosen = accel.pick("auto", use_cuda=False)
+    assert chosen.precision + ("+channels_last" if chosen.channels_last else "") == fastest
+    assert f"{fastest} 10.0 ms" in chosen.reason
+    assert sorted(measured) == sorted((label, True) for label in ("fp32", "fp32+channels_last", "bf16+channels_last"))
+    assert accel.pick("auto", use_cuda=False) == chosen and len(measured) == 3  # cached: not measured again
+    accel.pick("auto", use_cuda=False, training=False)  # inference is another workload
+    assert len(measured) == 6 and all(not training for _, training in measured[3:])
+    assert set(accel._PROBED) == {("train", "proxy", 224), ("infer", "proxy", 224)}
