@@ -7,8 +7,11 @@ PIP := $(VENV)/bin/pip
 DOGBREED := $(VENV)/bin/dogbreed
 WORK ?= .work
 STAMP := $(VENV)/.installed
-REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
-BASE_IMAGE ?= pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
+# the image tag: the commit (plus -dirty-<hash> for uncommitted changes); one definition, in scripts/build_images.sh
+REVISION ?= $(shell scripts/build_images.sh --revision)
+# DEFAULT_BASE_IMAGE and the torch, torchvision and Python it holds (base-local builds its twin)
+include docker/base/versions.env
+BASE_IMAGE ?= $(DEFAULT_BASE_IMAGE)
 LOCAL_BASE ?= dogbreed-base:local
 EXTRA_CA ?=
 PYTEST_ARGS ?=
@@ -46,6 +49,7 @@ lint: install
 	$(VENV)/bin/bandit -q -c pyproject.toml -r src
 
 ## images
+## base-local: a twin of DEFAULT_BASE_IMAGE (same torch, torchvision, Python minor) from Debian's packages and PyPI
 base-local:
 	scripts/build_local_base.sh $(LOCAL_BASE) "$(EXTRA_CA)"
 
@@ -61,7 +65,7 @@ PEER_VENV ?= $(WORK)/torchserve-peer
 ## torchserve-peer: the official AWS PyTorch serving stack in a venv of its own (bench-serve's peer)
 torchserve-peer: $(PEER_VENV)/.installed
 
-$(PEER_VENV)/.installed: requirements/torchserve-peer.txt requirements/constraints.txt
+$(PEER_VENV)/.installed: requirements/torchserve-peer.txt requirements/constraints.txt requirements/torch.txt
 	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
 	$(PEER_VENV)/bin/pip install -q --upgrade pip 'setuptools<82' wheel
 	$(PEER_VENV)/bin/pip install -q -r requirements/torchserve-peer.txt

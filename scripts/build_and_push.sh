@@ -1,48 +1,75 @@
 #!/usr/bin/env bash
 # make push: push the training and serving images to ECR and print the image URIs the launchers use.
 #
-#   account from STS, region from AWS_REGION / AWS_DEFAULT_REGION (or the config), repositories created
-#   if missing, `get-login-password | docker login --password-stdin`, tag, push.
+#   account from STS; region from AWS_REGION / AWS_DEFAULT_REGION, or, where both are unset, `region` in the config
+#   (DOGBREED_CONFIG, or ./dogbreed.toml: the file the launchers read), or the AWS profile's; repositories created if
+#   missing, `get-login-password | docker login --password-stdin`, tag, push.
+#   The tag is immutable: the git revision (REVISION; default `scripts/build_images.sh --revision`: the short commit,
+#   plus -dirty-<hash of the changes> for a tree with uncommitted changes), never latest.
+#   The images must be linux/amd64, and each pushed manifest must be a Docker v2 schema 2 manifest (no OCI index, no
+#   attestation): SageMaker refuses anything else, so the push checks what the registry holds.
 #   BUILD=1 builds first (make build). REGISTRY overrides the ECR host (e.g. a registry mirror).
-#   Every failure is one clear line on stderr and a non-zero exit.
+#   Every failure is one clear line on stderr (with the tool's own error) and a non-zero exit.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# the config file is looked up from where the user runs make push (a relative DOGBREED_CONFIG too)
+if [ -n "${DOGBREED_CONFIG:-}" ]; then
+  case "$DOGBREED_CONFIG" in /*) ;; *) DOGBREED_CONFIG="$PWD/$DOGBREED_CONFIG" ;; esac
+  export DOGBREED_CONFIG
+elif [ -f dogbreed.toml ]; then
+  export DOGBREED_CONFIG="$PWD/dogbreed.toml"
+fi
 cd "$ROOT"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
-REVISION="${REVISION:-$(git rev-parse --short HEAD 2>/dev/null || echo dev)}"
+REVISION="${REVISION:-$(scripts/build_images.sh --revision)}"
 TRAIN_REPO="${TRAIN_REPO:-dogbreed-train}"
 SERVE_REPO="${SERVE_REPO:-dogbreed-serve}"
+PLATFORM=linux/amd64
+DOCKER_V2=application/vnd.docker.distribution.manifest.v2+json
 die() { echo "push: $*" >&2; exit 1; }
+# a tool's (multi-line) error output as one line
+oneline() { printf '%s' "$1" | sed '/^[[:space:]]*$/d' | tr '\n' ' ' | sed 's/[[:space:]]\+/ /g; s/ $//'; }
 
 command -v docker >/dev/null 2>&1 || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "no docker daemon answers (is dockerd running? are you in the docker group?)"
+[ "$REVISION" != latest ] || die "REVISION=latest is not an immutable tag: give a revision"
 if [ "${BUILD:-0}" = 1 ]; then
-  scripts/build_images.sh || die "the image build failed"
+  REVISION="$REVISION" scripts/build_images.sh >&2 || die "the image build failed"
 fi
 for repo in "$TRAIN_REPO" "$SERVE_REPO"; do
-  docker image inspect "$repo:$REVISION" >/dev/null 2>&1 || die "no local image $repo:$REVISION: run make build first"
+  platform="$(docker image inspect "$repo:$REVISION" --format '{{.Os}}/{{.Architecture}}' 2>/dev/null)" \
+    || die "no local image $repo:$REVISION: run make build first"
+  [ "$platform" = "$PLATFORM" ] || die "$repo:$REVISION is $platform; SageMaker runs $PLATFORM (make build builds it)"
 done
 
-region="$("$PY" -m dogbreed.launch.ecr region 2>&1)" || die "${region#ecr: }"
+errors="$(mktemp)"
+trap 'rm -f "$errors"' EXIT
+region="$("$PY" -m dogbreed.launch.ecr region 2>"$errors")" || die "$(oneline "$(sed 's/^ecr: //' "$errors")")"
+export AWS_REGION="$region"  # every step below (and docker login's registry) uses this one region
 account="$("$PY" -m dogbreed.launch.ecr account 2>&1)" || die "cannot read the AWS account: ${account#ecr: }"
 registry="${REGISTRY:-$account.dkr.ecr.$region.amazonaws.com}"
 
 for repo in "$TRAIN_REPO" "$SERVE_REPO"; do
   out="$("$PY" -m dogbreed.launch.ecr ensure-repo "$repo" 2>&1)" || die "cannot create the ECR repository $repo: ${out#ecr: }"
+  case "$out" in *"created ECR repository"*) echo "created ECR repository $repo" >&2 ;; esac
 done
 
 password="$("$PY" -m dogbreed.launch.ecr login-password 2>/dev/null)" || die "cannot get an ECR login password (ecr:GetAuthorizationToken denied?)"
-printf '%s' "$password" | docker login --username AWS --password-stdin "$registry" >/dev/null 2>&1 \
-  || die "docker login to $registry failed"
+out="$(printf '%s' "$password" | docker login --username AWS --password-stdin "$registry" 2>&1)" \
+  || die "docker login to $registry failed: $(oneline "$out")"
 
+insecure=()
+case "$registry" in 127.*|localhost|localhost:*) insecure=(--insecure) ;; esac  # a loopback registry speaks http
 uris=()
 for repo in "$TRAIN_REPO" "$SERVE_REPO"; do
-  for tag in "$REVISION" latest; do
-    docker tag "$repo:$REVISION" "$registry/$repo:$tag" || die "docker tag failed"
-    docker push "$registry/$repo:$tag" >/dev/null || die "docker push $registry/$repo:$tag failed"
-  done
-  uris+=("$registry/$repo:$REVISION")
+  uri="$registry/$repo:$REVISION"
+  docker tag "$repo:$REVISION" "$uri" || die "docker tag $uri failed"
+  out="$(docker push "$uri" 2>&1)" || die "docker push $uri failed: $(oneline "$out")"
+  manifest="$(docker manifest inspect "${insecure[@]}" "$uri" 2>&1)" || die "cannot read the pushed manifest of $uri: $(oneline "$manifest")"
+  media="$(printf '%s' "$manifest" | "$PY" -c 'import json, sys; print(json.load(sys.stdin).get("mediaType", "no mediaType (OCI)"))' 2>&1)"
+  [ "$media" = "$DOCKER_V2" ] || die "$uri was pushed as $media, not a Docker v2 schema 2 manifest (SageMaker refuses it): build without attestations (buildx --provenance=false --sbom=false) and without the containerd image store"
+  uris+=("$uri")
 done
 echo "train_image_uri=${uris[0]}"
 echo "serve_image_uri=${uris[1]}"

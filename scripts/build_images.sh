@@ -1,14 +1,37 @@
 #!/usr/bin/env bash
-# make build: both images, tagged with the git revision and latest; prints each image's size.
-#   BASE_IMAGE (the CUDA PyTorch base), REVISION, EXTRA_CA (a PEM file to trust while building),
-#   TRAIN_REPO / SERVE_REPO (image names).
+# make build: both images, for linux/amd64 (SageMaker's platform, whatever this machine is), tagged with the git
+# revision (immutable: what make push pushes) and latest (local convenience only); prints each image's size.
+#   BASE_IMAGE (the CUDA PyTorch base; default from docker/base/versions.env), REVISION, EXTRA_CA (a PEM file to
+#   trust while building), TRAIN_REPO / SERVE_REPO (image names), DOCKER_BUILD_ARGS (more build flags).
+#
+#   scripts/build_images.sh --revision    prints the default revision: the short commit, plus -dirty-<hash of the
+#                                         uncommitted changes> when the tree differs from it (make build and make
+#                                         push share this one definition).
+# With BuildKit (buildx), the build writes no provenance or SBOM attestation, so that a push is one Docker v2
+# schema 2 manifest (no OCI index), as SageMaker needs; the legacy builder never writes them.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-BASE_IMAGE="${BASE_IMAGE:-pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime}"
-REVISION="${REVISION:-$(git rev-parse --short HEAD 2>/dev/null || echo dev)}"
+
+revision() {
+  local rev
+  rev="$(git rev-parse --short=7 HEAD 2>/dev/null)" || { echo dev; return; }
+  if ! git diff --quiet HEAD -- 2>/dev/null; then
+    rev="$rev-dirty-$(git diff HEAD --binary -- 2>/dev/null | sha256sum | cut -c1-8)"
+  fi
+  echo "$rev"
+}
+if [ "${1:-}" = --revision ]; then
+  revision
+  exit 0
+fi
+
+default_base="$(sed -n 's/^DEFAULT_BASE_IMAGE=//p' docker/base/versions.env)"
+BASE_IMAGE="${BASE_IMAGE:-$default_base}"
+REVISION="${REVISION:-$(revision)}"
 TRAIN_REPO="${TRAIN_REPO:-dogbreed-train}"
 SERVE_REPO="${SERVE_REPO:-dogbreed-serve}"
+PLATFORM=linux/amd64
 die() { echo "build: $*" >&2; exit 1; }
 command -v docker >/dev/null || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "no docker daemon answers"
@@ -20,13 +43,22 @@ if [ -n "${EXTRA_CA:-}" ]; then
   cp "$EXTRA_CA" docker/certs/extra-ca.crt
 fi
 
+if docker buildx version >/dev/null 2>&1; then
+  build=(docker buildx build --load --provenance=false --sbom=false)
+else
+  build=(docker build)
+fi
 for kind in train serve; do
   repo="$TRAIN_REPO"; [ "$kind" = serve ] && repo="$SERVE_REPO"
-  echo "== $repo:$REVISION (FROM $BASE_IMAGE)"
-  docker build -f "docker/Dockerfile.$kind" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+  echo "== $repo:$REVISION ($PLATFORM, FROM $BASE_IMAGE)"
+  # shellcheck disable=SC2086  # DOCKER_BUILD_ARGS: several flags
+  "${build[@]}" --platform "$PLATFORM" -f "docker/Dockerfile.$kind" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
     --label "org.opencontainers.image.revision=$REVISION" \
     -t "$repo:$REVISION" -t "$repo:latest" . ${DOCKER_BUILD_ARGS:-}
 done
+# the images these tags held before are untagged now: drop them (and any other dangling image) so disks do not fill
+docker image prune -f >/dev/null 2>&1 || true
 for repo in "$TRAIN_REPO" "$SERVE_REPO"; do
-  docker image inspect "$repo:$REVISION" --format "{{.Size}}" | awk -v r="$repo:$REVISION" '{printf "%s  %.2f GB\n", r, $1/1e9}'
+  docker image inspect "$repo:$REVISION" --format "{{.Size}} {{.Os}}/{{.Architecture}}" \
+    | awk -v r="$repo:$REVISION" '{printf "%s  %.2f GB  %s\n", r, $1/1e9, $2}'
 done

@@ -4,8 +4,11 @@
     python -m dogbreed.launch.ecr ensure-repo NAME      -> prints the repository URI
     python -m dogbreed.launch.ecr login-password        -> prints the docker password (stdout only)
 
-AWS_REGION / AWS_DEFAULT_REGION give the region; AWS_ENDPOINT_URL points boto3 elsewhere (the tests use moto).
-Every failure is one line on stderr and exit code 1.
+    python -m dogbreed.launch.ecr region                -> prints the region (and where it came from, on stderr)
+
+The region: AWS_REGION or AWS_DEFAULT_REGION; where both are unset, `region` in the config file (DOGBREED_CONFIG, or
+./dogbreed.toml, or ~/.config/dogbreed.toml: the file the launchers read); else the AWS profile's region.
+AWS_ENDPOINT_URL points boto3 elsewhere (the tests use moto). Every failure is one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -16,19 +19,35 @@ import sys
 import boto3
 
 
-def _region(region: str | None = None) -> str:
+def region_and_source(region: str | None = None) -> tuple[str, str]:
+    """The region the images go to, and where it was read: the environment, then the config file, then the profile."""
     import os
 
-    session = boto3.session.Session()
-    region = region or os.environ.get("AWS_REGION") or session.region_name
-    if not region:
-        raise SystemExit("ecr: no AWS region: set AWS_REGION or AWS_DEFAULT_REGION, or region in the config")
-    return region
+    from .config import ConfigError, load
+
+    if region:
+        return region, "the caller"
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if os.environ.get(name):
+            return os.environ[name], name
+    try:
+        config = load()
+    except ConfigError as exc:
+        raise SystemExit(f"ecr: {exc}") from exc
+    if config.get("region"):
+        return config["region"], config.source or "the config"
+    region = boto3.session.Session().region_name
+    if region:
+        return region, "the AWS profile"
+    raise SystemExit("ecr: no AWS region: set region in dogbreed.toml (or DOGBREED_CONFIG), or AWS_REGION / AWS_DEFAULT_REGION")
+
+
+def _region(region: str | None = None) -> str:
+    return region_and_source(region)[0]
 
 
 def account_id() -> str:
     return boto3.client("sts", region_name=_region()).get_caller_identity()["Account"]
-
 
 
 def ensure_repository(name: str) -> str:
@@ -62,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         elif argv == ["login-password"]:
             print(login_password())
         elif argv == ["region"]:
-            print(_region())
+            region, source = region_and_source()
+            print(f"region {region} (from {source})", file=sys.stderr)
+            print(region)
         else:
             print("usage: python -m dogbreed.launch.ecr account | region | ensure-repo NAME | login-password", file=sys.stderr)
             return 2
