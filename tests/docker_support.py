@@ -1,4 +1,5 @@
-"""Docker helpers shared by the docker tests: build the images once per session, run commands."""
+"""Docker helpers shared by the docker tests: build the images once per session (on the local twin of the default
+BASE_IMAGE unless DOGBREED_TEST_BASE_IMAGE names another base), run commands, clean up after the session."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from tests.conftest import ROOT
 TAG = "test"
 TRAIN_IMAGE = f"dogbreed-train:{TAG}"
 SERVE_IMAGE = f"dogbreed-serve:{TAG}"
-BASE = os.environ.get("DOGBREED_TEST_BASE_IMAGE", "dogbreed-base:local")
+LOCAL_BASE = "dogbreed-base:local"
+BASE = os.environ.get("DOGBREED_TEST_BASE_IMAGE", LOCAL_BASE)
+VERSIONS = ROOT / "docker" / "base" / "versions.env"
+# what an image answers: its torch, its torchvision, its Python minor
+VERSIONS_PROBE = ("import sys, torch, torchvision; "
+                  "print(torch.__version__, torchvision.__version__, '%d.%d' % sys.version_info[:2])")
 HPS = {"model": "resnet18", "pretrained-weights": "none", "input-size": "64", "epochs": "2", "batch-size": "25",
        "num-workers": "1"}
 
@@ -25,28 +31,55 @@ def sh(*command, check=True, timeout=1800, **kwargs) -> subprocess.CompletedProc
     return result
 
 
+def base_pins() -> dict[str, str]:
+    """docker/base/versions.env: DEFAULT_BASE_IMAGE and the torch, torchvision and Python minor it holds."""
+    values = {}
+    for line in VERSIONS.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def image_versions(image: str) -> dict[str, str]:
+    """torch, torchvision (as torch.__version__ says: 2.9.1+cu128) and the Python minor inside IMAGE."""
+    out = sh("docker", "run", "--rm", "--entrypoint", "python", image, "-c", VERSIONS_PROBE, timeout=300).stdout
+    torch, torchvision, python = out.split()[-3:]
+    return {"torch": torch, "torchvision": torchvision, "python": python}
+
+
 def _image_exists(name: str) -> bool:
     return sh("docker", "image", "inspect", name, check=False).returncode == 0
 
 
+def _extra_ca() -> str:
+    # the TLS proxy between this machine and PyPI (its CA is in the host's bundle)
+    return "/etc/ssl/certs/ca-certificates.crt" if Path("/etc/ssl/certs/ca-certificates.crt").is_file() else ""
+
+
 def build_images():
-    if not _image_exists(BASE):
-        if BASE != "dogbreed-base:local":
-            pytest.fail(f"base image {BASE} is not present")
-        extra_ca = "/etc/ssl/certs/ca-certificates.crt" if Path("/etc/ssl/certs/ca-certificates.crt").is_file() else ""
-        sh(str(ROOT / "scripts/build_local_base.sh"), BASE, extra_ca, timeout=3000)
-    env = {**os.environ, "BASE_IMAGE": BASE, "REVISION": TAG}
-    if Path("/etc/ssl/certs/ca-certificates.crt").is_file():
-        env["EXTRA_CA"] = "/etc/ssl/certs/ca-certificates.crt"  # the TLS proxy between this machine and PyPI
+    if BASE == LOCAL_BASE:
+        # always: a base built from older pins is rebuilt; an up-to-date one is docker's layer cache (seconds)
+        sh(str(ROOT / "scripts/build_local_base.sh"), BASE, _extra_ca(), timeout=3000)
+    elif not _image_exists(BASE):
+        pytest.fail(f"base image {BASE} is not present")
+    env = {**os.environ, "BASE_IMAGE": BASE, "REVISION": TAG, "EXTRA_CA": _extra_ca()}
     build = sh(str(ROOT / "scripts/build_images.sh"), env=env, cwd=ROOT, timeout=3000)
-    assert "dogbreed-train:test" in build.stdout and "GB" in build.stdout  # sizes printed
+    assert f"{TRAIN_IMAGE}  " in build.stdout and "GB" in build.stdout and "linux/amd64" in build.stdout  # sizes printed
     return {"train": TRAIN_IMAGE, "serve": SERVE_IMAGE}
 
 
 def remove_containers():
-    for image in (TRAIN_IMAGE, SERVE_IMAGE):  # exited containers of this session's images
+    for image in (TRAIN_IMAGE, SERVE_IMAGE, BASE):  # exited containers of this session's images
         ids = sh("docker", "ps", "-aq", "--filter", f"ancestor={image}", check=False).stdout.split()
         if ids:
             sh("docker", "rm", "-f", *ids, check=False)
+
+
+def remove_images(*names: str):
+    """Tags this session made (pushed copies, retags); the layers stay while another tag holds them."""
+    for name in names:
+        sh("docker", "rmi", name, check=False)
+    sh("docker", "image", "prune", "-f", check=False)  # whatever became dangling
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from dogbreed.local import layout
 from tests.conftest import free_port
-from tests.docker_support import HPS, sh
+from tests.docker_support import BASE, HPS, LOCAL_BASE, base_pins, image_versions, sh
 from tests.serving_helpers import get, post
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -40,6 +40,18 @@ def test_images_are_labelled_and_hold_no_data_or_credentials(images):
     assert torch_count == "1"  # the base's torch, never a second one
 
 
+def test_the_images_run_the_base_torch_and_python_of_the_default_base_image(images):
+    """The images keep their base's torch (never a second one), and CI's base is the twin of the default BASE_IMAGE."""
+    pins = base_pins()
+    base = image_versions(BASE)
+    release = {"torch": base["torch"].split("+")[0], "torchvision": base["torchvision"].split("+")[0], "python": base["python"]}
+    if BASE == LOCAL_BASE or BASE == pins["DEFAULT_BASE_IMAGE"]:
+        assert release == {"torch": pins["BASE_TORCH_VERSION"], "torchvision": pins["BASE_TORCHVISION_VERSION"],
+                           "python": pins["BASE_PYTHON_VERSION"]}, f"{BASE} is not a twin of {pins['DEFAULT_BASE_IMAGE']}"
+    for kind in ("train", "serve"):
+        assert image_versions(images[kind]) == base, f"the {kind} image does not run its base's torch/Python"
+
+
 def test_docker_run_train_writes_the_model(images, sample_dir, tmp_path):
     base = _opt_ml(tmp_path)
     result = sh("docker", "run", "--rm", "-v", f"{base}:/opt/ml", "-v", f"{sample_dir}:/opt/ml/input/data/train:ro",
@@ -60,19 +72,36 @@ def test_a_broken_run_writes_the_failure_file_and_exits_non_zero(images, sample_
     assert "missing 'valid' split" in (base / "output/failure").read_text()
 
 
+def _known_image(model_dir: Path, folder: Path, k: int) -> tuple[bytes, list[str], float]:
+    """An image of FOLDER's breed that the model (on this host's torch, fp32) classifies right: (JPEG, top-k, p1)."""
+    from PIL import Image
+
+    from dogbreed.serving.predictor import Predictor
+
+    predictor = Predictor(model_dir, precision="fp32", graph="eager")
+    breed = folder.name.split(".", 1)[1].replace("_", " ")
+    for path in sorted(folder.iterdir()):
+        rows = predictor.top_k([Image.open(path)], k)[0]
+        if rows[0]["breed"] == breed:
+            return path.read_bytes(), [r["breed"] for r in rows], rows[0]["probability"]
+    raise AssertionError(f"the model classifies no {breed} test image right")
+
+
 def test_docker_run_serve_classifies_and_stops_in_time(images, trained, tmp_path):
     port = free_port()
     name = f"dogbreed-test-serve-{port}"
+    folder = sorted((Path(trained["work"]) / "opt_ml/input/data/test").iterdir())[0]  # 001.Affenpinscher
+    body, expected, probability = _known_image(trained["model_dir"], folder, k=3)
+    assert expected[0] == "Affenpinscher"
     sh("docker", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
        "-v", f"{trained['model_dir']}:/opt/ml/model:ro", images["serve"], "serve")
     try:
         url = f"http://127.0.0.1:{port}"
-        jpeg = next(iter(sorted((Path(trained["work"]) / "opt_ml/input/data/test").iterdir()))).iterdir()
-        body = sorted(jpeg)[0].read_bytes()
+        top_3 = {"X-Amzn-SageMaker-Custom-Attributes": "top_k=3"}
         deadline, status, answer = time.time() + 180, None, None
         while time.time() < deadline:
             try:
-                status, answer, _ = post(url, body)
+                status, answer, _ = post(url, body, headers=top_3)
                 if status == 200:
                     break
             except OSError:
@@ -80,7 +109,12 @@ def test_docker_run_serve_classifies_and_stops_in_time(images, trained, tmp_path
             time.sleep(0.5)
         assert status == 200, answer
         assert get(url, "/ping")[0] == 200
-        assert answer["predictions"][0][0]["breed"] == "Affenpinscher" or len(answer["predictions"][0]) == 5
+        rows = answer["predictions"][0]
+        # the right breed for a known image, the exact k asked for (the sample has 5 breeds, the default k is 5),
+        # and the model's answer on the base's torch matches the host's within bf16's error
+        assert [r["breed"] for r in rows][:1] == ["Affenpinscher"] and len(rows) == 3, rows
+        assert rows[0]["probability"] == pytest.approx(probability, abs=0.05)
+        assert len({r["breed"] for r in rows}) == 3 and rows == sorted(rows, key=lambda r: -r["probability"])
     finally:
         start = time.time()
         sh("docker", "stop", "-t", "30", name, check=False)
@@ -123,10 +157,16 @@ def test_sagemaker_sdk_local_mode_trains_deploys_and_predicts(images, compose, s
     predictor = Predictor(model.endpoint_name, sagemaker_session=session,
                           serializer=IdentitySerializer("image/jpeg"), deserializer=JSONDeserializer())
     try:
-        jpeg = sorted((sample_dir / "test/002.Beagle").iterdir())[0].read_bytes()
-        answer = predictor.predict(jpeg)
+        model_dir = tmp_path / "model"
+        model_dir.mkdir()
+        with tarfile.open(archive) as tar:
+            tar.extractall(model_dir, filter="data")
+        jpeg, expected, _ = _known_image(model_dir, sample_dir / "test/002.Beagle", k=2)
+        answer = predictor.predict(jpeg, custom_attributes="top_k=2")
         rows = answer["predictions"][0]
-        assert len(rows) == 5 and {r["breed"] for r in rows} == {"Affenpinscher", "Beagle", "Border collie", "Dalmatian", "Golden retriever"}
+        # two of the five breeds, Beagle first: the SDK passed the custom attributes and the model answered
+        assert len(rows) == 2 and rows[0]["breed"] == "Beagle" == expected[0], rows
+        assert {r["breed"] for r in rows} < {"Affenpinscher", "Beagle", "Border collie", "Dalmatian", "Golden retriever"}
     finally:
         predictor.delete_endpoint()
 

@@ -21,19 +21,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI, ROOT
+from tests.docker_support import base_pins
 
-VERSIONS = ROOT / "docker" / "base" / "versions.env"
 TORCH_FAMILY = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*)$")
-
-
-def pins() -> dict[str, str]:
-    """docker/base/versions.env: the default BASE_IMAGE and the torch, torchvision and Python it holds."""
-    values = {}
-    for line in VERSIONS.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
+pins = base_pins  # docker/base/versions.env: the default BASE_IMAGE and the torch, torchvision and Python it holds
 
 
 def host_pins() -> dict[str, str]:
