@@ -122,6 +122,147 @@ def moto_env(url: str, region: str = "eu-west-1") -> dict:
     return env
 
 
+class SlowJobs:
+    """An HTTP proxy on 127.0.0.1 in front of moto's server, where jobs take time as on AWS.
+
+    moto finishes every job at once. Here a training job, a tuning job and an endpoint move one step per
+    describe call: the first ``steps`` DescribeTrainingJob / DescribeHyperParameterTuningJob / DescribeEndpoint
+    answers for a name say InProgress (Creating), without ModelArtifacts, BestTrainingJob or end times; later
+    answers are moto's own (Completed, InService). InvokeEndpoint fails as AWS does until the endpoint has been
+    seen InService. So a caller that does not wait (describe until done) reads an unfinished job and fails.
+    Nothing in src/ knows about it: the code under test only sees AWS_ENDPOINT_URL.
+    """
+
+    SAGEMAKER = {  # X-Amz-Target -> (kind, name parameter)
+        "SageMaker.DescribeTrainingJob": ("training", "TrainingJobName"),
+        "SageMaker.DescribeHyperParameterTuningJob": ("tuning", "HyperParameterTuningJobName"),
+        "SageMaker.DescribeEndpoint": ("endpoint", "EndpointName"),
+    }
+    HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "expect", "proxy-connection"}
+
+    def __init__(self, upstream: str, steps: int = 3):
+        import collections
+        import threading
+        from http.server import ThreadingHTTPServer
+        from urllib.parse import urlparse
+
+        self.upstream = urlparse(upstream)
+        self.steps = steps
+        self.describes: collections.Counter = collections.Counter()  # (kind, name) -> describe calls
+        self.refused_invocations: list[str] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def in_service(self, endpoint: str) -> bool:
+        return self.describes[("endpoint", endpoint)] > self.steps
+
+    def _step(self, kind: str, name: str) -> int:
+        with self._lock:
+            self.describes[(kind, name)] += 1
+            return self.describes[(kind, name)]
+
+    def _rewrite(self, target: str, request_body: bytes, status: int, body: bytes) -> bytes:
+        kind, key = self.SAGEMAKER[target]
+        name = json.loads(request_body or b"{}").get(key, "")
+        call = self._step(kind, name)
+        if status != 200 or call > self.steps:
+            return body
+        described = json.loads(body)
+        if kind == "training":
+            described["TrainingJobStatus"] = "InProgress"
+            described["SecondaryStatus"] = "Starting" if call == 1 else "Training"
+            for gone in ("ModelArtifacts", "TrainingEndTime", "FinalMetricDataList", "BillableTimeInSeconds"):
+                described.pop(gone, None)
+        elif kind == "tuning":
+            described["HyperParameterTuningJobStatus"] = "InProgress"
+            described["TrainingJobStatusCounters"] = {"Completed": 0, "InProgress": 1, "RetryableError": 0,
+                                                      "NonRetryableError": 0, "Stopped": 0}
+            for gone in ("BestTrainingJob", "OverallBestTrainingJob", "HyperParameterTuningEndTime"):
+                described.pop(gone, None)
+        else:
+            described["EndpointStatus"] = "Creating"
+        return json.dumps(described).encode()
+
+    def _handler(self):
+        import http.client
+        import re
+        from http.server import BaseHTTPRequestHandler
+
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return b"".join(chunks)
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers:
+                    if key.lower() not in proxy.HOP_BY_HOP:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _forward(self) -> None:
+                body = self._body()
+                invocation = re.fullmatch(r"/endpoints/([^/]+)/invocations", self.path.split("?")[0])
+                if self.command == "POST" and invocation and not proxy.in_service(invocation.group(1)):
+                    proxy.refused_invocations.append(invocation.group(1))
+                    message = json.dumps({"message": f"Endpoint {invocation.group(1)} is not in service yet (Creating)."})
+                    self._reply(400, [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ValidationError")],
+                                message.encode())
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.HOP_BY_HOP}
+                connection = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=120)
+                try:
+                    connection.request(self.command, self.path, body=body or None, headers=headers)
+                    answer = connection.getresponse()
+                    answer_body = answer.read()
+                    answer_headers = answer.getheaders()
+                    status = answer.status
+                finally:
+                    connection.close()
+                target = self.headers.get("X-Amz-Target", "")
+                if target in proxy.SAGEMAKER:
+                    answer_body = proxy._rewrite(target, body, status, answer_body)
+                self._reply(status, answer_headers, answer_body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _forward
+
+        return Handler
+
+
+@pytest.fixture
+def slow_moto(moto_endpoint):
+    """SlowJobs in front of the moto server: jobs take 3 describes to finish (see SlowJobs)."""
+    proxy = SlowJobs(moto_endpoint, steps=3)
+    yield proxy
+    proxy.close()
+
+
 # --- the reliability table (tests/reliability record rows; printed at the end of make test / test-reliability)
 RELIABILITY_RESULTS = Path(os.environ.get("DOGBREED_RELIABILITY_RESULTS", ".work/reliability/results.jsonl"))
 

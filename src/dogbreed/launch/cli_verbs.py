@@ -48,7 +48,7 @@ def cmd_data_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .jobs import best_hyperparameters, build_estimator, channels, job_name
+    from .jobs import best_hyperparameters, checkpoint_uri, job_name, poll_seconds, start_training, training_log_printer, wait_for
     from .session import sagemaker_session
 
     config = _config(args, train_image=args.image, **{"training.instance_type": args.instance_type,
@@ -63,12 +63,17 @@ def cmd_train(args) -> int:
         extra.update(best_hyperparameters(session.sagemaker_client, args.from_tuning))
         print(f"hyperparameters from {args.from_tuning}: {json.dumps(extra)}")
     extra.update(_hp_pairs(args.hp))
-    estimator = build_estimator(config, session, extra)
     name = args.job_name or job_name("train")
-    estimator.fit(channels(config, args.data, args.pretrained), job_name=name, wait=not args.detach, logs="All" if not args.detach else "None")
+    start_training(config, session, name, extra, data_uri=args.data, pretrained_uri=args.pretrained, resume_from=args.resume_from)
     print(f"training_job={name}")
-    if not args.detach:
-        print(f"model_data={estimator.model_data}")
+    print(f"checkpoints={checkpoint_uri(config, name)}")
+    if args.resume_from:
+        print(f"resume_from={args.resume_from}")
+    if args.detach:
+        return 0
+    logs = training_log_printer(session.boto_session.client("logs"), name)
+    described = wait_for(session.sagemaker_client, "training", name, poll_s=poll_seconds(config), on_poll=logs)
+    print(f"model_data={described['ModelArtifacts']['S3ModelArtifacts']}")
     return 0
 
 
@@ -77,25 +82,23 @@ def cmd_tune(args) -> int:
         from ..insight.local_tuning import cmd_tune_local
 
         return cmd_tune_local(args)
-    from .jobs import build_tuner, channels, format_table, job_name, leaderboard
+    from .jobs import best_hyperparameters, format_table, job_name, leaderboard, poll_seconds, start_tuning, wait_for
     from .session import sagemaker_session
 
     config = _config(args, train_image=args.image, **{"tuning.max_jobs": args.max_jobs,
                                                        "tuning.max_parallel_jobs": args.max_parallel_jobs,
                                                        "tuning.objective": args.objective,
-                                                       "tuning.strategy": args.strategy})
+                                                       "tuning.strategy": args.strategy,
+                                                       "tuning.early_stopping": args.early_stopping})
     session = sagemaker_session(config)
-    tuner = build_tuner(config, session)
-    name = args.job_name or job_name("hpo")[:32]
-    tuner.fit(channels(config, args.data), job_name=name, wait=False)
+    name = args.job_name or job_name("hpo")
+    start_tuning(config, session, name, data_uri=args.data)
     print(f"tuning_job={name}")
     if args.detach:
         return 0
-    tuner.wait()
+    wait_for(session.sagemaker_client, "tuning", name, poll_s=poll_seconds(config))
     rows = leaderboard(session.sagemaker_client, name)
     print(format_table(rows))
-    from .jobs import best_hyperparameters
-
     best = best_hyperparameters(session.sagemaker_client, name)
     print(f"best_hyperparameters={json.dumps(best)}")
     print(f"train with them: dogbreed train --from-tuning {name}")
@@ -117,6 +120,7 @@ def cmd_deploy(args) -> int:
     model = build_model(config, session, model_data)
     endpoint = args.endpoint_name or "dogbreed"
     deploy(config, model, endpoint, wait=not args.detach)
+    print(f"model={model.name}")
     print(f"endpoint={endpoint}")
     return 0
 
@@ -157,7 +161,9 @@ def add_verbs(sub) -> None:
     p.add_argument("--hp", action="append", metavar="NAME=VALUE", help="a hyperparameter (repeatable)")
     p.add_argument("--from-tuning", default=None, metavar="JOB_OR_FILE",
                    help="train with a tuning job's best hyperparameters (or a local tuning's best_hyperparameters.json)")
-    p.add_argument("--job-name", default=None)
+    p.add_argument("--resume-from", default=None, metavar="S3URI",
+                   help="start from the newest checkpoint under this S3 prefix (another job's checkpoints), as channel 'resume'")
+    p.add_argument("--job-name", default=None, help="default: dogbreed-train-<time>-<random>; also names the checkpoint prefix")
     p.add_argument("--detach", action="store_true", help="return once the job is created")
     p.set_defaults(func=cmd_train)
 
@@ -170,6 +176,7 @@ def add_verbs(sub) -> None:
     p.add_argument("--max-parallel-jobs", type=int, default=None)
     p.add_argument("--objective", default=None, choices=("valid_loss", "valid_acc"))
     p.add_argument("--strategy", default=None, choices=("Bayesian", "Random", "Hyperband", "Grid"))
+    p.add_argument("--early-stopping", default=None, choices=("Auto", "Off"), help="Hyperband needs Off")
     p.add_argument("--job-name", default=None)
     p.add_argument("--detach", action="store_true")
     p.add_argument("--work-dir", default=".work/tune", help="--local: where trials run")

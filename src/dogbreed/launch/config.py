@@ -35,6 +35,8 @@ DEFAULTS: dict = {
         "instance_type": "ml.m5.large", "instance_count": 1, "serverless": False, "serverless_memory_mb": 4096,
         "serverless_max_concurrency": 5, "data_capture": False, "data_capture_percent": 20,
     },
+    # how often `dogbreed train/tune/deploy` (without --detach) and the notebook ask AWS whether a job is done
+    "wait": {"poll_s": 30},
     "data": {"url": "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip",
              "expected_classes": 133, "expected_counts": {"train": 6680, "valid": 835, "test": 836}},
 }

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 HINTS = {
-    "AccessDenied": "the credentials lack a permission (see iam/dogbreed-policy.json)",
-    "AccessDeniedException": "the credentials lack a permission (see iam/dogbreed-policy.json)",
+    "AccessDenied": "the credentials lack a permission (see iam/dogbreed-launcher-policy.json; the job's role: iam/dogbreed-policy.json)",
+    "AccessDeniedException": "the credentials lack a permission (see iam/dogbreed-launcher-policy.json; the job's role: iam/dogbreed-policy.json)",
     "ResourceLimitExceeded": "an AWS quota is exhausted: ask for more in Service Quotas or pick another instance type",
     "ValidationException": "AWS refused the request",
     "ResourceNotFound": "no such resource",
@@ -12,8 +12,12 @@ HINTS = {
 }
 
 
-# Our own errors already say what to do: their message alone.
+# Our own errors already say what to do: their message alone (subclasses too, e.g. ValidationError, JobError).
 USER_ERRORS = {"ConfigError", "PrepareError", "ModelError", "DataError", "InvokeError", "TrainingError", "CLIError"}
+
+
+def is_user_error(exc: BaseException) -> bool:
+    return any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__)
 
 
 def describe(exc: BaseException) -> str:
@@ -36,6 +40,6 @@ def describe(exc: BaseException) -> str:
         text = f"{operation}: {code}: {message}" if operation else f"{code}: {message}"
         return f"{text} ({hint})" if hint and hint not in message else text
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if exc.__class__.__name__ in USER_ERRORS and message:
+    if is_user_error(exc) and message:
         return message
     return f"{exc.__class__.__name__}: {message}" if message else exc.__class__.__name__

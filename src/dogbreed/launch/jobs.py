@@ -1,11 +1,20 @@
-"""SageMaker jobs built only from our image URIs: training Estimator, HyperparameterTuner, Model, clean-up."""
+"""SageMaker jobs built only from our image URIs: training Estimator, HyperparameterTuner, Model, clean-up.
+
+Every job gets an explicit, unique name before anything is sent, and everything about it is checked first
+(``validate.py``); waiting is ours (``wait_for``), so that a notebook or a command can wait hours for a job
+without the SDK's fixed polling.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
+import sys
+import time
 
 from .. import metrics
+from . import validate
 from .config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -13,10 +22,25 @@ log = logging.getLogger(__name__)
 # The seed's Debugger rules.
 DEBUGGER_RULES = ("vanishing_gradient", "overfit", "overtraining", "poor_weight_initialization", "loss_not_decreasing")
 COLLECTIONS = {"losses": "10", "weights": "100", "gradients": "100", "biases": "100"}
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+RESUME_CHANNEL = "resume"  # the training program reads its newest checkpoint from /opt/ml/input/data/resume
+
+
+class JobError(ConfigError):
+    """A job that ended without what was asked of it (failed, stopped): its reason."""
 
 
 def job_name(kind: str) -> str:
-    return f"dogbreed-{kind}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    """``dogbreed-<kind>-YYMMDD-HHMMSS-xxxx``: unique (two launches in one second differ) and short enough for
+    a tuning job (32 characters with kind ``hpo``); the trials' names add AWS's ``-NNN-xxxxxxxx``."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%y%m%d-%H%M%S")
+    return f"dogbreed-{kind}-{stamp}-{secrets.token_hex(2)}"
+
+
+def checkpoint_uri(config: Config, job: str) -> str:
+    """The job's own checkpoint prefix. It ends in '/': S3 prefixes match as strings, and SageMaker restores
+    everything under the prefix at the start, so ``.../job-1`` would also restore ``.../job-10``."""
+    return f"{config.s3_root}/checkpoints/{job}/"
 
 
 def hyperparameters(config: Config, extra: dict | None = None) -> dict[str, str]:
@@ -25,13 +49,16 @@ def hyperparameters(config: Config, extra: dict | None = None) -> dict[str, str]
     return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items()}
 
 
-def channels(config: Config, data_uri: str | None = None, pretrained_uri: str | None = None) -> dict:
+def channels(config: Config, data_uri: str | None = None, pretrained_uri: str | None = None,
+             resume_from: str | None = None) -> dict:
     from sagemaker.inputs import TrainingInput
 
     root = (data_uri or f"{config.s3_root}/data").rstrip("/")
     inputs = {split: TrainingInput(f"{root}/{split}/", input_mode="File") for split in ("train", "valid", "test")}
     if pretrained_uri:
         inputs["pretrained"] = TrainingInput(pretrained_uri, input_mode="File")
+    if resume_from:
+        inputs[RESUME_CHANNEL] = TrainingInput(resume_from.rstrip("/") + "/", input_mode="File")
     return inputs
 
 
@@ -56,16 +83,17 @@ def debugger_configs(config: Config):
 
 
 def build_estimator(config: Config, session, extra_hyperparameters: dict | None = None, instance_type: str | None = None,
-                    base_job_name: str = "dogbreed-train"):
+                    base_job_name: str = "dogbreed-train", checkpoint_job: str | None = None):
+    """The training job's Estimator. ``checkpoint_job`` names the checkpoint prefix: the training job's own
+    name (``start_training``) or the tuning job's (``start_tuning``)."""
     from sagemaker.estimator import Estimator
 
     config.require("role", "train_image", "bucket")
     training = config["training"]
-    spot = bool(training.get("use_spot"))
-    max_run = int(training.get("max_run_s", 14400))
-    max_wait = int(training.get("max_wait_s", max_run * 2)) if spot else None
-    if spot and max_wait < max_run:
-        raise ConfigError(f"training.max_wait_s ({max_wait}) must be at least training.max_run_s ({max_run}) with spot")
+    spot, max_run, max_wait = validate.stopping(training)
+    problem = validate.spot_wait_problem(training)
+    if problem:
+        raise validate.ValidationError(problem)
     hook, rules, profiler = debugger_configs(config)
     return Estimator(
         image_uri=config["train_image"],
@@ -76,8 +104,8 @@ def build_estimator(config: Config, session, extra_hyperparameters: dict | None 
         max_run=max_run,
         use_spot_instances=spot,
         max_wait=max_wait,
-        checkpoint_s3_uri=f"{config.s3_root}/checkpoints/{base_job_name}",
-        checkpoint_local_path="/opt/ml/checkpoints",
+        checkpoint_s3_uri=checkpoint_uri(config, checkpoint_job or job_name(base_job_name.removeprefix("dogbreed-"))),
+        checkpoint_local_path=CHECKPOINT_LOCAL_PATH,
         output_path=f"{config.s3_root}/models",
         base_job_name=base_job_name,
         hyperparameters=hyperparameters(config, extra_hyperparameters),
@@ -89,6 +117,19 @@ def build_estimator(config: Config, session, extra_hyperparameters: dict | None 
         sagemaker_session=session,
         disable_profiler=False,
     )
+
+
+def start_training(config: Config, session, name: str, extra_hyperparameters: dict | None = None, *,
+                   data_uri: str | None = None, pretrained_uri: str | None = None, resume_from: str | None = None):
+    """Create training job ``name`` (checked first) and return at once; its checkpoints go under its own prefix
+    (``checkpoint_uri(config, name)``), so a second job never restores the first one's epochs. A spot job that
+    SageMaker restarts keeps its name, and so its checkpoints. ``resume_from`` (an S3 prefix of another job's
+    checkpoints) becomes the ``resume`` channel."""
+    config.require("role", "train_image", "bucket")
+    validate.check_training(config, name, {"--data": data_uri, "--pretrained": pretrained_uri, "--resume-from": resume_from})
+    estimator = build_estimator(config, session, extra_hyperparameters, checkpoint_job=name)
+    estimator.fit(channels(config, data_uri, pretrained_uri, resume_from), job_name=name, wait=False)
+    return estimator
 
 
 def tuning_ranges(config: Config) -> dict:
@@ -105,18 +146,36 @@ def tuning_ranges(config: Config) -> dict:
     return ranges
 
 
-def build_tuner(config: Config, session):
+def build_tuner(config: Config, session, name: str | None = None):
+    """The tuner of tuning job ``name``. Its trials checkpoint under the tuning job's prefix, each in its own
+    sub-folder:
+
+    What AWS does: CreateHyperParameterTuningJob takes one ``TrainingJobDefinition.CheckpointConfig`` for all the
+    training jobs it launches (API reference, HyperParameterTrainingJobDefinition:
+    https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_HyperParameterTrainingJobDefinition.html),
+    and the checkpoint guide documents no per-job suffix: "The high-level SageMaker checkpoint configuration
+    specifies a single Amazon S3 location without additional suffixes or prefixes", and "Existing checkpoints
+    in S3 are written to the SageMaker container at the start of the job"
+    (https://docs.aws.amazon.com/sagemaker/latest/dg/model-checkpoints.html). Only the model artifacts get the
+    training job's name appended (OutputDataConfig: ``<S3OutputPath>/<training job>/output/model.tar.gz``).
+    So every trial of one tuning job shares ``checkpoints/<tuning job>/``; the training program writes and reads
+    its checkpoints in the ``$TRAINING_JOB_NAME`` sub-folder of /opt/ml/checkpoints, which makes each trial's
+    S3 prefix ``checkpoints/<tuning job>/<trial>/``. That holds whether or not AWS appends anything, and a
+    spot-interrupted trial, restarted under its own name, finds its own folder. Trials of another tuning job
+    never see this prefix."""
     from sagemaker.tuner import HyperparameterTuner
 
     tuning = config["tuning"]
     objective = tuning.get("objective", "valid_loss")
     if objective not in metrics.OBJECTIVES:
         raise ConfigError(f"tuning.objective must be one of {', '.join(metrics.OBJECTIVES)}, not {objective!r}")
+    name = name or job_name("hpo")
     fixed = {"data-fraction": tuning.get("data-fraction", 0.1)}
-    estimator = build_estimator(config, session, fixed, instance_type=tuning.get("instance_type"), base_job_name="dogbreed-hpo")
+    estimator = build_estimator(config, session, fixed, instance_type=tuning.get("instance_type"), base_job_name="dogbreed-hpo",
+                                checkpoint_job=name)
     ranges = tuning_ranges(config)
-    for name in ranges:  # tuned names must not also be fixed
-        estimator._hyperparameters.pop(name, None)
+    for range_name in ranges:  # tuned names must not also be fixed
+        estimator._hyperparameters.pop(range_name, None)
     return HyperparameterTuner(
         estimator=estimator,
         objective_metric_name=objective,
@@ -130,6 +189,86 @@ def build_tuner(config: Config, session):
         base_tuning_job_name="dogbreed-hpo",
         tags=[{"Key": k, "Value": str(v)} for k, v in (config.get("tags") or {}).items()],
     )
+
+
+def start_tuning(config: Config, session, name: str, data_uri: str | None = None):
+    """Create tuning job ``name`` (checked first) and return at once."""
+    config.require("role", "train_image", "bucket")
+    validate.check_tuning(config, name, {"--data": data_uri})
+    tuner = build_tuner(config, session, name)
+    tuner.fit(channels(config, data_uri), job_name=name, wait=False)
+    return tuner
+
+
+# --------------------------------------------------------------------------------------------------
+# waiting: jobs take hours
+
+WAITS = {
+    # kind: (describe method, name parameter, status key, done, failed)
+    "training": ("describe_training_job", "TrainingJobName", "TrainingJobStatus", {"Completed"}, {"Failed", "Stopped"}),
+    "tuning": ("describe_hyper_parameter_tuning_job", "HyperParameterTuningJobName", "HyperParameterTuningJobStatus",
+               {"Completed", "Stopped"}, {"Failed"}),
+    "endpoint": ("describe_endpoint", "EndpointName", "EndpointStatus", {"InService"}, {"Failed", "OutOfService"}),
+}
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+def poll_seconds(config: Config) -> float:
+    return float((config.get("wait") or {}).get("poll_s", 30))
+
+
+def wait_for(client, kind: str, name: str, poll_s: float = 30.0, timeout_s: float | None = None, on_poll=None,
+             out=None) -> dict:
+    """Describe ``name`` every ``poll_s`` seconds until it is done; print each new status. Returns the last
+    description; raises JobError with AWS's reason if it failed (or, for training, was stopped)."""
+    method, key, status_key, done, failed = WAITS[kind]
+    out = out or (lambda line: print(line, file=sys.stdout, flush=True))
+    started = time.monotonic()
+    last = None
+    while True:
+        described = getattr(client, method)(**{key: name})
+        status = described.get(status_key)
+        shown = f"{status} ({described['SecondaryStatus']})" if described.get("SecondaryStatus") else status
+        if shown != last:
+            out(f"{kind} {name}: {shown}")
+            last = shown
+        if on_poll:
+            on_poll()
+        if status in done:
+            return described
+        if status in failed:
+            reason = described.get("FailureReason") or "no reason given"
+            raise JobError(f"{kind} {name} ended {status}: {reason}")
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            raise JobError(f"{kind} {name} still {status} after {timeout_s:.0f} s (it goes on; wait again, or stop it)")
+        time.sleep(poll_s)
+
+
+def training_log_printer(logs_client, name: str, out=None):
+    """A callable that prints the training job's new CloudWatch log lines each time it is called."""
+    out = out or (lambda line: print(line, file=sys.stdout, flush=True))
+    tokens: dict[str, str] = {}
+
+    def poll() -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            streams = logs_client.describe_log_streams(logGroupName=TRAINING_LOG_GROUP, logStreamNamePrefix=f"{name}/")["logStreams"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return  # no log group or stream yet
+            raise
+        for stream in sorted(streams, key=lambda s: s["logStreamName"]):
+            stream_name = stream["logStreamName"]
+            request = {"logGroupName": TRAINING_LOG_GROUP, "logStreamName": stream_name, "startFromHead": True}
+            if stream_name in tokens:
+                request["nextToken"] = tokens[stream_name]
+            answer = logs_client.get_log_events(**request)
+            for event in answer.get("events", []):
+                out(event["message"])
+            tokens[stream_name] = answer.get("nextForwardToken", tokens.get(stream_name))
+
+    return poll
 
 
 def best_hyperparameters(client, tuning_job: str) -> dict[str, str]:
@@ -170,7 +309,8 @@ def model_data_of(client, training_job: str) -> str:
     described = client.describe_training_job(TrainingJobName=training_job)
     uri = described.get("ModelArtifacts", {}).get("S3ModelArtifacts")
     if not uri:
-        raise ConfigError(f"training job {training_job} has no model artifacts (status {described.get('TrainingJobStatus')})")
+        raise ConfigError(f"training job {training_job} has no model artifacts (status {described.get('TrainingJobStatus')}): "
+                          f"wait for it to complete")
     return uri
 
 
@@ -179,14 +319,18 @@ def build_model(config: Config, session, model_data: str, name: str | None = Non
 
     config.require("role", "serve_image")
     return Model(image_uri=config["serve_image"], model_data=model_data, role=config["role"], sagemaker_session=session,
-                 name=name, env={"SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"})
+                 name=name or job_name("model"), env={"SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"})
 
 
-def deploy(config: Config, model, endpoint_name: str, wait: bool = True):
+def deploy(config: Config, model, endpoint_name: str, wait: bool = True, poll_s: float | None = None):
+    """Create the model, the endpoint config and the endpoint (all checked first); with ``wait``, return once
+    the endpoint is InService (``wait_for``, every ``poll_s`` seconds, default the config's wait.poll_s)."""
     from sagemaker.model_monitor import DataCaptureConfig
     from sagemaker.serverless import ServerlessInferenceConfig
 
     serving = config["serving"]
+    model.name = model.name or job_name("model")
+    validate.check_deploy(config, model.name, endpoint_name)
     capture = None
     if serving.get("data_capture"):
         capture = DataCaptureConfig(enable_capture=True, sampling_percentage=int(serving.get("data_capture_percent", 20)),
@@ -195,10 +339,15 @@ def deploy(config: Config, model, endpoint_name: str, wait: bool = True):
     if serving.get("serverless"):
         serverless = ServerlessInferenceConfig(memory_size_in_mb=int(serving.get("serverless_memory_mb", 4096)),
                                                max_concurrency=int(serving.get("serverless_max_concurrency", 5)))
-        return model.deploy(serverless_inference_config=serverless, endpoint_name=endpoint_name, data_capture_config=capture,
-                            wait=wait, tags=tags)
-    return model.deploy(initial_instance_count=int(serving.get("instance_count", 1)), instance_type=serving["instance_type"],
-                        endpoint_name=endpoint_name, data_capture_config=capture, wait=wait, tags=tags)
+        model.deploy(serverless_inference_config=serverless, endpoint_name=endpoint_name, data_capture_config=capture,
+                     wait=False, tags=tags)
+    else:
+        model.deploy(initial_instance_count=int(serving.get("instance_count", 1)), instance_type=serving["instance_type"],
+                     endpoint_name=endpoint_name, data_capture_config=capture, wait=False, tags=tags)
+    if wait:
+        return wait_for(model.sagemaker_session.sagemaker_client, "endpoint", endpoint_name,
+                        poll_s=poll_s if poll_s is not None else poll_seconds(config))
+    return None
 
 
 def delete_endpoint(client, endpoint_name: str) -> list[str]:

@@ -15,8 +15,21 @@ def boto_session(config):
     return boto3.Session(region_name=config["region"])
 
 
+def check_create_requests(client) -> None:
+    """Refuse, before it is sent, any SageMaker Create* request whose names or role the launcher policy does
+    not grant or AWS does not take (validate.check_request), whoever built it: us or the SDK."""
+    from . import validate
+
+    def before(params, model, **_):
+        validate.check_request(model.name, params)
+
+    client.meta.events.register("before-parameter-build.sagemaker", before, unique_id="dogbreed-validate")
+
+
 def sagemaker_session(config):
     import sagemaker
 
     boto = boto_session(config)
-    return sagemaker.Session(boto_session=boto, default_bucket=config.get("bucket"), sagemaker_config=SDK_CONFIG)
+    session = sagemaker.Session(boto_session=boto, default_bucket=config.get("bucket"), sagemaker_config=SDK_CONFIG)
+    check_create_requests(session.sagemaker_client)
+    return session
