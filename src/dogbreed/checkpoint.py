@@ -61,12 +61,13 @@ def checkpoint_path(directory: Path, epoch: int) -> Path:
     return Path(directory) / f"checkpoint-{epoch:04d}.pth"
 
 
-def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+def list_checkpoints(directory: Path, recursive: bool = False) -> list[tuple[int, Path]]:
+    """(epoch, path) of the checkpoints in ``directory`` (and its subfolders: ``recursive``), oldest first."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
     found = []
-    for child in directory.iterdir():
+    for child in directory.rglob("checkpoint-*.pth") if recursive else directory.iterdir():
         match = PATTERN.match(child.name)
         if match and child.is_file():
             found.append((int(match.group(1)), child))
@@ -81,9 +82,10 @@ def save(directory: Path, epoch: int, state: dict, keep: int = KEEP) -> Path:
     return path
 
 
-def load_latest(directory: Path) -> tuple[dict, Path] | None:
-    """The newest checkpoint that loads; a truncated or corrupt one is reported and skipped."""
-    for _, path in reversed(list_checkpoints(directory)):
+def load_latest(directory: Path, recursive: bool = False) -> tuple[dict, Path] | None:
+    """The newest checkpoint that loads; a truncated or corrupt one is reported and skipped. ``recursive``:
+    also in subfolders (another job's checkpoint prefix holds them under that job's name)."""
+    for _, path in reversed(list_checkpoints(directory, recursive)):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a torn or foreign file: fall back to the previous one
@@ -94,6 +96,13 @@ def load_latest(directory: Path) -> tuple[dict, Path] | None:
             continue
         return state, path
     return None
+
+
+def differences(saved: dict, current: dict) -> str:
+    """What differs between a checkpoint's fingerprint and this run's, as ``name: saved -> now`` (empty: none)."""
+    keys = sorted(set(saved) | set(current))
+    changed = [f"{k}: {saved.get(k, '(unset)')!r} -> {current.get(k, '(unset)')!r}" for k in keys if saved.get(k) != current.get(k)]
+    return "; ".join(changed)
 
 
 class TerminationFlag:

@@ -105,7 +105,13 @@ def stratified_fraction(samples: list[tuple[Path, int]], fraction: float, seed: 
 
 
 class ImageSamples(Dataset):
-    """(image, label) pairs; an image that cannot be decoded yields None and is counted by the collate."""
+    """(image, label, index) triples; an image that cannot be decoded yields ``Unreadable(index)``.
+
+    The sampler may hand over ``(index, seed)``: the transform then draws its randomness from that
+    seed alone, so an augmentation depends on (seed, epoch, image) and not on which worker, process
+    or restart decoded it. That is what lets loader workers live across epochs and a resumed run
+    repeat the epoch it lost exactly.
+    """
 
     def __init__(self, samples, transform, draft_size: int | None = None):
         self.samples = list(samples)
@@ -115,51 +121,80 @@ class ImageSamples(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item):
+        index, seed = item if isinstance(item, tuple) else (item, None)
         path, label = self.samples[index]
         try:
             image = open_rgb(path, self.draft_size)
         except Exception as exc:  # any decode failure: the image is skipped and counted, never fatal
             log.debug("skipping unreadable image %s: %s", path, exc)
-            return None
-        return self.transform(image), label
+            return Unreadable(index)
+        if seed is None:
+            return self.transform(image), label, index
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), label, index
 
     @property
     def targets(self) -> list[int]:
         return [label for _, label in self.samples]
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    index: int
+
+
 def collate_skipping(batch):
-    """Stack the readable images; the third element counts the skipped ones."""
-    good = [item for item in batch if item is not None]
-    skipped = len(batch) - len(good)
+    """Stack the readable images; the third element holds the indices of the unreadable ones, so that
+    an image is reported once however many epochs read it."""
+    good = [item for item in batch if not isinstance(item, Unreadable)]
+    unreadable = tuple(item.index for item in batch if isinstance(item, Unreadable))
     if not good:
-        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+        return torch.empty(0), torch.empty(0, dtype=torch.long), unreadable
     images = torch.stack([item[0] for item in good])
     labels = torch.tensor([item[1] for item in good], dtype=torch.long)
-    return images, labels, skipped
+    return images, labels, unreadable
 
 
-class ShardSampler(Sampler[int]):
-    """Every ``world_size``-th index from ``rank``, optionally shuffled per epoch (no padding, no repeats)."""
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """One augmentation seed per (run seed, epoch, image), spread over 62 bits."""
+    return ((seed * 1_000_003 + epoch) * 2_654_435_761 + index * 40_503) % (1 << 62)
 
-    def __init__(self, length: int, rank: int = 0, world_size: int = 1, shuffle: bool = False, seed: int = 0):
+
+class ShardSampler(Sampler):
+    """Every ``world_size``-th index from ``rank``, optionally shuffled per epoch; yields ``(index, seed)``.
+
+    ``pad``: repeat the first indices so that every rank gets the same number (as DistributedSampler
+    does). Training needs it: DDP ranks must take the same number of steps or the gradient all-reduce
+    hangs. Evaluation leaves it off, so every image counts once.
+    """
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1, shuffle: bool = False, seed: int = 0,
+                 pad: bool = False):
         self.length, self.rank, self.world_size = length, rank, world_size
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.shuffle, self.seed, self.epoch, self.pad = shuffle, seed, 0, pad
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _order(self) -> list[int]:
         if not self.shuffle:
-            return list(range(self.length))
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.randperm(self.length, generator=generator).tolist()
+            order = list(range(self.length))
+        else:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.length, generator=generator).tolist()
+        if self.pad and self.length:
+            total = -(-self.length // self.world_size) * self.world_size
+            order += (order * (total // self.length + 1))[: total - self.length]
+        return order
 
     def __iter__(self):
-        return iter(self._order()[self.rank :: self.world_size])
+        return iter([(index, sample_seed(self.seed, self.epoch, index)) for index in self._order()[self.rank :: self.world_size]])
 
     def __len__(self) -> int:
+        if self.pad:
+            return -(-self.length // self.world_size)
         return len(range(self.rank, self.length, self.world_size))
 
 
@@ -198,8 +233,8 @@ def make_loader(
         collate_fn=collate_skipping,
         pin_memory=pin_memory,
         drop_last=drop_last,
-        # Workers start afresh each epoch so their seeds follow the per-epoch seed: a resumed run
-        # sees the same augmentations as an uninterrupted one.
-        persistent_workers=False,
+        # Workers live across epochs and evaluations (a restart costs seconds of imports per worker);
+        # augmentations are seeded per image by the sampler, so this changes no result.
+        persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
     )

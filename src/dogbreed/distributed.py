@@ -78,6 +78,26 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def is_enabled() -> bool:
+    return dist.is_initialized()
+
+
+def all_reduce_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over every process, in place (identity when not distributed)."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def gather_union(indices) -> set[int]:
+    """The union of every process's indices (one collective per call; the lists are short)."""
+    if not dist.is_initialized():
+        return set(indices)
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, list(indices))
+    return {index for part in gathered for index in part}
+
+
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum a few numbers over every process (identity when not distributed)."""
     if not dist.is_initialized():
@@ -112,3 +132,29 @@ def same_choice_everywhere(acc):
     choice = torch.tensor([PRECISIONS.index(acc.precision), int(acc.channels_last)], device=acc.device)
     dist.broadcast(choice, src=0)
     return replace(acc, precision=PRECISIONS[int(choice[0])], channels_last=bool(choice[1]))
+
+
+def spawn_forwarding_sigterm(fn, args: tuple, nprocs: int) -> list[int]:
+    """Run ``fn(rank, *args)`` in ``nprocs`` spawned processes and return their exit codes.
+
+    SageMaker stops a job (spot interruption, StopTrainingJob) with SIGTERM to the process it started,
+    not to its children: the parent passes it on to every child, so that each one stops at a step
+    boundary with its last clean checkpoint in place, instead of being killed mid-write."""
+    import signal
+
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
+
+    def forward(signum, frame):
+        for process in context.processes:
+            if process.is_alive():
+                os.kill(process.pid, signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        for process in context.processes:
+            process.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return [process.exitcode for process in context.processes]

@@ -28,6 +28,7 @@ SM_HPS = "SM_HPS"
 SM_TRAINING_ENV = "SM_TRAINING_ENV"
 SAGEMAKER_PROGRAM = "SAGEMAKER_PROGRAM"
 SAGEMAKER_TRAINING_MODULE = "SAGEMAKER_TRAINING_MODULE"
+TRAINING_JOB_NAME = "TRAINING_JOB_NAME"  # set in the container; a spot restart keeps it, a new job gets another
 
 # --- serving (sagemaker-inference toolkit) -------------------------------------------------------
 SAGEMAKER_MODEL_SERVER_WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
@@ -46,7 +47,6 @@ DOGBREED_ENGINE_SOCKET = "DOGBREED_ENGINE_SOCKET"  # set by the server for its w
 DOGBREED_SERVE_GRAPH = "DOGBREED_SERVE_GRAPH"  # auto (frozen TorchScript on fp32 CPUs), eager, frozen
 DOGBREED_SERVE_TEMP = "DOGBREED_SERVE_TEMP"
 DOGBREED_MMS_CONFIG = "DOGBREED_MMS_CONFIG"
-DOGBREED_FAIL_AFTER_STEPS = "DOGBREED_FAIL_AFTER_STEPS"  # tests: die after N optimizer steps
 
 # --- torch.distributed -----------------------------------------------------------------------------
 MASTER_ADDR = "MASTER_ADDR"
@@ -94,6 +94,7 @@ class SageMakerEnv:
     current_host: str = "localhost"
     num_gpus: int = 0
     num_cpus: int = 1
+    job_name: str = ""
 
     @property
     def failure_file(self) -> Path:
@@ -136,4 +137,5 @@ class SageMakerEnv:
             current_host=current,
             num_gpus=int(env.get(SM_NUM_GPUS, detected_gpus)),
             num_cpus=int(env.get(SM_NUM_CPUS, os.cpu_count() or 1)),
+            job_name=env.get(TRAINING_JOB_NAME, ""),
         )

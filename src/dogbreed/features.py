@@ -60,16 +60,18 @@ def cache_key(arch: str, weights: str, prep, samples: dict) -> str:
 
 
 @torch.inference_mode()
-def compute(extractor: nn.Module, dataset, acc, batch_size: int, workers: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def compute(extractor: nn.Module, dataset, acc, batch_size: int, workers: int, normalize=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Features of every readable image of ``dataset`` (``normalize``: turns a uint8 batch into the model's input)."""
     loader = data.make_loader(dataset, batch_size, data.ShardSampler(len(dataset)), workers)
     extractor = acc.prepare_model(extractor).eval()
     features, labels, skipped = [], [], 0
-    for images, targets, n_skipped in loader:
-        skipped += n_skipped
+    for images, targets, unreadable in loader:
+        skipped += len(unreadable)
         if targets.numel() == 0:
             continue
+        images = acc.prepare_batch(images)
         with acc.autocast():
-            out = extractor(acc.prepare_batch(images))
+            out = extractor(normalize(images) if normalize else images)
         features.append(out.float().cpu())
         labels.append(targets)
     return torch.cat(features), torch.cat(labels), skipped
@@ -83,7 +85,8 @@ def is_cached(cache_dir: Path, key: str) -> bool:
     return cache_file(cache_dir, key).is_file()
 
 
-def cached_features(cache_dir: Path, key: str, model, datasets: dict, acc, batch_size: int, workers: int) -> dict:
+def cached_features(cache_dir: Path, key: str, model, datasets: dict, acc, batch_size: int, workers: int,
+                    normalize=None) -> dict:
     """{split: (features, labels, skipped)}, from the cache or computed now (one process at a time per key)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,7 @@ def cached_features(cache_dir: Path, key: str, model, datasets: dict, acc, batch
             except Exception as exc:  # a torn cache file is recomputed
                 log.warning("feature cache %s unreadable (%s): recomputing", target.name, exc)
         extractor = FeatureExtractor(models.unwrap(model))
-        result = {split: compute(extractor, dataset, acc, batch_size, workers) for split, dataset in datasets.items()}
+        result = {split: compute(extractor, dataset, acc, batch_size, workers, normalize) for split, dataset in datasets.items()}
         atomic_save({k: {"features": f, "labels": lab, "skipped": s} for k, (f, lab, s) in result.items()}, target)
         log.info("frozen features computed and cached in %s", target.name)
         return result
@@ -107,8 +110,15 @@ def cached_features(cache_dir: Path, key: str, model, datasets: dict, acc, batch
 def _collate(batch):
     features = torch.stack([item[0] for item in batch])
     labels = torch.stack([item[1] for item in batch])
-    return features, labels, 0
+    return features, labels, ()
+
+
+class _Features(TensorDataset):
+    """Cached features indexed like the image datasets: by ``index`` or the sampler's ``(index, seed)``."""
+
+    def __getitem__(self, item):
+        return super().__getitem__(item[0] if isinstance(item, tuple) else item)
 
 
 def feature_loader(features: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler) -> DataLoader:
-    return DataLoader(TensorDataset(features, labels), batch_size=batch_size, sampler=sampler, collate_fn=_collate)
+    return DataLoader(_Features(features, labels), batch_size=batch_size, sampler=sampler, collate_fn=_collate)

@@ -48,29 +48,37 @@ class Preprocessing:
     def interpolation_mode(self) -> InterpolationMode:
         return InterpolationMode(self.interpolation)
 
-    def train_transform(self, augment: bool = True):
-        if not augment:
-            return self.eval_transform()
-        return T.Compose(
-            [
-                T.RandomResizedCrop(self.input_size, interpolation=self.interpolation_mode, antialias=True),
-                T.RandomHorizontalFlip(),
-                T.PILToTensor(),
-                T.ConvertImageDtype(torch.float),
-                T.Normalize(self.mean, self.std),
-            ]
-        )
+    def train_transform(self, augment: bool = True, normalize: bool = True):
+        """Pillow image -> CHW tensor: random resized crop + flip when ``augment``, else the eval crop.
 
-    def eval_transform(self):
-        return T.Compose(
-            [
-                T.Resize(self.resize, interpolation=self.interpolation_mode, antialias=True),
-                T.CenterCrop(self.input_size),
-                T.PILToTensor(),
-                T.ConvertImageDtype(torch.float),
-                T.Normalize(self.mean, self.std),
-            ]
-        )
+        ``normalize=False`` stops at uint8: the loader then ships a quarter of the bytes and the batch is
+        normalized on its device (:meth:`normalize_batch`), which keeps a GPU fed from few CPUs."""
+        if not augment:
+            return self.eval_transform(normalize)
+        steps = [
+            T.RandomResizedCrop(self.input_size, interpolation=self.interpolation_mode, antialias=True),
+            T.RandomHorizontalFlip(),
+            T.PILToTensor(),
+        ]
+        return T.Compose(steps + self._normalize_steps(normalize))
+
+    def eval_transform(self, normalize: bool = True):
+        """Pillow image -> CHW tensor: resize, center crop; float and normalized unless ``normalize=False``."""
+        steps = [T.Resize(self.resize, interpolation=self.interpolation_mode, antialias=True), T.CenterCrop(self.input_size),
+                 T.PILToTensor()]
+        return T.Compose(steps + self._normalize_steps(normalize))
+
+    def _normalize_steps(self, normalize: bool) -> list:
+        return [T.ConvertImageDtype(torch.float), T.Normalize(self.mean, self.std)] if normalize else []
+
+    def normalize_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """A uint8 NCHW batch -> float, scaled and normalized where it lies (its device, its memory format).
+        A float batch (already normalized, or cached features) passes unchanged."""
+        if batch.dtype != torch.uint8:
+            return batch
+        mean = torch.tensor(self.mean, device=batch.device).view(1, -1, 1, 1) * 255.0
+        inv_std = 1.0 / (torch.tensor(self.std, device=batch.device).view(1, -1, 1, 1) * 255.0)
+        return batch.float().sub_(mean).mul_(inv_std)
 
 
 def to_rgb(image: Image.Image, draft_size: int | None = None) -> Image.Image:

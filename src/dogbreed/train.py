@@ -17,14 +17,14 @@ import os
 import random
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import accel, checkpoint, data, distributed, metrics, models
+from . import accel, checkpoint, data, distributed, features, metrics, models
 from . import env as envnames
 from .env import SageMakerEnv
 
@@ -118,7 +118,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     a("--model-dir", default=None, help="default SM_MODEL_DIR")
     a("--output-data-dir", default=None, help="default SM_OUTPUT_DATA_DIR")
     a("--checkpoint-dir", default=None, help="default /opt/ml/checkpoints")
-    a("--resume", type=str2bool, default=True, help="resume from the newest checkpoint")
+    a("--resume", type=str2bool, default=True, help="resume from this job's newest checkpoint (default: true)")
+    a("--resume-from", default=None,
+      help="a folder of another run's checkpoints to start from, refused if its settings differ (default: the 'resume' channel)")
     a("--progress", default="auto", choices=("auto", "bar", "lines", "none"))
     a("--profile", type=str2bool, default=True, help="system use, step split and a torch.profiler trace in SM_OUTPUT_DATA_DIR/profile")
     a("--debug-out", default=None, help="local runs: write an smdebug trial here (SageMaker: debughookconfig.json)")
@@ -152,14 +154,13 @@ def validate(args: argparse.Namespace) -> None:
 
 
 class Progress:
-    """A tqdm bar in an interactive terminal, a few plain lines otherwise."""
+    """A tqdm bar in an interactive terminal, a few plain lines otherwise; updated once per logging interval."""
 
     def __init__(self, mode: str, total: int, epoch: int, enabled: bool):
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "lines"
         self.mode = mode if enabled else "none"
-        self.total, self.epoch, self.bar = total, epoch, None
-        self.every = max(1, total // 5)
+        self.total, self.epoch, self.bar, self.shown = total, epoch, None, 0
         if self.mode == "bar":
             from tqdm import tqdm
 
@@ -167,99 +168,126 @@ class Progress:
 
     def update(self, step: int, loss: float) -> None:
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(step - self.shown)
             self.bar.set_postfix(loss=f"{loss:.4f}")
-        elif self.mode == "lines" and (step % self.every == 0 or step == self.total):
+        elif self.mode == "lines":
             print(f"[progress] e{self.epoch} {step}/{self.total} loss {loss:.4f}", file=sys.stderr, flush=True)
+        self.shown = step
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
+def steps_per_epoch(batches: int, cap: int) -> int:
+    """Optimizer steps in one epoch: every batch, or ``--max-steps-per-epoch`` of them."""
+    return min(batches, cap) if cap else batches
+
+
+def log_interval(steps: int) -> int:
+    """Steps between the host's looks at the device (loss check, progress, the SIGTERM vote): about 5 an epoch."""
+    return max(1, min(50, steps // 5))
+
+
 # --------------------------------------------------------------------------------------------------
 # one epoch
 
 
-def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, acc, epoch, args, stop, hooks=()):
-    """Returns (mean loss, images seen, images skipped, seconds)."""
+def _placeholder_batch(input_size: int):
+    """What a DDP rank whose batch lost every image trains on: one black image whose loss counts zero.
+    Every rank must take the same steps, or the gradient all-reduce waits forever."""
+    return torch.zeros(1, 3, input_size, input_size, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), 0.0
+
+
+def _look(loss_sum: torch.Tensor, seen: int, epoch: int, step: int) -> float:
+    """The one host sync of a logging interval: the mean loss so far, which must be finite."""
+    mean = loss_sum.item() / max(1, seen)
+    if not math.isfinite(mean):
+        raise TrainingError(f"the loss became {mean} by epoch {epoch} step {step}: lower --lr")
+    return mean
+
+
+def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, acc, epoch, args, stop, hooks=(),
+                    normalize=None, input_size: int = 224):
+    """One pass over ``loader``. Returns (mean loss over all ranks, images seen, unreadable indices, seconds).
+
+    The host waits for the device once per logging interval, never per step, so a GPU's queue stays full."""
     model.train()
     models.frozen_modules_eval(models.unwrap(model))
-    total_loss, seen, skipped = 0.0, 0, 0
-    steps = len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
+    steps = steps_per_epoch(len(loader), args.max_steps_per_epoch)
+    every = log_interval(steps)
     progress = Progress(args.progress, steps, epoch, enabled=args.is_main)
-    fail_after = int(os.environ.get(envnames.DOGBREED_FAIL_AFTER_STEPS, "0") or 0)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
+    seen, step, unreadable, weight = 0, 0, [], 1.0
     start = time.perf_counter()
-    step = 0
-    for images, labels, n_skipped in loader:
-        skipped += n_skipped
+    for images, labels, lost in loader:
+        unreadable.extend(lost)
         if labels.numel() == 0:
-            continue
+            if not distributed.is_enabled():
+                continue
+            images, labels, weight = _placeholder_batch(input_size)
         for hook in hooks:
             hook.begin_step()
         images = acc.prepare_batch(images)
+        images = normalize(images) if normalize else images
         labels = labels.to(acc.device, non_blocking=True)
         with acc.autocast():
-            output = model(images)
-            loss = criterion(output, labels)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"the loss became {loss.item()} at epoch {epoch} step {step}: lower --lr")
+            loss = criterion(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(loss * weight).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        counted = int(labels.size(0) * weight)
+        loss_sum += loss.detach().double() * counted
+        seen, step, weight = seen + counted, step + 1, 1.0
         for hook in hooks:
-            hook.end_step(loss.item())
-        step += 1
-        batch = labels.size(0)
-        seen += batch
-        total_loss += loss.item() * batch
-        progress.update(step, loss.item())
-        if fail_after and args.global_step_base + step >= fail_after:
-            os.kill(os.getpid(), 9)  # tests: a hard crash at a chosen step
-        if distributed.broadcast_flag(stop.requested, acc.device):
-            stop.requested = True
-            break
+            hook.end_step(loss.detach())
+        if step % every == 0 or step >= steps:
+            progress.update(step, _look(loss_sum, seen, epoch, step))
+            if distributed.broadcast_flag(stop.requested, acc.device):
+                stop.requested = True
+                break
         if step >= steps:
             break
     progress.close()
+    _look(loss_sum, seen, epoch, step)
     elapsed = time.perf_counter() - start
-    sums = distributed.all_reduce_sum([total_loss, seen, skipped], acc.device)
-    mean_loss = sums[0] / max(1, sums[1])
-    return mean_loss, int(sums[1]), int(sums[2]), elapsed
+    sums = distributed.all_reduce_sum([loss_sum.item(), seen], acc.device)
+    return sums[0] / max(1, sums[1]), int(sums[1]), unreadable, elapsed
 
 
 @torch.inference_mode()
-def evaluate(model, criterion, loader, acc, num_classes: int, with_confusion: bool = False):
-    """Returns (loss, accuracy, skipped, confusion matrix or None) over the whole split (all ranks)."""
+def evaluate(model, criterion, loader, acc, num_classes: int, with_confusion: bool = False, normalize=None):
+    """Returns (loss, accuracy, unreadable indices, confusion matrix or None) over the whole split (all ranks).
+    Sums stay on the device until the end: one host sync per evaluation."""
     model.eval()
-    total_loss, correct, seen, skipped = 0.0, 0, 0, 0
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64) if with_confusion else None
-    for images, labels, n_skipped in loader:
-        skipped += n_skipped
+    total_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
+    correct = torch.zeros((), dtype=torch.int64, device=acc.device)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=acc.device)
+    seen, unreadable = 0, []
+    for images, labels, lost in loader:
+        unreadable.extend(lost)
         if labels.numel() == 0:
             continue
         images = acc.prepare_batch(images)
+        images = normalize(images) if normalize else images
         labels = labels.to(acc.device, non_blocking=True)
         with acc.autocast():
             output = model(images)
         output = output.float()
-        loss = criterion(output, labels)
+        total_loss += criterion(output, labels).double() * labels.size(0)
         predicted = output.argmax(dim=1)
-        total_loss += loss.item() * labels.size(0)
-        correct += (predicted == labels).sum().item()
+        correct += (predicted == labels).sum()
         seen += labels.size(0)
-        if confusion is not None:
-            index = labels.cpu() * num_classes + predicted.cpu()
-            confusion += torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes)
-    sums = distributed.all_reduce_sum([total_loss, correct, seen, skipped], acc.device)
-    if confusion is not None and torch.distributed.is_initialized():
-        flat = confusion.to(torch.float64).to(acc.device)
-        torch.distributed.all_reduce(flat)
-        confusion = flat.cpu().to(torch.int64)
+        if with_confusion:
+            confusion += torch.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes)
+    sums = distributed.all_reduce_sum([total_loss.item(), correct.item(), seen], acc.device)
+    matrix = None
+    if with_confusion:
+        matrix = distributed.all_reduce_tensor(confusion).cpu().view(num_classes, num_classes)
     seen = max(1, sums[2])
-    return sums[0] / seen, sums[1] / seen, int(sums[3]), confusion
+    return sums[0] / seen, sums[1] / seen, unreadable, matrix
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,10 +311,18 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
 
 
 def resolve_paths(args, smenv: SageMakerEnv) -> None:
+    """Paths from the flags, else from SageMaker's environment. Checkpoints go under the job's own name:
+    SageMaker restores a spot-interrupted job under that name, and a new job starts clean."""
     args.model_dir = Path(args.model_dir or smenv.model_dir)
     args.output_data_dir = Path(args.output_data_dir or smenv.output_data_dir)
-    args.checkpoint_dir = Path(args.checkpoint_dir or smenv.checkpoint_dir)
+    if args.checkpoint_dir:
+        args.checkpoint_dir = Path(args.checkpoint_dir)
+    else:
+        args.checkpoint_dir = smenv.checkpoint_dir / smenv.job_name if smenv.job_name else smenv.checkpoint_dir
     channels = dict(smenv.channels)
+    if not args.resume_from and "resume" in channels:
+        args.resume_from = str(channels["resume"])
+    channels.pop("resume", None)
     if args.data_dir:
         channels = {"train": Path(args.data_dir)}
     args.channels = channels
@@ -348,10 +384,313 @@ def write_reports(output_dir: Path, class_names, confusion, summary: dict) -> No
 
 
 # --------------------------------------------------------------------------------------------------
+# the run: named steps over one shared object
+
+
+@dataclass
+class Run:
+    """What the steps of one training run share."""
+
+    args: argparse.Namespace
+    smenv: SageMakerEnv
+    dist: distributed.DistInfo
+    use_cuda: bool
+    workers: int = 0
+    splits: data.Splits | None = None
+    prep: object = None
+    datasets: dict = field(default_factory=dict)
+    loaders: dict = field(default_factory=dict)
+    train_sampler: data.ShardSampler | None = None
+    full_model: nn.Module | None = None  # what ships
+    model: nn.Module | None = None  # what trains: the whole model, or its head on cached features; DDP-wrapped
+    acc: accel.Accelerator | None = None
+    use_cache: bool = False
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: object = None
+    scaler: object = None
+    criterion: nn.Module | None = None
+    eval_criterion: nn.Module | None = None
+    hooks: list = field(default_factory=list)
+    unreadable: dict = field(default_factory=dict)  # split -> indices found unreadable (each counted once)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.splits.class_names)
+
+
+def load_data(run: Run) -> None:
+    """Splits, preprocessing and datasets. The datasets yield uint8: batches are normalized on the device."""
+    args = run.args
+    run.splits = data.load_splits(args.channels, args.data_fraction, args.seed)
+    run.prep = models.default_preprocessing(args.model, args.input_size)
+    draft = run.prep.resize  # JPEGs decode at the smallest scale that still covers the resize
+    run.datasets = {"train": data.ImageSamples(run.splits.samples["train"], run.prep.train_transform(args.augment, False), draft)}
+    for split in ("valid", "test"):
+        if split in run.splits.samples:
+            run.datasets[split] = data.ImageSamples(run.splits.samples[split], run.prep.eval_transform(False), draft)
+    run.unreadable = {split: set() for split in run.datasets}
+    log.info("data: %d classes; %s", run.num_classes, ", ".join(f"{k}={len(v)}" for k, v in run.datasets.items()))
+
+
+def choose_model_and_precision(run: Run) -> None:
+    """The model, and the device/precision it trains at (measured on CPUs: the work that will run)."""
+    args = run.args
+    run.full_model = run.model = build_model(args, run.num_classes)
+    run.use_cache = bool(args.feature_cache) and args.train_layers == "head" and not args.augment and not run.dist.enabled
+    if args.feature_cache and not run.use_cache:
+        log.warning("--feature-cache needs --train-layers head, --augment false and one process: ignored")
+    warm_cache = run.use_cache and features.is_cached(Path(args.feature_cache), _cache_key(run))
+    if warm_cache and not run.use_cuda and args.precision == "auto":
+        run.acc = accel.pick("fp32", use_cuda=False)  # only a Linear head runs: nothing to measure
+    else:  # the probe times the work that runs: the frozen feature pass where the head trains on cached features
+        run.acc = accel.pick(args.precision, run.dist.local_rank, use_cuda=run.use_cuda, training=not run.use_cache,
+                             model=run.model, input_size=run.prep.input_size)
+    run.acc = distributed.same_choice_everywhere(run.acc)
+    log.info("%s rank=%d/%d workers=%d", run.acc.describe(), run.dist.rank, run.dist.world_size, run.workers)
+
+
+def _cache_key(run: Run) -> str:
+    return features.cache_key(run.args.model, str(run.args.pretrained_weights), run.prep,
+                              {k: d.samples for k, d in run.datasets.items()})
+
+
+def make_loaders(run: Run) -> None:
+    """Image loaders (training shards padded so that every rank steps together), or cached-feature loaders."""
+    args, dist_info = run.args, run.dist
+    if run.use_cache:
+        return _feature_loaders(run)
+    run.train_sampler = data.ShardSampler(len(run.datasets["train"]), dist_info.rank, dist_info.world_size, shuffle=True,
+                                          seed=args.seed, pad=True)
+    run.loaders = {"train": data.make_loader(run.datasets["train"], args.batch_size, run.train_sampler, run.workers,
+                                             run.use_cuda)}
+    for split in ("valid", "test"):
+        if split in run.datasets:
+            sampler = data.ShardSampler(len(run.datasets[split]), dist_info.rank, dist_info.world_size)
+            run.loaders[split] = data.make_loader(run.datasets[split], args.batch_size, sampler, run.workers, run.use_cuda)
+
+
+def _feature_loaders(run: Run) -> None:
+    """Head-only training without augmentation: the frozen backbone runs once (cached); the head trains on its output."""
+    args = run.args
+    computed = features.cached_features(Path(args.feature_cache), _cache_key(run), run.model, run.datasets, run.acc,
+                                        args.batch_size, run.workers, run.prep.normalize_batch)
+    run.model = features.head_of(run.model)
+    run.acc = replace(run.acc, channels_last=False)
+    for split, (feats, labels, skipped_images) in computed.items():
+        if skipped_images:
+            log.warning("%s: %d unreadable images left out of the cached features", split, skipped_images)
+        sampler = data.ShardSampler(len(labels), shuffle=split == "train", seed=args.seed)
+        if split == "train":
+            run.train_sampler = sampler
+        run.loaders[split] = features.feature_loader(feats, labels, args.batch_size, sampler)
+    log.info("training the head on cached features (%s)", ", ".join(f"{k}={len(v[1])}" for k, v in computed.items()))
+
+
+def make_training_parts(run: Run, hooks_factory) -> None:
+    """Device placement, the DDP wrapper, losses, optimizer, warm-up + cosine schedule, grad scaler, hooks."""
+    args = run.args
+    run.model = run.acc.prepare_model(run.model)
+    if run.dist.enabled:
+        run.model = nn.parallel.DistributedDataParallel(run.model, device_ids=[run.acc.device.index] if run.use_cuda else None)
+    run.criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    run.eval_criterion = nn.CrossEntropyLoss()
+    run.optimizer = make_optimizer(args, run.model)
+    steps = steps_per_epoch(len(run.loaders["train"]), args.max_steps_per_epoch)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer, warmup_cosine(args.epochs * steps, int(args.warmup_epochs * steps)))
+    run.scaler = run.acc.grad_scaler()
+    unwrapped = models.unwrap(run.model)
+    run.hooks = hooks_factory(unwrapped, [run.criterion, run.eval_criterion], args) if hooks_factory else []
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints and resume
+
+# Flags that change where things go or how they are shown, not what is trained: a resume may differ in these.
+NOT_TRAINING = frozenset({"num_workers", "progress", "profile", "debug_out", "debug_interval", "debug_collections",
+                          "data_dir", "model_dir", "output_data_dir", "checkpoint_dir", "resume", "resume_from",
+                          "feature_cache", "is_main", "channels"})
+
+
+def fingerprint(run: Run) -> dict:
+    """Everything that changes what training computes: the hyperparameters, the classes, the images."""
+    hps = {k: v for k, v in sorted(vars(run.args).items())
+           if k not in NOT_TRAINING and (v is None or isinstance(v, (int, float, str, bool)))}
+    weights = Path(str(run.args.pretrained_weights))
+    if weights.is_file():  # the same weights file through another channel path is the same weights
+        hps["pretrained_weights"] = f"{weights.name}:{weights.stat().st_size}"
+    hps["classes"] = list(run.splits.class_names)
+    hps["images"] = {k: len(v) for k, v in run.datasets.items()}
+    hps["cached_features"] = run.use_cache
+    return hps
+
+
+def _state_of(run: Run, state: dict, epoch_done: int) -> dict:
+    return {**state, "epoch": epoch_done, "fingerprint": fingerprint(run), "model": models.unwrap(run.model).state_dict(),
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict()}
+
+
+def save_checkpoint(run: Run, state: dict, epoch_done: int) -> None:
+    """After a complete epoch only: a checkpoint never holds a half-trained epoch."""
+    if run.dist.local_rank == 0:
+        checkpoint.save(run.args.checkpoint_dir, epoch_done, _state_of(run, state, epoch_done))
+
+
+def find_resume_point(run: Run):
+    """This job's newest checkpoint (a spot restart), else the one ``--resume-from`` names, else None."""
+    found = checkpoint.load_latest(run.args.checkpoint_dir)
+    if found or not run.args.resume_from:
+        return found
+    found = checkpoint.load_latest(Path(run.args.resume_from), recursive=True)
+    if not found:
+        raise TrainingError(f"--resume-from {run.args.resume_from}: no readable checkpoint there")
+    return found
+
+
+def resume(run: Run, state: dict) -> None:
+    found = find_resume_point(run) if run.args.resume else None
+    if not found:
+        return
+    saved, path = found
+    differences = checkpoint.differences(saved.get("fingerprint") or {}, fingerprint(run))
+    if differences:
+        raise TrainingError(f"refusing to resume from {path}: it was trained with other settings ({differences}); "
+                            "rerun with the same ones, or start afresh (--resume false or an empty --checkpoint-dir)")
+    models.unwrap(run.model).load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.scaler.load_state_dict(saved["scaler"])
+    for key in ("epoch", "best_valid_loss", "best_epoch", "bad_epochs", "history", "best_model"):
+        state[key] = saved[key]
+    log.info("resumed from %s (epoch %d done)", path, state["epoch"])
+    print(f"resumed_from_epoch={state['epoch']}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# the epoch loop
+
+
+def note_unreadable(run: Run, split: str, indices) -> int:
+    """Record unreadable images of a split (from every rank); returns how many are new, and names them once."""
+    found = distributed.gather_union(indices)
+    new = sorted(found - run.unreadable[split])
+    run.unreadable[split].update(new)
+    if new and run.args.is_main:
+        names = ", ".join(str(run.datasets[split].samples[i][0].name) for i in new[:5])
+        log.warning("%s: %d unreadable image(s) skipped: %s%s", split, len(new), names, " ..." if len(new) > 5 else "")
+    return len(new)
+
+
+def run_epoch(run: Run, state: dict, epoch: int, stop) -> bool:
+    """Train and validate one epoch, keep the best weights, checkpoint. Returns True to stop early."""
+    args = run.args
+    torch.manual_seed(args.seed + epoch)  # per-epoch seeds: a resumed run repeats the epoch it lost exactly
+    run.train_sampler.set_epoch(epoch)
+    for hook in run.hooks:
+        hook.set_mode("train")
+    train_loss, seen, lost, seconds = train_one_epoch(
+        run.model, run.criterion, run.optimizer, run.scheduler, run.scaler, run.loaders["train"], run.acc, epoch, args,
+        stop, run.hooks, run.prep.normalize_batch, run.prep.input_size)
+    if stop.requested:
+        raise Interrupted(_interrupted_reason(run, epoch))
+    new_unreadable = note_unreadable(run, "train", lost) if "train" in run.unreadable else 0
+    for hook in run.hooks:
+        hook.set_mode("eval")
+    valid_loss, valid_acc, lost, _ = evaluate(run.model, run.eval_criterion, run.loaders["valid"], run.acc,
+                                              run.num_classes, normalize=run.prep.normalize_batch)
+    new_unreadable += note_unreadable(run, "valid", lost) if "valid" in run.unreadable else 0
+    for hook in run.hooks:
+        hook.record_eval(valid_loss)
+    lr = run.optimizer.param_groups[0]["lr"]
+    rate = seen / max(seconds, 1e-9)
+    if args.is_main:
+        print(metrics.format_line(epoch=epoch, train_loss=train_loss, valid_loss=valid_loss, valid_acc=valid_acc, lr=lr,
+                                  images_per_sec=rate), flush=True)
+    state["history"].append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "valid_acc": valid_acc,
+                             "lr": lr, "images_per_sec": rate, "new_unreadable": new_unreadable})
+    if valid_loss < state["best_valid_loss"]:
+        state.update(best_valid_loss=valid_loss, best_epoch=epoch, bad_epochs=0)
+        state["best_model"] = copy.deepcopy({k: v.detach().cpu() for k, v in models.unwrap(run.model).state_dict().items()})
+    else:
+        state["bad_epochs"] += 1
+    save_checkpoint(run, state, epoch)
+    if stop.requested:  # SIGTERM during validation: the epoch is saved, stop now
+        raise Interrupted(_interrupted_reason(run, epoch + 1))
+    if args.patience and state["bad_epochs"] >= args.patience:
+        log.info("early stopping: valid_loss has not improved for %d epochs (best at epoch %d)", args.patience,
+                 state["best_epoch"])
+        return True
+    return False
+
+
+def _interrupted_reason(run: Run, epoch: int) -> str:
+    kept = f"epoch {epoch - 1} is the last checkpoint in {run.args.checkpoint_dir}" if epoch > 1 else "no epoch had finished"
+    return f"stopped by SIGTERM during epoch {epoch}; {kept}: a restart of this job redoes epoch {epoch}"
+
+
+def fit(run: Run, state: dict) -> None:
+    stop = checkpoint.TerminationFlag().install()
+    try:
+        for epoch in range(state["epoch"] + 1, run.args.epochs + 1):
+            if run_epoch(run, state, epoch, stop):
+                break
+    finally:
+        stop.uninstall()
+        for hook in run.hooks:
+            hook.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# artifacts
+
+
+def finish(run: Run, state: dict) -> dict:
+    """Best weights back in place, the test split, model.pth + model.json, metrics.json and the per-class reports."""
+    args = run.args
+    if state["best_model"] is not None:
+        models.unwrap(run.model).load_state_dict(state["best_model"])
+    if run.use_cache:  # the trained head goes back into the whole model for the artifacts
+        features.head_of(run.full_model).load_state_dict(models.unwrap(run.model).state_dict())
+    summary = {
+        "best_epoch": state["best_epoch"], "best_valid_loss": state["best_valid_loss"],
+        "epochs_run": len(state["history"]), "history": state["history"], "classes": run.splits.class_names,
+        "hyperparameters": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) or v is None},
+        "images": {k: len(v) for k, v in run.datasets.items()}, "accelerator": run.acc.describe(),
+        "precision": precision_record(run.acc), "world_size": run.dist.world_size,
+    }
+    confusion = None
+    if "test" in run.loaders:
+        test_loss, test_acc, lost, confusion = evaluate(run.model, run.eval_criterion, run.loaders["test"], run.acc,
+                                                        run.num_classes, with_confusion=True,
+                                                        normalize=run.prep.normalize_batch)
+        note_unreadable(run, "test", lost)
+        summary.update(test_loss=test_loss, test_acc=test_acc)
+        if args.is_main:
+            print(metrics.format_line(test_loss=test_loss, test_acc=test_acc), flush=True)
+    summary["unreadable_images"] = {k: len(v) for k, v in run.unreadable.items()}
+    summary["skipped_images"] = sum(summary["unreadable_images"].values())
+    if args.is_main:
+        trained = {k: summary[k] for k in ("best_epoch", "best_valid_loss") if k in summary}
+        models.save_artifacts(args.model_dir, run.full_model, args.model, run.splits.class_names, run.prep,
+                              extra={"trained": trained, "precision": summary["precision"]})
+        write_reports(args.output_data_dir, run.splits.class_names, confusion, summary)
+        log.info("model written to %s", args.model_dir)
+    distributed.barrier()
+    return summary
+
+
+def precision_record(acc) -> dict:
+    """The device and precision training used, and why (model.json and metrics.json)."""
+    return {"device": str(acc.device), "precision": acc.precision, "channels_last": acc.channels_last}
+
+
+# --------------------------------------------------------------------------------------------------
 # main
 
 
 def main(args: argparse.Namespace, local_rank: int = 0, hooks_factory=None) -> dict:
+    """Train as ``args`` say (paths default to SageMaker's); returns the summary written to metrics.json."""
     smenv = SageMakerEnv.from_environ()
     resolve_paths(args, smenv)
     use_cuda = torch.cuda.is_available() and smenv.num_gpus > 0
@@ -359,209 +698,26 @@ def main(args: argparse.Namespace, local_rank: int = 0, hooks_factory=None) -> d
     args.is_main = dist_info.is_main
     distributed.init(dist_info, use_cuda)
     try:
-        return _train(args, smenv, dist_info, use_cuda, hooks_factory)
+        return _train(Run(args, smenv, dist_info, use_cuda), hooks_factory)
     finally:
         distributed.shutdown()
 
 
-def _train(args, smenv: SageMakerEnv, dist_info, use_cuda: bool, hooks_factory) -> dict:
-    procs_per_host = max(1, smenv.num_gpus) if use_cuda else 1
-    if not use_cuda:
-        accel.set_threads(int(os.environ.get(envnames.DOGBREED_THREADS) or max(1, smenv.num_cpus // procs_per_host)))
-    workers = args.num_workers if args.num_workers is not None else default_workers(smenv, procs_per_host)
+def _train(run: Run, hooks_factory) -> dict:
+    args = run.args
+    procs_per_host = max(1, run.smenv.num_gpus) if run.use_cuda else 1
+    if not run.use_cuda:
+        accel.set_threads(int(os.environ.get(envnames.DOGBREED_THREADS) or max(1, run.smenv.num_cpus // procs_per_host)))
+    run.workers = args.num_workers if args.num_workers is not None else default_workers(run.smenv, procs_per_host)
     seed_everything(args.seed)
-
-    splits = data.load_splits(args.channels, args.data_fraction, args.seed)
-    num_classes = len(splits.class_names)
-    model = build_model(args, num_classes)
-    prep = models.default_preprocessing(args.model, args.input_size)
-    use_cache = bool(args.feature_cache) and args.train_layers == "head" and not args.augment and not dist_info.enabled
-    if args.feature_cache and not use_cache:
-        log.warning("--feature-cache needs --train-layers head, --augment false and one process: ignored")
-    draft = prep.resize
-    datasets = {
-        "train": data.ImageSamples(splits.samples["train"], prep.train_transform(args.augment), draft),
-        "valid": data.ImageSamples(splits.samples["valid"], prep.eval_transform(), draft),
-    }
-    if "test" in splits.samples:
-        datasets["test"] = data.ImageSamples(splits.samples["test"], prep.eval_transform(), draft)
-    cache_key = None
-    if use_cache:
-        from . import features
-
-        cache_key = features.cache_key(args.model, str(args.pretrained_weights), prep, {k: d.samples for k, d in datasets.items()})
-    if cache_key and features.is_cached(Path(args.feature_cache), cache_key) and not use_cuda and args.precision == "auto":
-        acc = accel.pick("fp32", use_cuda=False)  # only a Linear head runs: nothing to measure
-    else:  # the probe times the work that runs: the frozen feature pass where the head trains on cached features
-        acc = accel.pick(args.precision, dist_info.local_rank, use_cuda=use_cuda, training=not use_cache, model=model,
-                         input_size=prep.input_size)
-    acc = distributed.same_choice_everywhere(acc)
-    log.info("%s rank=%d/%d workers=%d", acc.describe(), dist_info.rank, dist_info.world_size, workers)
-    log.info(
-        "data: %d classes; %s",
-        num_classes,
-        ", ".join(f"{k}={len(v)}" for k, v in datasets.items()),
-    )
-    train_sampler = data.ShardSampler(len(datasets["train"]), dist_info.rank, dist_info.world_size, shuffle=True, seed=args.seed)
-    loaders = {
-        "train": data.make_loader(datasets["train"], args.batch_size, train_sampler, workers, use_cuda, drop_last=False)
-    }
-    for split in ("valid", "test"):
-        if split in datasets:
-            sampler = data.ShardSampler(len(datasets[split]), dist_info.rank, dist_info.world_size)
-            loaders[split] = data.make_loader(datasets[split], args.batch_size, sampler, workers, use_cuda)
-
-    full_model = model
-    if use_cache:
-        computed = features.cached_features(Path(args.feature_cache), cache_key, model, datasets, acc, args.batch_size, workers)
-        model = features.head_of(model)
-        acc = replace(acc, channels_last=False)
-        loaders = {}
-        for split, (feats, labels, skipped_images) in computed.items():
-            if skipped_images:
-                log.warning("%s: %d unreadable images left out of the cached features", split, skipped_images)
-            if split == "train":
-                train_sampler = data.ShardSampler(len(labels), shuffle=True, seed=args.seed)
-            sampler = train_sampler if split == "train" else data.ShardSampler(len(labels))
-            loaders[split] = features.feature_loader(feats, labels, args.batch_size, sampler)
-        log.info("training the head on cached features (%s)", ", ".join(f"{k}={len(v[1])}" for k, v in computed.items()))
-    model = acc.prepare_model(model)
-    if dist_info.enabled:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[acc.device.index] if use_cuda else None)
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    eval_criterion = nn.CrossEntropyLoss()
-    optimizer = make_optimizer(args, model)
-    steps_per_epoch = len(loaders["train"]) if not args.max_steps_per_epoch else min(len(loaders["train"]), args.max_steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(args.epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch))
-    )
-    scaler = acc.grad_scaler()
-    hooks = hooks_factory(models.unwrap(model), [criterion, eval_criterion], args) if hooks_factory else []
-
+    load_data(run)
+    choose_model_and_precision(run)
+    make_loaders(run)
+    make_training_parts(run, hooks_factory)
     state = {"epoch": 0, "best_valid_loss": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "best_model": None}
-    fingerprint = {"model": args.model, "num_classes": num_classes, "train_layers": args.train_layers}
-    if args.resume:
-        found = checkpoint.load_latest(args.checkpoint_dir)
-        if found:
-            saved, path = found
-            if saved.get("fingerprint") != fingerprint:
-                raise TrainingError(
-                    f"{path} is a checkpoint of another run ({saved.get('fingerprint')}); "
-                    "use an empty --checkpoint-dir or --resume false"
-                )
-            models.unwrap(model).load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            scaler.load_state_dict(saved["scaler"])
-            for key in ("epoch", "best_valid_loss", "best_epoch", "bad_epochs", "history", "best_model"):
-                state[key] = saved[key]
-            log.info("resumed from %s (epoch %d done)", path.name, state["epoch"])
-            print(f"resumed_from_epoch={state['epoch']}", flush=True)
-
-    writes_checkpoints = dist_info.local_rank == 0
-    stop = checkpoint.TerminationFlag().install()
-
-    def save_checkpoint(epoch_done: int) -> None:
-        if not writes_checkpoints:
-            return
-        checkpoint.save(
-            args.checkpoint_dir,
-            epoch_done,
-            {
-                **state,
-                "epoch": epoch_done,
-                "fingerprint": fingerprint,
-                "model": models.unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-            },
-        )
-
-    try:
-        for epoch in range(state["epoch"] + 1, args.epochs + 1):
-            torch.manual_seed(args.seed + epoch)  # per-epoch seeds: a resumed run repeats the same epoch
-            train_sampler.set_epoch(epoch)
-            args.global_step_base = (epoch - 1) * steps_per_epoch
-            for hook in hooks:
-                hook.set_mode("train")
-            train_loss, seen, skipped, seconds = train_one_epoch(
-                model, criterion, optimizer, scheduler, scaler, loaders["train"], acc, epoch, args, stop, hooks
-            )
-            if stop.requested:
-                save_checkpoint(epoch - 1)
-                raise Interrupted(
-                    f"stopped by SIGTERM during epoch {epoch}; checkpoint saved in {args.checkpoint_dir} "
-                    f"(resumes after epoch {epoch - 1})"
-                )
-            for hook in hooks:
-                hook.set_mode("eval")
-            valid_loss, valid_acc, valid_skipped, _ = evaluate(model, eval_criterion, loaders["valid"], acc, num_classes)
-            for hook in hooks:
-                hook.record_eval(valid_loss)
-            lr = optimizer.param_groups[0]["lr"]
-            line = metrics.format_line(
-                epoch=epoch,
-                train_loss=train_loss,
-                valid_loss=valid_loss,
-                valid_acc=valid_acc,
-                lr=lr,
-                images_per_sec=seen / max(seconds, 1e-9),
-            )
-            if args.is_main:
-                print(line, flush=True)
-                if skipped or valid_skipped:
-                    log.warning("epoch %d: skipped %d unreadable images (train %d, valid %d)", epoch, skipped + valid_skipped, skipped, valid_skipped)
-            state["history"].append(
-                {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "valid_acc": valid_acc, "lr": lr,
-                 "images_per_sec": seen / max(seconds, 1e-9), "skipped": skipped + valid_skipped}
-            )
-            if valid_loss < state["best_valid_loss"]:
-                state.update(best_valid_loss=valid_loss, best_epoch=epoch, bad_epochs=0)
-                state["best_model"] = copy.deepcopy({k: v.detach().cpu() for k, v in models.unwrap(model).state_dict().items()})
-            else:
-                state["bad_epochs"] += 1
-            early_stop = args.patience and state["bad_epochs"] >= args.patience
-            save_checkpoint(epoch)
-            if early_stop:
-                log.info("early stopping: valid_loss has not improved for %d epochs (best at epoch %d)", args.patience, state["best_epoch"])
-                break
-    finally:
-        stop.uninstall()
-        for hook in hooks:
-            hook.close()
-
-    if state["best_model"] is not None:
-        models.unwrap(model).load_state_dict(state["best_model"])
-    if use_cache:  # the trained head goes back into the whole model for the artifacts
-        features.head_of(full_model).load_state_dict(models.unwrap(model).state_dict())
-    summary = {
-        "best_epoch": state["best_epoch"],
-        "best_valid_loss": state["best_valid_loss"],
-        "epochs_run": len(state["history"]),
-        "history": state["history"],
-        "classes": splits.class_names,
-        "hyperparameters": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) or v is None},
-        "images": {k: len(v) for k, v in datasets.items()},
-        "accelerator": acc.describe(),
-        "world_size": dist_info.world_size,
-    }
-    confusion = None
-    if "test" in loaders:
-        test_loss, test_acc, test_skipped, confusion = evaluate(model, eval_criterion, loaders["test"], acc, num_classes, with_confusion=True)
-        summary.update(test_loss=test_loss, test_acc=test_acc, test_skipped=test_skipped)
-        if args.is_main:
-            print(metrics.format_line(test_loss=test_loss, test_acc=test_acc), flush=True)
-    summary["skipped_images"] = sum(h["skipped"] for h in state["history"]) + summary.get("test_skipped", 0)
-    if args.is_main:
-        models.save_artifacts(
-            args.model_dir, full_model, args.model, splits.class_names, prep,
-            extra={"trained": {k: summary[k] for k in ("best_epoch", "best_valid_loss") if k in summary}},
-        )
-        write_reports(args.output_data_dir, splits.class_names, confusion, summary)
-        log.info("model written to %s", args.model_dir)
-    distributed.barrier()
-    return summary
+    resume(run, state)
+    fit(run, state)
+    return finish(run, state)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -596,15 +752,20 @@ def write_failure(reason: str) -> Path | None:
 
 
 def _worker(local_rank: int, argv: list[str]) -> None:
+    """One process per GPU (mp.spawn): its failure reason reaches the parent as its exit code and the failure file."""
     configure_logging()
-    main(parse_args(argv), local_rank=local_rank, hooks_factory=_default_hooks())
+    try:
+        main(parse_args(argv), local_rank=local_rank, hooks_factory=_default_hooks())
+    except (TrainingError, data.DataError, models.ModelError, checkpoint.CheckpointError) as exc:
+        if local_rank == 0:
+            write_failure(str(exc))
+        log.error("rank %d: %s", local_rank, exc)
+        sys.exit(143 if isinstance(exc, Interrupted) else 1)
 
 
 def _default_hooks():
-    try:
-        from .insight.hooks import hooks_from_environment
-    except ImportError:
-        return None
+    from .insight.hooks import hooks_from_environment
+
     return hooks_from_environment
 
 
@@ -613,11 +774,18 @@ def launch(argv: list[str]) -> None:
     args = parse_args(argv)
     smenv = SageMakerEnv.from_environ()
     if torch.cuda.is_available() and smenv.num_gpus > 1 and envnames.RANK not in os.environ:
-        import torch.multiprocessing as mp
-
-        mp.spawn(_worker, args=(list(argv),), nprocs=smenv.num_gpus, join=True)
+        codes = distributed.spawn_forwarding_sigterm(_worker, (list(argv),), smenv.num_gpus)
+        failed = [code for code in codes if code]
+        if failed:
+            reason = _failure_text() or f"a training process exited with code {failed[0]}"
+            raise (Interrupted if 143 in failed else TrainingError)(reason)
         return
     main(args, hooks_factory=_default_hooks())
+
+
+def _failure_text() -> str:
+    path = SageMakerEnv.from_environ().failure_file
+    return path.read_text().strip() if path.is_file() else ""
 
 
 def run(argv: list[str] | None = None) -> tuple[int, str]:

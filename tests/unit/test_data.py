@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+import torch
 
 from dogbreed import data
 from dogbreed.presets import Preprocessing
@@ -65,13 +66,36 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
     splits = data.load_splits({"train": root})
     dataset = data.ImageSamples(splits.samples["train"], Preprocessing(32, 36).eval_transform())
     loader = data.make_loader(dataset, 4, data.ShardSampler(len(dataset)), num_workers=0)
-    images, skipped = 0, 0
-    for _batch, labels, n_skipped in loader:
+    images, unreadable = 0, []
+    for _batch, labels, lost in loader:
         images += len(labels)
-        skipped += n_skipped
-    assert (images, skipped) == (6, 2)
+        unreadable.extend(lost)
+    assert images == 6
+    assert sorted(dataset.samples[i][0].name for i in unreadable) == ["broken.jpg", "text.jpg"]
 
 
 def test_shard_sampler_covers_every_index_once():
-    shards = [list(data.ShardSampler(11, rank, 3, shuffle=True, seed=5)) for rank in range(3)]
+    shards = [[index for index, _ in data.ShardSampler(11, rank, 3, shuffle=True, seed=5)] for rank in range(3)]
     assert sorted(sum(shards, [])) == list(range(11))
+
+
+def test_padded_shards_give_every_rank_the_same_number_of_samples():
+    # 11 images on 2 ranks: DistributedSampler-style padding repeats one, so both ranks take 6 samples
+    shards = [[index for index, _ in data.ShardSampler(11, rank, 2, shuffle=True, seed=3, pad=True)] for rank in range(2)]
+    assert [len(shard) for shard in shards] == [6, 6]
+    assert set(sum(shards, [])) == set(range(11))
+    assert len(data.ShardSampler(11, 1, 2, pad=True)) == 6 and len(data.ShardSampler(11, 1, 2)) == 5
+
+
+def test_an_augmentation_depends_on_the_seed_and_epoch_not_on_the_global_rng(tmp_path):
+    noise = tmp_path / "noise.png"
+    Image.fromarray(torch.randint(0, 256, (80, 96, 3), dtype=torch.uint8).numpy()).save(noise)
+    dataset = data.ImageSamples([(noise, 0)], Preprocessing(32, 36).train_transform(True, normalize=False))
+    item = (0, data.sample_seed(9, 1, 0))
+    torch.manual_seed(1)
+    a = dataset[item][0]
+    torch.manual_seed(2)
+    b = dataset[item][0]
+    assert a.dtype == torch.uint8 and torch.equal(a, b)  # same (image, seed): same crop, whatever the global RNG
+    later = [dataset[(0, data.sample_seed(9, epoch, 0))][0] for epoch in (2, 3, 4)]
+    assert not all(torch.equal(a, other) for other in later)  # another epoch: another crop
