@@ -206,10 +206,11 @@ def _pick_cuda(precision: str, local_rank: int, training: bool) -> Accelerator:
         precision = "bf16" if native else "fp16"
         reason = f"{gpu} has native bf16: bf16 autocast" if native else f"{gpu} has no native bf16: {fp16}"
     elif precision == "bf16" and not native:
-        # Refused rather than warned: emulated bf16 runs, slower than fp32, for the hours a job is billed.
+        # Refused rather than warned: a warning is one line in a log nobody reads while an emulated run is
+        # billed for hours; a refusal costs the seconds before the first step and says what to use instead.
         raise ValueError(f"precision bf16 needs a GPU with native bf16 (compute capability 8.0 or above: A10G, "
-                         f"L4, A100, H100); {gpu} would only emulate it, slower than fp32. Use auto (fp16 AMP "
-                         f"here) or fp32")
+                         f"L4, A100, H100); {gpu} would only emulate it, without bf16 tensor cores, far slower "
+                         f"than fp16. Use auto (fp16 AMP here) or fp32")
     else:
         reason = f"{precision} asked for on {gpu}" + (f": {fp16}" if precision == "fp16" else "")
     return Accelerator(device, precision, True, reason, name, capability)
