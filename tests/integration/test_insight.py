@@ -4,30 +4,81 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import statistics
 import subprocess
+import threading
+import time
 
 import pytest
 
-from dogbreed.local import local_train
+from dogbreed.local import channels_for, entry_command, flags_to_hyperparameters, layout, local_train, train_env
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
 FLAGS = ["--model", "resnet18", "--pretrained-weights", "none", "--input-size", "64", "--epochs", "4",
-         "--batch-size", "25", "--patience", "0", "--num-workers", "1", "--debug-interval", "1"]
+         "--batch-size", "25", "--patience", "0", "--num-workers", "1", "--progress", "lines"]
+STEPS_PER_EPOCH = 8  # the sample's 200 training images in batches of 25
+HEAVY_EVERY = 16  # resnet18's weights and gradients are ~90 MB a step: saved at steps 0 and 16 only
+
+
+def _hook_config(out_dir) -> dict:
+    """The healthy run's Debugger set-up, as SageMaker's DebuggerHookConfig hands it over: the loss at every
+    step (the loss rules and plot need each one), weights, gradients and biases every HEAVY_EVERY steps
+    (enough for the gradient and initialisation rules, without gigabytes of tensors)."""
+    heavy = {"save_interval": str(HEAVY_EVERY)}
+    return {"LocalPath": str(out_dir), "HookParameters": {"save_interval": "1"},
+            "CollectionConfigurations": [{"CollectionName": "losses", "CollectionParameters": {"save_interval": "1"}}]
+            + [{"CollectionName": name, "CollectionParameters": heavy} for name in ("weights", "gradients", "biases")]}
+
+
+def _timed_train(sample_dir, work, flags, hook_config) -> dict:
+    """The train entry, run as local_train runs it, with every output line stamped by this process when it
+    arrives: the wall time the profile report is checked against, measured from outside the training."""
+    base = layout(work, channels_for(sample_dir), flags_to_hyperparameters(flags))
+    (base / "input" / "config" / "debughookconfig.json").write_text(json.dumps(hook_config))
+    lines: list[tuple[float, str, str]] = []
+    start = time.perf_counter()
+    process = subprocess.Popen(entry_command(), env=train_env(base), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, bufsize=1)
+
+    def read(stream, name):
+        for line in stream:
+            lines.append((time.perf_counter() - start, name, line.rstrip("\n")))
+
+    readers = [threading.Thread(target=read, args=(process.stdout, "stdout")),
+               threading.Thread(target=read, args=(process.stderr, "stderr"))]
+    for reader in readers:
+        reader.start()
+    code = process.wait(timeout=1200)
+    wall = time.perf_counter() - start
+    for reader in readers:
+        reader.join()
+    return {"code": code, "wall_s": wall, "lines": sorted(lines)}
 
 
 @pytest.fixture(scope="module")
 def runs(sample_dir, tmp_path_factory):
-    """A healthy run and a deliberately broken one (a huge learning rate), each with an smdebug trial."""
+    """A healthy run and a deliberately broken one (a huge learning rate), each with an smdebug trial; the
+    healthy one timed from outside. The trials are removed afterwards."""
     result = {}
-    for name, lr in (("healthy", "0.003"), ("broken", "5")):
-        work = tmp_path_factory.mktemp(name)
-        code, _ = local_train(sample_dir, work, FLAGS + ["--lr", lr, "--debug-out", str(work / "debug")],
-                              stdout=subprocess.DEVNULL)
-        assert code == 0, (work / "opt_ml/output/failure").read_text() if (work / "opt_ml/output/failure").exists() else code
-        result[name] = work
-    return result
+    healthy = tmp_path_factory.mktemp("healthy")
+    timed = _timed_train(sample_dir, healthy, FLAGS + ["--lr", "0.003"], _hook_config(healthy / "debug"))
+    failure = healthy / "opt_ml/output/failure"
+    assert timed["code"] == 0, failure.read_text() if failure.exists() else "\n".join(line for _, _, line in timed["lines"][-30:])
+    result["healthy"], result["healthy_timing"] = healthy, timed
+    broken = tmp_path_factory.mktemp("broken")
+    # only its losses are looked at: no weights or gradients
+    code, _ = local_train(sample_dir, broken, FLAGS + ["--lr", "5", "--debug-out", str(broken / "debug"), "--debug-interval", "1",
+                                                       "--debug-collections", "losses"], stdout=subprocess.DEVNULL)
+    failure = broken / "opt_ml/output/failure"
+    assert code == 0, failure.read_text() if failure.exists() else code
+    result["broken"] = broken
+    yield result
+    for work in (healthy, broken):  # the trials, and the checkpoints of every epoch
+        shutil.rmtree(work / "debug", ignore_errors=True)
+        shutil.rmtree(work / "opt_ml" / "checkpoints", ignore_errors=True)
 
 
 def _report(run, out):
@@ -43,6 +94,7 @@ def test_loss_plot_has_both_modes_and_healthy_run_passes_loss_not_decreasing(run
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert verdicts["rules"]["LossNotDecreasing"]["fired"] is False
     assert verdicts["rules"]["VanishingGradient"]["fired"] is False
+    assert not any("error" in verdict for verdict in verdicts["rules"].values()), verdicts["rules"]
     assert set(verdicts["rules"]) == {"VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization", "LossNotDecreasing"}
     assert "LossNotDecreasing: ok" in stdout
 
@@ -53,16 +105,50 @@ def test_a_huge_learning_rate_fires_loss_not_decreasing(runs, tmp_path):
     assert re.search(r"LossNotDecreasing: FIRED at step \d+", stdout)
 
 
-def test_profile_report_holds_the_step_split_and_plots(runs, tmp_path):
+SLACK_S = 0.5  # per interval: how late this process may see a line the training wrote
+
+
+def _seen_from_outside(timing) -> dict:
+    """From the healthy run's output as this test saw it arrive: each training step's end (a progress line
+    per step), each epoch's metric line, and when the hooks were made (the smdebug hook's log line)."""
+    ends, epochs, hooks_made = {}, {}, None
+    for t, stream, line in timing["lines"]:
+        if match := re.match(r"\[progress\] e(\d+) (\d+)/(\d+) ", line):
+            ends.setdefault(int(match[1]), []).append((int(match[2]), t))
+        elif stream == "stdout" and (match := re.match(r"epoch=(\d+) ", line)):
+            epochs[int(match[1])] = t
+        elif "smdebug hook" in line and hooks_made is None:
+            hooks_made = t
+    assert hooks_made is not None and sorted(epochs) == [1, 2, 3, 4], "the training output lacks its markers"
+    assert all([step for step, _ in ends[e]] == list(range(1, STEPS_PER_EPOCH + 1)) for e in epochs), ends
+    return {"ends": ends, "epochs": epochs, "hooks_made": hooks_made}
+
+
+def test_profile_report_figures_match_the_wall_time_measured_from_outside(runs, tmp_path):
     done = run_cli("profile", "report", str(runs["healthy"]), "--out", str(tmp_path / "profile"))
     assert done.returncode == 0, done.stderr
     page = (tmp_path / "profile" / "profile-report.html").read_text()
-    assert 'id="split"' in page and 'id="ops"' in page and page.count("data:image/png;base64,") == 2
+    assert 'id="split"' in page and 'id="ops"' in page and 'id="wall"' in page and page.count("data:image/png;base64,") == 2
+    split = json.loads((tmp_path / "profile" / "profile-summary.json").read_text())["split"]
+    seen = _seen_from_outside(runs["healthy_timing"])
+    ends, epochs = seen["ends"], seen["epochs"]
+    assert split["steps"] == sum(len(e) for e in ends.values()) == 4 * STEPS_PER_EPOCH
+
+    # Within an epoch, the time between two steps' ends is the later step's data wait plus compute: from the
+    # first step's end to the last one's, the outside clock sees all of an epoch's steps but its first.
+    inner = sum(e[-1][1] - e[0][1] for e in ends.values())
+    # Each epoch's first step lies after the previous epoch's metric line (the hooks' creation for the first).
+    first_windows = sum(ends[e][0][1] - (epochs[e - 1] if e > 1 else seen["hooks_made"]) for e in ends)
+    slack = SLACK_S * len(ends)
+    assert inner - slack <= split["total_s"] <= inner + first_windows + slack, (split, inner, first_windows)
+    assert split["data_s"] >= 0 and split["compute_s"] > 0
+
+    between = [b[1] - a[1] for e in ends.values() for a, b in zip(e[:-1], e[1:], strict=True)]
+    assert split["median_step_ms"] == pytest.approx(1e3 * statistics.median(between), rel=0.3, abs=50)
+
+    # the profiled job: from the hooks' creation to after the last epoch, within the process's lifetime
+    assert epochs[4] - seen["hooks_made"] - SLACK_S <= split["wall_s"] <= runs["healthy_timing"]["wall_s"]
+
     summary = json.loads((tmp_path / "profile" / "profile-summary.json").read_text())
-    split = summary["split"]
-    assert split["steps"] == 32
-    assert split["data_s"] + split["compute_s"] == pytest.approx(split["total_s"], rel=1e-9)
-    steps = [json.loads(line) for line in (runs["healthy"] / "opt_ml/output/data/profile/steps.jsonl").read_text().splitlines()]
-    assert sum(s["data_s"] + s["compute_s"] for s in steps if s["mode"] == "train") == pytest.approx(split["total_s"], rel=1e-6)
     assert summary["top_ops"] and "conv" in " ".join(o["name"] for o in summary["top_ops"])
     assert (runs["healthy"] / "opt_ml/output/data/profile/trace.json").stat().st_size > 1000

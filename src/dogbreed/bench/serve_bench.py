@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import json
 import os
 import shutil
 import statistics
@@ -32,7 +33,6 @@ from PIL import Image
 
 from .. import models
 from ..presets import to_rgb
-from ..serving.client import wait_until_classifying
 from . import report
 
 CONCURRENCY = (1, 4, 16)
@@ -86,7 +86,7 @@ def in_process(model_dir: Path, body: bytes, rounds: int, threads: int) -> dict:
             predictor.model(batch)
         forward.append(time.perf_counter() - start)
     return {"decode_ms": 1e3 * statistics.median(decode), "forward_ms": 1e3 * statistics.median(forward),
-            "setup": predictor.describe()}
+            "setup": predictor.describe(), "top1": predictor.top_k([Image.open(io.BytesIO(body))], 1)[0][0]["index"]}
 
 
 def load(url_host: str, port: int, body: bytes, concurrency: int, requests: int, content_type: str = "image/jpeg") -> dict:
@@ -129,6 +129,41 @@ def load(url_host: str, port: int, body: bytes, concurrency: int, requests: int,
 
 
 
+def wait_until_correct(host: str, port: int, body: bytes, expected: int, process=None, timeout: float = 300) -> float:
+    """Cold start: seconds from now until the server's first correct answer for ``body``, i.e. a 200 from
+    /invocations whose top-1 class index is ``expected`` (what the in-process model answers for ``body``);
+    a 200 with another answer, or none, does not count. ``process``: the server's Popen, so that a server
+    that died is reported at once."""
+    start, last = time.perf_counter(), "no answer"
+    while time.perf_counter() - start < timeout:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} during start-up")
+        try:
+            connection = http.client.HTTPConnection(host, port, timeout=60)
+            try:
+                connection.request("POST", "/invocations", body=body, headers={
+                    "Content-Type": "image/jpeg", "Accept": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "top_k=1"})
+                response = connection.getresponse()
+                status, raw = response.status, response.read()
+            finally:
+                connection.close()
+        except (OSError, http.client.HTTPException) as exc:
+            last = f"{exc.__class__.__name__}: {exc}"
+        else:
+            if status == 200 and _top1_index(raw) == expected:
+                return time.perf_counter() - start
+            last = f"{status} {raw[:200].decode('utf-8', 'replace')}"
+        time.sleep(0.1)
+    raise TimeoutError(f"{host}:{port} gave no correct answer (class {expected}) within {timeout:.0f} s; the last: {last}")
+
+
+def _top1_index(raw: bytes) -> int | None:
+    try:
+        return int(json.loads(raw)["predictions"][0][0]["index"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
 def start_local_server(model_dir: Path, port: int, workers: int | None):
     command = [sys.executable, "-m", "dogbreed.cli", "local-serve", "--model", str(model_dir), "--port", str(port)]
     if workers:
@@ -147,7 +182,9 @@ def stop(process) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def container_cold_start(model_dir: Path, body: bytes, image: str, port: int) -> float | None:
+def container_cold_start(model_dir: Path, body: bytes, expected: int, image: str, port: int) -> float | None:
+    """Seconds from ``docker run`` to the serve container's first correct answer for ``body`` (top-1
+    ``expected``, the in-process model's); None where docker or the image is absent."""
     if not shutil.which("docker") or subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
         return None
     name = f"dogbreed-bench-{port}"
@@ -155,7 +192,7 @@ def container_cold_start(model_dir: Path, body: bytes, image: str, port: int) ->
     subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
                     "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve"], check=True, capture_output=True)
     try:
-        wait_until_classifying("127.0.0.1", port, body)
+        wait_until_correct("127.0.0.1", port, body, expected)
         return time.perf_counter() - start
     finally:
         subprocess.run(["docker", "stop", "-t", "30", name], capture_output=True)
@@ -233,12 +270,14 @@ def run_peer(model_dir: Path, work: Path, port: int, workers: int | None, bodies
 
     base = work / f"peer-{model_dir.name}-{workers or 'default'}"
     peer.export_torchscript(model_dir, base)
-    tensors = Predictor(model_dir, precision="fp32", graph="eager").tensor([Image.open(io.BytesIO(b)) for b in bodies])
+    predictor = Predictor(model_dir, precision="fp32", graph="eager")
+    tensors = predictor.tensor([Image.open(io.BytesIO(b)) for b in bodies])
     npy = [peer.npy_body(t[None]) for t in tensors]
+    expected = int(predictor.tensor_probabilities(tensors[:1])[0].argmax())  # the in-process answer for npy[0]
     process = peer.start(base, port, workers, base / "state", work / f"peer-{model_dir.name}-{workers or 'default'}.log")
     rows, results, memory = [], {}, None
     try:
-        cold = peer.wait_ready(port, npy[0], process)
+        cold = peer.wait_ready(port, npy[0], process, expected)
         top1 = [int(torch.tensor(peer.logits(port, body)).argmax()) for body in npy]
         if sweep_load:
             rows, results = sweep(label, port, npy[0], "application/x-npy", requests)
@@ -267,9 +306,12 @@ def answers_model(work: Path) -> tuple[Path, str] | None:
 def compare_answers(model_dir: Path, work: Path, port: int, workers: int | None, peer_workers: int,
                     bodies: list[bytes]) -> tuple[int, list[int]]:
     """(top-1 answers identical between ours and the peer, ours) for one model on the same photos."""
+    from ..serving.predictor import Predictor
+
+    expected = Predictor(model_dir).top_k([Image.open(io.BytesIO(bodies[0]))], 1)[0][0]["index"]
     process = start_local_server(model_dir, port, workers)
     try:
-        wait_until_classifying("127.0.0.1", port, bodies[0], process)
+        wait_until_correct("127.0.0.1", port, bodies[0], expected, process)
         ours = our_top1(port, bodies)
     finally:
         stop(process)
@@ -304,7 +346,7 @@ def main(argv=None) -> int:
         print(f"in process: decode+preprocess {pure['decode_ms']:.1f} ms, forward {pure['forward_ms']:.1f} ms ({pure['setup']}, {threads} threads)", flush=True)
         process = start_local_server(model_dir, args.port, args.workers)
         try:
-            cold = wait_until_classifying("127.0.0.1", args.port, body, process)
+            cold = wait_until_correct("127.0.0.1", args.port, body, pure["top1"], process)
             ours_top1 = our_top1(args.port, bodies)
             rows, ours = sweep("ours (JPEG in)", args.port, body, "image/jpeg", args.requests)
             ours_memory = worker_peak_mb(process.pid)
@@ -346,7 +388,7 @@ def main(argv=None) -> int:
                              f"photos: {same_real}/{len(bodies)} ({len(set(real_top1))} distinct answers).")
         else:
             notes.append("Peer: not measured (no TorchServe peer venv here: make torchserve-peer).")
-        docker_cold = container_cold_start(model_dir, body, args.image, args.port + 1)
+        docker_cold = container_cold_start(model_dir, body, pure["top1"], args.image, args.port + 1)
         results["cold_start_container_s"] = docker_cold
         rows.append(["in process: decode + preprocess + forward", 1, f"{base_ms:.1f}", "", f"{1e3 / base_ms:.2f}", ""])
         notes[:0] = [

@@ -8,6 +8,7 @@ no images: its clients send the preprocessed tensor as ``application/x-npy`` and
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
@@ -90,18 +91,25 @@ def logits(port: int, body: bytes, timeout: float = 60) -> list[float]:
         return json.loads(response.read())[0]
 
 
-def wait_ready(port: int, body: bytes, process: subprocess.Popen, timeout: float = 180) -> float:
-    """Seconds from now until the peer returns logits for ``body``."""
-    start = time.perf_counter()
+def wait_ready(port: int, body: bytes, process: subprocess.Popen, expected: int, timeout: float = 300) -> float:
+    """Cold start: seconds from now until the peer's first correct answer for ``body``, i.e. logits whose
+    argmax is ``expected`` (the in-process model's top-1 for the same tensor); an answer with another
+    top-1, or an error, does not count."""
+    start, last = time.perf_counter(), "no answer"
     while time.perf_counter() - start < timeout:
         if process.poll() is not None:
             raise PeerUnavailable(f"the TorchServe peer exited with {process.returncode}")
         try:
-            logits(port, body, timeout=30)
-            return time.perf_counter() - start
-        except (OSError, ValueError):
-            time.sleep(0.25)
-    raise PeerUnavailable(f"the TorchServe peer did not answer within {timeout:.0f} s")
+            answer = logits(port, body, timeout=60)
+        except (OSError, ValueError, KeyError, IndexError, TypeError, http.client.HTTPException) as exc:
+            last = f"{exc.__class__.__name__}: {exc}"
+        else:
+            top1 = int(np.argmax(answer)) if np.size(answer) else None
+            if top1 == expected:
+                return time.perf_counter() - start
+            last = f"top-1 {top1}"
+        time.sleep(0.25)
+    raise PeerUnavailable(f"the TorchServe peer gave no correct answer (class {expected}) within {timeout:.0f} s; the last: {last}")
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -1,9 +1,10 @@
 """``dogbreed profile report PATH --out DIR``: one HTML page from a run's profile folder.
 
 PATH: a local run's work dir, an output data dir, a ``profile/`` folder, an ``output.tar.gz`` (what
-SageMaker uploads) or an S3 URI of one. The page holds the step-time split (data loading vs compute, with
-totals that add up), the top operators of the torch.profiler trace, utilisation over time as plots,
-and what to change when the data loader is the bottleneck.
+SageMaker uploads) or an S3 URI of one. The page holds the step-time split (data loading vs compute), set
+beside the profiled job's wall time (what the training steps leave for evaluation, checkpoints and
+set-up), the top operators of the torch.profiler trace, utilisation over time as plots, and what to
+change when the data loader is the bottleneck.
 """
 
 from __future__ import annotations
@@ -44,15 +45,21 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def step_split(steps: list[dict]) -> dict:
+def step_split(steps: list[dict], wall_s: float | None = None) -> dict:
+    """Training steps split into waiting for data and compute; with ``wall_s`` (the profiled job's wall
+    time, the hook's summary.json), also what the steps leave of it (evaluation, checkpoints, set-up)."""
     train = [s for s in steps if s["mode"] == "train"]
     if not train:
-        return {"steps": 0, "data_s": 0.0, "compute_s": 0.0, "total_s": 0.0, "data_share": 0.0}
-    data = sum(s["data_s"] for s in train)
-    compute = sum(s["compute_s"] for s in train)
-    return {"steps": len(train), "data_s": data, "compute_s": compute, "total_s": data + compute,
-            "data_share": data / (data + compute) if data + compute else 0.0,
-            "median_step_ms": 1e3 * statistics.median(s["data_s"] + s["compute_s"] for s in train)}
+        split = {"steps": 0, "data_s": 0.0, "compute_s": 0.0, "total_s": 0.0, "data_share": 0.0}
+    else:
+        data = sum(s["data_s"] for s in train)
+        compute = sum(s["compute_s"] for s in train)
+        split = {"steps": len(train), "data_s": data, "compute_s": compute, "total_s": data + compute,
+                 "data_share": data / (data + compute) if data + compute else 0.0,
+                 "median_step_ms": 1e3 * statistics.median(s["data_s"] + s["compute_s"] for s in train)}
+    if wall_s is not None:
+        split.update(wall_s=float(wall_s), other_s=max(0.0, float(wall_s) - split["total_s"]))
+    return split
 
 
 def _png(fig) -> str:
@@ -116,7 +123,8 @@ def render(profile: Path, out: Path) -> Path:
     steps = _jsonl(profile / "steps.jsonl")
     system = _jsonl(profile / "system.jsonl")
     ops = json.loads((profile / "ops.json").read_text()) if (profile / "ops.json").is_file() else {"ops": [], "steps": 0}
-    split = step_split(steps)
+    recorded = json.loads((profile / "summary.json").read_text()) if (profile / "summary.json").is_file() else {}
+    split = step_split(steps, recorded.get("wall_s"))
     images = plots(system, steps)
     rows = "".join(
         f"<tr><td>{html.escape(o['name'])}</td><td>{o['calls']}</td><td>{o['self_cpu_ms']:.1f}</td><td>{o['cpu_total_ms']:.1f}</td></tr>"
@@ -124,6 +132,9 @@ def render(profile: Path, out: Path) -> Path:
     )
     tips = "".join(f"<li>{html.escape(t)}</li>" for t in advice(split))
     pictures = "".join(f'<h3>{name}</h3><img alt="{name}" src="data:image/png;base64,{data}">' for name, data in images.items())
+    wall = (f"<p id=\"wall\">The profiled job ran {split['wall_s']:.3f} s: the training steps {split['total_s']:.3f} s "
+            f"({100 * split['total_s'] / split['wall_s']:.1f}%), the rest (evaluation, checkpoints, set-up) {split['other_s']:.3f} s.</p>"
+            if split.get("wall_s") else "")
     peak_rss = max((s.get("rss_mb", 0) for s in system), default=0)
     mean_cpu = statistics.mean(s["cpu_percent"] for s in system) if system else 0
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>dogbreed profile report</title>
@@ -135,7 +146,7 @@ def render(profile: Path, out: Path) -> Path:
 <tr><td>data loading (waiting for batches)</td><td>{split['data_s']:.3f}</td><td>{100 * split['data_share']:.1f}%</td></tr>
 <tr><td>compute (forward, backward, optimizer)</td><td>{split['compute_s']:.3f}</td><td>{100 * (1 - split['data_share']):.1f}%</td></tr>
 <tr><td>total over {split['steps']} training steps</td><td>{split['total_s']:.3f}</td><td>100.0%</td></tr></table>
-<p>Median step: {split.get('median_step_ms', 0):.1f} ms. Mean CPU use {mean_cpu:.0f}%, peak memory of the job {peak_rss:.0f} MB.</p>
+{wall}<p>Median step: {split.get('median_step_ms', 0):.1f} ms. Mean CPU use {mean_cpu:.0f}%, peak memory of the job {peak_rss:.0f} MB.</p>
 <h2>What to change</h2><ul>{tips}</ul>
 <h2>Top operators (torch.profiler, per step over {ops.get('steps', 0)} traced steps)</h2>
 <table id="ops"><tr><th>operator</th><th>calls</th><th>self CPU ms</th><th>CPU total ms</th></tr>{rows}</table>
@@ -155,5 +166,6 @@ def cmd_profile_report(args) -> int:
     summary = json.loads((Path(args.out) / "profile-summary.json").read_text())["split"]
     print(f"report: {target}")
     print(f"step time: data {summary['data_s']:.2f} s ({100 * summary['data_share']:.0f}%), compute {summary['compute_s']:.2f} s, "
-          f"total {summary['total_s']:.2f} s over {summary['steps']} steps")
+          f"total {summary['total_s']:.2f} s over {summary['steps']} steps"
+          + (f" of the job's {summary['wall_s']:.2f} s" if summary.get("wall_s") else ""))
     return 0
