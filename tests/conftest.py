@@ -191,6 +191,22 @@ class SlowJobs:
             described["EndpointStatus"] = "Creating"
         return json.dumps(described).encode()
 
+    def _trials(self, request_body: bytes) -> bytes:
+        """Two trials of the tuning job (moto has no ListTrainingJobsForHyperParameterTuningJob): unfinished,
+        without objective values, until the tuning job has been seen finished."""
+        tuning = json.loads(request_body or b"{}").get("HyperParameterTuningJobName", "")
+        finished = self.describes[("tuning", tuning)] > self.steps
+        trials = []
+        for number, (lr, loss) in enumerate([("0.01", 0.42), ("0.003", 0.37)], start=1):
+            trial = {"TrainingJobName": f"{tuning}-{number:03d}-0000000{number}", "TrainingJobArn": "arn:fake",
+                     "CreationTime": 1700000000, "TrainingJobStatus": "Completed" if finished else "InProgress",
+                     "TunedHyperParameters": {"lr": f'"{lr}"'}}
+            if finished:
+                trial["FinalHyperParameterTuningJobObjectiveMetric"] = {"MetricName": "valid_loss", "Value": loss}
+            trials.append(trial)
+        trials.sort(key=lambda t: t.get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value", 0))
+        return json.dumps({"TrainingJobSummaries": trials}).encode()
+
     def _handler(self):
         import http.client
         import re
@@ -246,6 +262,9 @@ class SlowJobs:
                 finally:
                     connection.close()
                 target = self.headers.get("X-Amz-Target", "")
+                if target == "SageMaker.ListTrainingJobsForHyperParameterTuningJob":  # moto lacks it
+                    self._reply(200, [("Content-Type", "application/x-amz-json-1.1")], proxy._trials(body))
+                    return
                 if target in proxy.SAGEMAKER:
                     answer_body = proxy._rewrite(target, body, status, answer_body)
                 self._reply(status, answer_headers, answer_body)
