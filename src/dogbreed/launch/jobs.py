@@ -31,10 +31,11 @@ class JobError(ConfigError):
 
 
 def job_name(kind: str) -> str:
-    """``dogbreed-<kind>-YYMMDD-HHMMSS-xxxx``: unique (two launches in one second differ) and short enough for
-    a tuning job (32 characters with kind ``hpo``); the trials' names add AWS's ``-NNN-xxxxxxxx``."""
+    """``dogbreed-<kind>-YYMMDD-HHMMSS-xxxxx``: two launches in the same second differ (20 random bits), and
+    it is short enough for a tuning job (32 characters with kind ``hpo``); the trials' names add AWS's
+    ``-NNN-xxxxxxxx`` and still fit 63."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%y%m%d-%H%M%S")
-    return f"dogbreed-{kind}-{stamp}-{secrets.token_hex(2)}"
+    return f"dogbreed-{kind}-{stamp}-{secrets.token_hex(3)[:5]}"
 
 
 def checkpoint_uri(config: Config, job: str) -> str:

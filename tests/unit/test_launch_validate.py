@@ -1,0 +1,139 @@
+"""The validation table: each rule of launch/validate.py refuses what AWS refuses, and lets the neighbouring
+valid request through (moto accepts both, so only these rules stand between a user and AWS's refusal)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dogbreed.launch import validate
+from dogbreed.launch.config import Config
+
+ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
+TRAIN = "dogbreed-train-250101-120000-abcd"
+HPO = "dogbreed-hpo-250101-120000-abcd"
+GRID_RANGES = {"batch-size": {"values": [32, 64]}, "model": {"values": ["resnet18", "resnet50"]}}
+
+# (row id, request, config overrides, names, uris, the rules that must refuse it)
+TABLE = [
+    ("training ok", "training", {}, {"training-job": TRAIN}, {}, set()),
+    ("spot max_wait below max_run", "training", {"training.max_run_s": 7200, "training.max_wait_s": 3600},
+     {"training-job": TRAIN}, {}, {"spot-max-wait"}),
+    ("spot max_wait equal to max_run", "training", {"training.max_run_s": 7200, "training.max_wait_s": 7200},
+     {"training-job": TRAIN}, {}, set()),
+    ("on-demand ignores max_wait", "training", {"training.use_spot": False, "training.max_run_s": 7200, "training.max_wait_s": 60},
+     {"training-job": TRAIN}, {}, set()),
+    ("name of 64 characters", "training", {}, {"training-job": "dogbreed-" + "x" * 55}, {}, {"names"}),
+    ("name of 63 characters", "training", {}, {"training-job": "dogbreed-" + "x" * 54}, {}, set()),
+    ("name with an underscore", "training", {}, {"training-job": "dogbreed_train"}, {}, {"names"}),
+    ("name ending in a hyphen", "training", {}, {"training-job": "dogbreed-train-"}, {}, {"names"}),
+    ("name outside the policy", "training", {}, {"training-job": "mnist-train-1"}, {}, {"names"}),
+    ("upper case name (ARNs are lower case)", "training", {}, {"training-job": "DogBreed-Train-1"}, {}, set()),
+    ("role the policy may not pass", "training", {"role": "arn:aws:iam::123456789012:role/other"}, {"training-job": TRAIN}, {},
+     {"role"}),
+    ("role that is no ARN", "training", {"role": "dogbreed-sagemaker"}, {"training-job": TRAIN}, {}, {"role"}),
+    ("resume from a local folder", "training", {}, {"training-job": TRAIN}, {"--resume-from": "/tmp/checkpoints"}, {"s3-uris"}),
+    ("resume from a bucketless URI", "training", {}, {"training-job": TRAIN}, {"--resume-from": "s3://"}, {"s3-uris"}),
+    ("resume from S3", "training", {}, {"training-job": TRAIN}, {"--resume-from": "s3://dogbreed-test/runs/checkpoints/x/"}, set()),
+    ("tuning ok", "tuning", {}, {"hyper-parameter-tuning-job": HPO}, {}, set()),
+    ("hyperband with early stopping Auto", "tuning", {"tuning.strategy": "Hyperband"}, {"hyper-parameter-tuning-job": HPO}, {},
+     {"hyperband-early-stopping-off"}),
+    ("hyperband with early stopping Off", "tuning", {"tuning.strategy": "Hyperband", "tuning.early_stopping": "Off"},
+     {"hyper-parameter-tuning-job": HPO}, {}, set()),
+    ("grid with a continuous range", "tuning", {"tuning.strategy": "Grid"}, {"hyper-parameter-tuning-job": HPO}, {},
+     {"grid-categorical-only"}),
+    ("grid with categorical ranges", "tuning", {"tuning.strategy": "Grid", "tuning.ranges": GRID_RANGES},
+     {"hyper-parameter-tuning-job": HPO}, {}, set()),
+    ("unknown strategy", "tuning", {"tuning.strategy": "Evolution"}, {"hyper-parameter-tuning-job": HPO}, {}, {"strategy"}),
+    ("range min above max", "tuning", {"tuning.ranges": {"lr": {"min": 0.1, "max": 0.01}}}, {"hyper-parameter-tuning-job": HPO},
+     {}, {"range-bounds"}),
+    ("log range from 0", "tuning", {"tuning.ranges": {"lr": {"min": 0.0, "max": 0.1, "scaling": "Logarithmic"}}},
+     {"hyper-parameter-tuning-job": HPO}, {}, {"range-bounds"}),
+    ("tuning name of 33 characters", "tuning", {}, {"hyper-parameter-tuning-job": "dogbreed-hpo-" + "x" * 20}, {}, {"names"}),
+    ("tuning name of 32 characters", "tuning", {}, {"hyper-parameter-tuning-job": "dogbreed-hpo-" + "x" * 19}, {}, set()),
+    ("tuning with spot max_wait below max_run", "tuning", {"training.max_run_s": 7200, "training.max_wait_s": 3600},
+     {"hyper-parameter-tuning-job": HPO}, {}, {"spot-max-wait"}),
+    ("deploy ok", "deploy", {}, {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, set()),
+    ("serverless with data capture", "deploy", {"serving.serverless": True, "serving.data_capture": True},
+     {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, {"serverless-no-data-capture"}),
+    ("serverless without data capture", "deploy", {"serving.serverless": True}, {"model": "dogbreed-model-1", "endpoint": "dogbreed"},
+     {}, set()),
+    ("instances with data capture", "deploy", {"serving.data_capture": True}, {"model": "dogbreed-model-1", "endpoint": "dogbreed"},
+     {}, set()),
+    ("serverless memory AWS does not offer", "deploy", {"serving.serverless": True, "serving.serverless_memory_mb": 3000},
+     {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, {"serverless-size"}),
+    ("data capture of 150 percent", "deploy", {"serving.data_capture": True, "serving.data_capture_percent": 150},
+     {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, {"data-capture-percent"}),
+    ("endpoint outside the policy", "deploy", {}, {"model": "dogbreed-model-1", "endpoint": "prod", "endpoint-config": "prod"}, {},
+     {"names"}),
+    ("model outside the policy", "deploy", {}, {"model": "model-1", "endpoint": "dogbreed"}, {}, {"names"}),
+]
+
+
+def _config(overrides: dict):
+    config = Config(source="the table")
+    for key, value in {"role": ROLE, "bucket": "dogbreed-test", "train_image": "x", "serve_image": "y"}.items():
+        config.set_path(key, value)
+    for key, value in overrides.items():
+        config.set_path(key, value)
+    return config
+
+
+@pytest.mark.parametrize("row,request_kind,overrides,names,uris,refused", TABLE, ids=[row[0] for row in TABLE])
+def test_the_validation_table(row, request_kind, overrides, names, uris, refused):
+    found = validate.problems(request_kind, validate.Plan(_config(overrides), names, uris))
+    assert {rule for rule, _ in found} == refused, found
+    for _, reason in found:
+        assert "\n" not in reason and reason
+
+
+def test_every_rule_has_a_row_that_it_refuses():
+    refused = set().union(*(row[-1] for row in TABLE))
+    assert refused == {rule.id for rule in validate.RULES}
+
+
+def test_reasons_name_the_policy_line_to_change():
+    reason = validate.name_problem("endpoint", "prod")
+    assert 'iam/dogbreed-launcher-policy.json line 16: "Resource": "arn:aws:sagemaker:REGION:ACCOUNT:*/dogbreed*"' in reason
+    assert "start the name with 'dogbreed'" in reason
+    reason = validate.role_problem("arn:aws:iam::123456789012:role/other")
+    assert 'iam/dogbreed-launcher-policy.json line 22: "Resource": "arn:aws:iam::ACCOUNT:role/dogbreed-sagemaker"' in reason
+
+
+def test_check_raises_one_line_with_every_reason():
+    config = _config({"tuning.strategy": "Grid", "training.max_run_s": 7200, "training.max_wait_s": 3600})
+    with pytest.raises(validate.ValidationError) as refused:
+        validate.check_tuning(config, "mnist-hpo")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "outside what the launcher policy grants" in message and "Grid" in message and "max_wait_s (3600)" in message
+
+
+@pytest.mark.parametrize("operation,params,needle", [
+    ("CreateTrainingJob", {"TrainingJobName": "mnist", "RoleArn": ROLE}, "training job name 'mnist'"),
+    ("CreateHyperParameterTuningJob", {"HyperParameterTuningJobName": "dogbreed-hpo",
+                                       "TrainingJobDefinition": {"RoleArn": "arn:aws:iam::123456789012:role/x"}}, "role/x"),
+    ("CreateModel", {"ModelName": "dogbreed-serve-2025", "ExecutionRoleArn": "arn:aws:iam::123456789012:role/x"}, "role/x"),
+    ("CreateEndpointConfig", {"EndpointConfigName": "a" * 64}, "at most 63"),
+    ("CreateEndpoint", {"EndpointName": "prod", "EndpointConfigName": "dogbreed"}, "endpoint name 'prod'"),
+])
+def test_check_request_refuses_raw_create_calls(operation, params, needle):
+    with pytest.raises(validate.ValidationError, match=needle):
+        validate.check_request(operation, params)
+
+
+def test_check_request_lets_good_and_other_calls_through():
+    validate.check_request("CreateTrainingJob", {"TrainingJobName": TRAIN, "RoleArn": ROLE})
+    validate.check_request("CreateEndpoint", {"EndpointName": "dogbreed", "EndpointConfigName": "dogbreed"})
+    validate.check_request("DescribeTrainingJob", {"TrainingJobName": "anything at all"})
+
+
+def test_generated_job_names_fit_what_aws_and_the_policy_take():
+    from dogbreed.launch.jobs import job_name
+
+    for kind, resource in [("train", "training-job"), ("hpo", "hyper-parameter-tuning-job"), ("model", "model")]:
+        names = [job_name(kind) for _ in range(20)]
+        assert names[0] != names[1]  # two launches in the same second
+        for name in names:
+            assert validate.name_problem(resource, name) is None, name
+    # a tuning job's trials are named <tuning job>-NNN-xxxxxxxx by AWS: they must still fit a training job name
+    assert validate.name_problem("training-job", f"{job_name('hpo')}-001-1a2b3c4d") is None
