@@ -46,11 +46,16 @@ class ConfigError(ValueError):
     pass
 
 
-def _merge(base: dict, override: dict) -> dict:
+# Tables a config file replaces whole instead of merging into the defaults: a search space of one's own must
+# not keep the default ranges (Grid, for one, takes categorical ranges only).
+REPLACED = {("tuning", "ranges")}
+
+
+def _merge(base: dict, override: dict, path: tuple = ()) -> dict:
     result = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = _merge(result[key], value)
+        if isinstance(value, dict) and isinstance(result.get(key), dict) and path + (key,) not in REPLACED:
+            result[key] = _merge(result[key], value, path + (key,))
         else:
             result[key] = value
     return result
