@@ -254,6 +254,12 @@ def test_resume_from_adds_the_resume_channel(aws, config, capsys):
     assert f"resume_from={source}" in out
 
 
+def test_resume_from_one_checkpoint_file_keeps_its_uri():
+    assert jobs.resume_prefix("s3://b/runs/checkpoints/j/j/checkpoint_0003.pt") == "s3://b/runs/checkpoints/j/j/checkpoint_0003.pt"
+    assert jobs.resume_prefix("s3://b/runs/checkpoints/j") == "s3://b/runs/checkpoints/j/"
+    assert jobs.resume_prefix("s3://b/runs/checkpoints/j/") == "s3://b/runs/checkpoints/j/"
+
+
 def test_train_from_tuning_sends_the_tuning_jobs_best_hyperparameters(aws, config, monkeypatch, capsys):
     """`dogbreed train --from-tuning JOB`: whatever the tuning job reports as best reaches CreateTrainingJob
     (moto reports a made-up best job; AWS reports the real one)."""

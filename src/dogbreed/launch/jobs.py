@@ -59,8 +59,15 @@ def channels(config: Config, data_uri: str | None = None, pretrained_uri: str | 
     if pretrained_uri:
         inputs["pretrained"] = TrainingInput(pretrained_uri, input_mode="File")
     if resume_from:
-        inputs[RESUME_CHANNEL] = TrainingInput(resume_from.rstrip("/") + "/", input_mode="File")
+        inputs[RESUME_CHANNEL] = TrainingInput(resume_prefix(resume_from), input_mode="File")
     return inputs
+
+
+def resume_prefix(uri: str) -> str:
+    """A checkpoint folder gets its trailing '/' (``.../job-1`` must not also bring ``.../job-10``); a single
+    checkpoint file (a name with an extension) stays as it is."""
+    last = uri.rstrip("/").rsplit("/", 1)[-1]
+    return uri if "." in last and not uri.endswith("/") else uri.rstrip("/") + "/"
 
 
 def debugger_configs(config: Config):
