@@ -131,7 +131,10 @@ def same_choice_everywhere(acc):
 
     choice = torch.tensor([PRECISIONS.index(acc.precision), int(acc.channels_last)], device=acc.device)
     dist.broadcast(choice, src=0)
-    return replace(acc, precision=PRECISIONS[int(choice[0])], channels_last=bool(choice[1]))
+    precision, channels_last = PRECISIONS[int(choice[0])], bool(choice[1])
+    if (precision, channels_last) == (acc.precision, acc.channels_last):
+        return acc
+    return replace(acc, precision=precision, channels_last=channels_last, reason=f"rank 0's choice (here: {acc.reason})")
 
 
 def spawn_forwarding_sigterm(fn, args: tuple, nprocs: int) -> list[int]:

@@ -440,13 +440,14 @@ def choose_model_and_precision(run: Run) -> None:
     if args.feature_cache and not run.use_cache:
         log.warning("--feature-cache needs --train-layers head, --augment false and one process: ignored")
     warm_cache = run.use_cache and features.is_cached(Path(args.feature_cache), _cache_key(run))
-    if warm_cache and not run.use_cuda and args.precision == "auto":
-        run.acc = accel.pick("fp32", use_cuda=False)  # only a Linear head runs: nothing to measure
+    if warm_cache and not run.use_cuda and args.precision == "auto":  # only a Linear head runs: nothing to measure
+        run.acc = replace(accel.pick("fp32", use_cuda=False), reason="cached features: only the head trains")
     else:  # the probe times the work that runs: the frozen feature pass where the head trains on cached features
         run.acc = accel.pick(args.precision, run.dist.local_rank, use_cuda=run.use_cuda, training=not run.use_cache,
                              model=run.model, input_size=run.prep.input_size)
     run.acc = distributed.same_choice_everywhere(run.acc)
-    log.info("%s rank=%d/%d workers=%d", run.acc.describe(), run.dist.rank, run.dist.world_size, run.workers)
+    log.info("%s rank=%d/%d workers=%d (%s)", run.acc.describe(), run.dist.rank, run.dist.world_size, run.workers,
+             run.acc.reason)
 
 
 def _cache_key(run: Run) -> str:
@@ -475,7 +476,9 @@ def _feature_loaders(run: Run) -> None:
     computed = features.cached_features(Path(args.feature_cache), _cache_key(run), run.model, run.datasets, run.acc,
                                         args.batch_size, run.workers, run.prep.normalize_batch)
     run.model = features.head_of(run.model)
-    run.acc = replace(run.acc, channels_last=False)
+    # The choice above was measured on the feature pass; the head alone trains in fp32 wherever the features came from.
+    run.acc = replace(run.acc, precision="fp32", channels_last=False,
+                      reason=f"cached features: only the head trains (features: {run.acc.precision})")
     for split, (feats, labels, skipped_images) in computed.items():
         if skipped_images:
             log.warning("%s: %d unreadable images left out of the cached features", split, skipped_images)
@@ -657,7 +660,7 @@ def finish(run: Run, state: dict) -> dict:
         "epochs_run": len(state["history"]), "history": state["history"], "classes": run.splits.class_names,
         "hyperparameters": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) or v is None},
         "images": {k: len(v) for k, v in run.datasets.items()}, "accelerator": run.acc.describe(),
-        "precision": precision_record(run.acc), "world_size": run.dist.world_size,
+        "precision": run.acc.as_dict(), "world_size": run.dist.world_size,
     }
     confusion = None
     if "test" in run.loaders:
@@ -678,11 +681,6 @@ def finish(run: Run, state: dict) -> dict:
         log.info("model written to %s", args.model_dir)
     distributed.barrier()
     return summary
-
-
-def precision_record(acc) -> dict:
-    """The device and precision training used, and why (model.json and metrics.json)."""
-    return {"device": str(acc.device), "precision": acc.precision, "channels_last": acc.channels_last}
 
 
 # --------------------------------------------------------------------------------------------------

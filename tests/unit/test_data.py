@@ -3,8 +3,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from PIL import Image
 import torch
+from PIL import Image
 
 from dogbreed import data
 from dogbreed.presets import Preprocessing
