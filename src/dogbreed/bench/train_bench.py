@@ -81,25 +81,53 @@ def time_steps(model, loader, step_fn, warmup: int, steps: int) -> float:
 
 
 def ours(arch, root, batch, workers, warmup, steps, num_classes):
+    """The training program's own ``train_one_epoch`` (per-step checks, scheduler, scaler, device-side
+    normalization), on its own loader; a warm-up epoch of ``warmup`` steps, then a timed one of ``steps``."""
+    from argparse import Namespace
+
+    from .. import checkpoint, train
+
     prep = models.default_preprocessing(arch)
     model = models.build(arch, num_classes)
     acc = accel.pick("auto", use_cuda=False, training=True, model=model, input_size=prep.input_size)
     splits = data.load_splits({"train": root})
-    dataset = data.ImageSamples(splits.samples["train"], prep.train_transform(True), prep.resize)
+    dataset = data.ImageSamples(splits.samples["train"], prep.train_transform(True, normalize=False), prep.resize)
     loader = data.make_loader(dataset, batch, data.ShardSampler(len(dataset), shuffle=True), workers, drop_last=True)
-    model = acc.prepare_model(model).train()
+    model = acc.prepare_model(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    criterion, stop = nn.CrossEntropyLoss(label_smoothing=0.1), checkpoint.TerminationFlag()
+    rate = 0.0
+    for epoch, cap in enumerate((warmup, steps), start=1):
+        args = Namespace(max_steps_per_epoch=cap, progress="none", is_main=True)
+        _, seen, _, seconds = train.train_one_epoch(model, criterion, optimizer, scheduler, acc.grad_scaler(), loader, acc,
+                                                    epoch, args, stop, normalize=prep.normalize_batch,
+                                                    input_size=prep.input_size)
+        rate = seen / seconds
+    return rate, acc.describe()
 
-    def step(images, labels):
-        images = acc.prepare_batch(images)
-        with acc.autocast():
-            loss = criterion(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
 
-    return time_steps(model, loader, step, warmup, steps), acc.describe()
+def loader_rate(root, batch: int, workers: int, batches: int = 40, input_size: int = 224, resize: int = 256) -> float:
+    """Images/s that the training loader alone delivers (decode at draft scale, augment, uint8), no model:
+    what the CPUs can feed a GPU. A short first epoch starts the (persistent) workers; the second epoch is
+    timed from its start, so nothing prefetched before the clock started is counted."""
+    from ..presets import Preprocessing
+
+    prep = Preprocessing(input_size, resize)
+    splits = data.load_splits({"train": root})
+    dataset = data.ImageSamples(splits.samples["train"], prep.train_transform(True, normalize=False), prep.resize)
+    sampler = data.ShardSampler(len(dataset), shuffle=True)
+    loader = data.make_loader(dataset, batch, sampler, workers, drop_last=True)
+    for index, _ in enumerate(loader):
+        if index >= 2:
+            break
+    sampler.set_epoch(1)
+    seen, start = 0, time.perf_counter()
+    for index, (images, _labels, _lost) in enumerate(loader):
+        seen += images.size(0)
+        if index + 1 >= batches:
+            break
+    return seen / (time.perf_counter() - start)
 
 
 def seed_way(arch, root, batch, workers, warmup, steps, num_classes):
@@ -166,8 +194,37 @@ def main(argv=None) -> int:
             + (f", bf16 {peak_bf16:.0f} GFLOP/s" if peak_bf16 else "") + ". Train FLOPs: 3x the forward FLOPs counted by torch's FlopCounterMode (its backward count ignores groups).",
         ],
     })
+    loader_section(root, source, args.batch_size)
     print(f"wrote {report.REPORT}")
     return 0
+
+
+# A T4 (ml.g4dn) training ResNet50 with fp16 AMP. NVIDIA publishes T4 mixed-precision *inference* for its
+# PyTorch ResNet50 v1.5 (1,190 img/s at batch 128, DeepLearningExamples, PyTorch/Classification/ConvNets/
+# resnet50v1.5/README.md, "Inference performance: NVIDIA T4"); a training step costs 3 forwards, so the
+# card trains at most about a third of that. No first-party T4 training figure was found.
+T4_FP16_INFERENCE = 1190.0
+T4_FP16_TRAIN = T4_FP16_INFERENCE / 3
+T4_SOURCE = ("NVIDIA DeepLearningExamples, PyTorch ResNet50 v1.5 README, T4 mixed-precision inference 1,190 img/s "
+             "at batch 128; training = 3 forwards")
+
+
+def loader_section(root, source: str, batch: int, workers: int = 4) -> None:
+    """The loader alone, with the 4 workers of an ml.g4dn.xlarge, beside what a T4 consumes."""
+    rate = loader_rate(root, batch, workers)
+    verdict = "loader-bound" if rate < T4_FP16_TRAIN else "not loader-bound"
+    print(f"loader: {rate:.0f} img/s with {workers} workers vs T4 fp16 training ~{T4_FP16_TRAIN:.0f} img/s: {verdict}", flush=True)
+    report.save("loader", {
+        "title": "Input pipeline alone: can these CPUs keep a T4 fed?",
+        "headers": ["loader workers", "loader img/s (this CPU)", "T4 ResNet50 fp16 training img/s", "verdict"],
+        "rows": [[workers, f"{rate:.0f}", f"~{T4_FP16_TRAIN:.0f}", f"**{verdict}**"]],
+        "results": {"loader_images_per_sec": rate, "workers": workers, "t4_fp16_train": T4_FP16_TRAIN, "verdict": verdict},
+        "notes": [
+            f"Data: {source}; batch {batch}; draft-scale JPEG decode, random resized crop + flip, uint8 batches "
+            "(normalized on the device); no model runs. Workers share this machine's cores.",
+            f"T4 rate: {T4_SOURCE}.",
+        ],
+    })
 
 
 if __name__ == "__main__":
