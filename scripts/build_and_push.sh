@@ -12,6 +12,9 @@
 #   Every failure is one clear line on stderr (with the tool's own error) and a non-zero exit.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+die() { echo "push: $*" >&2; exit 1; }
+# a tool's (multi-line) error output as one line
+oneline() { printf '%s' "$1" | sed '/^[[:space:]]*$/d' | tr '\n' ' ' | sed 's/[[:space:]]\+/ /g; s/ $//'; }
 # the config file is looked up from where the user runs make push (a relative DOGBREED_CONFIG too)
 if [ -n "${DOGBREED_CONFIG:-}" ]; then
   case "$DOGBREED_CONFIG" in /*) ;; *) DOGBREED_CONFIG="$PWD/$DOGBREED_CONFIG" ;; esac
@@ -19,7 +22,7 @@ if [ -n "${DOGBREED_CONFIG:-}" ]; then
 elif [ -f dogbreed.toml ]; then
   export DOGBREED_CONFIG="$PWD/dogbreed.toml"
 fi
-cd "$ROOT"
+cd "$ROOT" || die "cannot enter $ROOT"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
 REVISION="${REVISION:-$(scripts/build_images.sh --revision)}"
@@ -27,9 +30,6 @@ TRAIN_REPO="${TRAIN_REPO:-dogbreed-train}"
 SERVE_REPO="${SERVE_REPO:-dogbreed-serve}"
 PLATFORM=linux/amd64
 DOCKER_V2=application/vnd.docker.distribution.manifest.v2+json
-die() { echo "push: $*" >&2; exit 1; }
-# a tool's (multi-line) error output as one line
-oneline() { printf '%s' "$1" | sed '/^[[:space:]]*$/d' | tr '\n' ' ' | sed 's/[[:space:]]\+/ /g; s/ $//'; }
 
 command -v docker >/dev/null 2>&1 || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "no docker daemon answers (is dockerd running? are you in the docker group?)"

@@ -74,6 +74,7 @@ def registry(tmp_path_factory):
         process.terminate()
         process.wait(timeout=20)
         shutil.rmtree(tmp_path / "registry-data", ignore_errors=True)  # gigabytes of layers
+        sh("docker", "logout", f"127.0.0.1:{port}", check=False)  # no stale entry per run in ~/.docker/config.json
         # the pushed tags name this session's port: drop them, or every run would leave two more
         remove_images(*(f"127.0.0.1:{port}/{repo}:{tag}" for repo in REPOS
                         for tag in {line.split(":")[-1] for line in sh("docker", "images", "--format", "{{.Tag}}",
