@@ -70,18 +70,63 @@ def get(url: str, path: str = "/ping", timeout=10):
         return exc.code, exc.read().decode()
 
 
-def wait_ready(url: str, process=None, timeout: float = 180) -> None:
-    """Ready = a real image is classified (a 200 from /invocations), not just /ping."""
-    from urllib.parse import urlparse
+def probe_for(model: Path) -> tuple[bytes, str]:
+    """A JPEG body and the top-1 breed the in-process model gives it: the answer that tells a server that
+    classifies from one that merely answers 200. Of a few candidates, the one with the clearest top-1
+    (the largest lead over the second), so that no rounding difference between the server and this
+    process can flip it."""
+    import random
+    import tempfile
 
-    from dogbreed.serving.client import wait_until_classifying
+    from dogbreed.sample import draw_example
+    from dogbreed.serving.archive import model_dir_from
+    from dogbreed.serving.predictor import Predictor
 
-    parsed = urlparse(url)
-    wait_until_classifying(parsed.hostname, parsed.port, jpeg_bytes(), process, timeout)
+    candidates = [jpeg_bytes()]
+    for label in range(5):
+        buffer = io.BytesIO()
+        draw_example(label, 96, random.Random(label)).save(buffer, "JPEG", quality=90)
+        candidates.append(buffer.getvalue())
+    with tempfile.TemporaryDirectory(prefix="probe-model-") as scratch:
+        predictor = Predictor(model_dir_from(Path(model), Path(scratch)))
+        answers = [predictor.top_k([Image.open(io.BytesIO(body))], k=2)[0] for body in candidates]
+    _lead, body, breed = max((rows[0]["probability"] - rows[1]["probability"], body, rows[0]["breed"])
+                            for rows, body in zip(answers, candidates, strict=True))
+    return body, breed
+
+
+def _top1(answer) -> str | None:
+    try:
+        return answer["predictions"][0][0]["breed"]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def wait_ready(url: str, body: bytes, breed: str, process=None, timeout: float = 180) -> float:
+    """Ready = the first answer that is a 200 from /invocations AND carries ``breed``, the in-process
+    model's top-1 for ``body`` (not /ping, not any 200). Returns the seconds it took."""
+    import http.client
+    import time
+
+    start, last = time.perf_counter(), "no answer"
+    while time.perf_counter() - start < timeout:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} during start-up")
+        try:
+            status, answer, _ = post(url, body, "image/jpeg", timeout=30)
+        except (OSError, http.client.HTTPException) as exc:
+            last = f"{exc.__class__.__name__}: {exc}"
+        else:
+            if status == 200 and _top1(answer) == breed:
+                return time.perf_counter() - start
+            last = f"{status} {str(answer)[:200]}"
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} gave no correct answer ({breed}) within {timeout:.0f} s; the last: {last}")
 
 
 @contextlib.contextmanager
 def local_server(model: Path, port: int, log_path: Path, workers: int | None = None, ready: bool = True, env=None):
+    probe = probe_for(model) if ready else None  # before the server starts: not on its cores during start-up
     command = [sys.executable, "-m", "dogbreed.cli", "local-serve", "--model", str(model), "--port", str(port)]
     if workers:
         command += ["--workers", str(workers)]
@@ -91,7 +136,7 @@ def local_server(model: Path, port: int, log_path: Path, workers: int | None = N
     url = f"http://127.0.0.1:{port}"
     try:
         if ready:
-            wait_ready(url, process)
+            wait_ready(url, *probe, process)
         yield url, process
     finally:
         if process.poll() is None:

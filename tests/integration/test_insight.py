@@ -143,11 +143,18 @@ def test_profile_report_figures_match_the_wall_time_measured_from_outside(runs, 
     assert inner - slack <= split["total_s"] <= inner + first_windows + slack, (split, inner, first_windows)
     assert split["data_s"] >= 0 and split["compute_s"] > 0
 
-    between = [b[1] - a[1] for e in ends.values() for a, b in zip(e[:-1], e[1:], strict=True)]
-    assert split["median_step_ms"] == pytest.approx(1e3 * statistics.median(between), rel=0.3, abs=50)
+    # The median step: the outside clock times every step but each epoch's first (somewhere in the order), so
+    # the report's median lies between the middle ranks of the timed steps with those first steps all below
+    # them and with them all above.
+    between = sorted(b[1] - a[1] for e in ends.values() for a, b in zip(e[:-1], e[1:], strict=True))
+    untimed, n = len(ends), len(between) + len(ends)
+    lowest = statistics.mean([between[(n - 1) // 2 - untimed], between[n // 2 - untimed]])
+    highest = statistics.mean([between[(n - 1) // 2], between[n // 2]])
+    assert 0.85 * lowest - 0.05 <= split["median_step_ms"] / 1e3 <= 1.15 * highest + 0.05, (split, between)
 
-    # the profiled job: from the hooks' creation to after the last epoch, within the process's lifetime
-    assert epochs[4] - seen["hooks_made"] - SLACK_S <= split["wall_s"] <= runs["healthy_timing"]["wall_s"]
+    # the profiled job: it holds everything from the end of the first step to the last epoch's metric line,
+    # and lies within the process's lifetime
+    assert epochs[4] - ends[1][0][1] - SLACK_S <= split["wall_s"] <= runs["healthy_timing"]["wall_s"], split
 
     summary = json.loads((tmp_path / "profile" / "profile-summary.json").read_text())
     assert summary["top_ops"] and "conv" in " ".join(o["name"] for o in summary["top_ops"])

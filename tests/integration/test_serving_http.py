@@ -4,14 +4,17 @@ import base64
 import io
 import json
 import os
+import re
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 from PIL import Image
 
+from dogbreed.serving import content_types as ct
 from dogbreed.serving.predictor import Predictor
 from tests.conftest import free_port
 from tests.serving_helpers import get, jpeg_bytes, local_server, post, post_oversized
@@ -21,9 +24,20 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(trained, tmp_path_factory):
+    """(url, process, server log); multi-model-server's own logs, its access log among them, in LOGS beside it."""
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    with local_server(trained["archive"], free_port(), log) as (url, process):
+    with local_server(trained["archive"], free_port(), log, env={"LOG_LOCATION": str(log.parent / LOGS)}) as (url, process):
         yield url, process, log
+
+
+LOGS = "mms-logs"
+ACCESS_LINE = re.compile(r'"POST /invocations HTTP/1\.[01]" (\d{3}) ')
+
+
+def _answered(log: Path) -> list[int]:
+    """The status of every /invocations answer in the server's access log, in order."""
+    access = log.parent / LOGS / "access_log.log"
+    return [int(m[1]) for m in ACCESS_LINE.finditer(access.read_text())] if access.is_file() else []
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +137,11 @@ def _malformed_requests():
         ("bytes that are no image", os.urandom(2048), "image/jpeg", {}),
         ("text as png", b"hello world", "image/png", {}),
         ("truncated png", png.getvalue()[:60], "image/png", {}),
+        ("text as x-image", b"not an image at all", "application/x-image", {}),
+        ("png bytes as webp", png.getvalue()[:40], "image/webp", {}),
+        ("truncated bmp", b"BM" + b"\x00" * 30, "image/bmp", {}),
+        ("gif header only", b"GIF89a\x01\x00", "image/gif", {}),
+        ("tiff header only", b"II*\x00\x08\x00\x00\x00", "image/tiff", {}),
         ("unsupported content type", good, "text/csv", {}),
         ("another unsupported type", good, "application/octet-stream", {}),
         ("no content type", good, None, {}),
@@ -147,14 +166,26 @@ def _malformed_requests():
 
 
 def test_malformed_requests_get_4xx_and_the_server_keeps_serving(server, predictor, sample_dir):
-    url, process, _ = server
+    url, process, log = server
     cases = _malformed_requests()
-    assert len(cases) + 1 >= 20
+    # the corpus: hostile bodies for every content type the endpoint reads, no case a repeat of another
+    hostile_types = {ct.base(kind) for _, _, kind, _ in cases if kind}
+    assert set(ct.REQUEST_TYPES) <= hostile_types, f"no hostile case for {sorted(set(ct.REQUEST_TYPES) - hostile_types)}"
+    assert len({(body, kind, tuple(sorted(headers.items()))) for _, body, kind, headers in cases}) == len(cases)
+    before = len(_answered(log))
+    wrong = []
     for name, body, kind, headers in cases:
         status, answer, _ = post(url, body, kind, headers)
-        assert 400 <= status < 500, f"{name}: {status} {answer}"
         message = answer.get("error") or answer.get("message") if isinstance(answer, dict) else answer
-        assert message and len(str(message)) > 5, f"{name}: no message in {answer!r}"
+        if not (400 <= status < 500 and message and len(str(message)) > 5):
+            wrong.append(f"{name}: {status} {str(answer)[:200]}")
+    assert not wrong, "answered other than 4xx with a reason:\n" + "\n".join(wrong)
+    # all cases answered, by the server's own count: one 4xx in its access log per hostile request sent
+    deadline = time.time() + 15
+    while len(_answered(log)) - before < len(cases) and time.time() < deadline:
+        time.sleep(0.2)
+    answered = _answered(log)[before:]
+    assert len(answered) == len(cases) and all(400 <= status < 500 for status in answered), answered
     # over the 6 MB payload limit: multi-model-server refuses it before reading it all (raw socket)
     status, message = post_oversized(url, 7 * 1024 * 1024)
     assert status == 413 and "Too Large" in message
