@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import torch
+
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +120,6 @@ def _measure(net: torch.nn.Module, x: torch.Tensor, precision: str, channels_las
              rounds: int) -> float:
     """Seconds of one step of ``net`` in this set-up: the best of ``rounds``, after an untimed one (the
     first call is where oneDNN chooses its kernels)."""
-    import time
-
     probe = net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
@@ -144,8 +146,6 @@ def _measure(net: torch.nn.Module, x: torch.Tensor, precision: str, channels_las
 
 
 def _probe(training, model, input_size, batch, key):
-    import copy
-
     torch.manual_seed(0)
     candidates = [("fp32", False), ("fp32", True)]
     if cpu_supports_bf16():
@@ -174,7 +174,7 @@ def pick(precision: str = "auto", local_rank: int = 0, use_cuda: bool | None = N
     refused, not faked. The choice and its reason are logged (``Accelerator.reason``, ``as_dict()``)."""
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
     if cuda:
         acc = _pick_cuda(precision, local_rank, training)
@@ -194,7 +194,7 @@ def cuda_native_bf16() -> bool:
 def _pick_cuda(precision: str, local_rank: int, training: bool) -> Accelerator:
     count = torch.cuda.device_count()
     if not 0 <= local_rank < count:
-        raise ValueError(f"cuda:{local_rank} asked for, but this process sees {count} GPU(s)")
+        raise ConfigError(f"cuda:{local_rank} asked for, but this process sees {count} GPU(s)")
     device = torch.device("cuda", local_rank)
     torch.cuda.set_device(device)  # is_bf16_supported and autocast ask about the current device
     torch.backends.cudnn.benchmark = True
@@ -208,7 +208,7 @@ def _pick_cuda(precision: str, local_rank: int, training: bool) -> Accelerator:
     elif precision == "bf16" and not native:
         # Refused rather than warned: a warning is one line in a log nobody reads while an emulated run is
         # billed for hours; a refusal costs the seconds before the first step and says what to use instead.
-        raise ValueError(f"precision bf16 needs a GPU with native bf16 (compute capability 8.0 or above: A10G, "
+        raise ConfigError(f"precision bf16 needs a GPU with native bf16 (compute capability 8.0 or above: A10G, "
                          f"L4, A100, H100); {gpu} would only emulate it, without bf16 tensor cores, far slower "
                          f"than fp16. Use auto (fp16 AMP here) or fp32")
     else:
@@ -219,7 +219,7 @@ def _pick_cuda(precision: str, local_rank: int, training: bool) -> Accelerator:
 def _pick_cpu(precision: str, training: bool, model: torch.nn.Module | None, input_size: int) -> Accelerator:
     device = torch.device("cpu")
     if precision == "fp16":
-        raise ValueError("precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+        raise ConfigError("precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
     native = cpu_supports_bf16()
     if precision == "auto":
         precision, channels_last, timings = probe_cpu(training, model, input_size)

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import torch
 
+from .errors import DogbreedError
+
 log = logging.getLogger(__name__)
 
 PATTERN = re.compile(r"^checkpoint-(\d{4,})\.pth$")
 KEEP = 2
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(DogbreedError):
+    """A checkpoint that cannot be written or resumed from."""
 
 
 def atomic_save(obj, path: Path) -> None:

@@ -1,69 +1,201 @@
-"""The ``dogbreed`` command: argparse sub-commands calling the modules that do the work.
+"""The ``dogbreed`` command: every verb's parser and handler, wired here and only here.
 
-Every failure the user can act on is printed as one line (``dogbreed: error: ...``) with a non-zero exit.
+Imports run one way: this module calls ``launch``, ``insight``, ``serving`` and the training program's
+helpers; none of them imports it. Every failure the user can act on is printed as one line
+(``dogbreed: error: ...``) with a non-zero exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 from pathlib import Path
 
+from .common import format_table, hp_pairs
+from .errors import ConfigError, DataError, DogbreedError, describe
+from .insight.debug_report import cmd_debug_report
+from .insight.profile_report import cmd_profile_report
+from .launch import jobs
+from .launch.config import load
+from .launch.session import boto_session, sagemaker_session
+from .sample import make_sample
+from .serving.client import invoke_and_print
 
-class CLIError(Exception):
-    """One line for the user, exit code 1 (2 for usage)."""
+DESCRIPTION = "Train, tune, serve and classify dog breeds, on this machine or on SageMaker through our own images."
 
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
+# The modules below import torch (seconds): each is imported by the verb that needs it, not for `dogbreed --help`.
+# They import nothing from the command, so these imports are for start-up time, not to break a cycle.
 
 
 # --------------------------------------------------------------------------------------------------
-# verbs
+# local verbs
 
 
 def cmd_make_sample(args) -> int:
-    from .sample import make_sample
-
     counts = make_sample(Path(args.dir), classes=args.classes, size=args.size, seed=args.seed)
     print(f"sample written to {args.dir}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 
 
 def cmd_local_train(args, training_flags: list[str]) -> int:
-    from .local import failure_reason, local_train
+    from .local import failure_reason, local_train  # torch: see above
 
     if not Path(args.data).is_dir():
-        raise CLIError(f"--data {args.data}: no such directory")
+        raise DataError(f"--data {args.data}: no such directory")
     code, archive = local_train(Path(args.data), Path(args.work_dir), training_flags)
     if code != 0:
         reason = failure_reason(Path(args.work_dir)) or f"the train entry exited with code {code}"
-        raise CLIError(f"training failed: {reason.splitlines()[0] if reason else code}")
+        raise DogbreedError(f"training failed: {reason.splitlines()[0] if reason else code}")
     print(f"model: {archive}")
     return 0
 
 
 def cmd_local_serve(args) -> int:
-    from .serving.local import serve_forever
+    from .serving.local import serve_forever  # torch: see above
 
     return serve_forever(Path(args.model), port=args.port, workers=args.workers)
 
 
 def cmd_invoke(args) -> int:
-    from .serving.client import invoke_and_print
-
     return invoke_and_print(args)
 
 
 # --------------------------------------------------------------------------------------------------
-# parser
+# SageMaker verbs
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dogbreed", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    sub.required = True
+def _config(args, **more):
+    overrides = {"region": args.region, "role": getattr(args, "role", None), "bucket": args.bucket, "prefix": args.prefix}
+    overrides.update(more)
+    return load(args.config, overrides)
 
+
+def cmd_data_prepare(args) -> int:
+    from .launch.data_prepare import prepare  # torch (the data checks): see above
+
+    config = _config(args, **{"data.url": args.url})
+    result = prepare(config, Path(args.work_dir), fraction=args.fraction, seed=args.seed, upload_to_s3=not args.no_upload)
+    layout = result["layout"]
+    print(f"checked: {layout['classes']} classes; train {layout['train']}, valid {layout['valid']}, test {layout['test']}")
+    if "upload" in result:
+        up = result["upload"]
+        print(f"uploaded {up['uploaded']}, already there {up['skipped']}, of {up['total']}")
+        for split, uri in result["channels"].items():
+            print(f"{split}={uri}")
+    return 0
+
+
+def _tuned_hyperparameters(session, source: str | None) -> dict:
+    """``--from-tuning``: a local tuning's best_hyperparameters.json, or a SageMaker tuning job's best."""
+    if not source:
+        return {}
+    if Path(source).is_file():
+        found = json.loads(Path(source).read_text())["hyperparameters"]
+    else:
+        found = jobs.best_hyperparameters(session.sagemaker_client, source)
+    print(f"hyperparameters from {source}: {json.dumps(found)}")
+    return dict(found)
+
+
+def cmd_train(args) -> int:
+    config = _config(args, train_image=args.image, **{"training.instance_type": args.instance_type,
+                                                       "training.instance_count": args.instance_count,
+                                                       "training.use_spot": False if args.no_spot else None})
+    session = sagemaker_session(config)
+    extra = _tuned_hyperparameters(session, args.from_tuning)
+    extra.update(hp_pairs(args.hp))
+    name = args.job_name or jobs.job_name("train")
+    jobs.start_training(config, session, name, extra, data_uri=args.data, pretrained_uri=args.pretrained,
+                        resume_from=args.resume_from)
+    print(f"training_job={name}")
+    print(f"checkpoints={jobs.checkpoint_uri(config, name)}")
+    if args.resume_from:
+        print(f"resume_from={args.resume_from}")
+    if args.detach:
+        return 0
+    logs = jobs.training_log_printer(session.boto_session.client("logs"), name)
+    described = jobs.wait_for(session.sagemaker_client, "training", name, poll_s=jobs.poll_seconds(config), on_poll=logs)
+    print(f"model_data={described['ModelArtifacts']['S3ModelArtifacts']}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    if args.local:
+        return cmd_tune_local(args)
+    config = _config(args, train_image=args.image, **{"tuning.max_jobs": args.max_jobs,
+                                                       "tuning.max_parallel_jobs": args.max_parallel_jobs,
+                                                       "tuning.objective": args.objective,
+                                                       "tuning.strategy": args.strategy,
+                                                       "tuning.early_stopping": args.early_stopping})
+    session = sagemaker_session(config)
+    name = args.job_name or jobs.job_name("hpo")
+    jobs.start_tuning(config, session, name, data_uri=args.data)
+    print(f"tuning_job={name}")
+    if args.detach:
+        return 0
+    jobs.wait_for(session.sagemaker_client, "tuning", name, poll_s=jobs.poll_seconds(config))
+    print(format_table(jobs.leaderboard(session.sagemaker_client, name)))
+    best = jobs.best_hyperparameters(session.sagemaker_client, name)
+    print(f"best_hyperparameters={json.dumps(best)}")
+    print(f"train with them: dogbreed train --from-tuning {name}")
+    return 0
+
+
+def cmd_tune_local(args) -> int:
+    from .insight.local_tuning import tune  # torch: see above
+
+    config = load(args.config, {"tuning.max_jobs": args.max_jobs, "tuning.max_parallel_jobs": args.max_parallel_jobs,
+                                "tuning.objective": args.objective, "tuning.strategy": args.strategy,
+                                "train_image": args.image})
+    if not args.data or not Path(args.data).is_dir():
+        raise DataError("tune --local needs --data DIR (a folder holding train/ valid/ test/)")
+    tuning = config["tuning"]
+    fixed = {**config["hyperparameters"], "data-fraction": tuning.get("data-fraction", 1.0), **hp_pairs(args.hp)}
+    result = tune(
+        data=Path(args.data), work=Path(args.work_dir), ranges=tuning["ranges"], fixed=fixed,
+        objective=tuning.get("objective", "valid_loss"), max_trials=int(tuning.get("max_jobs", 8)),
+        parallel=int(tuning.get("max_parallel_jobs", 2)), strategy=tuning.get("strategy", "Bayesian"),
+        use_docker=args.use_docker, image=config.get("train_image") or "dogbreed-train:latest",
+        feature_cache=args.feature_cache, seed=args.seed,
+    )
+    print(result["table"])
+    print(f"best_hyperparameters={json.dumps(result['best'])}")
+    print(f"saved: {result['best_file']} (dogbreed train --from-tuning {result['best_file']}); plot: {result['plot']}")
+    return 0 if result["best"] else 1
+
+
+def cmd_deploy(args) -> int:
+    config = _config(args, serve_image=args.image, **{"serving.instance_type": args.instance_type,
+                                                       "serving.instance_count": args.instance_count,
+                                                       "serving.serverless": True if args.serverless else None,
+                                                       "serving.data_capture": True if args.data_capture else None})
+    session = sagemaker_session(config)
+    model_data = args.model_data or (jobs.model_data_of(session.sagemaker_client, args.training_job)
+                                     if args.training_job else None)
+    if not model_data:
+        raise ConfigError("give --model-data S3_URI or --training-job NAME")
+    model = jobs.build_model(config, session, model_data)
+    endpoint = args.endpoint_name or "dogbreed"
+    jobs.deploy(config, model, endpoint, wait=not args.detach)
+    print(f"model={model.name}")
+    print(f"endpoint={endpoint}")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    client = boto_session(_config(args)).client("sagemaker")
+    for item in jobs.delete_endpoint(client, args.endpoint_name):
+        print(f"deleted {item}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# parsers
+
+
+def _add_local_verbs(sub) -> None:
     p = sub.add_parser("make-sample", help="generate the synthetic sample set (dogImages layout)")
     p.add_argument("dir")
     p.add_argument("--classes", type=int, default=5)
@@ -95,29 +227,122 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw JSON answers")
     p.set_defaults(func=cmd_invoke)
 
-    _add_optional_verbs(sub)
+
+def _common(parser) -> None:
+    parser.add_argument("--config", default=None, help="TOML config (default ./dogbreed.toml)")
+    parser.add_argument("--region", default=None)
+    parser.add_argument("--role", default=None, help="SageMaker execution role ARN")
+    parser.add_argument("--bucket", default=None)
+    parser.add_argument("--prefix", default=None)
+
+
+def _add_data_and_train_verbs(sub) -> None:
+    data = sub.add_parser("data", help="data preparation")
+    data_sub = data.add_subparsers(dest="data_verb", metavar="VERB")
+    data_sub.required = True
+    p = data_sub.add_parser("prepare", help="download dogImages.zip, check it, take a fraction, upload to S3")
+    _common(p)
+    p.add_argument("--url", default=None, help="the zip's URL (or a local path)")
+    p.add_argument("--work-dir", default=".work/data")
+    p.add_argument("--fraction", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-upload", action="store_true")
+    p.set_defaults(func=cmd_data_prepare)
+
+    p = sub.add_parser("train", help="a SageMaker training job from the training image")
+    _common(p)
+    p.add_argument("--image", default=None, help="training image URI (default: train_image in the config)")
+    p.add_argument("--instance-type", default=None)
+    p.add_argument("--instance-count", type=int, default=None)
+    p.add_argument("--no-spot", action="store_true", help="on-demand instead of managed spot training")
+    p.add_argument("--data", default=None, help="S3 prefix holding train/ valid/ test/ (default: the prepared data)")
+    p.add_argument("--pretrained", default=None, help="S3 URI of a weights file (the 'pretrained' channel)")
+    p.add_argument("--hp", action="append", metavar="NAME=VALUE", help="a hyperparameter (repeatable)")
+    p.add_argument("--from-tuning", default=None, metavar="JOB_OR_FILE",
+                   help="train with a tuning job's best hyperparameters (or a local tuning's best_hyperparameters.json)")
+    p.add_argument("--resume-from", default=None, metavar="S3URI",
+                   help="start from the newest checkpoint under this S3 prefix (another job's checkpoints), as channel 'resume'")
+    p.add_argument("--job-name", default=None, help="default: dogbreed-train-<time>-<random>; also names the checkpoint prefix")
+    p.add_argument("--detach", action="store_true", help="return once the job is created")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_tune_verb(sub) -> None:
+    p = sub.add_parser("tune", help="a SageMaker hyperparameter tuning job (or --local: trials here)")
+    _common(p)
+    p.add_argument("--local", action="store_true", help="run the trials here (docker image or local runs)")
+    p.add_argument("--image", default=None)
+    p.add_argument("--data", default=None)
+    p.add_argument("--max-jobs", type=int, default=None)
+    p.add_argument("--max-parallel-jobs", type=int, default=None)
+    p.add_argument("--objective", default=None, choices=("valid_loss", "valid_acc"))
+    p.add_argument("--strategy", default=None, choices=("Bayesian", "Random", "Hyperband", "Grid"))
+    p.add_argument("--early-stopping", default=None, choices=("Auto", "Off"), help="Hyperband needs Off")
+    p.add_argument("--job-name", default=None)
+    p.add_argument("--detach", action="store_true")
+    p.add_argument("--work-dir", default=".work/tune", help="--local: where trials run")
+    p.add_argument("--hp", action="append", metavar="NAME=VALUE", help="--local: a fixed hyperparameter (repeatable)")
+    p.add_argument("--use-docker", default="auto", choices=("auto", "yes", "no"), help="--local: trials in the training image")
+    p.add_argument("--feature-cache", default="auto", choices=("auto", "yes", "no"), help="--local: reuse frozen features")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tune)
+
+
+def _add_endpoint_verbs(sub) -> None:
+    p = sub.add_parser("deploy", help="a real-time or serverless endpoint from the serving image")
+    _common(p)
+    p.add_argument("--image", default=None, help="serving image URI (default: serve_image in the config)")
+    p.add_argument("--model-data", default=None, help="S3 URI of model.tar.gz")
+    p.add_argument("--training-job", default=None, help="take model.tar.gz from this training job")
+    p.add_argument("--endpoint-name", default=None)
+    p.add_argument("--instance-type", default=None)
+    p.add_argument("--instance-count", type=int, default=None)
+    p.add_argument("--serverless", action="store_true")
+    p.add_argument("--data-capture", action="store_true")
+    p.add_argument("--detach", action="store_true")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("delete", help="remove an endpoint, its config and its model")
+    _common(p)
+    p.add_argument("endpoint_name")
+    p.set_defaults(func=cmd_delete)
+
+
+def _add_insight_verbs(sub) -> None:
+    debug = sub.add_parser("debug", help="Debugger: loss plot and rule verdicts from an smdebug trial")
+    debug_sub = debug.add_subparsers(dest="debug_verb", metavar="VERB")
+    debug_sub.required = True
+    p = debug_sub.add_parser("report", help="plot losses and run the seed's rules on a trial (local dir or S3 URI)")
+    p.add_argument("path")
+    p.add_argument("--out", default="debug-report")
+    p.set_defaults(func=cmd_debug_report)
+
+    profile = sub.add_parser("profile", help="Profiler: an HTML report of a run's profile")
+    profile_sub = profile.add_subparsers(dest="profile_verb", metavar="VERB")
+    profile_sub.required = True
+    p = profile_sub.add_parser("report", help="step split, top operators, utilisation plots, advice")
+    p.add_argument("path", help="a work dir, output data dir, profile folder, output.tar.gz or its S3 URI")
+    p.add_argument("--out", default="profile-report")
+    p.set_defaults(func=cmd_profile_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dogbreed", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    _add_local_verbs(sub)
+    _add_data_and_train_verbs(sub)
+    _add_tune_verb(sub)
+    _add_endpoint_verbs(sub)
+    _add_insight_verbs(sub)
     return parser
 
 
-def _add_optional_verbs(sub) -> None:
-    """Verbs of the launch and insight libraries (imported lazily: they pull in the SageMaker SDK)."""
-    try:
-        from .launch.cli_verbs import add_verbs
-    except ImportError:
-        add_verbs = None
-    if add_verbs:
-        add_verbs(sub)
-    try:
-        from .insight.cli_verbs import add_verbs as add_insight_verbs
-    except ImportError:
-        add_insight_verbs = None
-    if add_insight_verbs:
-        add_insight_verbs(sub)
+# --------------------------------------------------------------------------------------------------
+# entry
 
 
 def main(argv: list[str] | None = None) -> None:
-    import logging
-
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # "Not applying SDK defaults" noise
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -129,14 +354,13 @@ def main(argv: list[str] | None = None) -> None:
             if extra:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
             code = args.func(args)
-    except CLIError as exc:
-        print(f"dogbreed: error: {exc}", file=sys.stderr)
+    except DogbreedError as exc:
+        print(f"dogbreed: error: {describe(exc)}", file=sys.stderr)
         sys.exit(exc.code)
     except KeyboardInterrupt:
         print("dogbreed: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # the edge: one clear line, not a traceback
-        from .launch.errors import describe
+    except Exception as exc:  # the edge: AWS's and anything else's errors as one clear line, not a traceback
         print(f"dogbreed: error: {describe(exc)}", file=sys.stderr)
         sys.exit(1)
     sys.exit(code or 0)

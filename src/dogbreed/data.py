@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .errors import DataError
 from .presets import open_rgb
 
 log = logging.getLogger(__name__)
@@ -19,10 +20,6 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _PREFIX = re.compile(r"^\d+[._-]")
-
-
-class DataError(ValueError):
-    """The data cannot be trained on; the message says why, for the failure file."""
 
 
 def display_name(folder: str) -> str:

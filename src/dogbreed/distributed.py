@@ -8,13 +8,17 @@ on CPUs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import signal
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from . import env as envnames
+from .accel import PRECISIONS
+from .errors import ConfigError
 
 DEFAULT_PORT = 29500
 
@@ -50,7 +54,7 @@ def plan(hosts: list[str], current_host: str, num_gpus: int, local_rank: int = 0
         )
     hosts = sorted(hosts)
     if current_host not in hosts:
-        raise ValueError(f"current host {current_host!r} is not among the hosts {hosts}")
+        raise ConfigError(f"current host {current_host!r} is not among the hosts {hosts}")
     per_host = max(1, num_gpus)
     return DistInfo(
         rank=hosts.index(current_host) * per_host + local_rank,
@@ -125,10 +129,6 @@ def same_choice_everywhere(acc):
     """Every process takes rank 0's precision and memory format (each measured its own CPU)."""
     if not dist.is_initialized():
         return acc
-    from dataclasses import replace
-
-    from .accel import PRECISIONS
-
     choice = torch.tensor([PRECISIONS.index(acc.precision), int(acc.channels_last)], device=acc.device)
     dist.broadcast(choice, src=0)
     precision, channels_last = PRECISIONS[int(choice[0])], bool(choice[1])
@@ -143,10 +143,6 @@ def spawn_forwarding_sigterm(fn, args: tuple, nprocs: int) -> list[int]:
     SageMaker stops a job (spot interruption, StopTrainingJob) with SIGTERM to the process it started,
     not to its children: the parent passes it on to every child, so that each one stops at a step
     boundary with its last clean checkpoint in place, instead of being killed mid-write."""
-    import signal
-
-    import torch.multiprocessing as mp
-
     context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
 
     def forward(signum, frame):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .errors import ModelError
 from .presets import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 log = logging.getLogger(__name__)
@@ -19,10 +20,6 @@ TRAIN_LAYERS = ("head", "last", "all")
 WEIGHTS_FILE = "model.pth"
 META_FILE = "model.json"
 TORCHVISION_FAMILIES = ("resnet", "resnext", "wide_resnet")
-
-
-class ModelError(ValueError):
-    """A model cannot be built or loaded; the message says why."""
 
 
 def is_torchvision(arch: str) -> bool:

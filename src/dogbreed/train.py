@@ -26,28 +26,20 @@ from torch import nn
 
 from . import accel, checkpoint, data, distributed, features, metrics, models
 from . import env as envnames
+from .common import configure_logging, steps_per_epoch, str2bool
 from .env import SageMakerEnv
+from .errors import DogbreedError
+from .insight.hooks import hooks_from_environment
 
 log = logging.getLogger("dogbreed.train")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(DogbreedError):
     """A reason to stop that the user can act on; its message goes to the failure file."""
 
 
 class Interrupted(TrainingError):
-    pass
-
-
-def str2bool(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "y", "on"):
-        return True
-    if text in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+    """Stopped by SIGTERM (spot interruption, StopTrainingJob): exit code 143, the last checkpoint kept."""
 
 
 def _positive(kind):
@@ -94,39 +86,47 @@ class _Parser(argparse.ArgumentParser):
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = _Parser(description="Train a dog breed classifier (SageMaker training program)", add_help=add_help)
     a = parser.add_argument
-    a("--model", default="resnet50", help="torchvision ResNet or timm model name")
+    a("--model", default="resnet50", help="torchvision ResNet or timm model name (default: resnet50)")
     a("--pretrained-weights", default="imagenet",
-      help="'imagenet' (download; or the file in a 'pretrained' channel), 'none', or a state_dict file")
-    a("--train-layers", default="all", choices=models.TRAIN_LAYERS, help="head only, last stage + head, or all")
-    a("--epochs", type=_positive(int), default=10)
-    a("--batch-size", type=_positive(int), default=32)
-    a("--lr", type=_positive(float), default=1e-3, help="peak learning rate")
-    a("--weight-decay", type=_non_negative(float), default=1e-4)
-    a("--optimizer", default="adamw", choices=("adamw", "sgd"))
-    a("--momentum", type=_non_negative(float), default=0.9, help="SGD momentum")
-    a("--label-smoothing", type=_smoothing, default=0.1)
-    a("--warmup-epochs", type=_non_negative(float), default=1.0)
-    a("--data-fraction", type=_fraction, default=1.0, help="stratified, seeded subset of every split")
-    a("--seed", type=int, default=42)
-    a("--patience", type=_non_negative(int), default=3, help="early stopping on valid_loss; 0 disables")
-    a("--num-workers", type=_non_negative(int), default=None, help="data-loader workers (default from SM_NUM_CPUS)")
-    a("--precision", default=os.environ.get(envnames.DOGBREED_PRECISION, "auto"), choices=accel.PRECISIONS)
-    a("--input-size", type=_positive(int), default=None, help="crop size (default: the model's)")
-    a("--augment", type=str2bool, default=True, help="random resized crop + flip for training")
-    a("--max-steps-per-epoch", type=_non_negative(int), default=0, help="cap steps per epoch (0: all)")
+      help="'imagenet' (download; or the file in a 'pretrained' channel), 'none', or a state_dict file (default: imagenet)")
+    a("--train-layers", default="all", choices=models.TRAIN_LAYERS,
+      help="what trains: the head only, the last stage + head, or all layers (default: all)")
+    a("--epochs", type=_positive(int), default=10, help="number of epochs (default: 10)")
+    a("--batch-size", type=_positive(int), default=32, help="images per batch and process (default: 32)")
+    a("--lr", type=_positive(float), default=1e-3, help="peak learning rate (default: 0.001)")
+    a("--weight-decay", type=_non_negative(float), default=1e-4, help="weight decay, not on biases and norms (default: 0.0001)")
+    a("--optimizer", default="adamw", choices=("adamw", "sgd"), help="optimizer (default: adamw)")
+    a("--momentum", type=_non_negative(float), default=0.9, help="SGD momentum, Nesterov where > 0 (default: 0.9)")
+    a("--label-smoothing", type=_smoothing, default=0.1, help="label smoothing (default: 0.1)")
+    a("--warmup-epochs", type=_non_negative(float), default=1.0,
+      help="epochs of linear warm-up before the cosine decay (default: 1.0)")
+    a("--data-fraction", type=_fraction, default=1.0, help="stratified, seeded subset of every split (default: 1.0)")
+    a("--seed", type=int, default=42, help="seed of the subset, the shuffles and the weights (default: 42)")
+    a("--patience", type=_non_negative(int), default=3, help="early stopping on valid_loss; 0 disables (default: 3)")
+    a("--num-workers", type=_non_negative(int), default=None,
+      help="data-loader workers per process (default: one per spare core, from SM_NUM_CPUS, at most 8)")
+    a("--precision", default=os.environ.get(envnames.DOGBREED_PRECISION, "auto"), choices=accel.PRECISIONS,
+      help=f"compute precision; auto measures what the hardware runs fastest (default: ${envnames.DOGBREED_PRECISION} or auto)")
+    a("--input-size", type=_positive(int), default=None, help="crop size in pixels (default: the model's)")
+    a("--augment", type=str2bool, default=True, help="random resized crop + flip for training (default: true)")
+    a("--max-steps-per-epoch", type=_non_negative(int), default=0, help="cap the steps of an epoch; 0: all (default: 0)")
     a("--data-dir", default=None, help="a folder holding train/ valid/ test/ (default: the SageMaker channels)")
-    a("--model-dir", default=None, help="default SM_MODEL_DIR")
-    a("--output-data-dir", default=None, help="default SM_OUTPUT_DATA_DIR")
-    a("--checkpoint-dir", default=None, help="default /opt/ml/checkpoints")
+    a("--model-dir", default=None, help="where model.pth and model.json go (default: SM_MODEL_DIR)")
+    a("--output-data-dir", default=None, help="where metrics.json and the reports go (default: SM_OUTPUT_DATA_DIR)")
+    a("--checkpoint-dir", default=None, help="where checkpoints go (default: /opt/ml/checkpoints/<job name>)")
     a("--resume", type=str2bool, default=True, help="resume from this job's newest checkpoint (default: true)")
     a("--resume-from", default=None,
       help="a folder of another run's checkpoints to start from, refused if its settings differ (default: the 'resume' channel)")
-    a("--progress", default="auto", choices=("auto", "bar", "lines", "none"))
-    a("--profile", type=str2bool, default=True, help="system use, step split and a torch.profiler trace in SM_OUTPUT_DATA_DIR/profile")
-    a("--debug-out", default=None, help="local runs: write an smdebug trial here (SageMaker: debughookconfig.json)")
-    a("--debug-interval", type=_positive(int), default=10, help="smdebug save interval in steps")
-    a("--debug-collections", default="losses,weights,gradients,biases")
-    a("--feature-cache", default=None, help="head-only training without augmentation: cache frozen features here")
+    a("--progress", default="auto", choices=("auto", "bar", "lines", "none"),
+      help="progress display on stderr; auto: a bar in a terminal, else lines (default: auto)")
+    a("--profile", type=str2bool, default=True,
+      help="system use, step split and a torch.profiler trace in SM_OUTPUT_DATA_DIR/profile (default: true)")
+    a("--debug-out", default=None, help="local runs: write an smdebug trial here (default: none; SageMaker: debughookconfig.json)")
+    a("--debug-interval", type=_positive(int), default=10, help="smdebug save interval in steps (default: 10)")
+    a("--debug-collections", default="losses,weights,gradients,biases",
+      help="smdebug collections to save, comma-separated (default: losses,weights,gradients,biases)")
+    a("--feature-cache", default=None,
+      help="head-only training without augmentation: cache the frozen features in this folder (default: none)")
     return parser
 
 
@@ -140,7 +140,7 @@ def validate(args: argparse.Namespace) -> None:
     """Checks that need no data: they fail at once, before anything is read."""
     try:
         models.check_arch(args.model)
-    except models.ModelError as exc:
+    except DogbreedError as exc:
         raise TrainingError(str(exc)) from exc
     weights = str(args.pretrained_weights)
     if weights.lower() not in ("imagenet", "none", "") and not Path(weights).is_file():
@@ -162,7 +162,7 @@ class Progress:
         self.mode = mode if enabled else "none"
         self.total, self.epoch, self.bar, self.shown = total, epoch, None, 0
         if self.mode == "bar":
-            from tqdm import tqdm
+            from tqdm import tqdm  # only for an interactive terminal
 
             self.bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, file=sys.stderr)
 
@@ -177,11 +177,6 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def steps_per_epoch(batches: int, cap: int) -> int:
-    """Optimizer steps in one epoch: every batch, or ``--max-steps-per-epoch`` of them."""
-    return min(batches, cap) if cap else batches
 
 
 def log_interval(steps: int) -> int:
@@ -600,7 +595,8 @@ def run_epoch(run: Run, state: dict, epoch: int, stop) -> bool:
     new_unreadable = note_unreadable(run, "train", lost) if "train" in run.unreadable else 0
     for hook in run.hooks:
         hook.set_mode("eval")
-    valid_loss, valid_acc, lost, _ = evaluate(run.model, run.eval_criterion, run.loaders["valid"], run.acc,
+    # The module itself, not its DDP wrapper: evaluation shards may be uneven, and the wrapper's buffer sync is a collective.
+    valid_loss, valid_acc, lost, _ = evaluate(models.unwrap(run.model), run.eval_criterion, run.loaders["valid"], run.acc,
                                               run.num_classes, normalize=run.prep.normalize_batch)
     new_unreadable += note_unreadable(run, "valid", lost) if "valid" in run.unreadable else 0
     for hook in run.hooks:
@@ -664,7 +660,7 @@ def finish(run: Run, state: dict) -> dict:
     }
     confusion = None
     if "test" in run.loaders:
-        test_loss, test_acc, lost, confusion = evaluate(run.model, run.eval_criterion, run.loaders["test"], run.acc,
+        test_loss, test_acc, lost, confusion = evaluate(models.unwrap(run.model), run.eval_criterion, run.loaders["test"], run.acc,
                                                         run.num_classes, with_confusion=True,
                                                         normalize=run.prep.normalize_batch)
         note_unreadable(run, "test", lost)
@@ -688,7 +684,12 @@ def finish(run: Run, state: dict) -> dict:
 
 
 def main(args: argparse.Namespace, local_rank: int = 0, hooks_factory=None) -> dict:
-    """Train as ``args`` say (paths default to SageMaker's); returns the summary written to metrics.json."""
+    """Train one model as ``args`` say.
+
+    ``args``: the namespace of :func:`parse_args` (paths left unset default to SageMaker's ``SM_*``);
+    ``local_rank``: this process's GPU on its host (one process per GPU); ``hooks_factory``: makes the
+    Debugger/profiler hooks, ``(model, criteria, args) -> [hooks]``, or None for none.
+    Returns the summary also written to metrics.json; raises a DogbreedError the user can act on."""
     smenv = SageMakerEnv.from_environ()
     resolve_paths(args, smenv)
     use_cuda = torch.cuda.is_available() and smenv.num_gpus > 0
@@ -722,17 +723,9 @@ def _train(run: Run, hooks_factory) -> dict:
 # process entry
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-
-
 def reason_of(exc: BaseException) -> str:
-    if isinstance(exc, (TrainingError, data.DataError, models.ModelError, checkpoint.CheckpointError, ValueError)):
+    """The failure file's line: our own errors' message, a hint for memory, else the class and message."""
+    if isinstance(exc, DogbreedError):
         return str(exc)
     if isinstance(exc, MemoryError):
         return "out of memory: lower --batch-size or --num-workers"
@@ -751,20 +744,14 @@ def write_failure(reason: str) -> Path | None:
 
 def _worker(local_rank: int, argv: list[str]) -> None:
     """One process per GPU (mp.spawn): its failure reason reaches the parent as its exit code and the failure file."""
-    configure_logging()
+    configure_logging(force=True)
     try:
-        main(parse_args(argv), local_rank=local_rank, hooks_factory=_default_hooks())
-    except (TrainingError, data.DataError, models.ModelError, checkpoint.CheckpointError) as exc:
+        main(parse_args(argv), local_rank=local_rank, hooks_factory=hooks_from_environment)
+    except DogbreedError as exc:
         if local_rank == 0:
             write_failure(str(exc))
         log.error("rank %d: %s", local_rank, exc)
         sys.exit(143 if isinstance(exc, Interrupted) else 1)
-
-
-def _default_hooks():
-    from .insight.hooks import hooks_from_environment
-
-    return hooks_from_environment
 
 
 def launch(argv: list[str]) -> None:
@@ -778,7 +765,7 @@ def launch(argv: list[str]) -> None:
             reason = _failure_text() or f"a training process exited with code {failed[0]}"
             raise (Interrupted if 143 in failed else TrainingError)(reason)
         return
-    main(args, hooks_factory=_default_hooks())
+    main(args, hooks_factory=hooks_from_environment)
 
 
 def _failure_text() -> str:
@@ -788,7 +775,7 @@ def _failure_text() -> str:
 
 def run(argv: list[str] | None = None) -> tuple[int, str]:
     """Train; returns (exit code, reason). A failure's reason is written to the failure file."""
-    configure_logging()
+    configure_logging(force=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         launch(argv)
@@ -800,7 +787,7 @@ def run(argv: list[str] | None = None) -> tuple[int, str]:
             reason = "interrupted"
         else:
             reason = reason_of(exc)
-        if not isinstance(exc, (TrainingError, data.DataError, models.ModelError, KeyboardInterrupt)):
+        if not isinstance(exc, (DogbreedError, KeyboardInterrupt)):
             log.exception("training failed")
         path = write_failure(reason)
         log.error("training failed: %s%s", reason, f" (written to {path})" if path else "")

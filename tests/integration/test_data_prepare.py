@@ -109,13 +109,32 @@ def test_a_corrupt_or_truncated_zip_is_detected(sample_zip, tmp_path):
         check_zip(corrupt)
 
 
+class _ConnectionCut:
+    """An S3 client whose connection drops after ``good`` uploads: every later upload_file fails, as in a run
+    interrupted mid-upload. The fault comes from outside; the uploader has no test switch."""
+
+    def __init__(self, s3, good: int):
+        self.s3, self.good, self.lock = s3, good, threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self.s3, name)
+
+    def upload_file(self, *args, **kwargs):
+        with self.lock:
+            self.good -= 1
+            cut = self.good < 0
+        if cut:
+            raise ConnectionResetError("connection reset by peer (injected)")
+        return self.s3.upload_file(*args, **kwargs)
+
+
 def test_prepare_checks_uploads_and_an_interrupted_upload_resumes(sample_zip, tmp_path, s3, record):
     config = _config(tmp_path, sample_zip)
     root = Path(prepare(config, tmp_path / "w", upload_to_s3=False)["root"])
     files = plan_upload(root, 0.5, 0)
     assert len(files) == 150  # a stratified half of 300
-    with pytest.raises(PrepareError, match="interrupted"):
-        upload(s3, files, "dogbreed-data", "p/data", fail_after=40)
+    with pytest.raises(ConnectionResetError, match="injected"):
+        upload(_ConnectionCut(s3, good=40), files, "dogbreed-data", "p/data")
     assert s3.list_objects_v2(Bucket="dogbreed-data", Prefix="p/data")["KeyCount"] == 40
     result = prepare(config, tmp_path / "w", fraction=0.5, s3=s3)
     assert result["upload"] == {"uploaded": 110, "skipped": 40, "total": 150}

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from dogbreed import accel
+from dogbreed.errors import ConfigError
 
 # (name torch reports, compute capability, what auto picks): the instance families' GPUs
 GPUS = {
@@ -105,7 +106,7 @@ def test_inference_on_a_t4_is_fp16_autocast_without_a_scaler(monkeypatch):
 @pytest.mark.parametrize("gpu", ["T4", "V100"])
 def test_bf16_asked_for_without_native_bf16_is_refused(monkeypatch, gpu):
     fake_gpu(monkeypatch, gpu)
-    with pytest.raises(ValueError, match=rf"bf16 needs a GPU with native bf16.*{GPUS[gpu][0]}.*fp16"):
+    with pytest.raises(ConfigError, match=rf"bf16 needs a GPU with native bf16.*{GPUS[gpu][0]}.*fp16"):
         accel.pick("bf16")
 
 
@@ -124,7 +125,7 @@ def test_the_process_gpu_is_the_one_described(monkeypatch):
     acc = accel.pick("auto", local_rank=3)
     assert acc.device == torch.device("cuda", 3) and state["set"] == [torch.device("cuda", 3)]
     assert state["current"] == 3 and state["capability_of"] == [torch.device("cuda", 3)]
-    with pytest.raises(ValueError, match="cuda:4 asked for, but this process sees 4 GPU"):
+    with pytest.raises(ConfigError, match="cuda:4 asked for, but this process sees 4 GPU"):
         accel.pick("auto", local_rank=4)
 
 

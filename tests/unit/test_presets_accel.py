@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 
 from dogbreed import accel
+from dogbreed.errors import ConfigError
 from dogbreed.presets import Preprocessing, to_rgb
 
 
@@ -48,7 +49,7 @@ def test_precision_follows_the_hardware(monkeypatch):
     assert ("bf16+channels_last" in timings) == accel.cpu_supports_bf16()
     label = precision + ("+channels_last" if channels_last else "")
     assert timings[label] == min(timings.values())  # the fastest measured set-up wins
-    with pytest.raises(ValueError, match="fp16"):
+    with pytest.raises(ConfigError, match="fp16"):
         accel.pick("fp16", use_cuda=False)
     fp32 = accel.pick("fp32", use_cuda=False)
     assert fp32.autocast_dtype is None

@@ -10,6 +10,7 @@ rule on the per-epoch objective). Output: a leaderboard, a plot, and ``best_hype
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -24,7 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .. import metrics
+from .. import metrics, train
+from ..common import LOG_FORMAT, format_table, hyperparameter_flags, str2bool
 from ..env import DOGBREED_THREADS
 from ..local import channels_for, entry_command, flags_to_hyperparameters, layout, train_env
 
@@ -144,11 +146,9 @@ class InProcessRunner(TrialRunner):
     kind = "in-process"
 
     def run(self, number: int, hyperparameters: dict, on_epoch) -> tuple[int, str, bool]:
-        from .. import train
-
         trial_dir = self.fresh_trial_dir(number)
         trial_dir.mkdir(parents=True)
-        argv = [x for k, v in hyperparameters.items() for x in (f"--{k}", str(v))]
+        argv = hyperparameter_flags(hyperparameters)
         argv += ["--data-dir", str(self.data), "--model-dir", str(trial_dir / "model"),
                  "--output-data-dir", str(trial_dir / "output"), "--checkpoint-dir", str(trial_dir / "checkpoints"),
                  "--progress", "none"]
@@ -156,7 +156,7 @@ class InProcessRunner(TrialRunner):
         with open(trial_dir / "trial.log", "w") as handle:
             output = _TrialOutput(handle, on_epoch)
             file_log = logging.StreamHandler(output)
-            file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            file_log.setFormatter(logging.Formatter(LOG_FORMAT))
             package = logging.getLogger("dogbreed")  # the trial's log gets what a training process logs
             saved = package.level, package.propagate
             package.setLevel(logging.INFO)
@@ -177,67 +177,76 @@ class InProcessRunner(TrialRunner):
         return code, "".join(output.lines), stopped
 
 
-def cmd_tune_local(args) -> int:
-
-    from ..cli import CLIError
-    from ..launch.cli_verbs import _hp_pairs
-    from ..launch.config import load
-
-    config = load(args.config, {"tuning.max_jobs": args.max_jobs, "tuning.max_parallel_jobs": args.max_parallel_jobs,
-                                "tuning.objective": args.objective, "tuning.strategy": args.strategy,
-                                "train_image": args.image})
-    if not args.data or not Path(args.data).is_dir():
-        raise CLIError("tune --local needs --data DIR (a folder holding train/ valid/ test/)")
-    fixed = {**config["hyperparameters"], "data-fraction": config["tuning"].get("data-fraction", 1.0), **_hp_pairs(args.hp)}
-    result = tune(
-        data=Path(args.data), work=Path(args.work_dir), ranges=config["tuning"]["ranges"], fixed=fixed,
-        objective=config["tuning"].get("objective", "valid_loss"), max_trials=int(config["tuning"].get("max_jobs", 8)),
-        parallel=int(config["tuning"].get("max_parallel_jobs", 2)), strategy=config["tuning"].get("strategy", "Bayesian"),
-        use_docker=args.use_docker, image=config.get("train_image") or "dogbreed-train:latest",
-        feature_cache=args.feature_cache, seed=args.seed,
-    )
-    print(result["table"])
-    print(f"best_hyperparameters={json.dumps(result['best'])}")
-    print(f"saved: {result['best_file']} (dogbreed train --from-tuning {result['best_file']}); plot: {result['plot']}")
-    return 0 if result["best"] else 1
-
-
 def tune(data: Path, work: Path, ranges: dict, fixed: dict, objective: str = "valid_loss", max_trials: int = 8,
          parallel: int = 2, strategy: str = "Bayesian", use_docker: str = "auto", image: str = "dogbreed-train:latest",
          feature_cache: str = "auto", seed: int = 0) -> dict:
-    import optuna
+    """Search ``ranges`` (SageMaker's range specs) with ``fixed`` hyperparameters on the data set in ``data``; the
+    trials run under ``work``. Returns the best hyperparameters, the leaderboard table and records, the saved
+    ``best_hyperparameters.json``, the plot, the wall time and the runner's kind."""
+    import optuna  # optional: only the local tuner needs it
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    cores = os.cpu_count() or 1
-    parallel = max(1, min(parallel, cores, max_trials))
-    threads = max(1, cores // parallel)
-    docker = use_docker == "yes" or (use_docker == "auto" and docker_image_ready(image))
     fixed = dict(fixed)
-    head_only = str(fixed.get("train-layers")) == "head" and str(fixed.get("augment", "true")).lower() in ("false", "0", "no")
-    cached = feature_cache == "yes" or (feature_cache == "auto" and head_only)
-    if cached:
-        fixed["feature-cache"] = str(work / "feature-cache")
-    if cached and head_only and not docker:
-        runner, parallel = InProcessRunner(data, work, None, cores), 1
-        log.info("head-only trials on cached features: run in this process, one at a time")
-    else:
-        runner = TrialRunner(data, work, image if docker else None, threads)
+    runner, parallel = _choose_runner(data, work, fixed, max_trials, parallel, use_docker, image, feature_cache)
     direction = "minimize" if metrics.OBJECTIVES[objective] == "Minimize" else "maximize"
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, max_trials)) if strategy.lower() == "bayesian" \
         else optuna.samplers.RandomSampler(seed=seed)
     study = optuna.create_study(direction=direction, sampler=sampler,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    started = time.perf_counter()
+    records = _run_trials(study, runner, ranges, fixed, objective, max_trials, parallel)
+    wall = time.perf_counter() - started
+    complete = sorted((r for r in records if r["state"] == "complete"), key=lambda r: r[objective],
+                      reverse=direction == "maximize")
+    best = {k: complete[0][k] for k in ranges} if complete else {}
+    ordered = complete + sorted((r for r in records if r["state"] != "complete"), key=lambda r: r["trial"])
+    best_file = work / "best_hyperparameters.json"
+    best_file.write_text(json.dumps({"objective": objective, "value": complete[0][objective] if complete else None,
+                                     "hyperparameters": {k: str(v) for k, v in best.items()},
+                                     "fixed": {k: str(v) for k, v in fixed.items()},
+                                     "trials": ordered, "wall_s": wall, "runner": runner.kind}, indent=2))
+    plot = plot_trials(records, objective, work / "tuning.png")
+    table = format_table([{k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in r.items()} for r in ordered])
+    return {"best": best, "best_file": best_file, "plot": plot, "table": table, "records": ordered, "wall_s": wall,
+            "runner": runner.kind}
+
+
+def _choose_runner(data: Path, work: Path, fixed: dict, max_trials: int, parallel: int, use_docker: str, image: str,
+                   feature_cache: str) -> tuple[TrialRunner, int]:
+    """The runner and the trials run at once: docker where the image is there, in this process for cached
+    head-only trials, else a local process per trial; ``fixed`` gains the feature cache where one is used."""
+    cores = os.cpu_count() or 1
+    parallel = max(1, min(parallel, cores, max_trials))
+    threads = max(1, cores // parallel)
+    docker = use_docker == "yes" or (use_docker == "auto" and docker_image_ready(image))
+    try:
+        augment = str2bool(fixed.get("augment", "true"))
+    except argparse.ArgumentTypeError:  # not a boolean: the trials fail with the training program's own message
+        augment = True
+    head_only = str(fixed.get("train-layers")) == "head" and not augment
+    cached = feature_cache == "yes" or (feature_cache == "auto" and head_only)
+    if cached:
+        fixed["feature-cache"] = str(work / "feature-cache")
+    if cached and head_only and not docker:
+        log.info("head-only trials on cached features: run in this process, one at a time")
+        return InProcessRunner(data, work, None, cores), 1
+    return TrialRunner(data, work, image if docker else None, threads), parallel
+
+
+def _run_trials(study, runner: TrialRunner, ranges: dict, fixed: dict, objective: str, max_trials: int,
+                parallel: int) -> list[dict]:
+    """Ask the study for ``max_trials`` trials, ``parallel`` at a time; the pruner sees every epoch's objective."""
+    import optuna  # optional: only the local tuner needs it
+
     lock = threading.Lock()
     records: list[dict] = []
-    started = time.perf_counter()
 
     def one(_):
         with lock:
             trial = study.ask()
             tuned = suggest(trial, ranges)
-        hyperparameters = {**fixed, **tuned}
 
         def on_epoch(epoch: int, line: str) -> bool:
             value = metrics.last(line, objective)
@@ -248,8 +257,8 @@ def tune(data: Path, work: Path, ranges: dict, fixed: dict, objective: str = "va
                 return trial.should_prune()
 
         start = time.perf_counter()
-        code, text, stopped = runner.run(trial.number, flags_to_hyperparameters(
-            [x for k, v in hyperparameters.items() for x in (f"--{k}", str(v))]), on_epoch)
+        flags = hyperparameter_flags({**fixed, **tuned})
+        code, text, stopped = runner.run(trial.number, flags_to_hyperparameters(flags), on_epoch)
         value = metrics.best(text, objective)
         with lock:
             if stopped:
@@ -267,26 +276,11 @@ def tune(data: Path, work: Path, ranges: dict, fixed: dict, objective: str = "va
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         list(pool.map(one, range(max_trials)))
-    wall = time.perf_counter() - started
-    complete = [r for r in records if r["state"] == "complete"]
-    reverse = direction == "maximize"
-    complete.sort(key=lambda r: r[objective], reverse=reverse)
-    best = {k: complete[0][k] for k in ranges} if complete else {}
-    ordered = complete + sorted((r for r in records if r["state"] != "complete"), key=lambda r: r["trial"])
-    best_file = work / "best_hyperparameters.json"
-    best_file.write_text(json.dumps({"objective": objective, "value": complete[0][objective] if complete else None,
-                                     "hyperparameters": {k: str(v) for k, v in best.items()}, "fixed": {k: str(v) for k, v in fixed.items()},
-                                     "trials": ordered, "wall_s": wall, "runner": runner.kind}, indent=2))
-    plot = plot_trials(records, objective, work / "tuning.png")
-    from ..launch.jobs import format_table
-
-    table = format_table([{k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in r.items()} for r in ordered])
-    return {"best": best, "best_file": best_file, "plot": plot, "table": table, "records": ordered, "wall_s": wall,
-            "runner": runner.kind}
+    return records
 
 
 def plot_trials(records: list[dict], objective: str, path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # optional and slow: only for the plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

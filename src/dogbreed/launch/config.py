@@ -9,6 +9,8 @@ from pathlib import Path
 
 import tomllib
 
+from ..errors import ConfigError
+
 DEFAULT_FILES = ("dogbreed.toml", "~/.config/dogbreed.toml")
 
 DEFAULTS: dict = {
@@ -40,10 +42,6 @@ DEFAULTS: dict = {
     "data": {"url": "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip",
              "expected_classes": 133, "expected_counts": {"train": 6680, "valid": 835, "test": 836}},
 }
-
-
-class ConfigError(ValueError):
-    pass
 
 
 # Tables a config file replaces whole instead of merging into the defaults: a search space of one's own must
@@ -90,14 +88,6 @@ class Config:
         self.require("bucket")
         prefix = (self.data.get("prefix") or "").strip("/")
         return f"s3://{self.data['bucket']}/{prefix}" if prefix else f"s3://{self.data['bucket']}"
-
-
-def parse_value(text: str):
-    """``'0.1'`` -> 0.1, ``'true'`` -> True, ``'[1,2]'`` -> [1, 2]; anything else stays text."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 def load(path: str | None = None, overrides: dict | None = None) -> Config:

@@ -16,13 +16,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from ..data import SPLITS, list_classes, list_samples, stratified_fraction
+from ..errors import DataError
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 
 
-class PrepareError(RuntimeError):
-    pass
+class PrepareError(DataError):
+    """The download, the zip or its layout is not what `data prepare` needs; the message says what to do."""
 
 
 def download(url: str, target: Path, progress: bool = True, timeout: float = 60) -> Path:
@@ -140,23 +141,19 @@ def existing_objects(s3, bucket: str, prefix: str) -> dict[str, int]:
     return found
 
 
-def upload(s3, files: list[tuple[Path, str]], bucket: str, prefix: str, workers: int = 8, fail_after: int | None = None) -> dict:
-    """Upload in parallel, skipping objects already there with the same size. ``fail_after`` (tests)
-    stops after that many uploads, as an interrupted run would."""
+def upload(s3, files: list[tuple[Path, str]], bucket: str, prefix: str, workers: int = 8) -> dict:
+    """Upload in parallel, skipping objects already there with the same size: a rerun after an interruption
+    sends only what is missing."""
     prefix = prefix.strip("/")
     have = existing_objects(s3, bucket, prefix)
     todo = [(path, f"{prefix}/{key}") for path, key in files if have.get(f"{prefix}/{key}") != path.stat().st_size]
     skipped = len(files) - len(todo)
-    if fail_after is not None:
-        todo = todo[:fail_after]
     uploaded = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(s3.upload_file, str(path), bucket, key) for path, key in todo]
         for future in as_completed(futures):
             future.result()
             uploaded += 1
-    if fail_after is not None:
-        raise PrepareError(f"upload interrupted after {uploaded} files (test)")
     return {"uploaded": uploaded, "skipped": skipped, "total": len(files)}
 
 
@@ -171,7 +168,7 @@ def prepare(config, work: Path, fraction: float = 1.0, seed: int = 0, upload_to_
     summary = check_layout(root, data.get("expected_classes"), data.get("expected_counts"))
     result = {"layout": summary, "root": str(root)}
     if upload_to_s3:
-        import boto3
+        import boto3  # only for the upload: the data checks need no AWS SDK
 
         config.require("bucket")
         prefix = f"{(config.get('prefix') or '').strip('/')}/data".strip("/")

@@ -14,17 +14,17 @@ AWS_ENDPOINT_URL points boto3 elsewhere (the tests use moto). Every failure is o
 from __future__ import annotations
 
 import base64
+import os
 import sys
 
 import boto3
 
+from ..errors import ConfigError, describe
+from .config import load
+
 
 def region_and_source(region: str | None = None) -> tuple[str, str]:
     """The region the images go to, and where it was read: the environment, then the config file, then the profile."""
-    import os
-
-    from .config import ConfigError, load
-
     if region:
         return region, "the caller"
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
@@ -70,8 +70,6 @@ def login_password() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import describe
-
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv == ["account"]:

@@ -14,8 +14,9 @@ import sys
 import time
 
 from .. import metrics
+from ..errors import ConfigError
 from . import validate
-from .config import Config, ConfigError
+from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -301,16 +302,6 @@ def leaderboard(client, tuning_job: str, top: int = 20) -> list[dict]:
         rows.append({"job": job["TrainingJobName"], "status": job["TrainingJobStatus"], objective["MetricName"]: value,
                      **{k: str(v).strip('"') for k, v in job.get("TunedHyperParameters", {}).items()}})
     return rows[:top]
-
-
-def format_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(no training jobs)"
-    headers = list(rows[0])
-    widths = {h: max(len(h), *(len(f"{r.get(h, '')}") for r in rows)) for h in headers}
-    lines = ["  ".join(h.ljust(widths[h]) for h in headers)]
-    lines += ["  ".join(f"{r.get(h, '')}".ljust(widths[h]) for h in headers) for r in rows]
-    return "\n".join(lines)
 
 
 def model_data_of(client, training_job: str) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigError
+from . import validate
+
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 
 
 def boto_session(config):
-    import boto3
-
-    from .config import ConfigError
+    import boto3  # the AWS SDKs load when a verb talks to AWS, not for `dogbreed --help`
 
     if not config.get("region"):
         raise ConfigError("no AWS region: set region in the config, --region, or AWS_REGION")
@@ -18,7 +19,6 @@ def boto_session(config):
 def check_create_requests(client) -> None:
     """Refuse, before it is sent, any SageMaker Create* request whose names or role the launcher policy does
     not grant or AWS does not take (validate.check_request), whoever built it: us or the SDK."""
-    from . import validate
 
     def before(params, model, **_):
         validate.check_request(model.name, params)
@@ -27,7 +27,7 @@ def check_create_requests(client) -> None:
 
 
 def sagemaker_session(config):
-    import sagemaker
+    import sagemaker  # the SageMaker SDK takes seconds to import: only where a session is made
 
     boto = boto_session(config)
     session = sagemaker.Session(boto_session=boto, default_bucket=config.get("bucket"), sagemaker_config=SDK_CONFIG)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import mimetypes
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..errors import InvokeError
 from . import content_types as ct
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-class InvokeError(Exception):
-    pass
 
 
 def content_type_of(path: Path) -> str:
@@ -52,7 +51,7 @@ def invoke_url(url: str, body: bytes, content_type: str, top_k: int = 5, timeout
 
 
 def invoke_endpoint(name: str, body: bytes, content_type: str, top_k: int = 5, region: str | None = None, client=None) -> dict:
-    import boto3
+    import boto3  # only for --endpoint: a local server needs no AWS SDK
 
     client = client or boto3.client("sagemaker-runtime", region_name=region)
     response = client.invoke_endpoint(
@@ -64,9 +63,6 @@ def invoke_endpoint(name: str, body: bytes, content_type: str, top_k: int = 5, r
 def wait_until_classifying(host: str, port: int, body: bytes, process=None, timeout: float = 180) -> float:
     """Wait until the server classifies ``body`` (a 200 from /invocations, not just /ping); returns the
     seconds it took. ``process``: the server's Popen, so that a server that died is reported at once."""
-    import http.client
-    import time
-
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
         if process is not None and process.poll() is not None:
@@ -92,13 +88,13 @@ def format_answer(path: str, answer: dict) -> str:
 
 
 def invoke_and_print(args) -> int:
-    from ..cli import CLIError
-
+    """Classify every image of ``args.images``; one image's failure raises InvokeError, several are printed.
+    Returns the exit code: 1 where an image of several failed."""
     failures = 0
     for name in args.images:
         path = Path(name)
         if not path.is_file():
-            raise CLIError(f"{name}: no such file")
+            raise InvokeError(f"{name}: no such file")
         body = path.read_bytes()
         kind = content_type_of(path)
         try:
@@ -108,7 +104,7 @@ def invoke_and_print(args) -> int:
                 answer = invoke_url(args.url or DEFAULT_URL, body, kind, args.top_k)
         except InvokeError as exc:
             if len(args.images) == 1:
-                raise CLIError(f"{name}: {exc}") from exc
+                raise InvokeError(f"{name}: {exc}") from exc
             print(f"{name}: error: {exc}")
             failures += 1
             continue

@@ -21,7 +21,6 @@ import os
 import queue
 import socket
 import struct
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,6 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from sagemaker_inference.errors import BaseInferenceToolkitError
+
+from ..common import configure_logging
+from ..models import read_meta
+from ..presets import Preprocessing
+from .predictor import ModelInputs, Predictor
 
 log = logging.getLogger("dogbreed.engine")
 
@@ -74,8 +78,6 @@ class Engine:
     """Holds the model; answers the tensors of every connection, in batches."""
 
     def __init__(self, model_dir: Path, socket_path: Path, max_batch: int, threads: int):
-        from .predictor import Predictor
-
         self.predictor = Predictor(model_dir, threads=threads)
         self.predictor.warm_up()
         self.socket_path, self.max_batch = Path(socket_path), max(1, max_batch)
@@ -192,15 +194,36 @@ class EngineClient:
         return answer["predictions"]
 
 
+class RemotePredictor(ModelInputs):
+    """A serving worker's model when the engine holds it (:class:`Engine`): the same preprocessing, here;
+    the forward pass there, batched with the other workers' requests."""
+
+    def __init__(self, model_dir: Path, socket_path: str):
+        torch.set_num_threads(1)  # decoding only: the engine has the cores
+        meta = read_meta(Path(model_dir))
+        super().__init__(meta, Preprocessing.from_json(meta))
+        self.client = EngineClient(socket_path)
+        self.socket_path = socket_path
+
+    def top_k(self, images, k: int = 5) -> list[list[dict]]:
+        return self.client.top_k(self.tensor(images), k)  # the engine's Predictor bounds k
+
+    def warm_up(self, rounds: int = 1) -> None:
+        self.top_k([self.blank_image()], 1)
+
+    def describe(self) -> str:
+        return f"model in the batching engine at {self.socket_path}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="The model process that batches the serving workers' requests")
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--max-batch", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--log-level", default="INFO", help="DEBUG logs every batch of more than one request")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(level=args.log_level.upper())
     Engine(args.model_dir, args.socket, args.max_batch, args.threads).serve_forever()
 
 

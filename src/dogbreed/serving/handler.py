@@ -13,8 +13,9 @@ import os
 from .. import env as envnames
 from . import content_types as ct
 from .decoders import decode
+from .engine import RemotePredictor
 from .errors import BadRequest, NotAcceptable
-from .predictor import Predictor, RemotePredictor, threads_per_worker
+from .predictor import Predictor, threads_per_worker
 
 log = logging.getLogger(__name__)
 

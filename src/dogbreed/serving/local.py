@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..models import ModelError
+from ..common import configure_logging
 from .archive import model_dir_from
 from .server import serve
 
@@ -15,15 +15,11 @@ log = logging.getLogger("dogbreed.serve")
 
 
 def serve_forever(model: Path, port: int = 8080, workers: int | None = None, host: str = "127.0.0.1") -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Serve ``model`` until interrupted; an unusable model raises ModelError (one line from the command)."""
+    configure_logging()
     state = Path(tempfile.mkdtemp(prefix="dogbreed-local-serve-"))
     try:
-        try:
-            model_dir = model_dir_from(Path(model), state)
-        except ModelError as exc:
-            from ..cli import CLIError
-
-            raise CLIError(str(exc)) from exc
+        model_dir = model_dir_from(Path(model), state)
         print(f"serving {model} on http://{host}:{port} (POST /invocations, GET /ping); Ctrl-C stops", flush=True)
         return serve(model_dir, host=host, port=port, workers=workers, state_dir=state)
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .. import accel
-from ..env import DOGBREED_SERVE_GRAPH
+from ..env import DOGBREED_SERVE_GRAPH, DOGBREED_SERVE_THREADS
 from ..models import load_artifacts
 from ..presets import to_rgb
 from . import graph
@@ -20,7 +20,7 @@ from . import graph
 log = logging.getLogger(__name__)
 
 
-class _Inputs:
+class ModelInputs:
     """What the model's metadata says about its inputs: the preprocessing (training's own) and the classes."""
 
     def __init__(self, meta: dict, prep):
@@ -38,7 +38,7 @@ class _Inputs:
         return Image.new("RGB", (self.prep.resize, self.prep.resize), (127, 127, 127))
 
 
-class Predictor(_Inputs):
+class Predictor(ModelInputs):
     """The model on this process's device. ``gpu_id``: the GPU multi-model-server gave this worker (its
     context's ``gpu_id``); each worker of a multi-GPU host then holds its model on its own GPU. The
     precision is training's rule (:func:`accel.pick`): on CUDA, bf16 where the GPU has it natively, else fp16."""
@@ -107,35 +107,8 @@ class Predictor(_Inputs):
             self.probabilities([image])
 
 
-class RemotePredictor(_Inputs):
-    """A serving worker's model when the engine holds it (:mod:`.engine`): the same preprocessing, here;
-    the forward pass there, batched with the other workers' requests."""
-
-    def __init__(self, model_dir: Path, socket_path: str):
-        from ..models import read_meta
-        from ..presets import Preprocessing
-        from .engine import EngineClient
-
-        torch.set_num_threads(1)  # decoding only: the engine has the cores
-        meta = read_meta(Path(model_dir))
-        super().__init__(meta, Preprocessing.from_json(meta))
-        self.client = EngineClient(socket_path)
-        self.socket_path = socket_path
-
-    def top_k(self, images, k: int = 5) -> list[list[dict]]:
-        return self.client.top_k(self.tensor(images), k)  # the engine's Predictor bounds k
-
-    def warm_up(self, rounds: int = 1) -> None:
-        self.top_k([self.blank_image()], 1)
-
-    def describe(self) -> str:
-        return f"model in the batching engine at {self.socket_path}"
-
-
 def threads_per_worker(workers: int) -> int:
     """Cores shared between the server's workers, so that they do not oversubscribe the CPU."""
-    from ..env import DOGBREED_SERVE_THREADS
-
     configured = os.environ.get(DOGBREED_SERVE_THREADS)
     if configured:
         return max(1, int(configured))

@@ -25,7 +25,10 @@ from pathlib import Path
 
 from .. import accel
 from .. import env as envnames
+from ..common import configure_logging
 from ..models import ModelError, load_artifacts
+from .archive import model_dir_from
+from .engine import DEFAULT_BATCH
 
 log = logging.getLogger("dogbreed.serve")
 
@@ -71,8 +74,6 @@ def engine_enabled() -> bool:
 
 
 def start_engine(model_dir: Path, socket_path: Path) -> subprocess.Popen:
-    from .engine import DEFAULT_BATCH
-
     batch = int(os.environ.get(envnames.DOGBREED_SERVE_BATCH) or DEFAULT_BATCH)
     threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or accel.available_cores())
     command = [sys.executable, "-m", "dogbreed.serving.engine", "--model-dir", str(model_dir), "--socket", str(socket_path),
@@ -285,9 +286,7 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
 
 def main(argv: list[str] | None = None) -> None:
     """``container/serve``: serve ``/opt/ml/model`` (a model.tar.gz there is extracted safely first)."""
-    from .archive import model_dir_from
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    configure_logging(force=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
         argv = argv[1:]
