@@ -63,7 +63,8 @@ def trained(tmp_path_factory, sample_dir):
     log = work / "stdout.log"
     with open(log, "w") as handle:
         code, archive = local_train(sample_dir, work, QUICK_FLAGS, stdout=handle)
-    assert code == 0, (work / "opt_ml" / "output" / "failure").read_text() if (work / "opt_ml/output/failure").exists() else log.read_text()
+    failure = work / "opt_ml" / "output" / "failure"
+    assert code == 0, failure.read_text() if failure.exists() else log.read_text()
     return {"work": work, "model_dir": work / "opt_ml" / "model", "archive": archive, "stdout": log.read_text(),
             "output": work / "opt_ml" / "output" / "data"}
 
@@ -312,7 +313,8 @@ def record(request):
     def write(category: str, what: str, value, ok: bool = True):
         RELIABILITY_RESULTS.parent.mkdir(parents=True, exist_ok=True)
         with open(RELIABILITY_RESULTS, "a") as handle:
-            handle.write(json.dumps({"test": request.node.name, "category": category, "what": what, "value": value, "ok": ok}) + "\n")
+            handle.write(json.dumps({"test": request.node.name, "category": category, "what": what, "value": value,
+                                     "ok": ok}) + "\n")
 
     return write
 

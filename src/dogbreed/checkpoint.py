@@ -103,7 +103,8 @@ def load_latest(directory: Path, recursive: bool = False) -> tuple[dict, Path] |
 def differences(saved: dict, current: dict) -> str:
     """What differs between a checkpoint's fingerprint and this run's, as ``name: saved -> now`` (empty: none)."""
     keys = sorted(set(saved) | set(current))
-    changed = [f"{k}: {saved.get(k, '(unset)')!r} -> {current.get(k, '(unset)')!r}" for k in keys if saved.get(k) != current.get(k)]
+    changed = [f"{k}: {saved.get(k, '(unset)')!r} -> {current.get(k, '(unset)')!r}"
+               for k in keys if saved.get(k) != current.get(k)]
     return "; ".join(changed)
 
 

@@ -49,7 +49,9 @@ def head_of(model: nn.Module) -> nn.Module:
 def cache_key(arch: str, weights: str, prep, samples: dict) -> str:
     digest = hashlib.sha256()
     weights_path = Path(weights)
-    weights_id = f"{weights_path.resolve()}:{weights_path.stat().st_size}:{weights_path.stat().st_mtime_ns}" if weights_path.is_file() else weights
+    weights_id = weights
+    if weights_path.is_file():
+        weights_id = f"{weights_path.resolve()}:{weights_path.stat().st_size}:{weights_path.stat().st_mtime_ns}"
     digest.update(json.dumps({"arch": arch, "weights": weights_id, "prep": prep.to_json()}, sort_keys=True).encode())
     for split in sorted(samples):
         for path, label in samples[split]:
@@ -60,7 +62,8 @@ def cache_key(arch: str, weights: str, prep, samples: dict) -> str:
 
 
 @torch.inference_mode()
-def compute(extractor: nn.Module, dataset, acc, batch_size: int, workers: int, normalize=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+def compute(extractor: nn.Module, dataset, acc, batch_size: int, workers: int,
+            normalize=None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Features of every readable image of ``dataset`` (``normalize``: turns a uint8 batch into the model's input)."""
     loader = data.make_loader(dataset, batch_size, data.ShardSampler(len(dataset)), workers)
     extractor = acc.prepare_model(extractor).eval()

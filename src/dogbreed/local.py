@@ -100,7 +100,8 @@ def train_env(base: Path, extra: dict | None = None) -> dict:
     return environ
 
 
-def local_train(data: Path, work: Path, training_flags: list[str], extra_env: dict | None = None, stdout=None) -> tuple[int, Path]:
+def local_train(data: Path, work: Path, training_flags: list[str], extra_env: dict | None = None,
+                stdout=None) -> tuple[int, Path]:
     """Run the image's train entry on an /opt/ml tree in ``work``; returns (exit code, model.tar.gz path)."""
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
       help="progress display on stderr; auto: a bar in a terminal, else lines (default: auto)")
     a("--profile", type=str2bool, default=True,
       help="system use, step split and a torch.profiler trace in SM_OUTPUT_DATA_DIR/profile (default: true)")
-    a("--debug-out", default=None, help="local runs: write an smdebug trial here (default: none; SageMaker: debughookconfig.json)")
+    a("--debug-out", default=None,
+      help="local runs: write an smdebug trial here (default: none; SageMaker: debughookconfig.json)")
     a("--debug-interval", type=_positive(int), default=10, help="smdebug save interval in steps (default: 10)")
     a("--debug-collections", default="losses,weights,gradients,biases",
       help="smdebug collections to save, comma-separated (default: losses,weights,gradients,biases)")
@@ -660,8 +661,8 @@ def finish(run: Run, state: dict) -> dict:
     }
     confusion = None
     if "test" in run.loaders:
-        test_loss, test_acc, lost, confusion = evaluate(models.unwrap(run.model), run.eval_criterion, run.loaders["test"], run.acc,
-                                                        run.num_classes, with_confusion=True,
+        test_loss, test_acc, lost, confusion = evaluate(models.unwrap(run.model), run.eval_criterion, run.loaders["test"],
+                                                        run.acc, run.num_classes, with_confusion=True,
                                                         normalize=run.prep.normalize_batch)
         note_unreadable(run, "test", lost)
         summary.update(test_loss=test_loss, test_acc=test_acc)

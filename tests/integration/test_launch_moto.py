@@ -310,7 +310,8 @@ def test_metric_definitions_sent_to_sagemaker_match_the_real_training_log(aws, c
     (["deploy", "--region", "eu-west-1", "--role", ROLE, "--bucket", "b", "--image", "x"], "give --model-data"),
     (["train", "--config", "/no/such.toml"], "not found"),
     (["delete", "no-such-endpoint", "--region", "eu-west-1"], "no-such-endpoint"),
-    (["tune", "--region", "eu-west-1", "--role", ROLE, "--bucket", "dogbreed-test", "--image", "x", "--objective", "bogus"], "invalid choice"),
+    (["tune", "--region", "eu-west-1", "--role", ROLE, "--bucket", "dogbreed-test", "--image", "x", "--objective", "bogus"],
+     "invalid choice"),
     (["train", "--region", "eu-west-1", "--role", ROLE, "--bucket", "dogbreed-test", "--image", "x", "--job-name", "mnist-1"],
      "iam/dogbreed-launcher-policy.json line 16"),
     (["tune", "--region", "eu-west-1", "--role", ROLE, "--bucket", "dogbreed-test", "--image", "x", "--strategy", "Hyperband"],
@@ -388,7 +389,8 @@ def test_train_waits_for_the_job_prints_its_log_and_then_its_model(moto_endpoint
         pass
     logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=f"{name}/algo-1-1700000000")
     logs.put_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=f"{name}/algo-1-1700000000",
-                        logEvents=[{"timestamp": int(time.time() * 1000), "message": "epoch=1 train_loss=0.9 valid_loss=0.8 valid_acc=0.5"}])
+                        logEvents=[{"timestamp": int(time.time() * 1000),
+                                    "message": "epoch=1 train_loss=0.9 valid_loss=0.8 valid_acc=0.5"}])
     result = _run_cli(slow_moto, tmp_path, "train", "--config", config, "--job-name", name)
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()

@@ -108,8 +108,10 @@ def test_the_valid_neighbours_go_through(aws, tmp_path, capsys, row, argv, extra
 
 
 def test_hyperband_request_carries_early_stopping_off(aws, tmp_path, capsys):
-    code, out, err = _cli(["tune", "--config", _config(tmp_path), "--detach", "--strategy", "Hyperband", "--early-stopping", "Off",
+    code, out, err = _cli(["tune", "--config", _config(tmp_path), "--detach", "--strategy", "Hyperband",
+                           "--early-stopping", "Off",
                            "--job-name", "dogbreed-hpo-hyperband"], capsys)
     assert code == 0, err
-    config = aws.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="dogbreed-hpo-hyperband")["HyperParameterTuningJobConfig"]
+    described = aws.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="dogbreed-hpo-hyperband")
+    config = described["HyperParameterTuningJobConfig"]
     assert (config["Strategy"], config["TrainingJobEarlyStoppingType"]) == ("Hyperband", "Off")

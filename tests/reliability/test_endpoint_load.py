@@ -139,8 +139,10 @@ def test_a_worker_killed_mid_load_is_restarted(trained, tmp_path, record):
     failures = [t for t, status in after_kill if status != 200]
     settled_at = max(failures, default=killed_at)
     after_recovery = [status for t, status in after_kill if t > settled_at]
-    record("faults", "worker SIGKILL: s until the last failed request", round(settled_at - killed_at, 1), settled_at - killed_at < 15)
-    record("faults", "worker SIGKILL: requests failed (in flight on the victim)", len(failures), len(failures) <= load.concurrency)
+    record("faults", "worker SIGKILL: s until the last failed request", round(settled_at - killed_at, 1),
+           settled_at - killed_at < 15)
+    record("faults", "worker SIGKILL: requests failed (in flight on the victim)", len(failures),
+           len(failures) <= load.concurrency)
     record("faults", "worker SIGKILL: requests after that, all 200", len(after_recovery), len(after_recovery) > 20)
     assert len(failures) <= load.concurrency, f"{len(failures)} requests failed after one worker died"
     assert settled_at - killed_at < 15, f"requests still failing {settled_at - killed_at:.1f} s after the kill"

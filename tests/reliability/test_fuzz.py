@@ -91,12 +91,14 @@ def test_the_corpus_replayed_over_http_gets_4xx_or_a_correct_200(trained, tmp_pa
     statuses = {"4xx": 0, "200": 0}
     with local_server(trained["archive"], free_port(), tmp_path / "server.log") as (url, process):
         for body, content_type in CORPUS:
-            kind = content_type if content_type.isascii() and content_type.isprintable() and "\n" not in content_type else "application/x-image"
+            sendable = content_type.isascii() and content_type.isprintable() and "\n" not in content_type
+            kind = content_type if sendable else "application/x-image"
             status, answer, _ = post(url, body, kind or "application/x-image")
             if status == 200:
                 data = handler.input_fn(body, kind or "application/x-image")
                 expected = predictor.top_k(data["images"], data["top_k"])
-                assert [[r["breed"] for r in rows] for rows in answer["predictions"]] == [[r["breed"] for r in rows] for rows in expected]
+                breeds = [[r["breed"] for r in rows] for rows in answer["predictions"]]
+                assert breeds == [[r["breed"] for r in rows] for rows in expected]
                 statuses["200"] += 1
             else:
                 assert 400 <= status < 500, (status, answer, content_type, body[:40])

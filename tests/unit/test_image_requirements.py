@@ -47,7 +47,8 @@ def install_step(kind: str) -> tuple[list[str], list[str]]:
     lines = _dockerfile_instructions(kind)
     run = next(line for line in lines if line.startswith("RUN ") and "pin_base_torch.sh" in line)
     commands = [c.strip() for c in run[len("RUN "):].split("&&")]
-    copies = [line.split()[1:-1] for line in lines if line.startswith("COPY ") and ("requirements" in line or "pin_base_torch" in line)]
+    copies = [line.split()[1:-1] for line in lines
+              if line.startswith("COPY ") and ("requirements" in line or "pin_base_torch" in line)]
     return [src for group in copies for src in group], [c for c in commands if not c.startswith("apt-get")]
 
 
@@ -130,7 +131,8 @@ def _run_install_step(kind: str, base_env: dict, tmp_path: Path, extra: str = ""
 def test_the_base_holds_another_torch_than_the_host(base_env):
     versions, host = base_env["versions"], host_pins()
     assert versions["BASE_TORCH_VERSION"] != host["torch"], "the test needs a base torch other than the host's"
-    probe = subprocess.run(["python", "-c", "import importlib.metadata as m; print(m.version('torch'), m.version('torchvision'))"],
+    probe = subprocess.run(["python", "-c",
+                            "import importlib.metadata as m; print(m.version('torch'), m.version('torchvision'))"],
                            env=base_env["env"], capture_output=True, text=True, check=True)
     assert probe.stdout.split() == [versions["BASE_TORCH_VERSION"], versions["BASE_TORCHVISION_VERSION"]]
     pinned = subprocess.run(["sh", str(ROOT / "docker/pin_base_torch.sh")], env=base_env["env"], capture_output=True,

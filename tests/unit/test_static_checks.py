@@ -29,7 +29,8 @@ def test_ruff_is_clean():
 
 
 def test_bandit_is_clean():
-    result = subprocess.run([_tool("bandit"), "-q", "-c", "pyproject.toml", "-r", "src"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([_tool("bandit"), "-q", "-c", "pyproject.toml", "-r", "src"], cwd=ROOT, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

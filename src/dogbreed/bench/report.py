@@ -85,7 +85,8 @@ def _section(name: str, result: dict) -> str:
 
 def write_report() -> Path:
     kept = _kept_sections()
-    sections = ["# Benchmarks", "", "Written by `make bench` (each `make bench-*` rewrites its own section); nothing here is typed by hand.", ""]
+    sections = ["# Benchmarks", "",
+                "Written by `make bench` (each `make bench-*` rewrites its own section); nothing here is typed by hand.", ""]
     for name in ORDER:
         path = RESULTS / f"{name}.json"
         text = _section(name, json.loads(path.read_text())) if path.is_file() else kept.get(name)

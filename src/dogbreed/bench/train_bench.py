@@ -134,7 +134,8 @@ def seed_way(arch, root, batch, workers, warmup, steps, num_classes):
     from torchvision import datasets
     from torchvision import transforms as T
 
-    transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     dataset = datasets.ImageFolder(str(root / "train"), transform=transform)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
     model = models.build(arch, num_classes).train()
@@ -189,9 +190,11 @@ def main(argv=None) -> int:
         "notes": [
             f"Data: {source}; batch {args.batch_size}, {args.workers} loader worker(s), {threads} compute threads, "
             f"{args.steps} timed steps after {args.warmup} warm-up steps, every layer trained, 224 px.",
-            "Our set-up, as --precision auto chose it in this run: " + "; ".join(f"{a}: {r['setup']}" for a, r in results.items()) + ".",
+            "Our set-up, as --precision auto chose it in this run: "
+            + "; ".join(f"{a}: {r['setup']}" for a, r in results.items()) + ".",
             f"Matrix-multiply peak measured in this run (2048x2048, all cores): fp32 {peak_fp32:.0f} GFLOP/s"
-            + (f", bf16 {peak_bf16:.0f} GFLOP/s" if peak_bf16 else "") + ". Train FLOPs: 3x the forward FLOPs counted by torch's FlopCounterMode (its backward count ignores groups).",
+            + (f", bf16 {peak_bf16:.0f} GFLOP/s" if peak_bf16 else "")
+            + ". Train FLOPs: 3x the forward FLOPs counted by torch's FlopCounterMode (its backward count ignores groups).",
         ],
     })
     loader_section(root, source, args.batch_size)
@@ -213,7 +216,8 @@ def loader_section(root, source: str, batch: int, workers: int = 4) -> None:
     """The loader alone, with the 4 workers of an ml.g4dn.xlarge, beside what a T4 consumes."""
     rate = loader_rate(root, batch, workers)
     verdict = "loader-bound" if rate < T4_FP16_TRAIN else "not loader-bound"
-    print(f"loader: {rate:.0f} img/s with {workers} workers vs T4 fp16 training ~{T4_FP16_TRAIN:.0f} img/s: {verdict}", flush=True)
+    print(f"loader: {rate:.0f} img/s with {workers} workers vs T4 fp16 training ~{T4_FP16_TRAIN:.0f} img/s: {verdict}",
+          flush=True)
     report.save("loader", {
         "title": "Input pipeline alone: can these CPUs keep a T4 fed?",
         "headers": ["loader workers", "loader img/s (this CPU)", "T4 ResNet50 fp16 training img/s", "verdict"],

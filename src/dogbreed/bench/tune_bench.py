@@ -41,7 +41,8 @@ def main(argv=None) -> int:
             result = tune(DATA, work / arm, ranges, fixed, objective="valid_loss", max_trials=args.trials, parallel=args.parallel,
                           strategy="Bayesian", use_docker="no", feature_cache=cache, seed=0)
             best = result["records"][0] if result["records"] and result["records"][0]["state"] == "complete" else {}
-            results[arm] = {"wall_s": result["wall_s"], "best_valid_acc": best.get("valid_acc"), "best_valid_loss": best.get("valid_loss"),
+            results[arm] = {"wall_s": result["wall_s"], "best_valid_acc": best.get("valid_acc"),
+                            "best_valid_loss": best.get("valid_loss"),
                             "best": result["best"], "trials": len(result["records"]),
                             "stopped_early": sum(r["state"] == "stopped early" for r in result["records"])}
             print(f"{arm}: {result['wall_s']:.0f} s, best valid_acc {best.get('valid_acc')}, best {result['best']}", flush=True)
@@ -49,16 +50,18 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     speedup = results["uncached"]["wall_s"] / results["cached"]["wall_s"]
     gap = abs((results["cached"]["best_valid_acc"] or 0) - (results["uncached"]["best_valid_acc"] or 0))
-    rows = [[arm, f"{r['wall_s']:.0f}", r["trials"], r["stopped_early"], f"{r['best_valid_acc']}", f"{r['best_valid_loss']:.4f}" if r["best_valid_loss"] else ""]
+    rows = [[arm, f"{r['wall_s']:.0f}", r["trials"], r["stopped_early"], f"{r['best_valid_acc']}",
+             f"{r['best_valid_loss']:.4f}" if r["best_valid_loss"] else ""]
             for arm, r in results.items()]
     rows.append(["ratio", f"**{speedup:.1f}x** faster with the cache", "", "", f"gap {100 * gap:.1f} points", ""])
     report.save("tune", {
         "title": "Local tuning: head-only, 12 trials, frozen-feature cache vs none",
         "headers": ["arm", "wall s", "trials", "stopped early", "best valid_acc", "best valid_loss"],
         "rows": rows, "results": results,
-        "notes": [f"dogs10 (1,500 train / 400 valid / 600 test real photos), tf_efficientnet_lite0 with the offline ImageNet weights, "
-                  f"head only, no augmentation, {args.epochs} epochs per trial, Bayesian (TPE) search over lr 0.001-0.1 (log) and "
-                  f"batch size 32-512, median early stopping, {args.parallel} trial(s) at a time, seed 0."],
+        "notes": [f"dogs10 (1,500 train / 400 valid / 600 test real photos), tf_efficientnet_lite0 with the offline "
+                  f"ImageNet weights, head only, no augmentation, {args.epochs} epochs per trial, Bayesian (TPE) search "
+                  f"over lr 0.001-0.1 (log) and batch size 32-512, median early stopping, {args.parallel} trial(s) at a time, "
+                  "seed 0."],
     })
     print(f"speed-up {speedup:.1f}x, best valid_acc gap {100 * gap:.1f} points; wrote {report.REPORT}")
     return 0

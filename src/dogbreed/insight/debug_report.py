@@ -68,6 +68,7 @@ def cmd_debug_report(args) -> int:
     result = report(args.path, Path(args.out))
     print(f"loss plot: {result['plot']} (training steps {result['steps']['train']}, validation steps {result['steps']['eval']})")
     for name, verdict in result["rules"].items():
-        state = f"FIRED at step {verdict['step']}" if verdict["fired"] else ("not evaluated: " + verdict["error"] if verdict.get("error") else "ok")
+        state = "not evaluated: " + verdict["error"] if verdict.get("error") else "ok"
+        state = f"FIRED at step {verdict['step']}" if verdict["fired"] else state
         print(f"{name}: {state}")
     return 0

@@ -41,7 +41,8 @@ def suggest(trial, ranges: dict) -> dict:
         elif isinstance(spec.get("min"), int) and isinstance(spec.get("max"), int):
             values[name] = trial.suggest_int(name, spec["min"], spec["max"], log=spec.get("scaling") == "Logarithmic")
         else:
-            values[name] = trial.suggest_float(name, float(spec["min"]), float(spec["max"]), log=spec.get("scaling") == "Logarithmic")
+            values[name] = trial.suggest_float(name, float(spec["min"]), float(spec["max"]),
+                                               log=spec.get("scaling") == "Logarithmic")
     return values
 
 
@@ -84,7 +85,8 @@ class TrialRunner:
                 command += ["-v", f"{cache}:{cache}"]
             return command + [self.image, "train"], dict(os.environ), trial_dir
         base = layout(trial_dir, channels_for(self.data), hyperparameters)
-        return entry_command(), train_env(base, {DOGBREED_THREADS: str(self.threads), "OMP_NUM_THREADS": str(self.threads)}), trial_dir
+        return entry_command(), train_env(base, {DOGBREED_THREADS: str(self.threads),
+                                                 "OMP_NUM_THREADS": str(self.threads)}), trial_dir
 
     def run(self, number: int, hyperparameters: dict, on_epoch) -> tuple[int, str, bool]:
         """(exit code, log, stopped early); ``on_epoch(epoch, value)`` returns True to stop the trial."""

@@ -134,7 +134,8 @@ class Overtraining(Rule):
         best_before = min(v for v in values[: -self.patience_train] if v is not None)
         recent = min(v for v in values[-self.patience_train:] if v is not None)
         evals = _evals_until(trial, step)
-        stalled_validation = len(evals) > self.patience_validation and min(evals[-self.patience_validation:]) >= min(evals) + self.delta
+        stalled_validation = (len(evals) > self.patience_validation
+                              and min(evals[-self.patience_validation:]) >= min(evals) + self.delta)
         return recent > best_before - self.delta and (stalled_validation or (evals and recent < min(evals)))
 
 

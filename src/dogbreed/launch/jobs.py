@@ -262,7 +262,8 @@ def training_log_printer(logs_client, name: str, out=None):
         from botocore.exceptions import ClientError
 
         try:
-            streams = logs_client.describe_log_streams(logGroupName=TRAINING_LOG_GROUP, logStreamNamePrefix=f"{name}/")["logStreams"]
+            streams = logs_client.describe_log_streams(logGroupName=TRAINING_LOG_GROUP,
+                                                       logStreamNamePrefix=f"{name}/")["logStreams"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
                 return  # no log group or stream yet
@@ -284,7 +285,8 @@ def best_hyperparameters(client, tuning_job: str) -> dict[str, str]:
     described = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning_job)
     best = described.get("BestTrainingJob")
     if not best:
-        raise ConfigError(f"tuning job {tuning_job} has no best training job yet (status {described.get('HyperParameterTuningJobStatus')})")
+        status = described.get("HyperParameterTuningJobStatus")
+        raise ConfigError(f"tuning job {tuning_job} has no best training job yet (status {status})")
     return {k: str(v).strip('"') for k, v in best["TunedHyperParameters"].items()}
 
 

@@ -149,5 +149,6 @@ def decode(body, content_type: str, draft_size: int | None = None) -> tuple[list
     if kind == ct.NPY:
         return decode_npy(body), {}
     raise UnsupportedMediaType(
-        f"content type {ascii(content_type[:60]) if content_type else '(none)'} is not supported; send one of {', '.join(ct.REQUEST_TYPES)}"
+        f"content type {ascii(content_type[:60]) if content_type else '(none)'} is not supported; "
+        f"send one of {', '.join(ct.REQUEST_TYPES)}"
     )
