@@ -144,6 +144,12 @@ def test_an_unreadable_image_is_counted_once_over_epochs(sample_dir, tmp_path):
     assert summary["unreadable_images"] == {"train": 1, "valid": 0, "test": 0} and summary["skipped_images"] == 1
     assert [h["new_unreadable"] for h in summary["history"]] == [1, 0]
     assert log.count("corrupt.jpg") == 1
+    # the precision choice and its reason travel with the metrics and the model
+    meta = json.loads((tmp_path / "run/model/model.json").read_text())
+    for record in (summary["precision"], meta["precision"]):
+        assert record["precision"] == "fp32" and record["device"] == "cpu" and record["grad_scaler"] is False
+        assert record["reason"] == "fp32 asked for on the CPU"
+    assert "fp32 asked for on the CPU" in log
 
 
 def test_two_ddp_ranks_on_an_uneven_split_end_with_identical_weights(sample_dir, tmp_path):
