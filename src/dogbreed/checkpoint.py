@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -50,9 +52,6 @@ def atomic_save(obj, path: Path) -> None:
 
 
 def _why(exc: BaseException, directory: Path) -> str:
-    import errno
-    import shutil
-
     free = shutil.disk_usage(directory).free
     if getattr(exc, "errno", None) == errno.ENOSPC or free < 4 * 1024 * 1024:
         return f"No space left on device ({free / 2**20:.1f} MB free in {directory})"

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# dogImages numbers its class folders (001.Affenpinscher) so that they sort in label order; the number is no part of the name
 _PREFIX = re.compile(r"^\d+[._-]")
 
 
@@ -61,13 +62,15 @@ def find_splits(channels: dict[str, Path], required=("train", "valid")) -> dict[
 
 
 def list_classes(split_dir: Path) -> list[str]:
+    # Sorted folder names are the label order: the same on every host and rank, and the order model.json records.
+    # Hidden folders are tools' leftovers (.ipynb_checkpoints, sync state), never classes.
     return sorted(child.name for child in Path(split_dir).iterdir() if child.is_dir() and not child.name.startswith("."))
 
 
 def list_samples(split_dir: Path, class_folders: list[str], split: str) -> list[tuple[Path, int]]:
     samples: list[tuple[Path, int]] = []
     present = set(list_classes(split_dir))
-    unknown = present - set(class_folders)
+    unknown = present - set(class_folders)  # a class only valid/test hold would have no output of the head
     if unknown:
         raise DataError(f"the {split!r} split has classes that train lacks: {', '.join(sorted(unknown)[:5])}")
     for index, folder in enumerate(class_folders):
@@ -96,9 +99,9 @@ def stratified_fraction(samples: list[tuple[Path, int]], fraction: float, seed: 
     chosen: list[tuple[Path, int]] = []
     for label in sorted(by_class):
         items = by_class[label]
-        k = max(1, round(len(items) * fraction))
+        k = max(1, round(len(items) * fraction))  # every class keeps an image, so every output of the head trains
         chosen.extend(rng.sample(items, k))
-    return sorted(chosen, key=lambda s: (s[1], str(s[0])))
+    return sorted(chosen, key=lambda s: (s[1], str(s[0])))  # the order of the draw is no part of the result
 
 
 class ImageSamples(Dataset):
@@ -203,6 +206,12 @@ class Splits:
 
 
 def load_splits(channels: dict[str, Path], fraction: float = 1.0, seed: int = 0) -> Splits:
+    """The data set in ``channels`` (SageMaker channel name -> folder; see :func:`find_splits`).
+
+    Takes a stratified, seeded ``fraction`` of every split. Returns :class:`Splits`: the class folders (sorted:
+    the label order), their display names, and per split the ``(path, label)`` samples. Raises DataError where
+    the train split has fewer than 2 classes, a split holds no images, or valid/test hold a class train lacks.
+    """
     dirs = find_splits(channels)
     class_folders = list_classes(dirs["train"])
     if len(class_folders) < 2:

@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 TRAIN_LAYERS = ("head", "last", "all")
 WEIGHTS_FILE = "model.pth"
 META_FILE = "model.json"
+# torchvision builds its own ResNet families (the seed's resnet50 and its weights); every other name goes to timm.
 TORCHVISION_FAMILIES = ("resnet", "resnext", "wide_resnet")
+
+# torchvision and timm are imported inside the functions that use them: each costs a second or more to import, and
+# the serving and launcher processes that import this module for its artifact helpers often need neither.
 
 
 def is_torchvision(arch: str) -> bool:
@@ -44,12 +48,14 @@ def check_arch(arch: str) -> None:
 
 
 def head_name(model: nn.Module) -> str:
+    # timm models name their classifier in pretrained_cfg ("head.fc", "classifier", ...); torchvision's ResNets use "fc"
     if hasattr(model, "pretrained_cfg") and model.pretrained_cfg.get("classifier"):
         return model.pretrained_cfg["classifier"]
     return "fc"
 
 
 def _replace_head(model: nn.Module, arch: str, num_classes: int) -> nn.Module:
+    # A fresh head sized for the breeds; the backbone keeps whatever weights it was built with.
     if is_torchvision(arch):
         model.fc = nn.Linear(model.fc.in_features, num_classes)
     else:
@@ -100,7 +106,7 @@ def load_backbone_weights(model: nn.Module, path: Path) -> list[str]:
     if not isinstance(state, dict):
         raise ModelError(f"{path} holds no state_dict")
     own = model.state_dict()
-    head = head_name(model) + "."
+    head = head_name(model) + "."  # ImageNet's 1000-class head is not ours: it is left out, never loaded
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith(head)}
     missing = [k for k in own if k not in usable and not k.startswith(head)]
     if missing:
@@ -108,6 +114,7 @@ def load_backbone_weights(model: nn.Module, path: Path) -> list[str]:
             f"{path} does not fit this architecture: {len(missing)} backbone tensors missing or mis-shaped "
             f"(first: {missing[0]})"
         )
+    # BatchNorm's step counters: some checkpoints carry them and some models lack them; they are not weights
     unexpected = [k for k in state if k not in own and not k.startswith(head) and not k.endswith("num_batches_tracked")]
     if unexpected:
         raise ModelError(
@@ -135,6 +142,7 @@ def set_trainable(model: nn.Module, train_layers: str) -> tuple[int, int]:
     after it; ``all``: everything. Returns (trainable, total) parameter counts."""
     if train_layers not in TRAIN_LAYERS:
         raise ModelError(f"--train-layers must be one of {TRAIN_LAYERS}, not {train_layers!r}")
+    # Parameters come in forward order: everything from the first parameter of the head (or the last stage) on trains.
     names = [name for name, _ in model.named_parameters()]
     if train_layers == "all":
         start = 0
@@ -159,6 +167,7 @@ def frozen_modules_eval(model: nn.Module) -> None:
 
 
 def default_preprocessing(arch: str, input_size: int | None = None) -> Preprocessing:
+    # The weights were trained with a size, crop, mean/std and interpolation: training and serving must use the same.
     if is_torchvision(arch):
         base = Preprocessing(224, 256, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
         crop_pct = 224 / 256
@@ -191,6 +200,7 @@ def save_artifacts(model_dir: Path, model: nn.Module, arch: str, class_names: li
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
+    # float32 on the CPU whatever precision and device trained it: serving picks its own
     state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in unwrap(model).state_dict().items()}
     torch.save(state, model_dir / WEIGHTS_FILE)
     meta = {
@@ -238,7 +248,7 @@ def load_artifacts(model_dir: Path) -> tuple[nn.Module, dict, Preprocessing]:
     meta = read_meta(model_dir)
     model = build(meta["arch"], int(meta["num_classes"]))
     weights = model_dir / WEIGHTS_FILE
-    try:
+    try:  # weights_only: a model file from elsewhere cannot run code when it is loaded
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise ModelError(f"no {WEIGHTS_FILE} in {model_dir}") from exc

@@ -85,7 +85,8 @@ def to_rgb(image: Image.Image, draft_size: int | None = None) -> Image.Image:
     """Any Pillow image (grayscale, RGBA, palette, CMYK, EXIF-rotated) as upright RGB.
 
     ``draft_size``: for JPEGs, let libjpeg decode at a reduced scale whose shorter side is still at
-    least this many pixels (a no-op for other formats).
+    least this many pixels (a no-op for other formats). Returns an RGB image (transparency flattened
+    onto white); ``image`` itself may be changed by the JPEG draft mode.
     """
     if draft_size and image.format == "JPEG":
         image.draft("RGB", (draft_size, draft_size))

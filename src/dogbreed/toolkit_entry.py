@@ -30,9 +30,9 @@ def hyperparameters_to_argv(hyperparameters: dict) -> list[str]:
 
 
 def main() -> None:
-    from sagemaker_training import environment, errors
+    from sagemaker_training import environment, errors  # in the training image only
 
-    from . import train
+    from . import train  # torch loads in the process that trains, not in the toolkit's launcher (run_toolkit)
 
     env = environment.Environment()
     os.environ.update(env.to_env_vars())
@@ -44,7 +44,7 @@ def main() -> None:
 def run_toolkit() -> None:
     """What ``docker run IMAGE train`` runs: the toolkit's trainer with our module as the framework."""
     os.environ.setdefault(envnames.SAGEMAKER_TRAINING_MODULE, ENTRY)
-    from sagemaker_training.cli import train as toolkit_train
+    from sagemaker_training.cli import train as toolkit_train  # in the training image only
 
     toolkit_train.main()
 

@@ -16,10 +16,10 @@ ORDER_BEFORE_MARKERS = ["train", "serve", "tune"]  # BENCHMARKS.md written befor
 
 
 def machine() -> dict:
-    import torch
+    import torch  # torch loads only where a benchmark describes its machine (the report writer needs none)
     import torchvision
 
-    from .. import accel
+    from .. import accel  # imports torch: see above
 
     cpu = "unknown"
     try:

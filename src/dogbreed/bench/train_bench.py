@@ -20,8 +20,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .. import accel, data, models
-from ..presets import IMAGENET_MEAN, IMAGENET_STD
+from .. import accel, checkpoint, data, models, train
+from ..presets import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from ..sample import make_sample
 from . import report
 
 SHARED_DATA = Path("../shared/data/dogs10")
@@ -30,8 +31,6 @@ SHARED_DATA = Path("../shared/data/dogs10")
 def dataset_root() -> tuple[Path, str]:
     if (SHARED_DATA / "train").is_dir():
         return SHARED_DATA, "real JPEGs, ../shared/data/dogs10 (320 px shorter side)"
-    from ..sample import make_sample
-
     root = Path(tempfile.mkdtemp(prefix="bench-sample-"))
     make_sample(root, classes=10, size=320, per_split={"train": 40, "valid": 2, "test": 2})
     return root, "the synthetic sample at 320 px (../shared absent)"
@@ -53,7 +52,7 @@ def training_flops_per_image(arch: str, num_classes: int) -> float:
     """3x the forward FLOPs (backward = gradients of inputs + of weights, each the forward's cost).
     The forward is counted by torch's FlopCounterMode; its count of ``convolution_backward`` ignores
     groups, which over-counts depthwise convolutions (EfficientNet) by an order of magnitude."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # only for this count
 
     model = models.build(arch, num_classes).eval()
     counter = FlopCounterMode(display=False)
@@ -83,10 +82,6 @@ def time_steps(model, loader, step_fn, warmup: int, steps: int) -> float:
 def ours(arch, root, batch, workers, warmup, steps, num_classes):
     """The training program's own ``train_one_epoch`` (per-step checks, scheduler, scaler, device-side
     normalization), on its own loader; a warm-up epoch of ``warmup`` steps, then a timed one of ``steps``."""
-    from argparse import Namespace
-
-    from .. import checkpoint, train
-
     prep = models.default_preprocessing(arch)
     model = models.build(arch, num_classes)
     acc = accel.pick("auto", use_cuda=False, training=True, model=model, input_size=prep.input_size)
@@ -99,7 +94,7 @@ def ours(arch, root, batch, workers, warmup, steps, num_classes):
     criterion, stop = nn.CrossEntropyLoss(label_smoothing=0.1), checkpoint.TerminationFlag()
     rate = 0.0
     for epoch, cap in enumerate((warmup, steps), start=1):
-        args = Namespace(max_steps_per_epoch=cap, progress="none", is_main=True)
+        args = argparse.Namespace(max_steps_per_epoch=cap, progress="none", is_main=True)
         _, seen, _, seconds = train.train_one_epoch(model, criterion, optimizer, scheduler, acc.grad_scaler(), loader, acc,
                                                     epoch, args, stop, normalize=prep.normalize_batch,
                                                     input_size=prep.input_size)
@@ -111,8 +106,6 @@ def loader_rate(root, batch: int, workers: int, batches: int = 40, input_size: i
     """Images/s that the training loader alone delivers (decode at draft scale, augment, uint8), no model:
     what the CPUs can feed a GPU. A short first epoch starts the (persistent) workers; the second epoch is
     timed from its start, so nothing prefetched before the clock started is counted."""
-    from ..presets import Preprocessing
-
     prep = Preprocessing(input_size, resize)
     splits = data.load_splits({"train": root})
     dataset = data.ImageSamples(splits.samples["train"], prep.train_transform(True, normalize=False), prep.resize)
@@ -131,7 +124,7 @@ def loader_rate(root, batch: int, workers: int, batches: int = 40, input_size: i
 
 
 def seed_way(arch, root, batch, workers, warmup, steps, num_classes):
-    from torchvision import datasets
+    from torchvision import datasets  # the seed's way only
     from torchvision import transforms as T
 
     transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
@@ -152,7 +145,8 @@ def seed_way(arch, root, batch, workers, warmup, steps, num_classes):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="Images/s of our training step beside the seed's plain fp32 loop, on the same data in the same run")
     parser.add_argument("--models", default="resnet50,tf_efficientnet_lite0")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=int(os.environ.get("BENCH_STEPS", 6)))

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..insight.local_tuning import tune
 from . import report
 
 DATA = Path("../shared/data/dogs10")
@@ -21,9 +22,8 @@ WEIGHTS = Path("../shared/weights/tf_efficientnet_lite0.in1k.pth")
 
 
 def main(argv=None) -> int:
-    from ..insight.local_tuning import tune
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="Local tuning, head-only: the frozen-feature cache beside the same trials without it")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=int(os.environ.get("BENCH_TUNE_EPOCHS", 2)))
     parser.add_argument("--parallel", type=int, default=1)

@@ -10,9 +10,9 @@ log = logging.getLogger(__name__)
 
 
 def loss_series(trial):
-    from smdebug.core.modes import ModeKeys
+    from smdebug.core.modes import ModeKeys  # smdebug is optional and slow to import: only for a report
 
-    from .rules import _loss, _loss_name
+    from .rules import _loss, _loss_name  # imports smdebug: see above
 
     _loss_name(trial)
     series = {}
@@ -24,7 +24,7 @@ def loss_series(trial):
 
 
 def plot_losses(series: dict, path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # optional and slow: only for the plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -46,9 +46,9 @@ def plot_losses(series: dict, path: Path) -> Path:
 
 
 def report(path: str, out: Path) -> dict:
-    from smdebug.trials import create_trial
+    from smdebug.trials import create_trial  # smdebug is optional and slow to import: only for a report
 
-    from .rules import run_rules
+    from .rules import run_rules  # imports smdebug: see above
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,9 +62,7 @@ def report(path: str, out: Path) -> dict:
 
 
 def cmd_debug_report(args) -> int:
-    import logging as _logging
-
-    _logging.getLogger("smdebug").setLevel(_logging.WARNING)
+    logging.getLogger("smdebug").setLevel(logging.WARNING)
     result = report(args.path, Path(args.out))
     print(f"loss plot: {result['plot']} (training steps {result['steps']['train']}, validation steps {result['steps']['eval']})")
     for name, verdict in result["rules"].items():

@@ -91,6 +91,11 @@ def top_k_from(attributes: str | None, options: dict) -> int:
 
 
 def input_fn(input_data, content_type, context=None):
+    """The request body (bytes) and its Content-Type, decoded: ``{"images": [RGB PIL images], "top_k": int}``.
+
+    ``top_k`` comes from a JSON body's ``top_k``, else the ``X-Amzn-SageMaker-Custom-Attributes`` header
+    (``top_k=3``), else 5. An unreadable body or an unsupported type raises the 4xx error the server answers with.
+    """
     images, options = decode(input_data, content_type, draft_size=_draft_size)
     return {"images": images, "top_k": top_k_from(_header(context, CUSTOM_ATTRIBUTES), options)}
 
