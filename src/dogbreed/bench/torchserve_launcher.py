@@ -16,7 +16,7 @@ def main() -> None:
     state = os.path.abspath(sys.argv[1])
     os.makedirs(state, exist_ok=True)
     os.chdir(state)  # TorchServe writes logs/ under the working directory
-    from sagemaker_pytorch_serving_container import serving, torchserve
+    from sagemaker_pytorch_serving_container import serving, torchserve  # the peer's toolkit, only in its venv
 
     port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
     defaults = os.path.join(state, "default-ts.properties")

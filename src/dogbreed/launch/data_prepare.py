@@ -55,7 +55,7 @@ def download(url: str, target: Path, progress: bool = True, timeout: float = 60)
         done = have if resumed else 0
         bar = None
         if progress and sys.stderr.isatty():
-            from tqdm import tqdm
+            from tqdm import tqdm  # only for an interactive terminal
 
             bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, desc=target.name)
         try:

@@ -20,6 +20,9 @@ from .config import Config
 
 log = logging.getLogger(__name__)
 
+# The SageMaker SDK (seconds to import) and botocore are imported inside the functions that build or read a job, so
+# that `dogbreed --help` and the request checks do not wait for them.
+
 # The seed's Debugger rules.
 DEBUGGER_RULES = ("vanishing_gradient", "overfit", "overtraining", "poor_weight_initialization", "loss_not_decreasing")
 COLLECTIONS = {"losses": "10", "weights": "100", "gradients": "100", "biases": "100"}

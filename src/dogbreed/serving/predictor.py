@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from .. import accel
 from ..env import DOGBREED_SERVE_GRAPH, DOGBREED_SERVE_THREADS
@@ -33,8 +34,6 @@ class ModelInputs:
         return torch.stack([self.transform(to_rgb(image, self.draft_size)) for image in images])
 
     def blank_image(self):
-        from PIL import Image
-
         return Image.new("RGB", (self.prep.resize, self.prep.resize), (127, 127, 127))
 
 

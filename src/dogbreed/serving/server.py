@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket as sockets
 import subprocess
 import sys
 import tempfile
@@ -83,8 +84,6 @@ def start_engine(model_dir: Path, socket_path: Path) -> subprocess.Popen:
 
 
 def wait_engine(engine: subprocess.Popen, socket_path: Path, timeout_s: float = 300) -> None:
-    import socket as sockets
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if engine.poll() is not None:
@@ -112,7 +111,7 @@ def stop_engine(engine: subprocess.Popen | None) -> None:
 
 
 def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, timeout_s: int = 60) -> str:
-    from sagemaker_inference import model_server
+    from sagemaker_inference import model_server  # in the serving image only (and its dev twin here)
 
     with open(model_server.DEFAULT_MMS_CONFIG_FILE) as handle:
         defaults = handle.read()
@@ -145,7 +144,7 @@ def check_model(model_dir: Path) -> str | None:
 
 
 def start_mms(model_dir: Path, host: str, port: int, workers: int, temp_dir: Path, config_path: Path) -> subprocess.Popen:
-    from sagemaker_inference import model_server
+    from sagemaker_inference import model_server  # in the serving image only (and its dev twin here)
 
     max_bytes = int(os.environ.get(envnames.SAGEMAKER_MAX_REQUEST_SIZE, MAX_REQUEST_BYTES))
     config_path.parent.mkdir(parents=True, exist_ok=True)
