@@ -120,6 +120,15 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     return bool(tensor.item() > 0)
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank, as DDP's own forward would copy them:
+    each rank's last training step updated its copy from its own batch, and the checkpoints must not differ."""
+    if not dist.is_initialized():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

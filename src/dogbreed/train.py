@@ -597,6 +597,8 @@ def run_epoch(run: Run, state: dict, epoch: int, stop) -> bool:
     for hook in run.hooks:
         hook.set_mode("eval")
     # The module itself, not its DDP wrapper: evaluation shards may be uneven, and the wrapper's buffer sync is a collective.
+    # So the buffers are made equal here, once, by every rank together.
+    distributed.broadcast_buffers(models.unwrap(run.model))
     valid_loss, valid_acc, lost, _ = evaluate(models.unwrap(run.model), run.eval_criterion, run.loaders["valid"], run.acc,
                                               run.num_classes, normalize=run.prep.normalize_batch)
     new_unreadable += note_unreadable(run, "valid", lost) if "valid" in run.unreadable else 0
