@@ -95,7 +95,8 @@ def test_loss_plot_has_both_modes_and_healthy_run_passes_loss_not_decreasing(run
     assert verdicts["rules"]["LossNotDecreasing"]["fired"] is False
     assert verdicts["rules"]["VanishingGradient"]["fired"] is False
     assert not any("error" in verdict for verdict in verdicts["rules"].values()), verdicts["rules"]
-    assert set(verdicts["rules"]) == {"VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization", "LossNotDecreasing"}
+    assert set(verdicts["rules"]) == {"VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization",
+                                      "LossNotDecreasing"}
     assert "LossNotDecreasing: ok" in stdout
 
 

@@ -7,31 +7,15 @@ requests (captured as botocore sends them) and what moto then reports back.
 from __future__ import annotations
 
 import pytest
-from moto import mock_aws
 
 from dogbreed import metrics
 from dogbreed.launch import jobs
 from dogbreed.launch.config import load
+from tests.integration.conftest import REGION
 
-REGION = "eu-west-1"
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
 TRAIN_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/dogbreed-train:abc123"
 SERVE_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/dogbreed-serve:abc123"
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
-        import boto3
-
-        boto3.client("s3", region_name=REGION).create_bucket(
-            Bucket="dogbreed-test", CreateBucketConfiguration={"LocationConstraint": REGION})
-        yield
 
 
 @pytest.fixture

@@ -4,28 +4,13 @@ non-zero exit, before anything is created; the neighbouring valid request goes t
 from __future__ import annotations
 
 import pytest
-from moto import mock_aws
 
-REGION = "eu-west-1"
+from tests.integration.conftest import REGION
+
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
 IMAGES = '''train_image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/dogbreed-train:abc123"
 serve_image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/dogbreed-serve:abc123"
 '''
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
-        import boto3
-
-        boto3.client("s3", region_name=REGION).create_bucket(
-            Bucket="dogbreed-test", CreateBucketConfiguration={"LocationConstraint": REGION})
-        yield boto3.client("sagemaker", region_name=REGION)
 
 
 def _config(tmp_path, extra: str = "", role: str = ROLE) -> str:

@@ -320,7 +320,8 @@ def compare_answers(model_dir: Path, work: Path, port: int, workers: int | None,
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="Our endpoint beside the official AWS PyTorch serving stack, the same model on the same machine")
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--requests", type=int, default=int(os.environ.get("BENCH_REQUESTS", 60)))
     parser.add_argument("--workers", type=int, default=None)
@@ -343,7 +344,8 @@ def main(argv=None) -> int:
         body = bodies[0]
         pure = in_process(model_dir, body, rounds=20, threads=threads)
         base_ms = pure["decode_ms"] + pure["forward_ms"]
-        print(f"in process: decode+preprocess {pure['decode_ms']:.1f} ms, forward {pure['forward_ms']:.1f} ms ({pure['setup']}, {threads} threads)", flush=True)
+        print(f"in process: decode+preprocess {pure['decode_ms']:.1f} ms, forward {pure['forward_ms']:.1f} ms "
+              f"({pure['setup']}, {threads} threads)", flush=True)
         process = start_local_server(model_dir, args.port, args.workers)
         try:
             cold = wait_until_correct("127.0.0.1", args.port, body, pure["top1"], process)
@@ -360,8 +362,10 @@ def main(argv=None) -> int:
         if torchserve_peer.available():
             # the peer twice: TorchServe's own worker count (one per core, its SageMaker default) and one
             # worker with all cores; each of our figures is set beside the better of the two
-            runs = [run_peer(model_dir, work, args.port + 10, None, bodies, args.requests, label="TorchServe peer, its default workers (npy in)"),
-                    run_peer(model_dir, work, args.port + 30, 1, bodies, args.requests, label="TorchServe peer, 1 worker (npy in)")]
+            runs = [run_peer(model_dir, work, args.port + 10, None, bodies, args.requests,
+                             label="TorchServe peer, its default workers (npy in)"),
+                    run_peer(model_dir, work, args.port + 30, 1, bodies, args.requests,
+                             label="TorchServe peer, 1 worker (npy in)")]
             peer = runs[1]
             for run in runs:
                 rows += run["rows"]
@@ -372,11 +376,13 @@ def main(argv=None) -> int:
                 mine = ours[f"c{concurrency}"]
                 best_p50 = min(run["results"][f"c{concurrency}"]["p50_ms"] for run in runs)
                 best_rate = max(run["results"][f"c{concurrency}"]["throughput"] for run in runs)
-                results[f"ratio_c{concurrency}"] = {"p50": best_p50 / mine["p50_ms"], "throughput": mine["throughput"] / best_rate}
+                results[f"ratio_c{concurrency}"] = {"p50": best_p50 / mine["p50_ms"],
+                                                    "throughput": mine["throughput"] / best_rate}
                 rows.append(["**ours / the better peer**", concurrency, f"**{best_p50 / mine['p50_ms']:.2f}x** faster",
                              "", f"**{mine['throughput'] / best_rate:.2f}x**", ""])
             notes.append(f"Peer: {peer['versions']} in its own venv (make torchserve-peer), default handler, the same weights "
-                         f"traced to TorchScript, measured with TorchServe's default worker count and with 1 worker; it is sent the "
+                         f"traced to TorchScript, measured with TorchServe's default worker count and with 1 worker; "
+                         f"it is sent the "
                          f"image already preprocessed ({peer['body_kb']} KB float32 npy), we are sent the JPEG and decode it. "
                          f"Identical top-1 answers on {len(bodies)} photos, this model: {same}/{len(bodies)} "
                          f"({len(set(ours_top1))} distinct answers).")
@@ -393,7 +399,8 @@ def main(argv=None) -> int:
         rows.append(["in process: decode + preprocess + forward", 1, f"{base_ms:.1f}", "", f"{1e3 / base_ms:.2f}", ""])
         notes[:0] = [
             f"Model: {args.model}, 133 classes, {len(body) // 1024} KB 224-px JPEG of a real dog; ours: "
-            + (f"{workers} decoding workers and one batching model engine with {threads} threads" if engine else f"{workers} worker(s) x {threads} thread(s)")
+            + (f"{workers} decoding workers and one batching model engine with {threads} threads"
+               if engine else f"{workers} worker(s) x {threads} thread(s)")
             + f", {pure['setup']}; {args.requests} timed requests per row (at least 4 per client) after a warm-up.",
             f"Cold start (process start to the first correct answer): local server {cold:.1f} s"
             + (f", serve container {docker_cold:.1f} s" if docker_cold is not None else ", serve container: no docker image here")

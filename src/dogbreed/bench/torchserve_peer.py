@@ -38,7 +38,8 @@ def available() -> bool:
 def versions() -> str:
     done = subprocess.run([str(VENV / "bin" / "python"), "-c",
                            "from importlib.metadata import version as v; "
-                           "print(f\"sagemaker-pytorch-inference {v('sagemaker-pytorch-inference')}, torchserve {v('torchserve')}, torch {v('torch')}\")"],
+                           "print(f\"sagemaker-pytorch-inference {v('sagemaker-pytorch-inference')}, "
+                           "torchserve {v('torchserve')}, torch {v('torch')}\")"],
                           capture_output=True, text=True, timeout=120)
     return done.stdout.strip() or "unknown versions"
 
@@ -109,7 +110,8 @@ def wait_ready(port: int, body: bytes, process: subprocess.Popen, expected: int,
                 return time.perf_counter() - start
             last = f"top-1 {top1}"
         time.sleep(0.25)
-    raise PeerUnavailable(f"the TorchServe peer gave no correct answer (class {expected}) within {timeout:.0f} s; the last: {last}")
+    raise PeerUnavailable(f"the TorchServe peer gave no correct answer (class {expected}) within {timeout:.0f} s; "
+                          f"the last: {last}")
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -133,7 +133,8 @@ class ProfileHook(Hook):
         profiler.export_chrome_trace(str(self.out / "trace.json"))
         rows = []
         for event in sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:25]:
-            rows.append({"name": event.key, "calls": event.count, "self_cpu_ms": event.self_cpu_time_total / 1e3 / self.trace_steps,
+            rows.append({"name": event.key, "calls": event.count,
+                         "self_cpu_ms": event.self_cpu_time_total / 1e3 / self.trace_steps,
                          "cpu_total_ms": event.cpu_time_total / 1e3 / self.trace_steps})
         (self.out / "ops.json").write_text(json.dumps({"steps": self.trace_steps, "ops": rows}, indent=1))
 
@@ -172,7 +173,8 @@ class ProfileHook(Hook):
         with open(self.out / "steps.jsonl", "w") as handle:
             for step in self.steps:  # the losses are read once, here
                 handle.write(json.dumps({**step, "loss": round(float(step["loss"]), 5)}) + "\n")
-        (self.out / "summary.json").write_text(json.dumps({"cpus": os.cpu_count(), "wall_s": time.perf_counter() - self.start_time}))
+        (self.out / "summary.json").write_text(
+            json.dumps({"cpus": os.cpu_count(), "wall_s": time.perf_counter() - self.start_time}))
 
 
 def hooks_from_environment(model, criteria, args) -> list[Hook]:

@@ -111,7 +111,8 @@ def advice(split: dict) -> list[str]:
         return [
             f"The data loader is the bottleneck: {100 * split['data_share']:.0f}% of step time is spent waiting for batches.",
             "Raise --num-workers (one per spare core), or move to an instance with more CPUs per GPU.",
-            "Decode less: keep JPEGs near the training size (Pillow's draft mode already decodes large JPEGs at a reduced scale).",
+            "Decode less: keep JPEGs near the training size "
+            "(Pillow's draft mode already decodes large JPEGs at a reduced scale).",
             "For head-only training, turn augmentation off and cache the frozen features (--feature-cache).",
             "On GPUs, pinned memory and a larger prefetch factor keep the device busy.",
         ]
@@ -127,26 +128,33 @@ def render(profile: Path, out: Path) -> Path:
     split = step_split(steps, recorded.get("wall_s"))
     images = plots(system, steps)
     rows = "".join(
-        f"<tr><td>{html.escape(o['name'])}</td><td>{o['calls']}</td><td>{o['self_cpu_ms']:.1f}</td><td>{o['cpu_total_ms']:.1f}</td></tr>"
+        f"<tr><td>{html.escape(o['name'])}</td><td>{o['calls']}</td>"
+        f"<td>{o['self_cpu_ms']:.1f}</td><td>{o['cpu_total_ms']:.1f}</td></tr>"
         for o in ops["ops"][:15]
     )
     tips = "".join(f"<li>{html.escape(t)}</li>" for t in advice(split))
     pictures = "".join(f'<h3>{name}</h3><img alt="{name}" src="data:image/png;base64,{data}">' for name, data in images.items())
     wall = (f"<p id=\"wall\">The profiled job ran {split['wall_s']:.3f} s: the training steps {split['total_s']:.3f} s "
-            f"({100 * split['total_s'] / split['wall_s']:.1f}%), the rest (evaluation, checkpoints, set-up) {split['other_s']:.3f} s.</p>"
+            f"({100 * split['total_s'] / split['wall_s']:.1f}%), "
+            f"the rest (evaluation, checkpoints, set-up) {split['other_s']:.3f} s.</p>"
             if split.get("wall_s") else "")
     peak_rss = max((s.get("rss_mb", 0) for s in system), default=0)
     mean_cpu = statistics.mean(s["cpu_percent"] for s in system) if system else 0
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>dogbreed profile report</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style></head><body>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}\
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style>\
+</head><body>
 <h1>dogbreed profile report</h1>
 <p>Source: {html.escape(str(profile))}</p>
 <h2>Step time</h2>
 <table id="split"><tr><th>part</th><th>seconds</th><th>share</th></tr>
-<tr><td>data loading (waiting for batches)</td><td>{split['data_s']:.3f}</td><td>{100 * split['data_share']:.1f}%</td></tr>
-<tr><td>compute (forward, backward, optimizer)</td><td>{split['compute_s']:.3f}</td><td>{100 * (1 - split['data_share']):.1f}%</td></tr>
+<tr><td>data loading (waiting for batches)</td><td>{split['data_s']:.3f}</td>\
+<td>{100 * split['data_share']:.1f}%</td></tr>
+<tr><td>compute (forward, backward, optimizer)</td><td>{split['compute_s']:.3f}</td>\
+<td>{100 * (1 - split['data_share']):.1f}%</td></tr>
 <tr><td>total over {split['steps']} training steps</td><td>{split['total_s']:.3f}</td><td>100.0%</td></tr></table>
-{wall}<p>Median step: {split.get('median_step_ms', 0):.1f} ms. Mean CPU use {mean_cpu:.0f}%, peak memory of the job {peak_rss:.0f} MB.</p>
+{wall}<p>Median step: {split.get('median_step_ms', 0):.1f} ms. \
+Mean CPU use {mean_cpu:.0f}%, peak memory of the job {peak_rss:.0f} MB.</p>
 <h2>What to change</h2><ul>{tips}</ul>
 <h2>Top operators (torch.profiler, per step over {ops.get('steps', 0)} traced steps)</h2>
 <table id="ops"><tr><th>operator</th><th>calls</th><th>self CPU ms</th><th>CPU total ms</th></tr>{rows}</table>
@@ -165,7 +173,8 @@ def cmd_profile_report(args) -> int:
     target = render(profile, Path(args.out))
     summary = json.loads((Path(args.out) / "profile-summary.json").read_text())["split"]
     print(f"report: {target}")
-    print(f"step time: data {summary['data_s']:.2f} s ({100 * summary['data_share']:.0f}%), compute {summary['compute_s']:.2f} s, "
+    print(f"step time: data {summary['data_s']:.2f} s ({100 * summary['data_share']:.0f}%), "
+          f"compute {summary['compute_s']:.2f} s, "
           f"total {summary['total_s']:.2f} s over {summary['steps']} steps"
           + (f" of the job's {summary['wall_s']:.2f} s" if summary.get("wall_s") else ""))
     return 0
