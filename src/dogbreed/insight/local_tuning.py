@@ -181,9 +181,10 @@ class InProcessRunner(TrialRunner):
 
 def tune(data: Path, work: Path, ranges: dict, fixed: dict, objective: str = "valid_loss", max_trials: int = 8,
          parallel: int = 2, strategy: str = "Bayesian", use_docker: str = "auto", image: str = "dogbreed-train:latest",
-         feature_cache: str = "auto", seed: int = 0) -> dict:
+         feature_cache: str = "auto", seed: int = 0, in_process: str = "auto") -> dict:
     """Search ``ranges`` (SageMaker's range specs) with ``fixed`` hyperparameters on the data set in ``data``; the
-    trials run under ``work``. Returns the best hyperparameters, the leaderboard table and records, the saved
+    trials run under ``work`` (``in_process="no"``: a process per trial even where cached trials could run here).
+    Returns the best hyperparameters, the leaderboard table and records, the saved
     ``best_hyperparameters.json``, the plot, the wall time and the runner's kind."""
     import optuna  # optional: only the local tuner needs it
 
@@ -191,7 +192,7 @@ def tune(data: Path, work: Path, ranges: dict, fixed: dict, objective: str = "va
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     fixed = dict(fixed)
-    runner, parallel = _choose_runner(data, work, fixed, max_trials, parallel, use_docker, image, feature_cache)
+    runner, parallel = _choose_runner(data, work, fixed, max_trials, parallel, use_docker, image, feature_cache, in_process)
     direction = "minimize" if metrics.OBJECTIVES[objective] == "Minimize" else "maximize"
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, max_trials)) if strategy.lower() == "bayesian" \
         else optuna.samplers.RandomSampler(seed=seed)
@@ -216,7 +217,7 @@ def tune(data: Path, work: Path, ranges: dict, fixed: dict, objective: str = "va
 
 
 def _choose_runner(data: Path, work: Path, fixed: dict, max_trials: int, parallel: int, use_docker: str, image: str,
-                   feature_cache: str) -> tuple[TrialRunner, int]:
+                   feature_cache: str, in_process: str = "auto") -> tuple[TrialRunner, int]:
     """The runner and the trials run at once: docker where the image is there, in this process for cached
     head-only trials, else a local process per trial; ``fixed`` gains the feature cache where one is used."""
     cores = os.cpu_count() or 1
@@ -231,7 +232,7 @@ def _choose_runner(data: Path, work: Path, fixed: dict, max_trials: int, paralle
     cached = feature_cache == "yes" or (feature_cache == "auto" and head_only)
     if cached:
         fixed["feature-cache"] = str(work / "feature-cache")
-    if cached and head_only and not docker:
+    if cached and head_only and not docker and in_process != "no":
         log.info("head-only trials on cached features: run in this process, one at a time")
         return InProcessRunner(data, work, None, cores), 1
     return TrialRunner(data, work, image if docker else None, threads), parallel
