@@ -7,6 +7,7 @@ scale (never below what the resize needs), which is most of the decoding cost sa
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import torch
@@ -76,9 +77,16 @@ class Preprocessing:
         A float batch (already normalized, or cached features) passes unchanged."""
         if batch.dtype != torch.uint8:
             return batch
-        mean = torch.tensor(self.mean, device=batch.device).view(1, -1, 1, 1) * 255.0
-        inv_std = 1.0 / (torch.tensor(self.std, device=batch.device).view(1, -1, 1, 1) * 255.0)
+        mean, inv_std = _scale(self.mean, self.std, batch.device)
         return batch.float().sub_(mean).mul_(inv_std)
+
+
+@functools.lru_cache(maxsize=8)
+def _scale(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 0-255 mean and 1/std on ``device``, made once: a tensor built from Python numbers at every step is a
+    host-to-device copy the host waits for."""
+    mean_255 = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0
+    return mean_255, 1.0 / (torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0)
 
 
 def to_rgb(image: Image.Image, draft_size: int | None = None) -> Image.Image:

@@ -81,3 +81,15 @@ def test_the_measured_timings_decide_and_are_cached_per_workload(monkeypatch, fa
     accel.pick("auto", use_cuda=False, training=False)  # inference is another workload
     assert len(measured) == 6 and all(not training for _, training in measured[3:])
     assert set(accel._PROBED) == {("train", "proxy", 224), ("infer", "proxy", 224)}
+
+
+def test_uint8_batches_normalized_on_the_device_equal_the_float_transform():
+    import numpy as np
+
+    prep = Preprocessing(64, 72)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8))
+    batch = prep.eval_transform(normalize=False)(image)[None].contiguous(memory_format=torch.channels_last)
+    on_device = prep.normalize_batch(batch)
+    assert on_device.dtype == torch.float32 and on_device.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(on_device[0], prep.eval_transform()(image), atol=1e-5)
+    assert prep.normalize_batch(on_device) is on_device  # already float: untouched
