@@ -165,7 +165,7 @@ def test_names_the_sdk_makes_up_are_checked_too(aws, config):
     from dogbreed.launch.validate import ValidationError
 
     session, _ = _session_capturing(config)
-    estimator = jobs.build_estimator(config, session)
+    estimator = jobs.build_estimator(config, session, checkpoint_job="dogbreed-train-x")
     with pytest.raises(ValidationError, match=r"CreateTrainingJob: training job name 'mnist-train' is outside .*"
                                               r"dogbreed-launcher-policy.json line \d+"):
         estimator.fit(jobs.channels(config), job_name="mnist-train", wait=False)
@@ -280,7 +280,8 @@ def test_metric_definitions_sent_to_sagemaker_match_the_real_training_log(aws, c
     import re
 
     session, calls = _session_capturing(config)
-    jobs.build_estimator(config, session).fit(jobs.channels(config), job_name="dogbreed-train-regex", wait=False)
+    jobs.build_estimator(config, session, checkpoint_job="dogbreed-train-regex").fit(
+        jobs.channels(config), job_name="dogbreed-train-regex", wait=False)
     definitions = _call(calls, "CreateTrainingJob")["AlgorithmSpecification"]["MetricDefinitions"]
     log = trained["stdout"]
     for definition in definitions:

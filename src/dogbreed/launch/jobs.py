@@ -95,17 +95,13 @@ def debugger_configs(config: Config):
 
 
 def build_estimator(config: Config, session, extra_hyperparameters: dict | None = None, instance_type: str | None = None,
-                    base_job_name: str = "dogbreed-train", checkpoint_job: str | None = None):
-    """The training job's Estimator. ``checkpoint_job`` names the checkpoint prefix: the training job's own
-    name (``start_training``) or the tuning job's (``start_tuning``)."""
+                    base_job_name: str = "dogbreed-train", *, checkpoint_job: str):
+    """The training job's Estimator, from a config its caller has validated (``start_training``, ``start_tuning``).
+    ``checkpoint_job`` names the checkpoint prefix: the training job's own name or the tuning job's."""
     from sagemaker.estimator import Estimator
 
-    config.require("role", "train_image", "bucket")
     training = config["training"]
     spot, max_run, max_wait = validate.stopping(training)
-    problem = validate.spot_wait_problem(training)
-    if problem:
-        raise validate.ValidationError(problem)
     hook, rules, profiler = debugger_configs(config)
     return Estimator(
         image_uri=config["train_image"],
@@ -116,7 +112,7 @@ def build_estimator(config: Config, session, extra_hyperparameters: dict | None 
         max_run=max_run,
         use_spot_instances=spot,
         max_wait=max_wait,
-        checkpoint_s3_uri=checkpoint_uri(config, checkpoint_job or job_name(base_job_name.removeprefix("dogbreed-"))),
+        checkpoint_s3_uri=checkpoint_uri(config, checkpoint_job),
         checkpoint_local_path=CHECKPOINT_LOCAL_PATH,
         output_path=f"{config.s3_root}/models",
         base_job_name=base_job_name,
