@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from dogbreed.serving.client import wait_until_correct
+
 
 def jpeg_bytes(color=(120, 80, 40), size=(128, 96)) -> bytes:
     buffer = io.BytesIO()
@@ -70,8 +72,8 @@ def get(url: str, path: str = "/ping", timeout=10):
         return exc.code, exc.read().decode()
 
 
-def probe_for(model: Path) -> tuple[bytes, str]:
-    """A JPEG body and the top-1 breed the in-process model gives it: the answer that tells a server that
+def probe_for(model: Path) -> tuple[bytes, int]:
+    """A JPEG body and the top-1 class index the in-process model gives it: the answer that tells a server that
     classifies from one that merely answers 200. Of a few candidates, the one with the clearest top-1
     (the largest lead over the second), so that no rounding difference between the server and this
     process can flip it."""
@@ -90,38 +92,18 @@ def probe_for(model: Path) -> tuple[bytes, str]:
     with tempfile.TemporaryDirectory(prefix="probe-model-") as scratch:
         predictor = Predictor(model_dir_from(Path(model), Path(scratch)))
         answers = [predictor.top_k([Image.open(io.BytesIO(body))], k=2)[0] for body in candidates]
-    _lead, body, breed = max((rows[0]["probability"] - rows[1]["probability"], body, rows[0]["breed"])
+    _lead, body, index = max((rows[0]["probability"] - rows[1]["probability"], body, rows[0]["index"])
                             for rows, body in zip(answers, candidates, strict=True))
-    return body, breed
+    return body, index
 
 
-def _top1(answer) -> str | None:
-    try:
-        return answer["predictions"][0][0]["breed"]
-    except (KeyError, IndexError, TypeError):
-        return None
+def wait_ready(url: str, body: bytes, index: int, process=None, timeout: float = 180) -> float:
+    """Ready = the first 200 from /invocations that carries ``index``, the in-process model's top-1 for ``body``
+    (not /ping, not any 200). Returns the seconds it took."""
+    from urllib.parse import urlsplit
 
-
-def wait_ready(url: str, body: bytes, breed: str, process=None, timeout: float = 180) -> float:
-    """Ready = the first answer that is a 200 from /invocations AND carries ``breed``, the in-process
-    model's top-1 for ``body`` (not /ping, not any 200). Returns the seconds it took."""
-    import http.client
-    import time
-
-    start, last = time.perf_counter(), "no answer"
-    while time.perf_counter() - start < timeout:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode} during start-up")
-        try:
-            status, answer, _ = post(url, body, "image/jpeg", timeout=30)
-        except (OSError, http.client.HTTPException) as exc:
-            last = f"{exc.__class__.__name__}: {exc}"
-        else:
-            if status == 200 and _top1(answer) == breed:
-                return time.perf_counter() - start
-            last = f"{status} {str(answer)[:200]}"
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} gave no correct answer ({breed}) within {timeout:.0f} s; the last: {last}")
+    address = urlsplit(url)
+    return wait_until_correct(address.hostname, address.port, body, index, process, timeout)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
-import json
 import os
 import shutil
 import statistics
@@ -33,6 +32,7 @@ from PIL import Image
 
 from .. import models
 from ..presets import to_rgb
+from ..serving.client import wait_until_correct
 from . import report
 
 CONCURRENCY = (1, 4, 16)
@@ -127,41 +127,6 @@ def load(url_host: str, port: int, body: bytes, concurrency: int, requests: int,
             "throughput": len(latencies) / wall, "errors": errors[0], "requests": len(latencies) + errors[0]}
 
 
-
-
-def wait_until_correct(host: str, port: int, body: bytes, expected: int, process=None, timeout: float = 300) -> float:
-    """Cold start: seconds from now until the server's first correct answer for ``body``, i.e. a 200 from
-    /invocations whose top-1 class index is ``expected`` (what the in-process model answers for ``body``);
-    a 200 with another answer, or none, does not count. ``process``: the server's Popen, so that a server
-    that died is reported at once."""
-    start, last = time.perf_counter(), "no answer"
-    while time.perf_counter() - start < timeout:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode} during start-up")
-        try:
-            connection = http.client.HTTPConnection(host, port, timeout=60)
-            try:
-                connection.request("POST", "/invocations", body=body, headers={
-                    "Content-Type": "image/jpeg", "Accept": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "top_k=1"})
-                response = connection.getresponse()
-                status, raw = response.status, response.read()
-            finally:
-                connection.close()
-        except (OSError, http.client.HTTPException) as exc:
-            last = f"{exc.__class__.__name__}: {exc}"
-        else:
-            if status == 200 and _top1_index(raw) == expected:
-                return time.perf_counter() - start
-            last = f"{status} {raw[:200].decode('utf-8', 'replace')}"
-        time.sleep(0.1)
-    raise TimeoutError(f"{host}:{port} gave no correct answer (class {expected}) within {timeout:.0f} s; the last: {last}")
-
-
-def _top1_index(raw: bytes) -> int | None:
-    try:
-        return int(json.loads(raw)["predictions"][0][0]["index"])
-    except (ValueError, KeyError, IndexError, TypeError):
-        return None
 
 
 def start_local_server(model_dir: Path, port: int, workers: int | None):

@@ -60,25 +60,39 @@ def invoke_endpoint(name: str, body: bytes, content_type: str, top_k: int = 5, r
     return json.loads(response["Body"].read())
 
 
-def wait_until_classifying(host: str, port: int, body: bytes, process=None, timeout: float = 180) -> float:
-    """Wait until the server classifies ``body`` (a 200 from /invocations, not just /ping); returns the
-    seconds it took. ``process``: the server's Popen, so that a server that died is reported at once."""
-    start = time.perf_counter()
+def wait_until_correct(host: str, port: int, body: bytes, expected: int, process=None, timeout: float = 300) -> float:
+    """Cold start: seconds from now until the server's first correct answer for ``body``, i.e. a 200 from
+    /invocations whose top-1 class index is ``expected`` (what the in-process model answers for ``body``);
+    a 200 with another answer, or none, does not count. ``process``: the server's Popen, so that a server
+    that died is reported at once."""
+    start, last = time.perf_counter(), "no answer"
+    headers = {"Content-Type": ct.JPEG, "Accept": ct.JSON, "X-Amzn-SageMaker-Custom-Attributes": "top_k=1"}
     while time.perf_counter() - start < timeout:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode} during start-up")
         try:
-            connection = http.client.HTTPConnection(host, port, timeout=30)
-            connection.request("POST", "/invocations", body=body, headers={"Content-Type": ct.JPEG})
-            response = connection.getresponse()
-            response.read()
-            connection.close()
-            if response.status == 200:
+            connection = http.client.HTTPConnection(host, port, timeout=60)
+            try:
+                connection.request("POST", "/invocations", body=body, headers=headers)
+                response = connection.getresponse()
+                status, raw = response.status, response.read()
+            finally:
+                connection.close()
+        except (OSError, http.client.HTTPException) as exc:
+            last = f"{exc.__class__.__name__}: {exc}"
+        else:
+            if status == 200 and _top1_index(raw) == expected:
                 return time.perf_counter() - start
-        except (OSError, http.client.HTTPException):
-            pass
+            last = f"{status} {raw[:200].decode('utf-8', 'replace')}"
         time.sleep(0.1)
-    raise TimeoutError(f"{host}:{port} did not classify an image within {timeout:.0f} s")
+    raise TimeoutError(f"{host}:{port} gave no correct answer (class {expected}) within {timeout:.0f} s; the last: {last}")
+
+
+def _top1_index(raw: bytes) -> int | None:
+    try:
+        return int(json.loads(raw)["predictions"][0][0]["index"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
 
 
 def format_answer(path: str, answer: dict) -> str:
