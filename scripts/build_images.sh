@@ -16,8 +16,10 @@ cd "$ROOT"
 revision() {
   local rev
   rev="$(git rev-parse --short=7 HEAD 2>/dev/null)" || { echo dev; return; }
-  if ! git diff --quiet HEAD -- 2>/dev/null; then
-    rev="$rev-dirty-$(git diff HEAD --binary -- 2>/dev/null | sha256sum | cut -c1-8)"
+  # Dirty: changed or untracked (not ignored) files; a new module that is not yet added goes into the image too.
+  if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
+    rev="$rev-dirty-$({ git diff HEAD --binary --; git ls-files -o --exclude-standard -z | xargs -0 -r sha256sum; } \
+                       2>/dev/null | sha256sum | cut -c1-8)"
   fi
   echo "$rev"
 }
