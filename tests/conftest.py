@@ -195,7 +195,8 @@ class SlowJobs:
     def _trials(self, request_body: bytes) -> bytes:
         """Two trials of the tuning job (moto has no ListTrainingJobsForHyperParameterTuningJob): unfinished,
         without objective values, until the tuning job has been seen finished."""
-        tuning = json.loads(request_body or b"{}").get("HyperParameterTuningJobName", "")
+        request = json.loads(request_body or b"{}")
+        tuning = request.get("HyperParameterTuningJobName", "")
         finished = self.describes[("tuning", tuning)] > self.steps
         trials = []
         for number, (lr, loss) in enumerate([("0.01", 0.42), ("0.003", 0.37)], start=1):
@@ -205,7 +206,9 @@ class SlowJobs:
             if finished:
                 trial["FinalHyperParameterTuningJobObjectiveMetric"] = {"MetricName": "valid_loss", "Value": loss}
             trials.append(trial)
-        trials.sort(key=lambda t: t.get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value", 0))
+        # As AWS does: the order the request asks for (SortBy FinalObjectiveMetricValue, SortOrder; default Descending).
+        trials.sort(key=lambda t: t.get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value", 0),
+                    reverse=request.get("SortOrder", "Descending") == "Descending")
         return json.dumps({"TrainingJobSummaries": trials}).encode()
 
     def _handler(self):

@@ -396,7 +396,8 @@ def test_tune_waits_for_the_tuning_job_before_its_leaderboard_and_best(moto_endp
     assert f"tuning {name}: InProgress" in out and f"tuning {name}: Completed" in out
     assert out.index(f"tuning {name}: Completed") < out.index(f"{name}-002-00000002") < out.index("best_hyperparameters=")
     board = out[out.index(f"{name}-002"):out.index("best_hyperparameters=")]
-    assert "0.37" in board and "Completed" in board  # the finished trials, best (lowest valid_loss) first
+    assert "0.37" in board and "Completed" in board
+    assert board.index(f"{name}-002") < board.index(f"{name}-001")  # best (lowest valid_loss, 0.37) first
     assert slow_moto.describes[("tuning", name)] >= slow_moto.steps + 1
 
 
