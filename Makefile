@@ -19,6 +19,8 @@ PYTEST_ARGS ?=
 .PHONY: torchserve-peer install demo test test-fast lint build push base-local bench bench-train bench-serve bench-tune test-reliability clean
 
 install: $(STAMP)
+	@$(PY) scripts/patch_mms_frontend.py || echo "WARNING: multi-model-server's frontend is unpatched here (no JDK):" \
+		"a response frame split across two reads can kill a worker (500 Worker died). Install a JDK and rerun make install."
 
 $(STAMP): requirements/*.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
