@@ -52,6 +52,13 @@ def test_the_images_run_the_base_torch_and_python_of_the_default_base_image(imag
         assert image_versions(images[kind]) == base, f"the {kind} image does not run its base's torch/Python"
 
 
+def test_the_serve_image_holds_the_patched_mms_response_decoder(images):
+    """The builder stage's classes reached the frontend jar the server runs (scripts/patch_mms_frontend.py)."""
+    check = sh("docker", "run", "--rm", "--entrypoint", "python", images["serve"],
+               "/opt/dogbreed/scripts/patch_mms_frontend.py", "check", check=False, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_docker_run_train_writes_the_model(images, sample_dir, tmp_path):
     base = _opt_ml(tmp_path)
     result = sh("docker", "run", "--rm", "-v", f"{base}:/opt/ml", "-v", f"{sample_dir}:/opt/ml/input/data/train:ro",
