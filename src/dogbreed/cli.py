@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .common import format_table, hp_pairs
 from .errors import ConfigError, DataError, DogbreedError, describe
-from .insight.debug_report import cmd_debug_report
-from .insight.profile_report import cmd_profile_report
+from .insight import debug_report, profile_report
+from .insight.job_outputs import fetch_output, fetch_trial, is_job_name
 from .launch import jobs
 from .launch.config import load
 from .launch.session import boto_session, sagemaker_session
@@ -99,10 +99,17 @@ def _tuned_hyperparameters(session, source: str | None) -> dict:
     return dict(found)
 
 
+def _services(args) -> dict:
+    """--debugger-service / --profiler-service: only a flag given overrides the config."""
+    return {"training.debugger_service": True if args.debugger_service else None,
+            "training.profiler_service": True if args.profiler_service else None}
+
+
 def cmd_train(args) -> int:
     config = _config(args, train_image=args.image, **{"training.instance_type": args.instance_type,
                                                        "training.instance_count": args.instance_count,
-                                                       "training.use_spot": False if args.no_spot else None})
+                                                       "training.use_spot": False if args.no_spot else None,
+                                                       **_services(args)})
     session = sagemaker_session(config)
     extra = _tuned_hyperparameters(session, args.from_tuning)
     extra.update(hp_pairs(args.hp))
@@ -128,7 +135,8 @@ def cmd_tune(args) -> int:
                                                        "tuning.max_parallel_jobs": args.max_parallel_jobs,
                                                        "tuning.objective": args.objective,
                                                        "tuning.strategy": args.strategy,
-                                                       "tuning.early_stopping": args.early_stopping})
+                                                       "tuning.early_stopping": args.early_stopping,
+                                                       **_services(args)})
     session = sagemaker_session(config)
     name = args.job_name or jobs.job_name("hpo")
     jobs.start_tuning(config, session, name, data_uri=args.data)
@@ -191,6 +199,30 @@ def cmd_delete(args) -> int:
     return 0
 
 
+def _job_clients(args):
+    """SageMaker and S3 clients for a report on a job (region from --region, the config or AWS_REGION)."""
+    boto = boto_session(_config(args))
+    return boto.client("sagemaker"), boto.client("s3")
+
+
+def cmd_debug_report(args) -> int:
+    if is_job_name(args.path):
+        sagemaker, s3 = _job_clients(args)
+        prefix, local = fetch_trial(sagemaker, s3, args.path, Path(args.out) / "trial")
+        print(f"trial of {args.path}: {prefix} (copied to {local})")
+        args.path = str(local)
+    return debug_report.cmd_debug_report(args)
+
+
+def cmd_profile_report(args) -> int:
+    if is_job_name(args.path):
+        sagemaker, s3 = _job_clients(args)
+        args.path = str(fetch_output(sagemaker, s3, args.path, Path(args.out) / "job-output"))
+        print(f"output of the job: {args.path}")
+        return profile_report.cmd_profile_report(args, s3)
+    return profile_report.cmd_profile_report(args)
+
+
 # --------------------------------------------------------------------------------------------------
 # parsers
 
@@ -236,6 +268,15 @@ def _common(parser) -> None:
     parser.add_argument("--prefix", default=None)
 
 
+def _add_service_flags(parser) -> None:
+    parser.add_argument("--debugger-service", action="store_true",
+                        help="also send the Debugger hook and rule configs (accounts that still have SageMaker Debugger); "
+                             "without it the smdebug trial goes to debug/ beside the checkpoints: dogbreed debug report JOB")
+    parser.add_argument("--profiler-service", action="store_true",
+                        help="also send a SageMaker Profiler config (discontinued 2027-06-30); without it: "
+                             "dogbreed profile report JOB (torch.profiler traces and system samples in the job's output)")
+
+
 def _add_data_and_train_verbs(sub) -> None:
     data = sub.add_parser("data", help="data preparation")
     data_sub = data.add_subparsers(dest="data_verb", metavar="VERB")
@@ -264,6 +305,7 @@ def _add_data_and_train_verbs(sub) -> None:
                    help="start from the newest checkpoint under this S3 prefix (another job's checkpoints), as channel 'resume'")
     p.add_argument("--job-name", default=None, help="default: dogbreed-train-<time>-<random>; also names the checkpoint prefix")
     p.add_argument("--detach", action="store_true", help="return once the job is created")
+    _add_service_flags(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -285,6 +327,7 @@ def _add_tune_verb(sub) -> None:
     p.add_argument("--use-docker", default="auto", choices=("auto", "yes", "no"), help="--local: trials in the training image")
     p.add_argument("--feature-cache", default="auto", choices=("auto", "yes", "no"), help="--local: reuse frozen features")
     p.add_argument("--seed", type=int, default=0)
+    _add_service_flags(p)
     p.set_defaults(func=cmd_tune)
 
 
@@ -312,18 +355,29 @@ def _add_insight_verbs(sub) -> None:
     debug = sub.add_parser("debug", help="Debugger: loss plot and rule verdicts from an smdebug trial")
     debug_sub = debug.add_subparsers(dest="debug_verb", metavar="VERB")
     debug_sub.required = True
-    p = debug_sub.add_parser("report", help="plot losses and run the seed's rules on a trial (local dir or S3 URI)")
-    p.add_argument("path")
+    p = debug_sub.add_parser("report", help="plot losses and run the seed's rules on a trial (training job name, "
+                                            "local dir or S3 URI)")
+    p.add_argument("path", help="a training job's name (its trial is fetched from S3), a trial folder or an S3 URI")
     p.add_argument("--out", default="debug-report")
+    _report_common(p)
     p.set_defaults(func=cmd_debug_report)
 
     profile = sub.add_parser("profile", help="Profiler: an HTML report of a run's profile")
     profile_sub = profile.add_subparsers(dest="profile_verb", metavar="VERB")
     profile_sub.required = True
     p = profile_sub.add_parser("report", help="step split, top operators, utilisation plots, advice")
-    p.add_argument("path", help="a work dir, output data dir, profile folder, output.tar.gz or its S3 URI")
+    p.add_argument("path", help="a training job's name, a work dir, output data dir, profile folder, output.tar.gz or its "
+                                "S3 URI")
     p.add_argument("--out", default="profile-report")
+    _report_common(p)
     p.set_defaults(func=cmd_profile_report)
+
+
+def _report_common(parser) -> None:
+    """A report on a job reads its description and S3: the same config and region flags as the launchers."""
+    parser.add_argument("--config", default=None, help="TOML config (default ./dogbreed.toml)")
+    parser.add_argument("--region", default=None)
+    parser.set_defaults(bucket=None, prefix=None)
 
 
 def build_parser() -> argparse.ArgumentParser:

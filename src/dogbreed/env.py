@@ -39,6 +39,8 @@ SAGEMAKER_MAX_REQUEST_SIZE = "SAGEMAKER_MAX_REQUEST_SIZE"  # our own: payload li
 # --- dogbreed's own knobs --------------------------------------------------------------------------
 DOGBREED_CHECKPOINT_DIR = "DOGBREED_CHECKPOINT_DIR"
 DOGBREED_PRECISION = "DOGBREED_PRECISION"
+# "losses=10,weights=100,...": an smdebug trial in debug/ beside the job's checkpoints (no Debugger service needed)
+DOGBREED_DEBUG_COLLECTIONS = "DOGBREED_DEBUG_COLLECTIONS"
 DOGBREED_THREADS = "DOGBREED_THREADS"  # compute threads of one training process (local tuning runs several)
 DOGBREED_SERVE_THREADS = "DOGBREED_SERVE_THREADS"
 DOGBREED_SERVE_ENGINE = "DOGBREED_SERVE_ENGINE"  # auto (on where there is no GPU), on, off: one batching model process

@@ -70,16 +70,39 @@ def test_create_training_job_carries_everything(aws, config):
                                            "LocalPath": "/opt/ml/checkpoints"}
     assert request["EnableManagedSpotTraining"] is True
     assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
-    hook = request["DebugHookConfig"]
-    assert {c["CollectionName"] for c in hook["CollectionConfigurations"]} >= {"losses", "weights", "gradients", "biases"}
-    rules = {r["RuleConfigurationName"] for r in request["DebugRuleConfigurations"]}
-    assert {"VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization", "LossNotDecreasing"} <= rules
-    assert any(r["RuleConfigurationName"].startswith("ProfilerReport") for r in request["ProfilerRuleConfigurations"])
-    assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
+    # no Debugger or Profiler service by default (Debugger is closed to new accounts): the training program
+    # writes its trial beside its checkpoints, asked for through the environment
+    assert not {"DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations"} & set(request)
+    # SDK v2's Estimator cannot leave ProfilerConfig out: without disable_profiler it sends a default profiler
+    # config, with it {"DisableProfiler": True}, which asks for nothing (v3's ModelTrainer sends none)
+    assert request.get("ProfilerConfig", {"DisableProfiler": True}) == {"DisableProfiler": True}
+    assert request["Environment"] == {"DOGBREED_DEBUG_COLLECTIONS": "losses=10,weights=100,gradients=100,biases=100"}
     assert {c["ChannelName"] for c in request["InputDataConfig"]} == {"train", "valid", "test"}
     assert request["RoleArn"] == ROLE
     described = session.sagemaker_client.describe_training_job(TrainingJobName="dogbreed-train-test")
     assert described["AlgorithmSpecification"]["TrainingImage"] == TRAIN_IMAGE
+
+
+def test_debugger_and_profiler_services_only_when_asked(aws, config):
+    config.set_path("training.debugger_service", True)
+    session, calls = _session_capturing(config)
+    jobs.start_training(config, session, "dogbreed-train-debugger")
+    request = _call(calls, "CreateTrainingJob")
+    hook = request["DebugHookConfig"]
+    assert hook["S3OutputPath"] == "s3://dogbreed-test/runs/debug-output"
+    saved = {c["CollectionName"]: c["CollectionParameters"]["save_interval"] for c in hook["CollectionConfigurations"]}
+    assert saved.keys() >= {"losses", "weights", "gradients", "biases"}  # the rules add theirs, and their intervals
+    rules = {r["RuleConfigurationName"] for r in request["DebugRuleConfigurations"]}
+    assert rules == {"VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization", "LossNotDecreasing"}
+    assert "ProfilerRuleConfigurations" not in request
+    assert request.get("ProfilerConfig", {"DisableProfiler": True}) == {"DisableProfiler": True}  # v2: see above
+    assert "DOGBREED_DEBUG_COLLECTIONS" not in request.get("Environment", {})  # the service's hook config drives the hook
+
+    config.set_path("training.profiler_service", True)
+    jobs.start_training(config, session, "dogbreed-train-profiler")
+    request = _call(calls, "CreateTrainingJob")
+    assert request["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
+    assert any(r["RuleConfigurationName"].startswith("ProfilerReport") for r in request["ProfilerRuleConfigurations"])
 
 
 def test_create_tuning_job_carries_ranges_objective_and_strategy(aws, config):

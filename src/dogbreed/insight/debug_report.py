@@ -1,10 +1,13 @@
-"""``dogbreed debug report PATH --out DIR``: the loss plot (training and validation) and the rule verdicts."""
+"""``dogbreed debug report PATH|JOB_NAME --out DIR``: the loss plot (training and validation) and the rule verdicts
+(a job's trial is fetched first: ``job_outputs.fetch_trial``)."""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
+
+from .job_outputs import local_trial
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ def report(path: str, out: Path) -> dict:
 
     from .rules import run_rules  # imports smdebug: see above
 
+    if not str(path).startswith("s3://"):
+        path = local_trial(str(path))  # at once, not smdebug's endless poll for a trial that is not there
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     trial = create_trial(str(path))

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
+
+from ..env import DOGBREED_DEBUG_COLLECTIONS, SageMakerEnv, base_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,44 @@ class DebugHook(Hook):
         self.hook.close()
 
 
+def parse_collections(spec: str) -> dict[str, str]:
+    """``losses=10,weights=100``: each collection and its save interval in steps."""
+    collections = {}
+    for part in (p.strip() for p in spec.split(",")):
+        if part:
+            name, _, every = part.partition("=")
+            collections[name.strip()] = str(int(every)) if every.strip() else "10"
+    return collections
+
+
+def trial_config(out_dir: Path, collections: dict[str, str]) -> dict:
+    """The hook configuration SageMaker's DebugHookConfig becomes (debughookconfig.json), for a trial in
+    ``out_dir``: the same file format, so both ways build the hook alike."""
+    return {"LocalPath": str(out_dir), "HookParameters": {},
+            "CollectionConfigurations": [{"CollectionName": name, "CollectionParameters": {"save_interval": every}}
+                                         for name, every in collections.items()]}
+
+
+def _hook_beside_checkpoints(smd, args, base: Path):
+    """Without the Debugger service: the launcher's DOGBREED_DEBUG_COLLECTIONS asks for a trial in ``debug/``
+    beside the job's checkpoints, which SageMaker syncs to the job's checkpoint S3 prefix while it runs."""
+    spec = os.environ.get(DOGBREED_DEBUG_COLLECTIONS)
+    if not spec:
+        return None
+    checkpoints = getattr(args, "checkpoint_dir", None)
+    if not checkpoints:
+        smenv = SageMakerEnv.from_environ()
+        checkpoints = smenv.checkpoint_dir / smenv.job_name if smenv.job_name else smenv.checkpoint_dir
+    out_dir = Path(checkpoints) / "debug"
+    config = Path(tempfile.mkdtemp(prefix="dogbreed-debug-")) / DEBUG_CONFIG_NAME
+    config.write_text(json.dumps(trial_config(out_dir, parse_collections(spec))))
+    log.info("smdebug hook writing %s beside the checkpoints: %s", spec, out_dir)
+    return smd.Hook.create_from_json_file(str(config))
+
+
 def make_debug_hook(model, criteria, args, base: Path):
-    """From SageMaker's debughookconfig.json when present, else from --debug-out (local runs)."""
+    """From SageMaker's debughookconfig.json when present (the Debugger service), else from --debug-out (local
+    runs), else beside the checkpoints when the launcher asked for it (DOGBREED_DEBUG_COLLECTIONS)."""
     config = base / "input" / "config" / DEBUG_CONFIG_NAME
     try:
         import smdebug.pytorch as smd
@@ -63,7 +102,9 @@ def make_debug_hook(model, criteria, args, base: Path):
                         include_collections=collections)
         log.info("smdebug hook writing %s every %s steps to %s", ",".join(collections), args.debug_interval, args.debug_out)
     else:
-        return None
+        hook = _hook_beside_checkpoints(smd, args, base)
+        if hook is None:
+            return None
     return DebugHook(hook, model, criteria)
 
 
@@ -178,8 +219,6 @@ class ProfileHook(Hook):
 
 
 def hooks_from_environment(model, criteria, args) -> list[Hook]:
-    from ..env import base_dir
-
     hooks: list[Hook] = []
     if not getattr(args, "is_main", True):
         return hooks

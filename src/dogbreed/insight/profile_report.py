@@ -1,5 +1,6 @@
-"""``dogbreed profile report PATH --out DIR``: one HTML page from a run's profile folder.
+"""``dogbreed profile report PATH|JOB_NAME --out DIR``: one HTML page from a run's profile folder.
 
+JOB_NAME: a training job's output.tar.gz, found from its description (``job_outputs.fetch_output``).
 PATH: a local run's work dir, an output data dir, a ``profile/`` folder, an ``output.tar.gz`` (what
 SageMaker uploads) or an S3 URI of one. The page holds the step-time split (data loading vs compute), set
 beside the profiled job's wall time (what the training steps leave for evaluation, checkpoints and
@@ -18,16 +19,19 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from ..errors import DataError
+
 DATA_BOUND = 0.2  # a data-loading share above this is worth fixing
 
 
-def find_profile(path: str) -> Path:
+def find_profile(path: str, s3=None) -> Path:
+    """The profile folder in ``path`` (see the module's docstring); ``s3``: the client for an S3 URI."""
     if path.startswith("s3://"):
-        import boto3
+        import boto3  # the AWS SDK loads only for an S3 URI
 
         bucket, _, key = path[5:].partition("/")
         local = Path(tempfile.mkdtemp(prefix="dogbreed-profile-")) / Path(key).name
-        boto3.client("s3").download_file(bucket, key, str(local))
+        (s3 or boto3.client("s3")).download_file(bucket, key, str(local))
         path = str(local)
     candidate = Path(path)
     if candidate.is_file() and candidate.name.endswith(".tar.gz"):
@@ -38,7 +42,7 @@ def find_profile(path: str) -> Path:
     for option in (candidate, candidate / "profile", candidate / "data" / "profile", candidate / "opt_ml/output/data/profile"):
         if (option / "steps.jsonl").is_file():
             return option
-    raise FileNotFoundError(f"no profile (steps.jsonl) under {path}")
+    raise DataError(f"no profile (steps.jsonl) under {path}")
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -168,8 +172,8 @@ Mean CPU use {mean_cpu:.0f}%, peak memory of the job {peak_rss:.0f} MB.</p>
     return target
 
 
-def cmd_profile_report(args) -> int:
-    profile = find_profile(args.path)
+def cmd_profile_report(args, s3=None) -> int:
+    profile = find_profile(args.path, s3)
     target = render(profile, Path(args.out))
     summary = json.loads((Path(args.out) / "profile-summary.json").read_text())["split"]
     print(f"report: {target}")

@@ -24,6 +24,10 @@ DEFAULTS: dict = {
     "training": {
         "instance_type": "ml.g4dn.xlarge", "instance_count": 1, "volume_size_gb": 30, "max_run_s": 14400,
         "use_spot": True, "max_wait_s": 28800,
+        # SageMaker Debugger (closed to new customers since 2026-07-30) and its profiler: off; the trial is written
+        # beside the checkpoints instead, and `dogbreed debug report JOB` runs the rules here
+        "debugger_service": False, "profiler_service": False,
+        "debug_collections": {"losses": 10, "weights": 100, "gradients": 100, "biases": 100},
     },
     "hyperparameters": {"model": "resnet50", "train-layers": "last", "epochs": 10, "batch-size": 64, "lr": 0.001},
     "tuning": {

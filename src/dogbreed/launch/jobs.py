@@ -14,6 +14,7 @@ import sys
 import time
 
 from .. import metrics
+from ..env import DOGBREED_DEBUG_COLLECTIONS as DEBUG_COLLECTIONS_ENV
 from ..errors import ConfigError
 from . import validate
 from .config import Config
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 
 # The seed's Debugger rules.
 DEBUGGER_RULES = ("vanishing_gradient", "overfit", "overtraining", "poor_weight_initialization", "loss_not_decreasing")
-COLLECTIONS = {"losses": "10", "weights": "100", "gradients": "100", "biases": "100"}
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 RESUME_CHANNEL = "resume"  # the training program reads its newest checkpoint from /opt/ml/input/data/resume
 
@@ -74,7 +74,22 @@ def resume_prefix(uri: str) -> str:
     return uri if "." in last and not uri.endswith("/") else uri.rstrip("/") + "/"
 
 
-def debugger_configs(config: Config):
+def debug_collections(config: Config) -> dict[str, str]:
+    """Each smdebug collection the job saves and its save interval in steps (training.debug_collections)."""
+    return {str(name): str(int(every)) for name, every in config["training"]["debug_collections"].items()}
+
+
+def debug_environment(config: Config) -> dict[str, str]:
+    """Without the Debugger service, the training program writes its smdebug trial to ``debug/`` beside its
+    checkpoints (insight.hooks), which SageMaker syncs to the checkpoint prefix while the job runs."""
+    if config["training"].get("debugger_service"):
+        return {}
+    return {DEBUG_COLLECTIONS_ENV: ",".join(f"{k}={v}" for k, v in debug_collections(config).items())}
+
+
+def debugger_configs(config: Config) -> dict:
+    """The Estimator's Debugger and Profiler arguments: none of the services unless training.debugger_service
+    (hook config and the seed's rules) or training.profiler_service (profiler config and its report rule)."""
     from sagemaker.debugger import (
         CollectionConfig,
         DebuggerHookConfig,
@@ -84,14 +99,22 @@ def debugger_configs(config: Config):
         rule_configs,
     )
 
-    hook = DebuggerHookConfig(
-        s3_output_path=f"{config.s3_root}/debug-output",
-        collection_configs=[CollectionConfig(name, parameters={"save_interval": every}) for name, every in COLLECTIONS.items()],
-    )
-    rules = [Rule.sagemaker(getattr(rule_configs, name)()) for name in DEBUGGER_RULES]
-    rules.append(ProfilerRule.sagemaker(rule_configs.ProfilerReport()))
-    profiler = ProfilerConfig(s3_output_path=f"{config.s3_root}/profiler-output", system_monitor_interval_millis=500)
-    return hook, rules, profiler
+    training = config["training"]
+    found = {"debugger_hook_config": False, "rules": None, "disable_profiler": True}
+    rules = []
+    if training.get("debugger_service"):
+        found["debugger_hook_config"] = DebuggerHookConfig(
+            s3_output_path=f"{config.s3_root}/debug-output",
+            collection_configs=[CollectionConfig(name, parameters={"save_interval": every})
+                                for name, every in debug_collections(config).items()])
+        rules += [Rule.sagemaker(getattr(rule_configs, name)()) for name in DEBUGGER_RULES]
+    if training.get("profiler_service"):
+        found["profiler_config"] = ProfilerConfig(s3_output_path=f"{config.s3_root}/profiler-output",
+                                                  system_monitor_interval_millis=500)
+        found["disable_profiler"] = False
+        rules.append(ProfilerRule.sagemaker(rule_configs.ProfilerReport()))
+    found["rules"] = rules or None
+    return found
 
 
 def build_estimator(config: Config, session, extra_hyperparameters: dict | None = None, instance_type: str | None = None,
@@ -102,7 +125,6 @@ def build_estimator(config: Config, session, extra_hyperparameters: dict | None 
 
     training = config["training"]
     spot, max_run, max_wait = validate.stopping(training)
-    hook, rules, profiler = debugger_configs(config)
     return Estimator(
         image_uri=config["train_image"],
         role=config["role"],
@@ -118,12 +140,10 @@ def build_estimator(config: Config, session, extra_hyperparameters: dict | None 
         base_job_name=base_job_name,
         hyperparameters=hyperparameters(config, extra_hyperparameters),
         metric_definitions=metrics.metric_definitions(),
-        debugger_hook_config=hook,
-        rules=rules,
-        profiler_config=profiler,
+        environment=debug_environment(config) or None,
         tags=[{"Key": k, "Value": str(v)} for k, v in (config.get("tags") or {}).items()],
         sagemaker_session=session,
-        disable_profiler=False,
+        **debugger_configs(config),
     )
 
 
