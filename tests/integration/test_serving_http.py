@@ -164,6 +164,11 @@ def _malformed_requests():
         ("decompression bomb", bomb.getvalue(), "image/png", {}),
         ("unacceptable accept", good, "image/jpeg", {"Accept": "text/csv"}),
         ("bad top_k attribute", good, "image/jpeg", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=abc"}),
+        # top_k that a cast would take silently (or a 500 from int(inf)): JSON 1e999 is infinity, true is 1, 2.9 is 2
+        *[(f"json top_k {raw}", b'{"image": "%s", "top_k": %s}' % (base64.b64encode(good), raw.encode()), "application/json", {})
+          for raw in ("1e999", "true", "2.9", "-1e999", "3.0", '"2.9"', "[3]", "null")],
+        *[(f"top_k={raw} attribute", good, "image/jpeg", {"X-Amzn-SageMaker-Custom-Attributes": f"top_k={raw}"})
+          for raw in ("1e999", "true", "2.9", "inf", "")],
     ]
 
 
@@ -205,14 +210,13 @@ def test_a_corrupt_model_gives_an_unhealthy_ping_with_the_reason(tmp_path, train
     (broken / "model.json").write_text((trained["model_dir"] / "model.json").read_text())
     (broken / "model.pth").write_bytes(b"not a state dict")
     with local_server(broken, free_port(), tmp_path / "log.txt", ready=False) as (url, process):
-        deadline = time.time() + 60
-        status = None
-        while time.time() < deadline:
+        deadline, status, body = time.time() + 90, None, ""
+        while time.time() < deadline and status != 503:  # the front may answer while the engine tries to load
             try:
                 status, body = get(url, "/ping")
-                break
             except OSError:
-                time.sleep(0.3)
+                pass
+            time.sleep(0.3)
         assert status == 503 and "model.pth" in body
         assert process.poll() is None  # it stays up, saying why, instead of crash-looping
     assert "cannot serve the model" in (tmp_path / "log.txt").read_text()

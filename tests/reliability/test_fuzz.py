@@ -62,7 +62,8 @@ def json_bodies(draw):
         encoded = draw(st.text(max_size=40))
     payload = draw(st.sampled_from([
         {"image": encoded}, {"instances": [encoded]}, [encoded], {"instances": encoded}, {"image": None},
-        {"image": encoded, "top_k": draw(st.one_of(st.integers(-3, 200), st.text(max_size=4), st.none()))},
+        {"image": encoded, "top_k": draw(st.one_of(st.integers(-3, 200), st.text(max_size=4), st.none(), st.booleans(),
+                                                        st.floats(), st.sampled_from(["1e999", "2.9", "true"])))},
     ]))
     text = json.dumps(payload)
     if draw(st.booleans()):

@@ -56,6 +56,19 @@ def test_top_k_from_attributes():
     assert handler.top_k_from(None, {"top_k": 7}) == 7
     with pytest.raises(BadRequest):
         handler.top_k_from("top_k=0", {})
+    assert handler.top_k_from("top_k=+4", {}) == 4 and handler.top_k_from(None, {"top_k": "2"}) == 2
+    assert handler.top_k_from(None, {"top_k": 10**400}) == handler.MAX_TOP_K
+
+
+@pytest.mark.parametrize("raw", [float("inf"), float("-inf"), float("nan"), True, False, 2.9, 3.0, "2.9", "1e999", "true",
+                                 "", " ", "+-3", [3], {"k": 3}, "9" * 40])
+def test_top_k_that_is_not_a_whole_number_is_a_400(raw):
+    with pytest.raises(BadRequest) as info:
+        handler.top_k_from(None, {"top_k": raw})
+    assert info.value.status_code == 400 and "top_k" in info.value.message
+    if isinstance(raw, str):
+        with pytest.raises(BadRequest):
+            handler.top_k_from(f"top_k={raw}", {})
 
 
 def test_accept_is_honoured():

@@ -39,6 +39,9 @@ log = logging.getLogger("dogbreed.engine")
 DEFAULT_BATCH = 8
 FILL_WAIT_S = 0.01  # longest wait for the rest of a round of concurrent requests
 _LENGTH = struct.Struct(">I")
+DOGBREED_ENGINE_WAIT_S = "DOGBREED_ENGINE_WAIT_S"  # the longest a request waits for the engine (then a 503)
+DEFAULT_WAIT_S = 30.0  # under multi-model-server's 60 s response timeout, with room for a model load
+RETRY_AFTER_S = 5
 
 
 def send_frame(sock: socket.socket, payload: bytes) -> None:
@@ -149,21 +152,30 @@ class Engine:
 
 
 class EngineUnavailable(BaseInferenceToolkitError):
-    """The model engine is down (it is being restarted): 503, the client may retry."""
+    """The model engine is down, restarting or too busy to answer within the bound: 503 with ``Retry-After``,
+    the client may retry."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, retry_after: int = RETRY_AFTER_S):
         super().__init__(503, message, message)
+        self.retry_after = retry_after
+
+
+def wait_bound() -> float:
+    """The longest a request waits for the engine (down, restarting or busy): shorter than the front's own
+    response timeout (multi-model-server's is 60 s), so that the client gets a 503 it can retry, not a timeout."""
+    return float(os.environ.get(DOGBREED_ENGINE_WAIT_S) or DEFAULT_WAIT_S)
 
 
 class EngineClient:
-    """A serving worker's link to the engine: one connection, reopened when the engine restarts."""
+    """A serving worker's link to the engine: one connection, reopened when the engine restarts. A request
+    waits at most ``wait_s`` in all (connecting, reconnecting after a restart, waiting for the answer)."""
 
-    def __init__(self, socket_path: Path, wait_s: float = 120):
-        self.socket_path, self.wait_s = str(socket_path), wait_s
+    def __init__(self, socket_path: Path, wait_s: float | None = None):
+        self.socket_path = str(socket_path)
+        self.wait_s = wait_bound() if wait_s is None else wait_s
         self.sock: socket.socket | None = None
 
-    def _connect(self) -> socket.socket:
-        deadline = time.monotonic() + self.wait_s
+    def _connect(self, deadline: float) -> socket.socket:
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -171,24 +183,34 @@ class EngineClient:
                 return sock
             except OSError as exc:
                 sock.close()
-                if time.monotonic() > deadline:
-                    raise EngineUnavailable(f"the model engine at {self.socket_path} does not answer ({exc})") from exc
+                if time.monotonic() + 0.1 > deadline:
+                    raise EngineUnavailable(f"the model engine is not ready (waited {self.wait_s:.0f} s): {exc}") from exc
                 time.sleep(0.1)
 
-    def top_k(self, tensor: torch.Tensor, top_k: int) -> list:
-        for attempt in (1, 2):  # once more on a fresh connection if the engine restarted in between
+    def _drop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+
+    def _ask(self, payload: bytes, deadline: float) -> dict:
+        while True:  # reconnect while the engine restarts, up to the deadline
             try:
                 if self.sock is None:
-                    self.sock = self._connect()
-                send_frame(self.sock, encode_request(tensor, top_k))
-                answer = json.loads(read_frame(self.sock))
-                break
+                    self.sock = self._connect(deadline)
+                self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+                send_frame(self.sock, payload)
+                return json.loads(read_frame(self.sock))
+            except TimeoutError as exc:  # the answer may still come: this connection is out of step now
+                self._drop()
+                raise EngineUnavailable(f"the model engine gave no answer within {self.wait_s:.0f} s") from exc
             except (ConnectionError, OSError) as exc:
-                if self.sock is not None:
-                    self.sock.close()
-                self.sock = None
-                if attempt == 2:
+                self._drop()
+                if time.monotonic() + 0.1 > deadline:
                     raise EngineUnavailable(f"the model engine went away: {exc}") from exc
+                time.sleep(0.1)
+
+    def top_k(self, batch, top_k: int) -> list:
+        answer = self._ask(encode_request(batch, top_k), time.monotonic() + self.wait_s)
         if "error" in answer:
             raise RuntimeError(answer["error"])
         return answer["predictions"]
@@ -209,7 +231,8 @@ class RemotePredictor(ModelInputs):
         return self.client.top_k(self.tensor(images), k)  # the engine's Predictor bounds k
 
     def warm_up(self, rounds: int = 1) -> None:
-        self.top_k([self.blank_image()], 1)
+        """The preprocessing only: the engine warms its own model, and may still be loading it."""
+        self.tensor([self.blank_image()])
 
     def describe(self) -> str:
         return f"model in the batching engine at {self.socket_path}"

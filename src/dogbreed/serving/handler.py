@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 
 from .. import env as envnames
 from . import content_types as ct
@@ -20,6 +21,8 @@ from .predictor import Predictor, threads_per_worker
 log = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
+MAX_TOP_K = 1000  # more than any model's classes: the model bounds it further
+_DIGITS = re.compile(r"[+-]?[0-9]{1,12}")
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
 
@@ -81,13 +84,23 @@ def top_k_from(attributes: str | None, options: dict) -> int:
                 raw = value.strip()
     if raw is None:
         return DEFAULT_TOP_K
-    try:
-        k = int(raw)
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"top_k must be an integer, got {raw!r}") from exc
+    k = _integer(raw)
+    if k is None:
+        raise BadRequest(f"top_k must be a whole number, got {str(raw)[:40]!r}")
     if k < 1:
         raise BadRequest(f"top_k must be at least 1, got {k}")
-    return k
+    return min(k, MAX_TOP_K)
+
+
+def _integer(raw) -> int | None:
+    """A JSON integer or a string of digits; None for anything else (true, 2.9, 1e999, "3.0", "")."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and _DIGITS.fullmatch(raw.strip()):
+        return int(raw.strip())
+    return None
 
 
 def input_fn(input_data, content_type, context=None):

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import signal
-import socket as sockets
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,8 @@ from .. import env as envnames
 from ..common import configure_logging
 from ..models import ModelError, load_artifacts
 from .archive import model_dir_from
-from .engine import DEFAULT_BATCH
+from .engine import wait_bound
+from .supervisor import EngineSupervisor
 
 log = logging.getLogger("dogbreed.serve")
 
@@ -37,6 +37,7 @@ HANDLER_SERVICE = "dogbreed.serving.handler_service"
 HANDLER_MODULE = "dogbreed.serving.handler"
 DEFAULT_PORT = 8080
 STOP_GRACE_S = 20
+RESPONSE_TIMEOUT_S = 60  # multi-model-server's answer timeout; the engine wait bound stays under it
 MAX_REQUEST_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints take at most 6 MB
 
 
@@ -74,43 +75,7 @@ def engine_enabled() -> bool:
     return mode == "on"
 
 
-def start_engine(model_dir: Path, socket_path: Path) -> subprocess.Popen:
-    batch = int(os.environ.get(envnames.DOGBREED_SERVE_BATCH) or DEFAULT_BATCH)
-    threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or accel.available_cores())
-    command = [sys.executable, "-m", "dogbreed.serving.engine", "--model-dir", str(model_dir), "--socket", str(socket_path),
-               "--max-batch", str(batch), "--threads", str(threads)]
-    log.info("starting the model engine (batches of up to %d, %d threads)", batch, threads)
-    return subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-
-
-def wait_engine(engine: subprocess.Popen, socket_path: Path, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if engine.poll() is not None:
-            raise RuntimeError(f"the model engine exited with {engine.returncode} while loading the model")
-        if socket_path.exists():
-            with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as probe:
-                try:
-                    probe.connect(str(socket_path))
-                    return
-                except OSError:
-                    pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the model engine was not ready within {timeout_s:.0f} s")
-
-
-def stop_engine(engine: subprocess.Popen | None) -> None:
-    if engine is None or engine.poll() is not None:
-        return
-    engine.terminate()
-    try:
-        engine.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        engine.kill()
-        engine.wait()
-
-
-def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, timeout_s: int = 60) -> str:
+def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, timeout_s: int = RESPONSE_TIMEOUT_S) -> str:
     from sagemaker_inference import model_server  # in the serving image only (and its dev twin here)
 
     with open(model_server.DEFAULT_MMS_CONFIG_FILE) as handle:
@@ -220,10 +185,22 @@ class _Unhealthy(BaseHTTPRequestHandler):
         log.info("unhealthy server: " + fmt, *args)
 
 
+def _bind(host: str, port: int, handler, wait_s: float = 30) -> ThreadingHTTPServer:
+    """The port, once the front that held it is gone (its JVM may take a moment to let go)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return ThreadingHTTPServer((host, port), handler)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def serve_unhealthy(host: str, port: int, reason: str) -> int:
     """Answer /ping (and everything else) with 503 and the reason, until SIGTERM."""
     handler = type("Unhealthy", (_Unhealthy,), {"reason": reason})
-    server = ThreadingHTTPServer((host, port), handler)
+    server = _bind(host, port, handler)
     log.error("cannot serve the model: %s (answering /ping with 503)", reason)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -238,27 +215,37 @@ def serve_unhealthy(host: str, port: int, reason: str) -> int:
 
 def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, workers: int | None = None,  # nosec B104 - a container must listen on all interfaces
           state_dir: Path | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit code."""
+    """Serve until SIGTERM/SIGINT; returns the exit code. With the engine, the front and its workers start
+    while the engine loads the model (the engine's load is the check); without it, the model is checked first."""
     port = int(port or os.environ.get(envnames.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
     state_dir = Path(state_dir or os.environ.get(envnames.DOGBREED_SERVE_TEMP) or tempfile.mkdtemp(prefix="dogbreed-serve-"))
-    reason = check_model(model_dir)
+    use_engine = engine_enabled()
+    reason = None if use_engine else check_model(model_dir)
     if reason:
         return serve_unhealthy(host, port, reason)
     config_path = Path(os.environ.get(envnames.DOGBREED_MMS_CONFIG) or state_dir / "mms.properties")
-    engine, socket_path = None, state_dir / "engine.sock"
-    use_engine = engine_enabled()
     workers = workers or default_workers(use_engine)
+    supervisor = None
     if use_engine:
-        engine = start_engine(model_dir, socket_path)
-        try:
-            wait_engine(engine, socket_path)
-        except RuntimeError as exc:
-            stop_engine(engine)
-            return serve_unhealthy(host, port, str(exc))
-        os.environ[envnames.DOGBREED_ENGINE_SOCKET] = str(socket_path)
+        supervisor = EngineSupervisor(model_dir, state_dir / "engine.sock")
+        supervisor.start()
+        os.environ[envnames.DOGBREED_ENGINE_SOCKET] = str(supervisor.socket_path)
     else:
         os.environ.pop(envnames.DOGBREED_ENGINE_SOCKET, None)
     process = start_mms(model_dir, host, port, workers, state_dir / "tmp", config_path)
+    started = time.monotonic()
+    code, reason = _supervise(process, supervisor)
+    if reason:  # the engine cannot come back: let the waiting requests have their 503, then say why on /ping
+        time.sleep(min(wait_bound(), time.monotonic() - started) + 1)
+        if process.poll() is not None:  # a signal stopped it meanwhile
+            return 0
+        stop_group(process)
+        return serve_unhealthy(host, port, reason)
+    return code
+
+
+def _supervise(process: subprocess.Popen, supervisor: EngineSupervisor | None) -> tuple[int, str | None]:
+    """Run until the front exits or a signal stops it (exit code, None), or the engine gives up (1, reason)."""
     stopping = {"signal": None}
 
     def _stop(signum, frame):
@@ -268,19 +255,20 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    while process.poll() is None:
-        if engine is not None and engine.poll() is not None and not stopping["signal"]:
-            log.error("the model engine exited with %s: restarting it", engine.returncode)
-            engine = start_engine(model_dir, socket_path)
+    reason = None
+    while process.poll() is None and reason is None:
+        if supervisor is not None and not stopping["signal"]:
+            reason = supervisor.poll()
         time.sleep(0.2)
-    stop_engine(engine)
-    # the frontend is gone: make sure no worker is left behind
-    try:
+    if supervisor is not None:
+        supervisor.stop()
+    if reason:
+        return 1, reason
+    try:  # the frontend is gone: make sure no worker is left behind
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    code = process.returncode
-    return 0 if stopping["signal"] else (code or 1)
+    return (0 if stopping["signal"] else (process.returncode or 1)), None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -61,6 +61,9 @@ class JsonErrorTransformer(Transformer):
         context.set_response_status(code=status, phrase=phrase)
         try:
             context.set_response_content_type(0, ct.JSON)
+            retry_after = getattr(inference_exception, "retry_after", None)
+            if retry_after:  # the engine is down or restarting: when to try again
+                context.set_response_header(0, "Retry-After", str(int(retry_after)))
         except Exception:  # an old context without content types: the body still says it all
-            log.debug("could not set the error's content type")
+            log.debug("could not set the error's headers")
         return [json.dumps({"error": message, "status": status})]
