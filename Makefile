@@ -16,7 +16,7 @@ LOCAL_BASE ?= dogbreed-base:local
 EXTRA_CA ?=
 PYTEST_ARGS ?=
 
-.PHONY: torchserve-peer install demo test test-fast lint build push base-local bench bench-train bench-serve bench-tune test-reliability clean
+.PHONY: torchserve-peer install demo test test-fast lint build push base-local bench bench-train bench-serve bench-tune bench-accuracy test-reliability clean
 
 install: $(STAMP)
 	@$(PY) scripts/patch_mms_frontend.py || echo "WARNING: multi-model-server's frontend is unpatched here (no JDK):" \
@@ -81,6 +81,10 @@ bench-serve: install torchserve-peer
 
 bench-tune: install
 	$(PY) -m dogbreed.bench.tune_bench
+
+## bench-accuracy: the default recipe's test accuracy beside the linear probe (dogs10, its 5-shot subset, the sample)
+bench-accuracy: install
+	$(PY) -m dogbreed.bench.accuracy_bench
 
 bench: bench-train bench-serve bench-tune
 

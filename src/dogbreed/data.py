@@ -244,3 +244,23 @@ def make_loader(
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
     )
+
+
+def write_few_shot(source: Path, target: Path, shots: int = 5, valid_shots: int = 2, seed: int = 0) -> Path:
+    """A dogImages-layout subset of ``source`` in ``target``, made of symbolic links: per class ``shots`` train and
+    ``valid_shots`` valid images, drawn (seeded) from the source's own train split, so the two never share an image;
+    the source's test split linked whole, untouched. For measuring a recipe where data is scarce."""
+    source, target = Path(source).resolve(), Path(target)
+    train_dir = find_splits({"train": source}, required=("train", "test"))
+    rng = random.Random(seed)
+    for folder in list_classes(train_dir["train"]):
+        files = sorted(p for p in (train_dir["train"] / folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if len(files) < shots + valid_shots:
+            raise DataError(f"class {folder!r} has {len(files)} train images: fewer than {shots} + {valid_shots}")
+        drawn = rng.sample(files, shots + valid_shots)
+        for split, chosen in (("train", drawn[:shots]), ("valid", drawn[shots:])):
+            (target / split / folder).mkdir(parents=True, exist_ok=True)
+            for path in chosen:
+                (target / split / folder / path.name).symlink_to(path)
+    (target / "test").symlink_to(train_dir["test"], target_is_directory=True)
+    return target

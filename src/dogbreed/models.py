@@ -260,3 +260,12 @@ def load_artifacts(model_dir: Path) -> tuple[nn.Module, dict, Preprocessing]:
         raise ModelError(f"{weights} does not match {meta['arch']} with {meta['num_classes']} classes: {exc}") from exc
     model.eval()
     return model, meta, Preprocessing.from_json(meta)
+
+
+def batchnorm_eval(model: nn.Module) -> int:
+    """Every BatchNorm in eval mode (its running statistics used and kept, its affine weights still trained);
+    returns how many. For fine-tuning with small batches, whose own statistics are noisy."""
+    found = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for module in found:
+        module.eval()
+    return len(found)

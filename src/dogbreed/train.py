@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import accel, checkpoint, data, distributed, features, metrics, models
+from . import accel, checkpoint, data, distributed, features, metrics, models, probe
 from . import env as envnames
 from .common import configure_logging, steps_per_epoch, str2bool
 from .env import SageMakerEnv
@@ -76,6 +76,13 @@ def _smoothing(value):
     return number
 
 
+# Default epochs: from scratch or one learning rate; and LP-FT's fine-tuning, which starts from a fitted head and
+# only adjusts the features (more epochs at its low backbone rate bought little on dogs10 and cost minutes per epoch).
+EPOCHS, LP_FT_EPOCHS = 10, 3
+# Below this many images per batch and process, batch statistics are too noisy to replace the pretrained ones.
+BN_BATCH = 64
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so a bad hyperparameter reaches the failure file."""
 
@@ -89,11 +96,22 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     a("--model", default="resnet50", help="torchvision ResNet or timm model name (default: resnet50)")
     a("--pretrained-weights", default="imagenet",
       help="'imagenet' (download; or the file in a 'pretrained' channel), 'none', or a state_dict file (default: imagenet)")
-    a("--train-layers", default="all", choices=models.TRAIN_LAYERS,
-      help="what trains: the head only, the last stage + head, or all layers (default: all)")
-    a("--epochs", type=_positive(int), default=10, help="number of epochs (default: 10)")
+    a("--train-layers", default="auto", choices=("auto", *models.TRAIN_LAYERS),
+      help="what trains: auto (with pretrained weights: the head fitted on frozen features, then all layers fine-tuned "
+           "gently, kept only where the valid split says it is better; without: all layers), or the head only, the "
+           "last stage + head, all layers, each at one learning rate (default: auto)")
+    a("--epochs", type=_positive(int), default=None,
+      help=f"number of epochs (default: {LP_FT_EPOCHS} of fine-tuning after the probe under --train-layers auto with "
+           f"pretrained weights, else {EPOCHS})")
     a("--batch-size", type=_positive(int), default=32, help="images per batch and process (default: 32)")
-    a("--lr", type=_positive(float), default=1e-3, help="peak learning rate (default: 0.001)")
+    a("--lr", type=_positive(float), default=1e-3,
+      help="peak learning rate; the head's under --train-layers auto, the backbone's is lr x --backbone-lr-ratio "
+           "(default: 0.001)")
+    a("--backbone-lr-ratio", type=_positive(float), default=0.1,
+      help="--train-layers auto: the backbone's learning rate as a fraction of the head's (default: 0.1)")
+    a("--freeze-bn", default="auto", choices=("auto", "true", "false"),
+      help="keep batch-norm statistics as pretrained while training; auto: under --train-layers auto with fewer "
+           f"than {BN_BATCH} images per batch and process (default: auto)")
     a("--weight-decay", type=_non_negative(float), default=1e-4, help="weight decay, not on biases and norms (default: 0.0001)")
     a("--optimizer", default="adamw", choices=("adamw", "sgd"), help="optimizer (default: adamw)")
     a("--momentum", type=_non_negative(float), default=0.9, help="SGD momentum, Nesterov where > 0 (default: 0.9)")
@@ -148,6 +166,24 @@ def validate(args: argparse.Namespace) -> None:
         raise TrainingError(f"--pretrained-weights {weights}: no such file")
     if args.precision == "fp16" and not torch.cuda.is_available():
         raise TrainingError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+    if args.epochs is None:
+        args.epochs = LP_FT_EPOCHS if is_lp_ft(args) else EPOCHS
+
+
+def is_lp_ft(args) -> bool:
+    """The default recipe (LP-FT) runs where there are pretrained features to probe: linear probe, then fine-tuning."""
+    return args.train_layers == "auto" and str(args.pretrained_weights).lower() not in ("none", "")
+
+
+def layers_of(args) -> str:
+    """What trains by gradient: ``auto`` fine-tunes all layers (after the probe where there are weights)."""
+    return "all" if args.train_layers == "auto" else args.train_layers
+
+
+def bn_frozen(args) -> bool:
+    if args.freeze_bn == "auto":
+        return is_lp_ft(args) and args.batch_size < BN_BATCH
+    return args.freeze_bn == "true"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,6 +246,8 @@ def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, acc,
     The host waits for the device once per logging interval, never per step, so a GPU's queue stays full."""
     model.train()
     models.frozen_modules_eval(models.unwrap(model))
+    if bn_frozen(args):  # small batches: the pretrained statistics are better estimates than each batch's
+        models.batchnorm_eval(models.unwrap(model))
     steps = steps_per_epoch(len(loader), args.max_steps_per_epoch)
     every = log_interval(steps)
     progress = Progress(args.progress, steps, epoch, enabled=args.is_main)
@@ -343,18 +381,22 @@ def build_model(args, num_classes: int) -> nn.Module:
         log.info("loaded %s (left out %d head tensors)", weights, len(left_out))
     elif weights.lower() == "none":
         log.info("training %s from random initialisation", args.model)
-    trainable, total = models.set_trainable(model, args.train_layers)
+    trainable, total = models.set_trainable(model, layers_of(args))
     log.info("training %s of %s parameters (--train-layers %s)", f"{trainable:,}", f"{total:,}", args.train_layers)
     return model
 
 
-def make_optimizer(args, model):
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(args, model, backbone_ratio: float = 1.0):
+    """Weight decay on weights only; the backbone at ``backbone_ratio`` x the head's lr. The head's groups come first:
+    the ``lr=`` metric is the head's."""
+    head = models.head_name(models.unwrap(model)) + "."
+    found = {}
+    for name, param in models.unwrap(model).named_parameters():
+        if param.requires_grad:
+            key = (not name.startswith(head), param.ndim <= 1 or name.endswith(".bias"))
+            found.setdefault(key, []).append(param)
+    groups = [{"params": found[key], "weight_decay": 0.0 if key[1] else args.weight_decay,
+               "lr": args.lr * (backbone_ratio if key[0] else 1.0)} for key in sorted(found)]
     if args.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0)
     return torch.optim.AdamW(groups, lr=args.lr)
@@ -408,6 +450,9 @@ class Run:
     eval_criterion: nn.Module | None = None
     hooks: list = field(default_factory=list)
     unreadable: dict = field(default_factory=dict)  # split -> indices found unreadable (each counted once)
+    lp_ft: bool = False  # the default recipe: linear probe, then gentle fine-tuning kept only where validation prefers it
+    probe: dict | None = None  # the probe's record (L2, valid/test scores, seconds)
+    started: float = field(default_factory=time.perf_counter)
 
     @property
     def num_classes(self) -> int:
@@ -432,8 +477,9 @@ def choose_model_and_precision(run: Run) -> None:
     """The model, and the device/precision it trains at (measured on CPUs: the work that will run)."""
     args = run.args
     run.full_model = run.model = build_model(args, run.num_classes)
+    run.lp_ft = is_lp_ft(args)
     run.use_cache = bool(args.feature_cache) and args.train_layers == "head" and not args.augment and not run.dist.enabled
-    if args.feature_cache and not run.use_cache:
+    if args.feature_cache and not run.use_cache and not run.lp_ft:  # LP-FT caches its probe's features there
         log.warning("--feature-cache needs --train-layers head, --augment false and one process: ignored")
     warm_cache = run.use_cache and features.is_cached(Path(args.feature_cache), _cache_key(run))
     if warm_cache and not run.use_cuda and args.precision == "auto":  # only a Linear head runs: nothing to measure
@@ -485,6 +531,49 @@ def _feature_loaders(run: Run) -> None:
     log.info("training the head on cached features (%s)", ", ".join(f"{k}={len(v[1])}" for k, v in computed.items()))
 
 
+def _probe_features(run: Run) -> dict:
+    """{split: (features, labels, skipped)} of the frozen backbone on the eval crop of every split (cached on disk
+    where --feature-cache names a folder: tuning trials on the same data then share them)."""
+    args, model = run.args, models.unwrap(run.model)
+    datasets = {split: data.ImageSamples(run.splits.samples[split], run.prep.eval_transform(False), run.prep.resize)
+                for split in run.datasets}
+    if args.feature_cache:
+        return features.cached_features(Path(args.feature_cache), _cache_key(run), model, datasets, run.acc,
+                                        args.batch_size, run.workers, run.prep.normalize_batch)
+    extractor = features.FeatureExtractor(model)
+    return {split: features.compute(extractor, dataset, run.acc, args.batch_size, run.workers, run.prep.normalize_batch)
+            for split, dataset in datasets.items()}
+
+
+def fit_probe(run: Run) -> None:
+    """LP-FT's first stage: the head fitted on frozen features (L-BFGS logistic regression, L2 chosen on the valid
+    split), so that fine-tuning starts from a fitted head and does not distort the features chasing a random one.
+    Every rank fits the same probe on the same features (deterministic): no broadcast needed."""
+    if not run.lp_ft:
+        return
+    start = time.perf_counter()
+    computed = _probe_features(run)
+    extracted = time.perf_counter() - start
+    fitted = probe.fit(computed["train"][:2], computed["valid"][:2], run.num_classes)
+    head = features.head_of(models.unwrap(run.model))
+    with torch.no_grad():
+        head.weight.copy_(fitted.weight)
+        head.bias.copy_(fitted.bias)
+    images = sum(len(labels) for _, labels, _ in computed.values())
+    run.probe = {**fitted.as_dict(), "features_seconds": round(extracted, 2),
+                 "seconds": round(time.perf_counter() - start, 2)}
+    if "test" in computed:  # reported beside the final model's test score, never used for a choice
+        run.probe["test_loss"], run.probe["test_acc"] = probe.score(fitted.weight, fitted.bias, *computed["test"][:2])
+    if run.args.is_main:
+        print(metrics.format_line(epoch=0, train_loss=fitted.train_loss, valid_loss=fitted.valid_loss,
+                                  valid_acc=fitted.valid_acc, lr=0.0, images_per_sec=images / max(extracted, 1e-9)),
+              flush=True)
+    log.info("linear probe (L-BFGS logistic regression, l2=%g) in %.1f s: valid_acc %.4f, valid_loss %.4f; next: "
+             "fine-tuning all layers, head lr %g, backbone lr %g, batch-norm statistics %s", fitted.l2,
+             run.probe["seconds"], fitted.valid_acc, fitted.valid_loss, run.args.lr,
+             run.args.lr * run.args.backbone_lr_ratio, "frozen" if bn_frozen(run.args) else "updated")
+
+
 def make_training_parts(run: Run, hooks_factory) -> None:
     """Device placement, the DDP wrapper, losses, optimizer, warm-up + cosine schedule, grad scaler, hooks."""
     args = run.args
@@ -493,7 +582,7 @@ def make_training_parts(run: Run, hooks_factory) -> None:
         run.model = nn.parallel.DistributedDataParallel(run.model, device_ids=[run.acc.device.index] if run.use_cuda else None)
     run.criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     run.eval_criterion = nn.CrossEntropyLoss()
-    run.optimizer = make_optimizer(args, run.model)
+    run.optimizer = make_optimizer(args, run.model, args.backbone_lr_ratio if run.lp_ft else 1.0)
     steps = steps_per_epoch(len(run.loaders["train"]), args.max_steps_per_epoch)
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(
         run.optimizer, warmup_cosine(args.epochs * steps, int(args.warmup_epochs * steps)))
@@ -562,6 +651,7 @@ def resume(run: Run, state: dict) -> None:
     run.scaler.load_state_dict(saved["scaler"])
     for key in ("epoch", "best_valid_loss", "best_epoch", "bad_epochs", "history", "best_model"):
         state[key] = saved[key]
+    state["best_valid_acc"] = saved.get("best_valid_acc", 0.0)
     log.info("resumed from %s (epoch %d done)", path, state["epoch"])
     print(f"resumed_from_epoch={state['epoch']}", flush=True)
 
@@ -611,8 +701,8 @@ def run_epoch(run: Run, state: dict, epoch: int, stop) -> bool:
                                   images_per_sec=rate), flush=True)
     state["history"].append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "valid_acc": valid_acc,
                              "lr": lr, "images_per_sec": rate, "new_unreadable": new_unreadable})
-    if valid_loss < state["best_valid_loss"]:
-        state.update(best_valid_loss=valid_loss, best_epoch=epoch, bad_epochs=0)
+    if improved(run, state, valid_loss, valid_acc):
+        state.update(best_valid_loss=valid_loss, best_valid_acc=valid_acc, best_epoch=epoch, bad_epochs=0)
         state["best_model"] = copy.deepcopy({k: v.detach().cpu() for k, v in models.unwrap(run.model).state_dict().items()})
     else:
         state["bad_epochs"] += 1
@@ -624,6 +714,25 @@ def run_epoch(run: Run, state: dict, epoch: int, stop) -> bool:
                  state["best_epoch"])
         return True
     return False
+
+
+def improved(run: Run, state: dict, valid_loss: float, valid_acc: float) -> bool:
+    """A lower valid loss; under LP-FT also an accuracy at least as high: both must prefer the fine-tuned weights over
+    the best so far (the probe at first). Two measures agreeing keep a small valid split's noise from trading a sound
+    probe for a worse fine-tuned model."""
+    if valid_loss >= state["best_valid_loss"]:
+        return False
+    return not run.lp_ft or valid_acc >= state["best_valid_acc"]
+
+
+def initial_state(run: Run) -> dict:
+    """Where fitting starts: under LP-FT the probe is epoch 0, the model to beat."""
+    state = {"epoch": 0, "best_valid_loss": math.inf, "best_valid_acc": 0.0, "best_epoch": 0, "bad_epochs": 0,
+             "history": [], "best_model": None}
+    if run.probe:
+        state.update(best_valid_loss=run.probe["valid_loss"], best_valid_acc=run.probe["valid_acc"])
+        state["best_model"] = {k: v.detach().cpu().clone() for k, v in models.unwrap(run.model).state_dict().items()}
+    return state
 
 
 def _interrupted_reason(run: Run, epoch: int) -> str:
@@ -647,6 +756,27 @@ def fit(run: Run, state: dict) -> None:
 # artifacts
 
 
+def recipe_record(run: Run, state: dict) -> dict:
+    """What the recipe did and kept, for metrics.json and model.json; under LP-FT the choice is also logged in words."""
+    if not run.lp_ft:
+        return {"name": "single-stage", "train_layers": layers_of(run.args), "kept": "trained"}
+    fine_tuned = state["best_epoch"] > 0
+    best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), None)
+    if fine_tuned:
+        reason = (f"fine-tuning epoch {best['epoch']} beat the linear probe on the valid split: valid_acc "
+                  f"{best['valid_acc']:.4f} vs {run.probe['valid_acc']:.4f}, valid_loss {best['valid_loss']:.4f} vs "
+                  f"{run.probe['valid_loss']:.4f}")
+    else:
+        tried = ", ".join(f"epoch {h['epoch']} {h['valid_acc']:.4f}/{h['valid_loss']:.4f}" for h in state["history"])
+        reason = (f"no fine-tuning epoch beat the linear probe on both valid_acc and valid_loss (probe "
+                  f"{run.probe['valid_acc']:.4f}/{run.probe['valid_loss']:.4f}; {tried or 'none ran'})")
+    if run.args.is_main:
+        log.info("kept the %s model: %s", "fine-tuned" if fine_tuned else "linear-probe", reason)
+    return {"name": "lp-ft", "kept": "fine-tuned" if fine_tuned else "probe", "reason": reason, "probe": run.probe,
+            "head_lr": run.args.lr, "backbone_lr": run.args.lr * run.args.backbone_lr_ratio,
+            "batchnorm_frozen": bn_frozen(run.args)}
+
+
 def finish(run: Run, state: dict) -> dict:
     """Best weights back in place, the test split, model.pth + model.json, metrics.json and the per-class reports."""
     args = run.args
@@ -659,7 +789,7 @@ def finish(run: Run, state: dict) -> dict:
         "epochs_run": len(state["history"]), "history": state["history"], "classes": run.splits.class_names,
         "hyperparameters": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) or v is None},
         "images": {k: len(v) for k, v in run.datasets.items()}, "accelerator": run.acc.describe(),
-        "precision": run.acc.as_dict(), "world_size": run.dist.world_size,
+        "precision": run.acc.as_dict(), "world_size": run.dist.world_size, "recipe": recipe_record(run, state),
     }
     confusion = None
     if "test" in run.loaders:
@@ -669,11 +799,13 @@ def finish(run: Run, state: dict) -> dict:
         note_unreadable(run, "test", lost)
         summary.update(test_loss=test_loss, test_acc=test_acc)
         if args.is_main:
-            print(metrics.format_line(test_loss=test_loss, test_acc=test_acc), flush=True)
+            probe_test = {"probe_test_acc": run.probe["test_acc"]} if run.probe and "test_acc" in run.probe else {}
+            print(metrics.format_line(test_loss=test_loss, test_acc=test_acc, **probe_test), flush=True)
     summary["unreadable_images"] = {k: len(v) for k, v in run.unreadable.items()}
     summary["skipped_images"] = sum(summary["unreadable_images"].values())
+    summary["seconds"] = round(time.perf_counter() - run.started, 1)
     if args.is_main:
-        trained = {k: summary[k] for k in ("best_epoch", "best_valid_loss") if k in summary}
+        trained = {k: summary[k] for k in ("best_epoch", "best_valid_loss", "recipe") if k in summary}
         models.save_artifacts(args.model_dir, run.full_model, args.model, run.splits.class_names, run.prep,
                               extra={"trained": trained, "precision": summary["precision"]})
         write_reports(args.output_data_dir, run.splits.class_names, confusion, summary)
@@ -714,9 +846,10 @@ def _train(run: Run, hooks_factory) -> dict:
     seed_everything(args.seed)
     load_data(run)
     choose_model_and_precision(run)
+    fit_probe(run)
     make_loaders(run)
     make_training_parts(run, hooks_factory)
-    state = {"epoch": 0, "best_valid_loss": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "best_model": None}
+    state = initial_state(run)
     resume(run, state)
     fit(run, state)
     return finish(run, state)

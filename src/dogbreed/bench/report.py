@@ -11,7 +11,7 @@ from pathlib import Path
 
 RESULTS = Path(os.environ.get("DOGBREED_BENCH_DIR", ".work/bench"))
 REPORT = Path(os.environ.get("DOGBREED_BENCH_REPORT", "BENCHMARKS.md"))
-ORDER = ["train", "loader", "serve", "tune"]
+ORDER = ["accuracy", "train", "loader", "serve", "tune"]
 ORDER_BEFORE_MARKERS = ["train", "serve", "tune"]  # BENCHMARKS.md written before the section markers
 
 

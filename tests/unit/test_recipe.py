@@ -1,0 +1,115 @@
+"""The default recipe's parts: the L-BFGS linear probe, the backbone's learning rate, frozen batch norm, the choice."""
+
+import argparse
+
+import pytest
+import torch
+from torch import nn
+
+from dogbreed import data, models, probe, train
+from dogbreed.sample import make_sample
+
+
+def blobs(n_per_class: int, classes: int = 4, dim: int = 16, seed: int = 0, offset: float = 5.0):
+    """Gaussian blobs with one informative feature per class, on a large offset and uneven scales (what raw pooled
+    features look like: the probe must standardize to converge, and fold the scaling back)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    x = torch.randn(len(labels), dim, generator=g)
+    x[torch.arange(len(labels)), labels] += 3.0
+    scale = torch.linspace(0.1, 10, dim)
+    return x * scale + offset, labels
+
+
+def test_probe_separates_blobs_and_its_weights_apply_to_the_raw_features():
+    with torch.inference_mode():  # as the feature pass makes them
+        train_set = blobs(50)
+    valid_set = blobs(20, seed=1)
+    fitted = probe.fit(train_set, valid_set, 4)
+    assert fitted.l2 in probe.L2_GRID
+    assert fitted.valid_acc >= 0.9
+    loss, acc = probe.score(fitted.weight, fitted.bias, *valid_set)
+    assert (loss, acc) == pytest.approx((fitted.valid_loss, fitted.valid_acc))
+    # the same numbers from an nn.Linear holding the weights: what the model's head computes
+    head = nn.Linear(16, 4)
+    with torch.no_grad():
+        head.weight.copy_(fitted.weight)
+        head.bias.copy_(fitted.bias)
+    assert torch.allclose(head(valid_set[0]), fitted.logits(valid_set[0]), atol=1e-4)
+
+
+def test_stronger_l2_gives_smaller_weights():
+    x, y = blobs(30)
+    weak, _ = probe.fit_logistic(x, y, 4, l2=1e-4)
+    strong, _ = probe.fit_logistic(x, y, 4, l2=1e-1)
+    assert strong.norm() < weak.norm() / 2
+
+
+def _args(**overrides):
+    args = train.parse_args(["--model", "resnet18", "--pretrained-weights", "none"])
+    return argparse.Namespace(**{**vars(args), **overrides})
+
+
+def test_the_backbone_learns_at_a_fraction_of_the_heads_rate():
+    model = models.build("resnet18", 3)
+    optimizer = train.make_optimizer(_args(lr=0.01), model, backbone_ratio=0.1)
+    head_params = {id(p) for p in model.fc.parameters()}
+    for group in optimizer.param_groups:
+        in_head = {id(p) in head_params for p in group["params"]}
+        assert len(in_head) == 1  # a group is all head or all backbone
+        assert group["lr"] == pytest.approx(0.01 if in_head == {True} else 0.001)
+    assert id(optimizer.param_groups[0]["params"][0]) in head_params  # the lr= metric line shows the head's
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_auto_is_lp_ft_only_with_pretrained_weights(tmp_path):
+    weights = tmp_path / "w.pth"
+    torch.save(models.build("resnet18", 3).state_dict(), weights)
+    scratch = train.parse_args(["--model", "resnet18", "--pretrained-weights", "none"])
+    pretrained = train.parse_args(["--model", "resnet18", "--pretrained-weights", str(weights)])
+    explicit = train.parse_args(["--model", "resnet18", "--pretrained-weights", str(weights), "--train-layers", "last"])
+    assert (train.is_lp_ft(scratch), train.is_lp_ft(pretrained), train.is_lp_ft(explicit)) == (False, True, False)
+    assert (train.layers_of(scratch), train.layers_of(pretrained), train.layers_of(explicit)) == ("all", "all", "last")
+    assert (scratch.epochs, pretrained.epochs, explicit.epochs) == (train.EPOCHS, train.LP_FT_EPOCHS, train.EPOCHS)
+    assert train.bn_frozen(pretrained) and not train.bn_frozen(scratch)
+    big = train.parse_args(["--model", "resnet18", "--pretrained-weights", str(weights), "--batch-size", "128"])
+    assert not train.bn_frozen(big)
+    assert train.parse_args(["--model", "resnet18", "--pretrained-weights", "none", "--epochs", "4"]).epochs == 4
+
+
+def test_frozen_batchnorm_keeps_its_statistics_while_its_weights_train():
+    model = models.build("resnet18", 3)
+    model.train()
+    assert models.batchnorm_eval(model) == 20
+    before = model.bn1.running_mean.clone()
+    loss = model(torch.randn(4, 3, 32, 32) * 5 + 3).sum()
+    loss.backward()
+    assert torch.equal(model.bn1.running_mean, before)
+    assert model.bn1.weight.grad is not None and model.layer1[0].conv1.training
+
+
+@pytest.mark.parametrize("lp_ft,loss,acc,expected", [
+    (True, 0.4, 0.80, True),  # both better
+    (True, 0.4, 0.70, False),  # lower loss, lower accuracy: the probe stays
+    (True, 0.6, 0.90, False),  # higher loss
+    (False, 0.4, 0.70, True),  # single-stage training: the loss alone decides, as before
+])
+def test_fine_tuning_is_kept_only_where_validation_prefers_it(lp_ft, loss, acc, expected):
+    run = argparse.Namespace(lp_ft=lp_ft)
+    state = {"best_valid_loss": 0.5, "best_valid_acc": 0.75}
+    assert train.improved(run, state, loss, acc) is expected
+
+
+def test_few_shot_subset_draws_train_and_valid_from_train_and_links_test(tmp_path):
+    source = tmp_path / "full"
+    make_sample(source, classes=3, size=32, per_split={"train": 9, "valid": 2, "test": 4})
+    subset = data.write_few_shot(source, tmp_path / "5shot", shots=5, valid_shots=2, seed=3)
+    splits = data.load_splits({"train": subset})
+    assert [len(splits.samples[s]) for s in ("train", "valid", "test")] == [15, 6, 12]
+    resolved = {s: {p.resolve() for p, _ in splits.samples[s]} for s in ("train", "valid")}
+    assert not resolved["train"] & resolved["valid"]
+    assert all(p.parent.parent == (source / "train").resolve() for s in resolved for p in resolved[s])
+    again = data.write_few_shot(source, tmp_path / "again", shots=5, valid_shots=2, seed=3)
+    assert sorted(p.name for p in (again / "train").rglob("*.jpg")) == sorted(p.name for p in (subset / "train").rglob("*.jpg"))
+    with pytest.raises(data.DataError, match="fewer than"):
+        data.write_few_shot(source, tmp_path / "too_many", shots=8, valid_shots=2)
