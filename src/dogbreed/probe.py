@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 # L2 strengths (on the mean loss, standardized features) tried: from nearly none (much data) to strong (5 images a class).
-L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+L2_GRID = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+# L-BFGS iterations per strength: the later ones start warm; test accuracy on dogs10 moved < 0.2 point beyond 30.
+MAX_ITER = 100
 
 
 @dataclass
@@ -34,17 +36,21 @@ class ProbeFit:
                 "seconds": round(self.seconds, 2)}
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
-                 max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights and bias minimizing mean cross-entropy + l2/2 |W|^2 on standardized features, folded back so that
-    they apply to the raw ones (standardizing only conditions the problem: L-BFGS converges in far fewer steps)."""
-    x, y = x.clone().double(), y.clone()  # features computed under inference_mode: autograd needs ordinary tensors
+def standardize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(z, mean, std). Standardizing only conditions the problem: L-BFGS converges in far fewer steps.
+    The clone: features computed under inference_mode are no tensors autograd may save."""
+    x = x.clone().float()
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mean) / std
-    weight = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    return (x - mean) / std, mean, std
+
+
+def _lbfgs(z, y, num_classes: int, l2: float, max_iter: int, start: tuple | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimizes mean cross-entropy + l2/2 |W|^2 on standardized features; ``start``: a neighbouring solution."""
+    if start is None:
+        start = (torch.zeros(num_classes, z.shape[1]), torch.zeros(num_classes))
+    weight, bias = (t.clone().requires_grad_(True) for t in start)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                                  tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+                                  tolerance_grad=1e-6, tolerance_change=1e-7, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
@@ -54,8 +60,20 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
 
     with torch.enable_grad():
         optimizer.step(closure)
-    weight, bias = weight.detach() / std, bias.detach()
+    return weight.detach(), bias.detach()
+
+
+def fold(weight, bias, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """A standardized-space solution as weights that apply to the raw features (what the model's head reads)."""
+    weight = weight / std
     return weight.float(), (bias - weight @ mean).float()
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
+                 max_iter: int = MAX_ITER) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias (for the raw features) of the L2-regularized logistic regression of ``y`` on ``x``."""
+    z, mean, std = standardize(x)
+    return fold(*_lbfgs(z, y.clone(), num_classes, l2, max_iter, None), mean, std)
 
 
 @torch.no_grad()
@@ -66,11 +84,15 @@ def score(weight, bias, x, y) -> tuple[float, float]:
 
 
 def fit(train: tuple, valid: tuple, num_classes: int, grid=L2_GRID) -> ProbeFit:
-    """The probe whose L2 strength gives the lowest validation loss (``train``, ``valid``: (features, labels))."""
+    """The probe whose L2 strength gives the lowest validation loss (``train``, ``valid``: (features, labels)).
+    Strengths from strong to weak, each starting from the previous solution: few L-BFGS steps each."""
     start = time.perf_counter()
-    best = None
-    for l2 in grid:
-        weight, bias = fit_logistic(*train, num_classes, l2)
+    z, mean, std = standardize(train[0])
+    labels = train[1].clone()
+    best, solution = None, None
+    for l2 in sorted(grid, reverse=True):
+        solution = _lbfgs(z, labels, num_classes, l2, MAX_ITER, solution)
+        weight, bias = fold(*solution, mean, std)
         valid_loss, valid_acc = score(weight, bias, *valid)
         if best is None or valid_loss < best[2]:
             best = (weight, bias, valid_loss, valid_acc, l2)
