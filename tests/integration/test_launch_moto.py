@@ -37,17 +37,26 @@ lr = 0.01
 
 
 def _session_capturing(config):
-    """A SageMaker session whose botocore client records every request's parameters."""
-    from dogbreed.launch.session import sagemaker_session
+    """A SageMaker session whose boto3 session records every SageMaker request's parameters, from whichever
+    client sends it (SDK v3's resources make their own clients from the boto3 session)."""
+    from dogbreed.launch import session as sessions
 
-    session = sagemaker_session(config)
     calls = []
 
     def record(params, model, **kwargs):
         calls.append((model.name, params))
 
-    session.sagemaker_client.meta.events.register("provide-client-params.sagemaker.*", record)
-    return session, calls
+    original = sessions.check_create_requests
+
+    def check_and_record(boto):
+        boto.events.register("provide-client-params.sagemaker.*", record)
+        original(boto)
+
+    sessions.check_create_requests = check_and_record
+    try:
+        return sessions.sagemaker_session(config), calls
+    finally:
+        sessions.check_create_requests = original
 
 
 def _call(calls, name):
@@ -73,9 +82,7 @@ def test_create_training_job_carries_everything(aws, config):
     # no Debugger or Profiler service by default (Debugger is closed to new accounts): the training program
     # writes its trial beside its checkpoints, asked for through the environment
     assert not {"DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations"} & set(request)
-    # SDK v2's Estimator cannot leave ProfilerConfig out: without disable_profiler it sends a default profiler
-    # config, with it {"DisableProfiler": True}, which asks for nothing (v3's ModelTrainer sends none)
-    assert request.get("ProfilerConfig", {"DisableProfiler": True}) == {"DisableProfiler": True}
+    assert "ProfilerConfig" not in request
     assert request["Environment"] == {"DOGBREED_DEBUG_COLLECTIONS": "losses=10,weights=100,gradients=100,biases=100"}
     assert {c["ChannelName"] for c in request["InputDataConfig"]} == {"train", "valid", "test"}
     assert request["RoleArn"] == ROLE
@@ -90,12 +97,13 @@ def test_debugger_and_profiler_services_only_when_asked(aws, config):
     request = _call(calls, "CreateTrainingJob")
     hook = request["DebugHookConfig"]
     assert hook["S3OutputPath"] == "s3://dogbreed-test/runs/debug-output"
-    saved = {c["CollectionName"]: c["CollectionParameters"]["save_interval"] for c in hook["CollectionConfigurations"]}
-    assert saved.keys() >= {"losses", "weights", "gradients", "biases"}  # the rules add theirs, and their intervals
+    assert {c["CollectionName"]: c["CollectionParameters"]["save_interval"] for c in hook["CollectionConfigurations"]} == {
+        "losses": "10", "weights": "100", "gradients": "100", "biases": "100"}
+    assert all(r["RuleEvaluatorImage"].endswith(".amazonaws.com/sagemaker-debugger-rules:latest")
+               for r in request["DebugRuleConfigurations"])
     rules = {r["RuleConfigurationName"] for r in request["DebugRuleConfigurations"]}
     assert rules == {"VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization", "LossNotDecreasing"}
-    assert "ProfilerRuleConfigurations" not in request
-    assert request.get("ProfilerConfig", {"DisableProfiler": True}) == {"DisableProfiler": True}  # v2: see above
+    assert "ProfilerRuleConfigurations" not in request and "ProfilerConfig" not in request
     assert "DOGBREED_DEBUG_COLLECTIONS" not in request.get("Environment", {})  # the service's hook config drives the hook
 
     config.set_path("training.profiler_service", True)
@@ -188,10 +196,11 @@ def test_names_the_sdk_makes_up_are_checked_too(aws, config):
     from dogbreed.launch.validate import ValidationError
 
     session, _ = _session_capturing(config)
-    estimator = jobs.build_estimator(config, session, checkpoint_job="dogbreed-train-x")
-    with pytest.raises(ValidationError, match=r"CreateTrainingJob: training job name 'mnist-train' is outside .*"
+    trainer = jobs.build_trainer(config, session, checkpoint_job="dogbreed-train-x")
+    trainer.base_job_name = "mnist-train"
+    with pytest.raises(ValidationError, match=r"CreateTrainingJob: training job name 'mnist-train-[-0-9]+' is outside .*"
                                               r"dogbreed-launcher-policy.json line \d+"):
-        estimator.fit(jobs.channels(config), job_name="mnist-train", wait=False)
+        trainer.train(jobs.channels(config), wait=False, logs=False)
     assert session.sagemaker_client.list_training_jobs()["TrainingJobSummaries"] == []
 
 
@@ -303,8 +312,7 @@ def test_metric_definitions_sent_to_sagemaker_match_the_real_training_log(aws, c
     import re
 
     session, calls = _session_capturing(config)
-    jobs.build_estimator(config, session, checkpoint_job="dogbreed-train-regex").fit(
-        jobs.channels(config), job_name="dogbreed-train-regex", wait=False)
+    jobs.start_training(config, session, "dogbreed-train-regex")
     definitions = _call(calls, "CreateTrainingJob")["AlgorithmSpecification"]["MetricDefinitions"]
     log = trained["stdout"]
     for definition in definitions:

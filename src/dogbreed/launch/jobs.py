@@ -1,4 +1,4 @@
-"""SageMaker jobs built only from our image URIs: training Estimator, HyperparameterTuner, Model, clean-up.
+"""SageMaker jobs (SDK v3) built only from our image URIs: ModelTrainer, HyperparameterTuner, Model/Endpoint, clean-up.
 
 Every job gets an explicit, unique name before anything is sent, and everything about it is checked first
 (``validate.py``); waiting is ours (``wait_for``), so that a notebook or a command can wait hours for a job
@@ -12,11 +12,11 @@ import logging
 import secrets
 import sys
 import time
+from dataclasses import dataclass, field
 
 from .. import metrics
-from ..env import DOGBREED_DEBUG_COLLECTIONS as DEBUG_COLLECTIONS_ENV
 from ..errors import ConfigError
-from . import validate
+from . import services, validate
 from .config import Config
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,6 @@ log = logging.getLogger(__name__)
 # The SageMaker SDK (seconds to import) and botocore are imported inside the functions that build or read a job, so
 # that `dogbreed --help` and the request checks do not wait for them.
 
-# The seed's Debugger rules.
-DEBUGGER_RULES = ("vanishing_gradient", "overfit", "overtraining", "poor_weight_initialization", "loss_not_decreasing")
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 RESUME_CHANNEL = "resume"  # the training program reads its newest checkpoint from /opt/ml/input/data/resume
 
@@ -55,16 +53,22 @@ def hyperparameters(config: Config, extra: dict | None = None) -> dict[str, str]
 
 
 def channels(config: Config, data_uri: str | None = None, pretrained_uri: str | None = None,
-             resume_from: str | None = None) -> dict:
-    from sagemaker.inputs import TrainingInput
-
+             resume_from: str | None = None) -> list:
+    """The job's input channels (SDK v3 ``Channel`` shapes, S3 prefixes copied in File mode)."""
     root = (data_uri or f"{config.s3_root}/data").rstrip("/")
-    inputs = {split: TrainingInput(f"{root}/{split}/", input_mode="File") for split in ("train", "valid", "test")}
+    uris = {split: f"{root}/{split}/" for split in ("train", "valid", "test")}
     if pretrained_uri:
-        inputs["pretrained"] = TrainingInput(pretrained_uri, input_mode="File")
+        uris["pretrained"] = pretrained_uri
     if resume_from:
-        inputs[RESUME_CHANNEL] = TrainingInput(resume_prefix(resume_from), input_mode="File")
-    return inputs
+        uris[RESUME_CHANNEL] = resume_prefix(resume_from)
+    return [_channel(name, uri) for name, uri in uris.items()]
+
+
+def _channel(name: str, uri: str):
+    from sagemaker.core.training.configs import Channel, DataSource, S3DataSource  # SDK v3: seconds to import
+
+    source = S3DataSource(s3_data_type="S3Prefix", s3_uri=uri, s3_data_distribution_type="FullyReplicated")
+    return Channel(channel_name=name, data_source=DataSource(s3_data_source=source), input_mode="File")
 
 
 def resume_prefix(uri: str) -> str:
@@ -74,77 +78,40 @@ def resume_prefix(uri: str) -> str:
     return uri if "." in last and not uri.endswith("/") else uri.rstrip("/") + "/"
 
 
-def debug_collections(config: Config) -> dict[str, str]:
-    """Each smdebug collection the job saves and its save interval in steps (training.debug_collections)."""
-    return {str(name): str(int(every)) for name, every in config["training"]["debug_collections"].items()}
+def tags(config: Config) -> list:
+    from sagemaker.core.training.configs import Tag
+
+    return [Tag(key=k, value=str(v)) for k, v in (config.get("tags") or {}).items()]
 
 
-def debug_environment(config: Config) -> dict[str, str]:
-    """Without the Debugger service, the training program writes its smdebug trial to ``debug/`` beside its
-    checkpoints (insight.hooks), which SageMaker syncs to the checkpoint prefix while the job runs."""
-    if config["training"].get("debugger_service"):
-        return {}
-    return {DEBUG_COLLECTIONS_ENV: ",".join(f"{k}={v}" for k, v in debug_collections(config).items())}
-
-
-def debugger_configs(config: Config) -> dict:
-    """The Estimator's Debugger and Profiler arguments: none of the services unless training.debugger_service
-    (hook config and the seed's rules) or training.profiler_service (profiler config and its report rule)."""
-    from sagemaker.debugger import (
-        CollectionConfig,
-        DebuggerHookConfig,
-        ProfilerConfig,
-        ProfilerRule,
-        Rule,
-        rule_configs,
-    )
-
-    training = config["training"]
-    found = {"debugger_hook_config": False, "rules": None, "disable_profiler": True}
-    rules = []
-    if training.get("debugger_service"):
-        found["debugger_hook_config"] = DebuggerHookConfig(
-            s3_output_path=f"{config.s3_root}/debug-output",
-            collection_configs=[CollectionConfig(name, parameters={"save_interval": every})
-                                for name, every in debug_collections(config).items()])
-        rules += [Rule.sagemaker(getattr(rule_configs, name)()) for name in DEBUGGER_RULES]
-    if training.get("profiler_service"):
-        found["profiler_config"] = ProfilerConfig(s3_output_path=f"{config.s3_root}/profiler-output",
-                                                  system_monitor_interval_millis=500)
-        found["disable_profiler"] = False
-        rules.append(ProfilerRule.sagemaker(rule_configs.ProfilerReport()))
-    found["rules"] = rules or None
-    return found
-
-
-def build_estimator(config: Config, session, extra_hyperparameters: dict | None = None, instance_type: str | None = None,
-                    base_job_name: str = "dogbreed-train", *, checkpoint_job: str):
-    """The training job's Estimator, from a config its caller has validated (``start_training``, ``start_tuning``).
-    ``checkpoint_job`` names the checkpoint prefix: the training job's own name or the tuning job's."""
-    from sagemaker.estimator import Estimator
+def build_trainer(config: Config, session, extra_hyperparameters: dict | None = None, instance_type: str | None = None,
+                  base_job_name: str = "dogbreed-train", *, checkpoint_job: str):
+    """The training job's ModelTrainer (SDK v3), from a config its caller has validated (``start_training``,
+    ``start_tuning``). No ``SourceCode``: with it, ModelTrainer replaces our image's entrypoint with its own
+    driver; without it, SageMaker runs the image as ``docker run IMAGE train``. ``checkpoint_job`` names the
+    checkpoint prefix: the training job's own name or the tuning job's."""
+    from sagemaker.core.training.configs import CheckpointConfig, Compute, MetricDefinition, OutputDataConfig, StoppingCondition
+    from sagemaker.train import ModelTrainer
 
     training = config["training"]
     spot, max_run, max_wait = validate.stopping(training)
-    return Estimator(
-        image_uri=config["train_image"],
+    trainer = ModelTrainer(
+        training_image=config["train_image"],
         role=config["role"],
-        instance_count=int(training.get("instance_count", 1)),
-        instance_type=instance_type or training["instance_type"],
-        volume_size=int(training.get("volume_size_gb", 30)),
-        max_run=max_run,
-        use_spot_instances=spot,
-        max_wait=max_wait,
-        checkpoint_s3_uri=checkpoint_uri(config, checkpoint_job),
-        checkpoint_local_path=CHECKPOINT_LOCAL_PATH,
-        output_path=f"{config.s3_root}/models",
         base_job_name=base_job_name,
-        hyperparameters=hyperparameters(config, extra_hyperparameters),
-        metric_definitions=metrics.metric_definitions(),
-        environment=debug_environment(config) or None,
-        tags=[{"Key": k, "Value": str(v)} for k, v in (config.get("tags") or {}).items()],
         sagemaker_session=session,
-        **debugger_configs(config),
+        compute=Compute(instance_type=instance_type or training["instance_type"],
+                        instance_count=int(training.get("instance_count", 1)),
+                        volume_size_in_gb=int(training.get("volume_size_gb", 30)), enable_managed_spot_training=spot),
+        stopping_condition=StoppingCondition(max_runtime_in_seconds=max_run, max_wait_time_in_seconds=max_wait),
+        output_data_config=OutputDataConfig(s3_output_path=f"{config.s3_root}/models"),
+        checkpoint_config=CheckpointConfig(s3_uri=checkpoint_uri(config, checkpoint_job), local_path=CHECKPOINT_LOCAL_PATH),
+        hyperparameters=hyperparameters(config, extra_hyperparameters),
+        environment=services.debug_environment(config),
+        tags=tags(config),
     )
+    return trainer.with_metric_definitions([MetricDefinition(name=d["Name"], regex=d["Regex"])
+                                            for d in metrics.metric_definitions()])
 
 
 def start_training(config: Config, session, name: str, extra_hyperparameters: dict | None = None, *,
@@ -152,16 +119,25 @@ def start_training(config: Config, session, name: str, extra_hyperparameters: di
     """Create training job ``name`` (checked first) and return at once; its checkpoints go under its own prefix
     (``checkpoint_uri(config, name)``), so a second job never restores the first one's epochs. A spot job that
     SageMaker restarts keeps its name, and so its checkpoints. ``resume_from`` (an S3 prefix of another job's
-    checkpoints) becomes the ``resume`` channel."""
+    checkpoints) becomes the ``resume`` channel.
+
+    The request is the ModelTrainer's own, in the API's form (``_create_training_job_args(boto3=True)``, which
+    SDK v3's pipelines send too) under our name: ModelTrainer draws a name of its own, and has no Debugger or
+    Profiler fields, which only the low-level CreateTrainingJob (``TrainingJob.create``) takes
+    (``services.debugger_request``, only when the config asks). ``TrainingJob.create`` itself would also
+    describe the new job once, before our own wait does."""
     config.require("role", "train_image", "bucket")
     validate.check_training(config, name, {"--data": data_uri, "--pretrained": pretrained_uri, "--resume-from": resume_from})
-    estimator = build_estimator(config, session, extra_hyperparameters, checkpoint_job=name)
-    estimator.fit(channels(config, data_uri, pretrained_uri, resume_from), job_name=name, wait=False)
-    return estimator
+    trainer = build_trainer(config, session, extra_hyperparameters, checkpoint_job=name)
+    request = trainer._create_training_job_args(input_data_config=channels(config, data_uri, pretrained_uri, resume_from),
+                                                boto3=True)
+    request.update(TrainingJobName=name, **services.debugger_request(config))
+    session.sagemaker_client.create_training_job(**{k: v for k, v in request.items() if v is not None})
+    return trainer
 
 
 def tuning_ranges(config: Config) -> dict:
-    from sagemaker.tuner import CategoricalParameter, ContinuousParameter, IntegerParameter
+    from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
 
     ranges = {}
     for name, spec in config["tuning"]["ranges"].items():
@@ -175,8 +151,9 @@ def tuning_ranges(config: Config) -> dict:
 
 
 def build_tuner(config: Config, session, name: str | None = None):
-    """The tuner of tuning job ``name``. Its trials checkpoint under the tuning job's prefix, each in its own
-    sub-folder:
+    """The tuner of tuning job ``name`` (SDK v3's ``HyperparameterTuner(model_trainer=...)``; 3.9 and later pass
+    the trainer's channels, environment, spot settings, output and checkpoint config on). Its trials checkpoint
+    under the tuning job's prefix, each in its own sub-folder:
 
     What AWS does: CreateHyperParameterTuningJob takes one ``TrainingJobDefinition.CheckpointConfig`` for all the
     training jobs it launches (API reference, HyperParameterTrainingJobDefinition:
@@ -190,8 +167,9 @@ def build_tuner(config: Config, session, name: str | None = None):
     its checkpoints in the ``$TRAINING_JOB_NAME`` sub-folder of /opt/ml/checkpoints, which makes each trial's
     S3 prefix ``checkpoints/<tuning job>/<trial>/``. That holds whether or not AWS appends anything, and a
     spot-interrupted trial, restarted under its own name, finds its own folder. Trials of another tuning job
-    never see this prefix."""
-    from sagemaker.tuner import HyperparameterTuner
+    never see this prefix. A tuning job takes no Debugger or Profiler configs: its trials write their smdebug
+    trials beside their checkpoints."""
+    from sagemaker.train.tuner import HyperparameterTuner
 
     tuning = config["tuning"]
     objective = tuning.get("objective", "valid_loss")
@@ -199,13 +177,13 @@ def build_tuner(config: Config, session, name: str | None = None):
         raise ConfigError(f"tuning.objective must be one of {', '.join(metrics.OBJECTIVES)}, not {objective!r}")
     name = name or job_name("hpo")
     fixed = {"data-fraction": tuning.get("data-fraction", 0.1)}
-    estimator = build_estimator(config, session, fixed, instance_type=tuning.get("instance_type"), base_job_name="dogbreed-hpo",
-                                checkpoint_job=name)
+    trainer = build_trainer(config, session, fixed, instance_type=tuning.get("instance_type"), base_job_name="dogbreed-hpo",
+                            checkpoint_job=name)
     ranges = tuning_ranges(config)
     for range_name in ranges:  # tuned names must not also be fixed
-        estimator._hyperparameters.pop(range_name, None)
+        trainer.hyperparameters.pop(range_name, None)
     return HyperparameterTuner(
-        estimator=estimator,
+        model_trainer=trainer,
         objective_metric_name=objective,
         objective_type=metrics.OBJECTIVES[objective],
         hyperparameter_ranges=ranges,
@@ -224,7 +202,7 @@ def start_tuning(config: Config, session, name: str, data_uri: str | None = None
     config.require("role", "train_image", "bucket")
     validate.check_tuning(config, name, {"--data": data_uri})
     tuner = build_tuner(config, session, name)
-    tuner.fit(channels(config, data_uri), job_name=name, wait=False)
+    tuner.tune(inputs=channels(config, data_uri), job_name=name, wait=False)
     return tuner
 
 
@@ -334,39 +312,71 @@ def model_data_of(client, training_job: str) -> str:
     return uri
 
 
-def build_model(config: Config, session, model_data: str, name: str | None = None):
-    from sagemaker.model import Model
+@dataclass
+class ModelPlan:
+    """A model to create (``deploy`` creates it with the endpoint config and the endpoint): its name, image,
+    artifacts, role and environment, and the SDK session that sends the requests."""
 
+    name: str
+    image: str
+    model_data: str
+    role: str
+    session: object
+    env: dict = field(default_factory=lambda: {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"})
+
+
+def build_model(config: Config, session, model_data: str, name: str | None = None) -> ModelPlan:
     config.require("role", "serve_image")
-    return Model(image_uri=config["serve_image"], model_data=model_data, role=config["role"], sagemaker_session=session,
-                 name=name or job_name("model"), env={"SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"})
+    return ModelPlan(name=name or job_name("model"), image=config["serve_image"], model_data=model_data,
+                     role=config["role"], session=session)
 
 
-def deploy(config: Config, model, endpoint_name: str, wait: bool = True, poll_s: float | None = None):
-    """Create the model, the endpoint config and the endpoint (all checked first); with ``wait``, return once
-    the endpoint is InService (``wait_for``, every ``poll_s`` seconds, default the config's wait.poll_s)."""
-    from sagemaker.model_monitor import DataCaptureConfig
-    from sagemaker.serverless import ServerlessInferenceConfig
-
+def endpoint_variant(config: Config, model_name: str) -> dict:
+    """The endpoint config's one variant: instances, or serverless (memory and concurrency). Written in the API's
+    form: SDK v3's shape serializer (sagemaker.core 2.27) turns ``memory_size_in_mb`` into ``MemorySizeInMb``,
+    which botocore refuses."""
     serving = config["serving"]
-    model.name = model.name or job_name("model")
-    validate.check_deploy(config, model.name, endpoint_name)
-    capture = None
-    if serving.get("data_capture"):
-        capture = DataCaptureConfig(enable_capture=True, sampling_percentage=int(serving.get("data_capture_percent", 20)),
-                                    destination_s3_uri=f"{config.s3_root}/data-capture")
-    tags = [{"Key": k, "Value": str(v)} for k, v in (config.get("tags") or {}).items()]
     if serving.get("serverless"):
-        serverless = ServerlessInferenceConfig(memory_size_in_mb=int(serving.get("serverless_memory_mb", 4096)),
-                                               max_concurrency=int(serving.get("serverless_max_concurrency", 5)))
-        model.deploy(serverless_inference_config=serverless, endpoint_name=endpoint_name, data_capture_config=capture,
-                     wait=False, tags=tags)
-    else:
-        model.deploy(initial_instance_count=int(serving.get("instance_count", 1)), instance_type=serving["instance_type"],
-                     endpoint_name=endpoint_name, data_capture_config=capture, wait=False, tags=tags)
+        serverless = {"MemorySizeInMB": int(serving.get("serverless_memory_mb", 4096)),
+                      "MaxConcurrency": int(serving.get("serverless_max_concurrency", 5))}
+        return {"VariantName": "AllTraffic", "ModelName": model_name, "ServerlessConfig": serverless}
+    return {"VariantName": "AllTraffic", "ModelName": model_name, "InstanceType": serving["instance_type"],
+            "InitialInstanceCount": int(serving.get("instance_count", 1))}
+
+
+def data_capture(config: Config) -> dict | None:
+    serving = config["serving"]
+    if not serving.get("data_capture"):
+        return None
+    return {"EnableCapture": True, "InitialSamplingPercentage": int(serving.get("data_capture_percent", 20)),
+            "DestinationS3Uri": f"{config.s3_root}/data-capture",
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}
+
+
+def deploy(config: Config, model: ModelPlan, endpoint_name: str, wait: bool = True, poll_s: float | None = None):
+    """Create the model, the endpoint config (named after the endpoint) and the endpoint, all checked first, from
+    SDK v3's shapes (``sagemaker.core.shapes``); with ``wait``, return once the endpoint is InService (``wait_for``,
+    every ``poll_s`` seconds, default the config's wait.poll_s).
+
+    The requests go out as ``sagemaker.core.resources`` Model / EndpointConfig / Endpoint ``.create`` send them
+    (the shapes, serialized), through the session's client: ``.create`` also describes what it made and parses
+    the answer into a resource, which we do not use (and which fails on moto's describe_model, whose empty
+    VpcConfig AWS never returns)."""
+    from sagemaker.core.shapes import ContainerDefinition, Tag
+    from sagemaker.core.utils.utils import serialize
+
+    validate.check_deploy(config, model.name, endpoint_name)
+    client = model.session.sagemaker_client
+    tagged = serialize([Tag(key=k, value=str(v)) for k, v in (config.get("tags") or {}).items()])
+    container = ContainerDefinition(image=model.image, model_data_url=model.model_data, environment=model.env)
+    client.create_model(ModelName=model.name, ExecutionRoleArn=model.role, PrimaryContainer=serialize(container), Tags=tagged)
+    capture = data_capture(config)
+    client.create_endpoint_config(EndpointConfigName=endpoint_name, Tags=tagged,
+                                  ProductionVariants=[endpoint_variant(config, model.name)],
+                                  **({"DataCaptureConfig": capture} if capture else {}))
+    client.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=endpoint_name, Tags=tagged)
     if wait:
-        return wait_for(model.sagemaker_session.sagemaker_client, "endpoint", endpoint_name,
-                        poll_s=poll_s if poll_s is not None else poll_seconds(config))
+        return wait_for(client, "endpoint", endpoint_name, poll_s=poll_s if poll_s is not None else poll_seconds(config))
     return None
 
 

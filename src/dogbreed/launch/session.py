@@ -1,10 +1,16 @@
-"""boto3 / SageMaker sessions from the configuration (AWS_ENDPOINT_URL points them at moto in tests)."""
+"""boto3 / SageMaker (SDK v3) sessions from the configuration (AWS_ENDPOINT_URL points them at moto in tests)."""
 
 from __future__ import annotations
+
+import os
 
 from ..errors import ConfigError
 from . import validate
 
+# SDK v3's ModelTrainer checks the execution role itself (iam:SimulatePrincipalPolicy, iam:GetRole) unless this
+# is "false". The launcher policy (iam/dogbreed-launcher-policy.json) grants no IAM reads, only iam:PassRole on
+# our role, and validate.role_problem checks the role before any request: the SDK's own check is turned off.
+SDK_ROLE_CHECK = "SAGEMAKER_VALIDATE_ROLE"
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 
 
@@ -13,23 +19,26 @@ def boto_session(config):
 
     if not config.get("region"):
         raise ConfigError("no AWS region: set region in the config, --region, or AWS_REGION")
-    return boto3.Session(region_name=config["region"])
+    session = boto3.Session(region_name=config["region"])
+    check_create_requests(session)
+    return session
 
 
-def check_create_requests(client) -> None:
+def check_create_requests(boto) -> None:
     """Refuse, before it is sent, any SageMaker Create* request whose names or role the launcher policy does
-    not grant or AWS does not take (validate.check_request), whoever built it: us or the SDK."""
+    not grant or AWS does not take (validate.check_request), whoever built it: us or the SDK. Registered on the
+    boto3 session, so that it holds for every client made from it (SDK v3's resources make their own)."""
 
     def before(params, model, **_):
         validate.check_request(model.name, params)
 
-    client.meta.events.register("before-parameter-build.sagemaker", before, unique_id="dogbreed-validate")
+    boto.events.register("before-parameter-build.sagemaker", before, unique_id="dogbreed-validate")
 
 
 def sagemaker_session(config):
-    import sagemaker  # the SageMaker SDK takes seconds to import: only where a session is made
+    """SDK v3's session (``sagemaker.core``) on our boto3 session; telemetry off."""
+    from sagemaker.core.helper.session_helper import Session  # SDK v3 takes seconds to import: only here
 
+    os.environ.setdefault(SDK_ROLE_CHECK, "false")
     boto = boto_session(config)
-    session = sagemaker.Session(boto_session=boto, default_bucket=config.get("bucket"), sagemaker_config=SDK_CONFIG)
-    check_create_requests(session.sagemaker_client)
-    return session
+    return Session(boto_session=boto, default_bucket=config.get("bucket"), sagemaker_config=SDK_CONFIG)
