@@ -71,6 +71,7 @@ def test_auto_is_lp_ft_only_with_pretrained_weights(tmp_path):
     assert (train.is_lp_ft(scratch), train.is_lp_ft(pretrained), train.is_lp_ft(explicit)) == (False, True, False)
     assert (train.layers_of(scratch), train.layers_of(pretrained), train.layers_of(explicit)) == ("all", "all", "last")
     assert (scratch.epochs, pretrained.epochs, explicit.epochs) == (train.EPOCHS, train.LP_FT_EPOCHS, train.EPOCHS)
+    assert (scratch.label_smoothing, pretrained.label_smoothing, explicit.label_smoothing) == (0.1, 0.0, 0.1)
     assert train.bn_frozen(pretrained) and not train.bn_frozen(scratch)
     big = train.parse_args(["--model", "resnet18", "--pretrained-weights", str(weights), "--batch-size", "128"])
     assert not train.bn_frozen(big)
