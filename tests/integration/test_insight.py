@@ -21,6 +21,7 @@ FLAGS = ["--model", "resnet18", "--pretrained-weights", "none", "--input-size", 
          "--batch-size", "25", "--patience", "0", "--num-workers", "1", "--progress", "lines"]
 STEPS_PER_EPOCH = 8  # the sample's 200 training images in batches of 25
 HEAVY_EVERY = 16  # resnet18's weights and gradients are ~90 MB a step: saved at steps 0 and 16 only
+BROKEN_JOB = "dogbreed-train-broken"
 
 
 def _hook_config(out_dir) -> dict:
@@ -69,9 +70,10 @@ def runs(sample_dir, tmp_path_factory):
     assert timed["code"] == 0, failure.read_text() if failure.exists() else "\n".join(line for _, _, line in timed["lines"][-30:])
     result["healthy"], result["healthy_timing"] = healthy, timed
     broken = tmp_path_factory.mktemp("broken")
-    # only its losses are looked at: no weights or gradients
-    code, _ = local_train(sample_dir, broken, FLAGS + ["--lr", "5", "--debug-out", str(broken / "debug"), "--debug-interval", "1",
-                                                       "--debug-collections", "losses"], stdout=subprocess.DEVNULL)
+    # as a job launched without the Debugger service: the trial beside the job's checkpoints; only its losses
+    # are looked at (no weights or gradients)
+    code, _ = local_train(sample_dir, broken, FLAGS + ["--lr", "5"], stdout=subprocess.DEVNULL,
+                          extra_env={"TRAINING_JOB_NAME": BROKEN_JOB, "DOGBREED_DEBUG_COLLECTIONS": "losses=1"})
     failure = broken / "opt_ml/output/failure"
     assert code == 0, failure.read_text() if failure.exists() else code
     result["broken"] = broken
@@ -81,8 +83,14 @@ def runs(sample_dir, tmp_path_factory):
         shutil.rmtree(work / "opt_ml" / "checkpoints", ignore_errors=True)
 
 
+def _trial(run):
+    """The healthy run's trial is where its debughookconfig.json put it; the broken one's beside its checkpoints."""
+    beside = run / "opt_ml" / "checkpoints" / BROKEN_JOB / "debug"
+    return beside if beside.is_dir() else run / "debug"
+
+
 def _report(run, out):
-    done = run_cli("debug", "report", str(run / "debug"), "--out", str(out))
+    done = run_cli("debug", "report", str(_trial(run)), "--out", str(out))
     assert done.returncode == 0, done.stderr
     return json.loads((out / "rules.json").read_text()), done.stdout
 
@@ -104,6 +112,79 @@ def test_a_huge_learning_rate_fires_loss_not_decreasing(runs, tmp_path):
     verdicts, stdout = _report(runs["broken"], tmp_path / "broken")
     assert verdicts["rules"]["LossNotDecreasing"]["fired"] is True
     assert re.search(r"LossNotDecreasing: FIRED at step \d+", stdout)
+
+
+def test_debug_report_on_a_folder_without_a_trial_answers_at_once_with_the_trial_nearby(runs, tmp_path):
+    started = time.monotonic()
+    done = run_cli("debug", "report", str(runs["broken"]), "--out", str(tmp_path / "none"), timeout=60)
+    assert done.returncode != 0 and time.monotonic() - started < 30  # smdebug alone polls for a trial forever
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"dogbreed: error: no smdebug trial at {runs['broken']} (looked for its index/ and collections/")
+    assert f"trials nearby: {runs['broken'] / 'opt_ml/checkpoints' / BROKEN_JOB / 'debug'}" in line
+
+
+def _moto_s3(url):
+    import boto3
+
+    s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=url, aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    try:
+        s3.create_bucket(Bucket="dogbreed-reports", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    return s3
+
+
+def _upload_tree(s3, folder, bucket, prefix) -> int:
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+    for path in files:
+        s3.upload_file(str(path), bucket, f"{prefix}{path.relative_to(folder).as_posix()}")
+    return len(files)
+
+
+def test_reports_on_a_job_find_its_trial_and_profile_in_s3(runs, moto_endpoint, tmp_path):
+    """A job launched by `dogbreed train` (no Debugger service); its trial and output.tar.gz put where SageMaker
+    would (the checkpoint prefix's <job>/debug/, the output path's <job>/output/): the reports find them from
+    the job's description alone."""
+    import tarfile
+
+    from tests.conftest import moto_env
+
+    s3, env = _moto_s3(moto_endpoint), moto_env(moto_endpoint)
+    (tmp_path / "dogbreed.toml").write_text('''region = "eu-west-1"
+role = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
+bucket = "dogbreed-reports"
+prefix = "runs"
+train_image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/dogbreed-train:abc123"
+''')
+    job = f"{BROKEN_JOB}-{int(time.time() * 1000) % 10**9}"
+    done = run_cli("train", "--job-name", job, "--detach", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"checkpoints=s3://dogbreed-reports/runs/checkpoints/{job}/" in done.stdout
+    # SageMaker syncs /opt/ml/checkpoints, where the program writes in its job's sub-folder
+    assert _upload_tree(s3, _trial(runs["broken"]), "dogbreed-reports", f"runs/checkpoints/{job}/{job}/debug/") > 3
+    archive = tmp_path / "output.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:  # SM_OUTPUT_DATA_DIR, as SageMaker packs it
+        tar.add(runs["healthy"] / "opt_ml/output/data/profile", arcname="profile")
+    s3.upload_file(str(archive), "dogbreed-reports", f"runs/models/{job}/output/output.tar.gz")
+
+    done = run_cli("debug", "report", job, "--out", str(tmp_path / "debug"), env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"trial of {job}: s3://dogbreed-reports/runs/checkpoints/{job}/{job}/debug/" in done.stdout
+    assert re.search(r"LossNotDecreasing: FIRED at step \d+", done.stdout)
+    assert json.loads((tmp_path / "debug" / "rules.json").read_text())["rules"]["LossNotDecreasing"]["fired"] is True
+
+    done = run_cli("profile", "report", job, "--out", str(tmp_path / "profile"), env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    split = json.loads((tmp_path / "profile" / "profile-summary.json").read_text())["split"]
+    assert split["steps"] == 4 * STEPS_PER_EPOCH
+    assert 'id="ops"' in (tmp_path / "profile" / "profile-report.html").read_text()
+
+    other = f"{job}-none"  # a job with nothing uploaded: what was looked for, at once
+    assert run_cli("train", "--job-name", other, "--detach", env=env, cwd=tmp_path).returncode == 0
+    done = run_cli("debug", "report", other, "--out", str(tmp_path / "none"), env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode != 0
+    assert f"has no smdebug trial yet: looked under s3://dogbreed-reports/runs/checkpoints/{other}/{other}/debug/" in done.stderr
 
 
 SLACK_S = 0.5  # per interval: how late this process may see a line the training wrote
