@@ -128,70 +128,65 @@ def test_docker_run_serve_classifies_and_stops_in_time(images, trained, tmp_path
         assert time.time() - start < 30, "serve did not stop on SIGTERM within 30 s"
 
 
-def _local_session():
-    import boto3
-    from sagemaker.local import LocalSession
-
-    boto = boto3.Session(region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
-    config = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
-    session = LocalSession(boto_session=boto, sagemaker_config=config)
-    session.config = {"local": {"local_code": True}}
-    return session
-
-
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-local"
 
 
-def test_sagemaker_sdk_local_mode_trains_deploys_and_predicts(images, compose, sample_dir, tmp_path):
-    from sagemaker.deserializers import JSONDeserializer
-    from sagemaker.estimator import Estimator
-    from sagemaker.model import Model
-    from sagemaker.predictor import Predictor
-    from sagemaker.serializers import IdentitySerializer
+def _local_trainer(image: str, root: Path, instance_count: int, hyperparameters: dict):
+    """SDK v3's local container mode: ModelTrainer(training_mode=Mode.LOCAL_CONTAINER) writes /opt/ml for each
+    host and runs the image with docker compose, as SageMaker would, but with no command (it passes no `train`):
+    the image's default command trains. No AWS session: local data, local output."""
+    from sagemaker.core.training.configs import Compute
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.model_trainer import Mode
 
-    from dogbreed import metrics
+    root.mkdir(parents=True, exist_ok=True)
+    return ModelTrainer(training_image=image, training_mode=Mode.LOCAL_CONTAINER, role=ROLE, base_job_name="dogbreed-local",
+                        compute=Compute(instance_type="local_cpu", instance_count=instance_count),
+                        hyperparameters=hyperparameters, local_container_root=str(root))
 
-    session = _local_session()
-    estimator = Estimator(image_uri=images["train"], role=ROLE, instance_count=1, instance_type="local",
-                          output_path=f"file://{tmp_path}/out", sagemaker_session=session, hyperparameters=HPS,
-                          metric_definitions=metrics.metric_definitions())
-    estimator.fit({"train": f"file://{sample_dir}"}, wait=True, logs=False)
-    archive = Path(estimator.model_data.replace("file://", ""))
-    with tarfile.open(archive) as tar:
+
+def _local_train(image: str, root: Path, sample_dir: Path, instance_count: int, hyperparameters: dict) -> Path:
+    from sagemaker.core.training.configs import InputData
+
+    trainer = _local_trainer(image, root, instance_count, hyperparameters)
+    trainer.train(input_data_config=[InputData(channel_name="train", data_source=str(sample_dir))], wait=True, logs=False)
+    return root / "compressed_artifacts"
+
+
+def test_sagemaker_sdk_v3_local_mode_trains_and_docker_run_serves(images, compose, sample_dir, tmp_path):
+    """Training through SDK v3's local container mode; serving stays on `docker run IMAGE serve`: v3's
+    ModelBuilder local mode starts only the model servers it knows (TorchServe, Triton, ...), not a custom image."""
+    artifacts = _local_train(images["train"], tmp_path / "local", sample_dir, 1, HPS)
+    with tarfile.open(artifacts / "model.tar.gz") as tar:
         assert {"model.pth", "model.json"} <= set(tar.getnames())
-    model = Model(image_uri=images["serve"], model_data=estimator.model_data, role=ROLE, sagemaker_session=session)
-    model.deploy(initial_instance_count=1, instance_type="local", wait=False)
-    predictor = Predictor(model.endpoint_name, sagemaker_session=session,
-                          serializer=IdentitySerializer("image/jpeg"), deserializer=JSONDeserializer())
-    try:
         model_dir = tmp_path / "model"
-        model_dir.mkdir()
-        with tarfile.open(archive) as tar:
-            tar.extractall(model_dir, filter="data")
-        jpeg, expected, _ = _known_image(model_dir, sample_dir / "test/002.Beagle", k=2)
-        answer = predictor.predict(jpeg, custom_attributes="top_k=2")
+        tar.extractall(model_dir, filter="data")
+    jpeg, expected, _ = _known_image(model_dir, sample_dir / "test/002.Beagle", k=2)
+    port = free_port()
+    name = f"dogbreed-test-local-serve-{port}"
+    sh("docker", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+       "-v", f"{model_dir}:/opt/ml/model:ro", images["serve"], "serve")
+    try:
+        top_2 = {"X-Amzn-SageMaker-Custom-Attributes": "top_k=2"}
+        deadline, status, answer = time.time() + 180, None, None
+        while time.time() < deadline and status != 200:
+            try:
+                status, answer, _ = post(f"http://127.0.0.1:{port}", jpeg, headers=top_2)
+            except OSError:
+                pass
+            time.sleep(0.5 if status != 200 else 0)
+        assert status == 200, answer
         rows = answer["predictions"][0]
-        # two of the five breeds, Beagle first: the SDK passed the custom attributes and the model answered
+        # two of the five breeds, Beagle first: the model SDK v3's local mode trained answers right
         assert len(rows) == 2 and rows[0]["breed"] == "Beagle" == expected[0], rows
-        assert {r["breed"] for r in rows} < {"Affenpinscher", "Beagle", "Border collie", "Dalmatian", "Golden retriever"}
     finally:
-        predictor.delete_endpoint()
+        sh("docker", "stop", "-t", "30", name, check=False)
 
 
-def test_sagemaker_local_mode_two_instances_train_one_model_with_ddp(images, compose, sample_dir, tmp_path):
-    from sagemaker.estimator import Estimator
-
-    session = _local_session()
-    estimator = Estimator(image_uri=images["train"], role=ROLE, instance_count=2, instance_type="local",
-                          output_path=f"file://{tmp_path}/out", sagemaker_session=session,
-                          hyperparameters={**HPS, "epochs": "1"})
-    estimator.fit({"train": f"file://{sample_dir}"}, wait=True, logs=False)
-    archive = Path(estimator.model_data.replace("file://", ""))
-    with tarfile.open(archive) as tar:
-        names = tar.getnames()
-    assert sorted(names) == ["model.json", "model.pth"]
-    output = tmp_path / "out" / "output.tar.gz"
-    with tarfile.open(output) as tar:
-        metrics_file = tar.extractfile("data/metrics.json")
-        summary = json.loads(metrics_file.read())
+def test_sagemaker_sdk_v3_local_mode_two_instances_train_one_model_with_ddp(images, compose, sample_dir, tmp_path):
+    artifacts = _local_train(images["train"], tmp_path / "local", sample_dir, 2, {**HPS, "epochs": "1"})
+    with tarfile.open(artifacts / "model.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["model.json", "model.pth"]
+    with tarfile.open(artifacts / "output.tar.gz") as tar:
+        summary = json.loads(tar.extractfile("data/metrics.json").read())
     assert summary["world_size"] == 2  # the two containers trained together (gloo), rank 0 wrote the model
