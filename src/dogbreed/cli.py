@@ -135,8 +135,7 @@ def cmd_tune(args) -> int:
                                                        "tuning.max_parallel_jobs": args.max_parallel_jobs,
                                                        "tuning.objective": args.objective,
                                                        "tuning.strategy": args.strategy,
-                                                       "tuning.early_stopping": args.early_stopping,
-                                                       **_services(args)})
+                                                       "tuning.early_stopping": args.early_stopping})
     session = sagemaker_session(config)
     name = args.job_name or jobs.job_name("hpo")
     jobs.start_tuning(config, session, name, data_uri=args.data)
@@ -327,7 +326,6 @@ def _add_tune_verb(sub) -> None:
     p.add_argument("--use-docker", default="auto", choices=("auto", "yes", "no"), help="--local: trials in the training image")
     p.add_argument("--feature-cache", default="auto", choices=("auto", "yes", "no"), help="--local: reuse frozen features")
     p.add_argument("--seed", type=int, default=0)
-    _add_service_flags(p)
     p.set_defaults(func=cmd_tune)
 
 

@@ -113,6 +113,19 @@ def test_debugger_and_profiler_services_only_when_asked(aws, config):
     assert any(r["RuleConfigurationName"].startswith("ProfilerReport") for r in request["ProfilerRuleConfigurations"])
 
 
+def test_train_flags_ask_for_the_services(aws, config, capsys):
+    """`dogbreed train` sends no Debugger rules unless --debugger-service asks (moto keeps what it was sent)."""
+    import boto3
+
+    sm = boto3.client("sagemaker", region_name=REGION)
+    for name, flags in (("dogbreed-train-plain", []), ("dogbreed-train-service", ["--debugger-service", "--profiler-service"])):
+        code, _, err = _cli(["train", "--config", config.source, "--detach", "--job-name", name, *flags], capsys)
+        assert code == 0, err
+    assert "DebugRuleConfigurations" not in sm.describe_training_job(TrainingJobName="dogbreed-train-plain")
+    rules = sm.describe_training_job(TrainingJobName="dogbreed-train-service")["DebugRuleConfigurations"]
+    assert {r["RuleConfigurationName"] for r in rules} >= {"LossNotDecreasing", "VanishingGradient"}
+
+
 def test_create_tuning_job_carries_ranges_objective_and_strategy(aws, config):
     session, calls = _session_capturing(config)
     jobs.start_tuning(config, session, "dogbreed-hpo-test")
@@ -129,6 +142,7 @@ def test_create_tuning_job_carries_ranges_objective_and_strategy(aws, config):
     assert batch["Name"] == "batch-size" and batch["Values"] == ["32", "64", "128", "256", "512"]
     definition = request["TrainingJobDefinition"]
     assert definition["AlgorithmSpecification"]["TrainingImage"] == TRAIN_IMAGE
+    assert definition["Environment"] == {"DOGBREED_DEBUG_COLLECTIONS": "losses=10,weights=100,gradients=100,biases=100"}
     static = definition["StaticHyperParameters"]
     assert static["data-fraction"] == "0.1" and "lr" not in static
     # one prefix per tuning job; each trial writes in its $TRAINING_JOB_NAME sub-folder (see jobs.build_tuner)

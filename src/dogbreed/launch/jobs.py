@@ -182,6 +182,7 @@ def build_tuner(config: Config, session, name: str | None = None):
     ranges = tuning_ranges(config)
     for range_name in ranges:  # tuned names must not also be fixed
         trainer.hyperparameters.pop(range_name, None)
+    trainer.environment = services.trial_environment(config)  # a tuning job cannot ask for the Debugger service
     return HyperparameterTuner(
         model_trainer=trainer,
         objective_metric_name=objective,

@@ -24,12 +24,15 @@ def debug_collections(config: Config) -> dict[str, str]:
     return {str(name): str(int(every)) for name, every in config["training"]["debug_collections"].items()}
 
 
-def debug_environment(config: Config) -> dict[str, str]:
-    """Without the Debugger service, the training program writes its smdebug trial to ``debug/`` beside its
+def trial_environment(config: Config) -> dict[str, str]:
+    """The environment that has the training program write its smdebug trial to ``debug/`` beside its
     checkpoints, which SageMaker syncs to the checkpoint prefix while the job runs."""
-    if config["training"].get("debugger_service"):
-        return {}
     return {DOGBREED_DEBUG_COLLECTIONS: ",".join(f"{k}={v}" for k, v in debug_collections(config).items())}
+
+
+def debug_environment(config: Config) -> dict[str, str]:
+    """A training job's: the trial beside the checkpoints, unless the Debugger service's hook config drives the hook."""
+    return {} if config["training"].get("debugger_service") else trial_environment(config)
 
 
 def _rule_image(config: Config) -> str:
