@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -168,3 +171,41 @@ def post_oversized(url: str, size: int, content_type: str = "image/jpeg", timeou
     parts = status_line.decode("latin-1").split(" ", 2)
     _, _, body = rest.partition(b"\r\n\r\n")
     return int(parts[1]), (parts[2] if len(parts) > 2 else "") + " " + body.decode("utf-8", "replace")
+
+
+class Load:
+    """``concurrency`` threads posting the same JPEG until ``seconds`` pass (and at least ``minimum`` requests)."""
+
+    def __init__(self, port: int, body: bytes, concurrency: int):
+        self.port, self.body, self.concurrency = port, body, concurrency
+        self.results: list[tuple[float, float, int]] = []  # (finished at, latency, status)
+        self.lock = threading.Lock()
+
+    def _worker(self, deadline: float, minimum: int, hard_deadline: float):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        while True:
+            now = time.time()
+            with self.lock:
+                done = len(self.results)
+            if (now >= deadline and done >= minimum) or now >= hard_deadline:
+                break
+            start = time.perf_counter()
+            try:
+                connection.request("POST", "/invocations", body=self.body, headers={"Content-Type": "image/jpeg"})
+                response = connection.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                status = 0
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            with self.lock:
+                self.results.append((time.time(), time.perf_counter() - start, status))
+        connection.close()
+
+    def run(self, seconds: float, minimum: int = 0, hard_limit: float = 300):
+        deadline, hard = time.time() + seconds, time.time() + hard_limit
+        threads = [threading.Thread(target=self._worker, args=(deadline, minimum, hard)) for _ in range(self.concurrency)]
+        for thread in threads:
+            thread.start()
+        return threads

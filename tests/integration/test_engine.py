@@ -3,6 +3,9 @@ the server restarts an engine that dies. Real processes, a real unix socket, rea
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
 import shutil
 import signal
@@ -15,10 +18,12 @@ import psutil
 import pytest
 from PIL import Image
 
+from dogbreed.serving.decoders import decode
 from dogbreed.serving.engine import EngineClient, wait_bound
 from dogbreed.serving.predictor import Predictor
 from dogbreed.serving.server import RESPONSE_TIMEOUT_S as MMS_RESPONSE_TIMEOUT_S
-from tests.conftest import free_port
+from dogbreed.serving.supervisor import engine_listening
+from tests.conftest import DOGS10, free_port
 from tests.serving_helpers import get, jpeg_bytes, local_server, post
 
 pytestmark = pytest.mark.slow
@@ -30,14 +35,33 @@ def _images(sample_dir, count):
     return [Image.open(p).convert("RGB") for p in paths]
 
 
-def test_concurrent_requests_share_forward_passes_and_keep_their_own_answers(trained, sample_dir, tmp_path):
-    socket_path = tmp_path / "engine.sock"
-    log = open(tmp_path / "engine.log", "w")
-    engine = subprocess.Popen([sys.executable, "-m", "dogbreed.serving.engine", "--model-dir", str(trained["model_dir"]),
+@contextlib.contextmanager
+def _engine(model_dir, tmp_path):
+    """The engine process on a unix socket: (socket path, the precision it chose on this CPU)."""
+    socket_path, log_path = tmp_path / "engine.sock", tmp_path / "engine.log"
+    log = open(log_path, "w")
+    engine = subprocess.Popen([sys.executable, "-m", "dogbreed.serving.batcher", "--model-dir", str(model_dir),
                                "--socket", str(socket_path), "--max-batch", "8", "--threads", "2", "--log-level", "DEBUG"],
                               stdout=log, stderr=subprocess.STDOUT)
     try:
-        local = Predictor(trained["model_dir"], graph="eager")
+        deadline = time.monotonic() + 300
+        while not engine_listening(socket_path):
+            assert engine.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        # The engine measured its own precision on this CPU (bf16 wins on some): compare it with the in-process
+        # model at the same precision, or a bf16 engine would differ from an fp32 reference by more than rounding.
+        chosen = re.findall(r"precision=(\w+) channels_last", log_path.read_text())
+        assert chosen, "the engine did not log its precision"
+        yield socket_path, chosen[-1]
+    finally:
+        engine.terminate()
+        engine.wait(timeout=30)
+        log.close()
+
+
+def test_concurrent_requests_share_forward_passes_and_keep_their_own_answers(trained, sample_dir, tmp_path):
+    with _engine(trained["model_dir"], tmp_path) as (socket_path, precision):
+        local = Predictor(trained["model_dir"], precision=precision, graph="eager")
         images = _images(sample_dir, 8)
         expected = local.top_k(images, 3)
         answers: dict[int, list] = {}
@@ -53,11 +77,6 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_own_answers(tra
             thread.start()
         for thread in threads:
             thread.join(timeout=300)
-        # The engine measured its own precision on this CPU (bf16 wins on some): compare it with the in-process
-        # model at the same precision, or a bf16 engine would differ from an fp32 reference by more than rounding.
-        chosen = re.findall(r"precision=(\w+) channels_last", (tmp_path / "engine.log").read_text())
-        assert chosen, "the engine did not log its precision"
-        expected = Predictor(trained["model_dir"], precision=chosen[-1], graph="eager").top_k(images, 3)
         for index, image_answer in answers.items():
             k = 1 + index % 3
             assert len(image_answer) == 1 and len(image_answer[0]) == k  # its own k
@@ -65,16 +84,43 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_own_answers(tra
             for got, want in zip(image_answer[0], expected[index][:k], strict=True):
                 assert got["probability"] == pytest.approx(want["probability"], abs=1e-3)
         assert len(answers) == 8
-    finally:
-        engine.terminate()
-        engine.wait(timeout=30)
-        log.close()
     batches = [line for line in (tmp_path / "engine.log").read_text().splitlines() if "requests," in line]
     assert batches, "no forward pass served more than one request"
 
 
+WORKER = """
+import json, sys
+from pathlib import Path
+from dogbreed.serving import handler
+model = handler.model_fn(sys.argv[1])
+answers = [handler.predict_fn(handler.input_fn(Path(path).read_bytes(), "image/jpeg"), model)["predictions"][0]
+           for path in sys.argv[2:]]
+print(json.dumps({"answers": answers, "torch": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))}))
+"""
+
+
+def test_a_decoding_worker_imports_no_torch_and_answers_as_the_in_process_model(trained, sample_dir, tmp_path):
+    """The handler as a worker of the engine runs it (model_fn, input_fn, predict_fn) on real photos where
+    ../shared has them, and on the sample's images."""
+    photos = sorted(DOGS10.glob("test/*/*.jpg"))[::5][:20] + sorted((sample_dir / "test").glob("*/*"))[:10]
+    with _engine(trained["model_dir"], tmp_path) as (socket_path, precision):
+        run = subprocess.run([sys.executable, "-c", WORKER, str(trained["model_dir"]), *map(str, photos)], capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "DOGBREED_ENGINE_SOCKET": str(socket_path)})
+    assert run.returncode == 0, run.stderr
+    worker = json.loads(run.stdout.strip().splitlines()[-1])
+    assert worker["torch"] == []  # neither torch nor torchvision in the worker's sys.modules
+    local = Predictor(trained["model_dir"], precision=precision, graph="eager")
+    for path, got in zip(photos, worker["answers"], strict=True):
+        images, _ = decode(path.read_bytes(), "image/jpeg", draft_size=local.draft_size)  # as the worker decodes
+        want = local.top_k(images, 5)[0]
+        assert got[0]["index"] == want[0]["index"], path  # the same top-1
+        for row, reference in zip(got, want, strict=True):
+            assert row["probability"] == pytest.approx(reference["probability"], abs=1e-3), path
+
+
 def _engine_process(server_pid: int) -> psutil.Process:
-    found = [p for p in psutil.Process(server_pid).children(recursive=True) if "dogbreed.serving.engine" in " ".join(p.cmdline())]
+    found = [p for p in psutil.Process(server_pid).children(recursive=True)
+             if "dogbreed.serving.batcher" in " ".join(p.cmdline())]
     assert len(found) == 1, found
     return found[0]
 

@@ -62,6 +62,19 @@ def _classes(answer):
     return [[row["breed"] for row in rows] for rows in answer["predictions"]]
 
 
+def test_the_decoding_workers_hold_no_torch(server):
+    """multi-model-server's own worker processes: no torch library mapped into them (they decode with Pillow)."""
+    url, process, _ = server
+    for _ in range(8):  # every worker has decoded an image by now (round-robin)
+        assert post(url, jpeg_bytes())[0] == 200
+    workers = [p for p in psutil.Process(process.pid).children(recursive=True) if "model_service_worker" in " ".join(p.cmdline())]
+    assert workers
+    for worker in workers:
+        mapped = sorted({Path(m.path).name for m in worker.memory_maps()})
+        assert not [name for name in mapped if "torch" in name], (worker.pid, mapped)
+        assert [name for name in mapped if "python" in name or "numpy" in name], mapped  # the check sees its libraries
+
+
 def test_ping(server):
     url, _, _ = server
     assert get(url, "/ping")[0] == 200

@@ -3,11 +3,9 @@ worker killed mid-load is restarted and the requests after it succeed. Loopback 
 
 from __future__ import annotations
 
-import http.client
 import io
 import os
 import signal
-import threading
 import time
 
 import psutil
@@ -15,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import free_port
-from tests.serving_helpers import local_server
+from tests.serving_helpers import Load, local_server
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -24,44 +22,6 @@ def _jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.effect_noise((96, 96), 60).convert("RGB").save(buffer, "JPEG")
     return buffer.getvalue()
-
-
-class Load:
-    """``concurrency`` threads posting the same JPEG until ``seconds`` pass (and at least ``minimum`` requests)."""
-
-    def __init__(self, port: int, body: bytes, concurrency: int):
-        self.port, self.body, self.concurrency = port, body, concurrency
-        self.results: list[tuple[float, float, int]] = []  # (finished at, latency, status)
-        self.lock = threading.Lock()
-
-    def _worker(self, deadline: float, minimum: int, hard_deadline: float):
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        while True:
-            now = time.time()
-            with self.lock:
-                done = len(self.results)
-            if (now >= deadline and done >= minimum) or now >= hard_deadline:
-                break
-            start = time.perf_counter()
-            try:
-                connection.request("POST", "/invocations", body=self.body, headers={"Content-Type": "image/jpeg"})
-                response = connection.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                status = 0
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            with self.lock:
-                self.results.append((time.time(), time.perf_counter() - start, status))
-        connection.close()
-
-    def run(self, seconds: float, minimum: int = 0, hard_limit: float = 300):
-        deadline, hard = time.time() + seconds, time.time() + hard_limit
-        threads = [threading.Thread(target=self._worker, args=(deadline, minimum, hard)) for _ in range(self.concurrency)]
-        for thread in threads:
-            thread.start()
-        return threads
 
 
 def _tree_rss_mb(pid: int) -> float:

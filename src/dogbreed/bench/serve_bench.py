@@ -317,7 +317,7 @@ def main(argv=None) -> int:
             ours_top1 = our_top1(args.port, bodies)
             rows, ours = sweep("ours (JPEG in)", args.port, body, "image/jpeg", args.requests)
             ours_memory = worker_peak_mb(process.pid)
-            engine_memory = worker_peak_mb(process.pid, "dogbreed.serving.engine")
+            engine_memory = worker_peak_mb(process.pid, "dogbreed.serving.batcher")
         finally:
             stop(process)
         results = {"in_process": pure, "cold_start_local_s": cold, "workers": workers, "ours": ours,

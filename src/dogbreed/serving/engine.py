@@ -1,47 +1,41 @@
-"""One model process that batches the requests of all serving workers (CPU hosts).
+"""The model engine's wire protocol and the serving workers' side of it, without torch.
 
 multi-model-server hands each worker one request at a time and cannot batch ``/invocations`` (it
-registers start-up models with a batch size of 1). So on CPU hosts the workers only decode and
-preprocess (the training package's preprocessing), and send the tensors over a unix socket to this
-process, which holds the one model: while a forward pass runs, the requests that arrive queue up,
-and the next pass takes all of them (up to ``DOGBREED_SERVE_BATCH``). A lone request waits for nothing.
-On this 2-core CPU a ResNet50 forward costs 41 ms per image alone and 31 ms per image in a batch of 4.
+registers start-up models with a batch size of 1). So on CPU hosts the workers only decode, resize and
+crop (:mod:`.pixels`: Pillow and NumPy, no torch), and send uint8 pixels over a unix socket to one
+process that holds the model (:mod:`.batcher`): while a forward pass runs, the requests that arrive
+queue up, and the next pass takes all of them. A worker then costs a Python process with Pillow and
+NumPy, not a copy of torch.
 
-Frames on the socket: 4-byte big-endian length, then a JSON header line and the raw float32 tensor
-(request) or a JSON answer (response).
+Frames on the socket: 4-byte big-endian length, then a JSON header line (shape, dtype, top_k) and the raw
+array (request), or a JSON answer (response).
 """
 
 from __future__ import annotations
 
-import argparse
-import collections
 import json
-import logging
 import os
-import queue
 import socket
 import struct
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sagemaker_inference.errors import BaseInferenceToolkitError
 
-from ..common import configure_logging
-from ..models import read_meta
-from ..presets import Preprocessing
-from .predictor import ModelInputs, Predictor
-
-log = logging.getLogger("dogbreed.engine")
+from .pixels import EvalCrop, read_meta
 
 DEFAULT_BATCH = 8
-FILL_WAIT_S = 0.01  # longest wait for the rest of a round of concurrent requests
-_LENGTH = struct.Struct(">I")
 DOGBREED_ENGINE_WAIT_S = "DOGBREED_ENGINE_WAIT_S"  # the longest a request waits for the engine (then a 503)
 DEFAULT_WAIT_S = 30.0  # under multi-model-server's 60 s response timeout, with room for a model load
 RETRY_AFTER_S = 5
+DTYPES = ("uint8", "float32")
+_LENGTH = struct.Struct(">I")
+
+
+def failure_path(socket_path) -> Path:
+    """Where an engine that cannot load its model writes why (the server shows it on /ping)."""
+    return Path(f"{socket_path}.failure")
 
 
 def send_frame(sock: socket.socket, payload: bytes) -> None:
@@ -64,91 +58,23 @@ def read_frame(sock: socket.socket) -> bytes:
     return _read_exactly(sock, length)
 
 
-def encode_request(tensor: torch.Tensor, top_k: int) -> bytes:
-    array = np.ascontiguousarray(tensor.numpy(), dtype=np.float32)
-    header = json.dumps({"shape": list(array.shape), "top_k": int(top_k)}).encode()
+def encode_request(batch, top_k: int) -> bytes:
+    """A NCHW batch: uint8 pixels (the workers') or float32 tensors already normalized (numpy or CPU torch)."""
+    array = np.asarray(batch)
+    if array.dtype.name not in DTYPES:
+        array = array.astype(np.float32)
+    array = np.ascontiguousarray(array)
+    header = json.dumps({"shape": list(array.shape), "dtype": array.dtype.name, "top_k": int(top_k)}).encode()
     return header + b"\n" + array.tobytes()
 
 
-def decode_request(payload: bytes) -> tuple[torch.Tensor, int]:
+def decode_request(payload: bytes) -> tuple[np.ndarray, int]:
     header, _, data = payload.partition(b"\n")
     meta = json.loads(header)
-    array = np.frombuffer(data, dtype=np.float32).reshape(meta["shape"])
-    return torch.from_numpy(array.copy()), int(meta["top_k"])
-
-
-class Engine:
-    """Holds the model; answers the tensors of every connection, in batches."""
-
-    def __init__(self, model_dir: Path, socket_path: Path, max_batch: int, threads: int):
-        self.predictor = Predictor(model_dir, threads=threads)
-        self.predictor.warm_up()
-        self.socket_path, self.max_batch = Path(socket_path), max(1, max_batch)
-        self.pending: queue.Queue = queue.Queue()
-        self.batches = 0
-        self.recent: collections.deque = collections.deque([1], maxlen=4)  # requests in the last batches
-
-    def serve_forever(self) -> None:
-        if self.socket_path.exists():
-            self.socket_path.unlink()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(self.socket_path))
-        listener.listen(64)
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        log.info("engine ready on %s: %s, batches of up to %d", self.socket_path, self.predictor.describe(), self.max_batch)
-        while True:
-            self._run_batch()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            connection, _ = listener.accept()
-            threading.Thread(target=self._read, args=(connection, threading.Lock()), daemon=True).start()
-
-    def _read(self, connection: socket.socket, lock: threading.Lock) -> None:
-        try:
-            while True:
-                tensor, top_k = decode_request(read_frame(connection))
-                self.pending.put((connection, lock, tensor, top_k))
-        except (ConnectionError, OSError, ValueError) as exc:  # a worker went away (or sent garbage): drop it
-            log.debug("connection closed: %s", exc)
-            connection.close()
-
-    def _run_batch(self) -> None:
-        work = [self.pending.get()]
-        images = len(work[0][2])
-        # Under concurrency the requests of one round do not arrive together (each is decoded first): wait a
-        # few ms for as many as the recent batches held. A lone client's batches hold one: it never waits.
-        expected = max(self.recent)
-        deadline = time.monotonic() + FILL_WAIT_S
-        while images < self.max_batch:
-            try:
-                if len(work) < expected:
-                    item = self.pending.get(timeout=max(0.0, deadline - time.monotonic()))
-                else:
-                    item = self.pending.get_nowait()
-            except queue.Empty:
-                break
-            work.append(item)
-            images += len(item[2])
-        self.recent.append(len(work))
-        try:
-            rows = self.predictor.top_k_tensors(torch.cat([item[2] for item in work]), max(item[3] for item in work))
-            answers, start = [], 0
-            for _, _, tensor, top_k in work:
-                answers.append({"predictions": [row[:top_k] for row in rows[start : start + len(tensor)]]})
-                start += len(tensor)
-        except Exception as exc:  # a failure answers every request of the batch, and the engine goes on
-            log.exception("batch of %d failed", len(work))
-            answers = [{"error": f"{exc.__class__.__name__}: {exc}"}] * len(work)
-        self.batches += 1
-        if len(work) > 1:
-            log.debug("batch %d: %d requests, %d images", self.batches, len(work), images)
-        for (connection, lock, _, _), answer in zip(work, answers, strict=True):
-            try:
-                with lock:
-                    send_frame(connection, json.dumps(answer).encode())
-            except OSError:
-                log.debug("a worker left before its answer")
+    dtype = meta.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"unexpected dtype {dtype!r}")
+    return np.frombuffer(data, dtype=dtype).reshape(meta["shape"]), int(meta["top_k"])
 
 
 class EngineUnavailable(BaseInferenceToolkitError):
@@ -216,39 +142,25 @@ class EngineClient:
         return answer["predictions"]
 
 
-class RemotePredictor(ModelInputs):
-    """A serving worker's model when the engine holds it (:class:`Engine`): the same preprocessing, here;
-    the forward pass there, batched with the other workers' requests."""
+class RemotePredictor:
+    """A serving worker's model when the engine holds it: decode, resize and crop here (no torch); the
+    forward pass there, batched with the other workers' requests."""
 
     def __init__(self, model_dir: Path, socket_path: str):
-        torch.set_num_threads(1)  # decoding only: the engine has the cores
-        meta = read_meta(Path(model_dir))
-        super().__init__(meta, Preprocessing.from_json(meta))
+        self.meta = read_meta(Path(model_dir))
+        self.crop = EvalCrop.from_meta(self.meta)
+        self.draft_size = self.crop.resize  # JPEGs decode at the reduced scale training decoded them at
         self.client = EngineClient(socket_path)
         self.socket_path = socket_path
 
     def top_k(self, images, k: int = 5) -> list[list[dict]]:
-        return self.client.top_k(self.tensor(images), k)  # the engine's Predictor bounds k
+        return self.client.top_k(self.crop.batch(images), k)  # the engine's Predictor bounds k
 
     def warm_up(self, rounds: int = 1) -> None:
         """The preprocessing only: the engine warms its own model, and may still be loading it."""
-        self.tensor([self.blank_image()])
+        from PIL import Image
+
+        self.crop.batch([Image.new("RGB", (self.crop.resize, self.crop.resize), (127, 127, 127))])
 
     def describe(self) -> str:
         return f"model in the batching engine at {self.socket_path}"
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="The model process that batches the serving workers' requests")
-    parser.add_argument("--model-dir", required=True, type=Path)
-    parser.add_argument("--socket", required=True, type=Path)
-    parser.add_argument("--max-batch", type=int, default=DEFAULT_BATCH)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG logs every batch of more than one request")
-    args = parser.parse_args(argv)
-    configure_logging(level=args.log_level.upper())
-    Engine(args.model_dir, args.socket, args.max_batch, args.threads).serve_forever()
-
-
-if __name__ == "__main__":
-    main()

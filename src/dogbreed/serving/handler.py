@@ -16,7 +16,6 @@ from . import content_types as ct
 from .decoders import decode
 from .engine import RemotePredictor
 from .errors import BadRequest, NotAcceptable
-from .predictor import Predictor, threads_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,9 @@ def model_fn(model_dir, context=None):
     engine_socket = os.environ.get(envnames.DOGBREED_ENGINE_SOCKET)
     if engine_socket:  # the engine holds the model and batches all workers' requests
         predictor = RemotePredictor(model_dir, engine_socket)
-    else:
+    else:  # torch only here: a worker of the engine never imports it
+        from .predictor import Predictor, threads_per_worker
+
         predictor = Predictor(model_dir, threads=threads_per_worker(_workers()), gpu_id=gpu_id_of(context))
     _draft_size = predictor.draft_size
     log.info("model %s loaded from %s (%s)", predictor.meta["arch"], model_dir, predictor.describe())

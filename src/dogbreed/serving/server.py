@@ -28,6 +28,7 @@ from .. import env as envnames
 from ..common import configure_logging
 from ..models import ModelError, load_artifacts
 from .archive import model_dir_from
+from .capacity import plan_workers
 from .engine import wait_bound
 from .supervisor import EngineSupervisor
 
@@ -52,15 +53,18 @@ def visible_gpus() -> int:
         return 0
 
 
-def default_workers(engine: bool = False) -> int:
-    """SAGEMAKER_MODEL_SERVER_WORKERS, else: with the engine, twice the cores (workers that only decode,
-    enough to keep a batch in the engine); one per GPU; half the cores otherwise."""
+def default_workers(engine: bool = False, model_dir: Path | None = None) -> int:
+    """SAGEMAKER_MODEL_SERVER_WORKERS, else: with the engine, twice the cores (workers that only decode, enough to
+    keep a batch in the engine) as far as the container's memory carries them (:mod:`.capacity`); one per GPU;
+    half the cores otherwise."""
     configured = os.environ.get(envnames.SAGEMAKER_MODEL_SERVER_WORKERS)
     if configured:
         return max(1, int(configured))
     cores = accel.available_cores()
     if engine:
-        return max(2, 2 * cores)
+        plan = plan_workers(cores, model_dir)
+        log.info("%s", plan.describe())
+        return plan.workers
     return visible_gpus() or max(1, cores // 2)
 
 
@@ -224,7 +228,7 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
     if reason:
         return serve_unhealthy(host, port, reason)
     config_path = Path(os.environ.get(envnames.DOGBREED_MMS_CONFIG) or state_dir / "mms.properties")
-    workers = workers or default_workers(use_engine)
+    workers = workers or default_workers(use_engine, model_dir)
     supervisor = None
     if use_engine:
         supervisor = EngineSupervisor(model_dir, state_dir / "engine.sock")

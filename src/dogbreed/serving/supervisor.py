@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import accel
 from .. import env as envnames
-from .engine import DEFAULT_BATCH
+from .engine import DEFAULT_BATCH, failure_path
 
 log = logging.getLogger("dogbreed.serve")
 
@@ -31,7 +31,7 @@ RECENT_S = 300.0
 def engine_command(model_dir: Path, socket_path: Path) -> tuple[list[str], int, int]:
     batch = int(os.environ.get(envnames.DOGBREED_SERVE_BATCH) or DEFAULT_BATCH)
     threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or accel.available_cores())
-    command = [sys.executable, "-m", "dogbreed.serving.engine", "--model-dir", str(model_dir), "--socket", str(socket_path),
+    command = [sys.executable, "-m", "dogbreed.serving.batcher", "--model-dir", str(model_dir), "--socket", str(socket_path),
                "--max-batch", str(batch), "--threads", str(threads)]
     return command, batch, threads
 
@@ -76,8 +76,8 @@ class EngineSupervisor:
         self.restart_at: float | None = None
 
     def start(self) -> None:
-        if self.socket_path.exists():  # the dead engine's socket: "ready" means the new one listens
-            self.socket_path.unlink()
+        for stale in (self.socket_path, failure_path(self.socket_path)):  # "ready" means the new engine listens
+            stale.unlink(missing_ok=True)
         self.process, self.ready, self.restart_at = start_engine(self.model_dir, self.socket_path), False, None
 
     def poll(self) -> str | None:
@@ -96,10 +96,8 @@ class EngineSupervisor:
     def _died(self, code: int) -> str | None:
         now = time.monotonic()
         self.failed_starts += 0 if self.ready else 1
-        if not self.ever_ready:
-            return f"the model engine exited with {code} while loading the model (see the log above)"
-        if self.failed_starts >= MAX_FAILED_STARTS:
-            return f"the model engine failed to start {self.failed_starts} times in a row (exit code {code}); giving up"
+        if not self.ever_ready or self.failed_starts >= MAX_FAILED_STARTS:
+            return self._reason(code)
         self.deaths.append(now)
         while self.deaths and self.deaths[0] < now - RECENT_S:
             self.deaths.popleft()
@@ -108,6 +106,13 @@ class EngineSupervisor:
                   len(self.deaths), RECENT_S)
         self.restart_at, self.ready = now + delay, False
         return None
+
+    def _reason(self, code: int) -> str:
+        failure = failure_path(self.socket_path)
+        why = failure.read_text().strip() if failure.is_file() else f"exit code {code}, see the log"
+        if not self.ever_ready:
+            return f"the model engine cannot load the model: {why}"
+        return f"the model engine failed to start {self.failed_starts} times in a row; giving up: {why}"
 
     def stop(self) -> None:
         self.restart_at = None

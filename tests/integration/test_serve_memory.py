@@ -1,0 +1,59 @@
+"""The serve image under a memory limit (``docker run --memory``, what a SageMaker serverless size sets): the
+server sizes its decoding workers from the cgroup's limit, says so in its log, and carries 30 s of load at
+concurrency 8 with no OOM kill in the container's cgroup and no failed request."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from tests.conftest import free_port
+from tests.docker_support import sh
+from tests.serving_helpers import Load, probe_for, wait_ready
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+# SageMaker serverless sizes (MB): 1024, 2048, 3072, 4096, 5120, 6144. The smallest that fits this test's model
+# (and a ResNet50: its engine is ~1.1 GB) with the front and a worker is 2048: at 1024 the JVM's floor, the engine
+# and one worker leave no room for a batch.
+SERVERLESS_SMALLEST_FITTING_MB = 2048
+PLAN_LINE = re.compile(r"(\d+) decoding worker\(s\): \d+ core\(s\) .* (\d+) MB \((/sys/fs/cgroup[^)]*)\)")
+
+
+def _oom_kills(name: str) -> int:
+    """OOM kills in the container's cgroup (any process in it, not only its first: a killed worker counts)."""
+    events = sh("docker", "exec", name, "cat", "/sys/fs/cgroup/memory.events").stdout
+    return int(re.search(r"^oom_kill (\d+)", events, re.M)[1])
+
+
+@pytest.fixture(scope="module")
+def serve_image(request) -> str:
+    """The session's serve image; DOGBREED_TEST_SERVE_IMAGE names one built already (a helper's own tag)."""
+    return os.environ.get("DOGBREED_TEST_SERVE_IMAGE") or request.getfixturevalue("images")["serve"]
+
+
+@pytest.mark.parametrize("memory_mb", [3072, SERVERLESS_SMALLEST_FITTING_MB])
+def test_the_serve_container_carries_load_within_its_memory_limit(serve_image, trained, memory_mb):
+    port = free_port()
+    name = f"dogbreed-test-memory-{port}"
+    body, index = probe_for(trained["model_dir"])
+    sh("docker", "run", "-d", "--rm", "--name", name, f"--memory={memory_mb}m", f"--memory-swap={memory_mb}m",
+       "-p", f"127.0.0.1:{port}:8080", "-v", f"{trained['model_dir']}:/opt/ml/model:ro", serve_image, "serve")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", body, index, timeout=240)
+        load = Load(port, body, concurrency=8)
+        for thread in load.run(seconds=30, hard_limit=120):
+            thread.join()
+        statuses = [status for _, _, status in load.results]
+        plan = PLAN_LINE.search(sh("docker", "logs", name).stderr + sh("docker", "logs", name).stdout)
+        assert plan, "the server did not log the numbers behind its worker count"
+        assert int(plan[2]) == memory_mb  # it read the container's limit, not the host's memory
+        assert statuses and statuses.count(200) == len(statuses), {s: statuses.count(s) for s in set(statuses)}
+        assert _oom_kills(name) == 0
+        state = json.loads(sh("docker", "inspect", name, "--format", "{{json .State}}").stdout)
+        assert state["Running"] and not state["OOMKilled"]
+    finally:
+        sh("docker", "stop", "-t", "30", name, check=False)
