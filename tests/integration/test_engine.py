@@ -134,7 +134,9 @@ def test_a_killed_engine_is_restarted_and_the_server_goes_on_classifying(trained
         status, body, _ = post(url, jpeg_bytes(), timeout=90)
         assert status == 200 and body["predictions"], (status, body)
         assert _engine_process(process.pid).pid != victim.pid
-    assert "the model engine exited" in (tmp_path / "server.log").read_text()
+    log = (tmp_path / "server.log").read_text()
+    assert "the model engine exited" in log
+    assert "as measured before" in log and "no probe" in log  # the restart reused the first start's precision probe
 
 
 def test_an_engine_that_cannot_come_back_gives_a_503_before_the_fronts_timeout_then_an_unhealthy_ping(trained, tmp_path):

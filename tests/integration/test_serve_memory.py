@@ -24,8 +24,10 @@ PLAN_LINE = re.compile(r"(\d+) decoding worker\(s\): \d+ core\(s\) .* (\d+) MB \
 
 
 def _oom_kills(name: str) -> int:
-    """OOM kills in the container's cgroup (any process in it, not only its first: a killed worker counts)."""
-    events = sh("docker", "exec", name, "cat", "/sys/fs/cgroup/memory.events").stdout
+    """OOM kills in the container's cgroup (any process in it, not only its first: a killed worker counts);
+    cgroup v2's memory.events, else v1's memory.oom_control."""
+    events = sh("docker", "exec", name, "sh", "-c", "cat /sys/fs/cgroup/memory.events 2>/dev/null"
+                " || cat /sys/fs/cgroup/memory/memory.oom_control").stdout
     return int(re.search(r"^oom_kill (\d+)", events, re.M)[1])
 
 

@@ -24,7 +24,9 @@ import torch
 from torchvision.transforms import functional as F
 
 from ..common import configure_logging
+from ..models import read_meta
 from .engine import DEFAULT_BATCH, decode_request, failure_path, read_frame, send_frame
+from .precision_cache import DOGBREED_PRECISION_CACHE, cache_key, cached_precision, remember_precision
 from .predictor import Predictor
 
 log = logging.getLogger("dogbreed.engine")
@@ -32,11 +34,24 @@ log = logging.getLogger("dogbreed.engine")
 FILL_WAIT_S = 0.01  # longest wait for the rest of a round of concurrent requests
 
 
+def _predictor(model_dir: Path, threads: int, precision_cache: Path | None) -> Predictor:
+    """The model at the precision measured before on this CPU, torch, model and thread count, else measured now."""
+    meta = read_meta(model_dir)
+    key = cache_key(torch.__version__, meta["arch"], int(meta["input_size"]), threads)
+    cached = cached_precision(precision_cache, key)
+    predictor = Predictor(model_dir, precision=cached or "auto", threads=threads)
+    if cached:
+        log.info("precision %s as measured before (%s in %s): no probe", cached, key, precision_cache)
+    else:
+        remember_precision(precision_cache, key, predictor.acc.precision)
+    return predictor
+
+
 class Engine:
     """Holds the model; answers the tensors of every connection, in batches."""
 
-    def __init__(self, model_dir: Path, socket_path: Path, max_batch: int, threads: int):
-        self.predictor = Predictor(model_dir, threads=threads)
+    def __init__(self, model_dir: Path, socket_path: Path, max_batch: int, threads: int, precision_cache: Path | None = None):
+        self.predictor = _predictor(Path(model_dir), threads, precision_cache)
         self.predictor.warm_up()
         self.socket_path, self.max_batch = Path(socket_path), max(1, max_batch)
         self.pending: queue.Queue = queue.Queue()
@@ -123,10 +138,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--log-level", default="INFO", help="DEBUG logs every batch of more than one request")
+    parser.add_argument("--precision-cache", type=Path, default=os.environ.get(DOGBREED_PRECISION_CACHE) or None,
+                        help=f"a JSON file of measured precisions (default: ${DOGBREED_PRECISION_CACHE}; none: measure)")
     args = parser.parse_args(argv)
     configure_logging(level=args.log_level.upper())
     try:
-        engine = Engine(args.model_dir, args.socket, args.max_batch, args.threads)
+        engine = Engine(args.model_dir, args.socket, args.max_batch, args.threads, args.precision_cache)
     except Exception as exc:  # the reason, for the server's unhealthy /ping; the traceback goes to the log
         failure_path(args.socket).write_text(f"{exc.__class__.__name__}: {exc}"[:2000])
         raise
