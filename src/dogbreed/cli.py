@@ -207,8 +207,10 @@ def _job_clients(args):
 def cmd_debug_report(args) -> int:
     if is_job_name(args.path):
         sagemaker, s3 = _job_clients(args)
-        prefix, local = fetch_trial(sagemaker, s3, args.path, Path(args.out) / "trial")
+        prefix, local, earlier = fetch_trial(sagemaker, s3, args.path, Path(args.out) / "trial")
         print(f"trial of {args.path}: {prefix} (copied to {local})")
+        if earlier:  # a restarted spot job: one trial a run, the newest reported
+            print(f"earlier runs of {args.path} (not in this report): {', '.join(earlier)}")
         args.path = str(local)
     return debug_report.cmd_debug_report(args)
 

@@ -60,3 +60,59 @@ def test_the_launchers_collections_become_a_hook_config():
     assert config["LocalPath"] == "/opt/ml/checkpoints/j/debug"
     weights = {"CollectionName": "weights", "CollectionParameters": {"save_interval": "100"}}
     assert config["CollectionConfigurations"][1] == weights
+
+
+def _smdebug_run(checkpoints, monkeypatch):
+    """One run of the training program's hook beside ``checkpoints`` (as a job without the Debugger service):
+    a few steps, then close, as fit() does on SIGTERM."""
+    import types
+
+    import torch
+
+    from dogbreed.insight.hooks import make_debug_hook
+
+    monkeypatch.setenv("DOGBREED_DEBUG_COLLECTIONS", "losses=1")
+    model, criterion = torch.nn.Linear(3, 2), torch.nn.CrossEntropyLoss()
+    hook = make_debug_hook(model, [criterion], types.SimpleNamespace(checkpoint_dir=checkpoints, debug_out=None),
+                           checkpoints / "no-opt-ml")
+    hook.set_mode("train")
+    for _ in range(3):
+        criterion(model(torch.randn(4, 3)), torch.tensor([0, 1, 0, 1])).backward()
+    hook.close()
+
+
+def test_a_restarted_spot_job_writes_its_next_run_to_its_own_trial(tmp_path, monkeypatch):
+    """SageMaker gives a restarted spot job its checkpoint prefix back, debug/ included (closed on SIGTERM:
+    smdebug refuses that folder; still claimed: smdebug writes nothing). The next run gets debug-restart-1/."""
+    pytest.importorskip("smdebug")
+    checkpoints = tmp_path / "dogbreed-train-1"
+    _smdebug_run(checkpoints, monkeypatch)
+    _smdebug_run(checkpoints, monkeypatch)  # before: AttributeError from smdebug's refused out_dir, the job failed
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["debug", "debug-restart-1"]
+    assert all(job_outputs.is_trial(p) for p in checkpoints.iterdir())
+    assert list((checkpoints / "debug-restart-1").rglob("*.tfevents"))
+
+
+def test_a_job_report_reads_the_newest_run_and_never_mixes_trials(tmp_path, monkeypatch):
+    """In S3: the first run's trial in debug/, the restarted run's in debug-restart-1/ (and a debug-old/ that
+    is no run of ours); the report downloads only the newest, into a folder of its own."""
+    boto3 = pytest.importorskip("boto3")
+    moto = pytest.importorskip("moto")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    job = "dogbreed-train-2"
+    described = {"TrainingJobName": job, "TrainingJobStatus": "Completed",
+                 "CheckpointConfig": {"S3Uri": "s3://dogbreed-b/runs/checkpoints/dogbreed-train-2/"}}
+    sagemaker = type("SageMaker", (), {"describe_training_job": lambda self, TrainingJobName: described})()
+    with moto.mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="dogbreed-b")
+        for run in ("debug", "debug-restart-1", "debug-old"):
+            for mark in ("index", "collections", "events"):
+                s3.put_object(Bucket="dogbreed-b", Key=f"runs/checkpoints/{job}/{job}/{run}/{mark}/{run}.json", Body=b"{}")
+        prefix, local, earlier = job_outputs.fetch_trial(sagemaker, s3, job, tmp_path / "trial")
+    base = f"s3://dogbreed-b/runs/checkpoints/{job}/{job}"
+    assert (prefix, earlier) == (f"{base}/debug-restart-1/", [f"{base}/debug/"])
+    assert local == tmp_path / "trial" / job / "debug-restart-1"
+    assert sorted(p.name for p in local.rglob("*.json")) == ["debug-restart-1.json"] * 3

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 DEBUG_CONFIG_NAME = "debughookconfig.json"
 DEFAULT_COLLECTIONS = ("losses", "weights", "gradients", "biases")
+TRIAL_FOLDER = "debug"  # beside the job's checkpoints (no Debugger service)
+RESTART_SUFFIX = "-restart-"  # debug-restart-1/: the trial of a restarted spot job's next run
 
 
 class Hook:
@@ -67,6 +69,21 @@ def trial_config(out_dir: Path, collections: dict[str, str]) -> dict:
                                          for name, every in collections.items()]}
 
 
+def trial_dir(checkpoints: Path) -> Path:
+    """``debug/`` beside the checkpoints, or, when it is already there, the next free ``debug-restart-N/``.
+
+    A spot job that SageMaker restarts keeps its name and gets its checkpoint prefix back, ``debug/`` included:
+    smdebug refuses a trial folder that holds a finished trial (the first run closed its hook on SIGTERM) and
+    writes nothing into one that still holds another hook's claim. Each run of the job gets its own trial;
+    ``dogbreed debug report JOB`` reads the newest (``job_outputs.trial_prefixes``)."""
+    out_dir = Path(checkpoints) / TRIAL_FOLDER
+    restart = 0
+    while out_dir.exists():
+        restart += 1
+        out_dir = Path(checkpoints) / f"{TRIAL_FOLDER}{RESTART_SUFFIX}{restart}"
+    return out_dir
+
+
 def _hook_beside_checkpoints(smd, args, base: Path):
     """Without the Debugger service: the launcher's DOGBREED_DEBUG_COLLECTIONS asks for a trial in ``debug/``
     beside the job's checkpoints, which SageMaker syncs to the job's checkpoint S3 prefix while it runs."""
@@ -77,7 +94,7 @@ def _hook_beside_checkpoints(smd, args, base: Path):
     if not checkpoints:
         smenv = SageMakerEnv.from_environ()
         checkpoints = smenv.checkpoint_dir / smenv.job_name if smenv.job_name else smenv.checkpoint_dir
-    out_dir = Path(checkpoints) / "debug"
+    out_dir = trial_dir(Path(checkpoints))
     config = Path(tempfile.mkdtemp(prefix="dogbreed-debug-")) / DEBUG_CONFIG_NAME
     config.write_text(json.dumps(trial_config(out_dir, parse_collections(spec))))
     log.info("smdebug hook writing %s beside the checkpoints: %s", spec, out_dir)

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from ..errors import DataError
+from .hooks import RESTART_SUFFIX, TRIAL_FOLDER
 
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 TRIAL_MARKS = ("index", "collections")  # the folders smdebug writes in a trial (with events/)
@@ -95,13 +96,32 @@ def download_prefix(s3, uri: str, target: Path) -> int:
     return len(keys)
 
 
-def fetch_trial(sagemaker, s3, job: str, target: Path) -> tuple[str, Path]:
-    """The job's trial, downloaded into ``target``: (its S3 prefix, the local folder)."""
+def runs_of(s3, prefix: str) -> list[str]:
+    """The trial prefixes of each run of the job, newest first: ``prefix`` (``.../<job>/debug/``) and, for a spot
+    job that SageMaker restarted, its ``debug-restart-N/`` siblings (see insight.hooks.trial_dir)."""
+    parent, _, folder = prefix.rstrip("/").rpartition("/")
+    if folder != TRIAL_FOLDER:
+        return [prefix]
+    bucket, key = split_s3(parent + "/")
+    restart = re.compile(re.escape(key + TRIAL_FOLDER + RESTART_SUFFIX) + r"([0-9]+)/$")
+    numbered = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/"):
+        for common in page.get("CommonPrefixes", []):
+            found = restart.match(common["Prefix"])
+            if found:
+                numbered.append((int(found.group(1)), f"s3://{bucket}/{common['Prefix']}"))
+    return [uri for _, uri in sorted(numbered, reverse=True)] + [prefix]
+
+
+def fetch_trial(sagemaker, s3, job: str, target: Path) -> tuple[str, Path, list[str]]:
+    """The job's newest trial, downloaded into its own folder under ``target/<job>/`` (a trial from another job
+    or run is never mixed in): (its S3 prefix, the local folder, the prefixes of the job's earlier runs)."""
     described = sagemaker.describe_training_job(TrainingJobName=job)
-    prefixes = trial_prefixes(described)
-    for prefix in prefixes:
-        if download_prefix(s3, prefix, target) and is_trial(target):
-            return prefix, target
+    prefixes = [run for prefix in trial_prefixes(described) for run in runs_of(s3, prefix)]
+    for index, prefix in enumerate(prefixes):
+        local = target / job / prefix.rstrip("/").rsplit("/", 1)[-1]
+        if download_prefix(s3, prefix, local) and is_trial(local):
+            return prefix, local, [p for p in prefixes[index + 1:] if _keys(s3, p)]
     status = described.get("TrainingJobStatus")
     looked = ", ".join(prefixes) or "nowhere: the job has neither a CheckpointConfig nor a DebugHookConfig"
     raise DataError(f"training job {job} ({status}) has no smdebug trial yet: looked under {looked}")

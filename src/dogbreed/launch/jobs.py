@@ -129,11 +129,34 @@ def start_training(config: Config, session, name: str, extra_hyperparameters: di
     config.require("role", "train_image", "bucket")
     validate.check_training(config, name, {"--data": data_uri, "--pretrained": pretrained_uri, "--resume-from": resume_from})
     trainer = build_trainer(config, session, extra_hyperparameters, checkpoint_job=name)
-    request = trainer._create_training_job_args(input_data_config=channels(config, data_uri, pretrained_uri, resume_from),
-                                                boto3=True)
+    request = training_request(trainer, channels(config, data_uri, pretrained_uri, resume_from))
     request.update(TrainingJobName=name, **services.debugger_request(config))
     session.sagemaker_client.create_training_job(**{k: v for k, v in request.items() if v is not None})
     return trainer
+
+
+SDK_REQUEST_FIELDS = ("AlgorithmSpecification", "RoleArn", "ResourceConfig", "StoppingCondition", "OutputDataConfig")
+
+
+def training_request(trainer, input_data_config: list) -> dict:
+    """The trainer's CreateTrainingJob request in the API's form, from SDK v3's private
+    ``ModelTrainer._create_training_job_args(boto3=True)`` (3.9 to 3.27). A release that renames it, changes its
+    arguments or returns another form is refused here in one line, before anything is sent."""
+    import importlib.metadata
+
+    version = importlib.metadata.version("sagemaker")
+    make = getattr(trainer, "_create_training_job_args", None)
+    try:
+        request = make(input_data_config=input_data_config, boto3=True) if make else None
+        found = ("no such method" if make is None else f"keys {sorted(request)[:6]}" if isinstance(request, dict)
+                 else repr(request)[:60])
+    except TypeError as exc:  # its arguments changed
+        request, found = None, f"TypeError: {exc}"
+    if not isinstance(request, dict) or not set(SDK_REQUEST_FIELDS) <= set(request):
+        raise ConfigError(f"sagemaker {version}: ModelTrainer._create_training_job_args(boto3=True) no longer gives a "
+                          f"CreateTrainingJob request ({found}); dogbreed's launcher is tested with sagemaker 3.27 "
+                          f"(requirements/constraints.txt): install that release")
+    return request
 
 
 def tuning_ranges(config: Config) -> dict:
