@@ -116,3 +116,23 @@ def test_a_job_report_reads_the_newest_run_and_never_mixes_trials(tmp_path, monk
     assert (prefix, earlier) == (f"{base}/debug-restart-1/", [f"{base}/debug/"])
     assert local == tmp_path / "trial" / job / "debug-restart-1"
     assert sorted(p.name for p in local.rglob("*.json")) == ["debug-restart-1.json"] * 3
+
+
+def test_an_s3_uri_without_a_trial_answers_at_once_with_the_trials_below_it(monkeypatch):
+    """smdebug polls an S3 prefix without a trial forever; the report says what it looked for."""
+    boto3 = pytest.importorskip("boto3")
+    moto = pytest.importorskip("moto")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with moto.mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="dogbreed-b")
+        s3.put_object(Bucket="dogbreed-b", Key="runs/job/job/debug/collections/000000000/worker_0.json", Body=b"{}")
+        assert job_outputs.s3_trial("s3://dogbreed-b/runs/job/job/debug", s3) == "s3://dogbreed-b/runs/job/job/debug"
+        with pytest.raises(DataError) as raised:
+            job_outputs.s3_trial("s3://dogbreed-b/runs/job/", s3)
+        assert str(raised.value) == ("no smdebug trial at s3://dogbreed-b/runs/job/ (looked for its index/ and collections/ "
+                                     "keys); trials below it: s3://dogbreed-b/runs/job/job/debug/")
+        with pytest.raises(DataError, match="no trial below it either"):
+            job_outputs.s3_trial("s3://dogbreed-b/elsewhere", s3)

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from .job_outputs import local_trial
+from .job_outputs import local_trial, s3_trial
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def report(path: str, out: Path) -> dict:
 
     from .rules import run_rules  # imports smdebug: see above
 
-    if not str(path).startswith("s3://"):
-        path = local_trial(str(path))  # at once, not smdebug's endless poll for a trial that is not there
+    # at once, not smdebug's endless poll for a trial that is not there
+    path = s3_trial(str(path)) if str(path).startswith("s3://") else local_trial(str(path))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     trial = create_trial(str(path))

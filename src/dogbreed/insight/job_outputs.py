@@ -64,6 +64,24 @@ def local_trial(path: str) -> Path:
     raise DataError(what + where)
 
 
+def s3_trial(uri: str, s3=None) -> str:
+    """``uri`` when an S3 trial is there (its collections/ and index/ keys); otherwise a DataError at once, with
+    the trials found below it (smdebug would poll an empty prefix forever)."""
+    if s3 is None:
+        import boto3  # the AWS SDK loads only for an S3 URI
+
+        s3 = boto3.client("s3")
+    bucket, key = split_s3(uri.rstrip("/") + "/")
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])  # the first 1000 keys
+    marked = ["/" + item["Key"] for item in listed if "/collections/" in "/" + item["Key"]]
+    trials = sorted({k[1:k.index("/collections/") + 1] for k in marked}, key=len)
+    if key in trials:
+        return uri
+    what = f"no smdebug trial at {uri} (looked for its {' and '.join(m + '/' for m in TRIAL_MARKS)} keys)"
+    nearby = ", ".join(f"s3://{bucket}/{t}" for t in trials[:5])
+    raise DataError(what + (f"; trials below it: {nearby}" if nearby else "; no trial below it either"))
+
+
 def trial_prefixes(described: dict) -> list[str]:
     """The S3 prefixes where the job's trial can be: beside its checkpoints, and the Debugger service's."""
     job = described["TrainingJobName"]
