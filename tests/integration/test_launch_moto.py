@@ -99,8 +99,10 @@ def test_debugger_and_profiler_services_only_when_asked(aws, config):
     assert hook["S3OutputPath"] == "s3://dogbreed-test/runs/debug-output"
     assert {c["CollectionName"]: c["CollectionParameters"]["save_interval"] for c in hook["CollectionConfigurations"]} == {
         "losses": "10", "weights": "100", "gradients": "100", "biases": "100"}
-    assert all(r["RuleEvaluatorImage"].endswith(".amazonaws.com/sagemaker-debugger-rules:latest")
-               for r in request["DebugRuleConfigurations"])
+    # the region's own rule image (eu-west-1: account 929884845733), every rule parameter a string
+    assert {r["RuleEvaluatorImage"] for r in request["DebugRuleConfigurations"]} == {
+        f"929884845733.dkr.ecr.{REGION}.amazonaws.com/sagemaker-debugger-rules:latest"}
+    assert all(isinstance(v, str) for r in request["DebugRuleConfigurations"] for v in r["RuleParameters"].values())
     rules = {r["RuleConfigurationName"] for r in request["DebugRuleConfigurations"]}
     assert rules == {"VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization", "LossNotDecreasing"}
     assert "ProfilerRuleConfigurations" not in request and "ProfilerConfig" not in request
