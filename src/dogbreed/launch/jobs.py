@@ -140,11 +140,8 @@ SDK_REQUEST_FIELDS = ("AlgorithmSpecification", "RoleArn", "ResourceConfig", "St
 
 def training_request(trainer, input_data_config: list) -> dict:
     """The trainer's CreateTrainingJob request in the API's form, from SDK v3's private
-    ``ModelTrainer._create_training_job_args(boto3=True)`` (3.9 to 3.27). A release that renames it, changes its
+    ``ModelTrainer._create_training_job_args(boto3=True)`` (checked on 3.27.0). A release that renames it, changes its
     arguments or returns another form is refused here in one line, before anything is sent."""
-    import importlib.metadata
-
-    version = importlib.metadata.version("sagemaker")
     make = getattr(trainer, "_create_training_job_args", None)
     try:
         request = make(input_data_config=input_data_config, boto3=True) if make else None
@@ -153,6 +150,9 @@ def training_request(trainer, input_data_config: list) -> dict:
     except TypeError as exc:  # its arguments changed
         request, found = None, f"TypeError: {exc}"
     if not isinstance(request, dict) or not set(SDK_REQUEST_FIELDS) <= set(request):
+        import importlib.metadata
+
+        version = importlib.metadata.version("sagemaker")
         raise ConfigError(f"sagemaker {version}: ModelTrainer._create_training_job_args(boto3=True) no longer gives a "
                           f"CreateTrainingJob request ({found}); dogbreed's launcher is tested with sagemaker 3.27 "
                           f"(requirements/constraints.txt): install that release")
