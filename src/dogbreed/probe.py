@@ -77,13 +77,15 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
 
 
 @torch.no_grad()
-def score(weight, bias, x, y) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of a linear head on features."""
-    logits = x.float() @ weight.T + bias
+def score(weight, bias, x, y, dtype=None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of a linear head on features. ``dtype``: the autocast dtype the model's head
+    will run in (bf16 rounds the logits: the probe is scored as the model that ships it computes)."""
+    dtype = dtype or torch.float32
+    logits = (x.to(dtype) @ weight.to(dtype).T + bias.to(dtype)).float()
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
-def fit(train: tuple, valid: tuple, num_classes: int, grid=L2_GRID) -> ProbeFit:
+def fit(train: tuple, valid: tuple, num_classes: int, grid=L2_GRID, dtype=None) -> ProbeFit:
     """The probe whose L2 strength gives the lowest validation loss (``train``, ``valid``: (features, labels)).
     Strengths from strong to weak, each starting from the previous solution: few L-BFGS steps each."""
     start = time.perf_counter()
@@ -93,9 +95,9 @@ def fit(train: tuple, valid: tuple, num_classes: int, grid=L2_GRID) -> ProbeFit:
     for l2 in sorted(grid, reverse=True):
         solution = _lbfgs(z, labels, num_classes, l2, MAX_ITER, solution)
         weight, bias = fold(*solution, mean, std)
-        valid_loss, valid_acc = score(weight, bias, *valid)
+        valid_loss, valid_acc = score(weight, bias, *valid, dtype)
         if best is None or valid_loss < best[2]:
             best = (weight, bias, valid_loss, valid_acc, l2)
     weight, bias, valid_loss, valid_acc, l2 = best
-    train_loss, _ = score(weight, bias, *train)
+    train_loss, _ = score(weight, bias, *train, dtype)
     return ProbeFit(weight, bias, l2, train_loss, valid_loss, valid_acc, time.perf_counter() - start)

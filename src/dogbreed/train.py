@@ -560,7 +560,9 @@ def fit_probe(run: Run) -> None:
     start = time.perf_counter()
     computed = _probe_features(run)
     extracted = time.perf_counter() - start
-    fitted = probe.fit(computed["train"][:2], computed["valid"][:2], run.num_classes)
+    # Scored in the precision the model's head runs in: the probe's valid numbers are compared with fine-tuned epochs'.
+    dtype = run.acc.autocast_dtype
+    fitted = probe.fit(computed["train"][:2], computed["valid"][:2], run.num_classes, dtype=dtype)
     head = features.head_of(models.unwrap(run.model))
     with torch.no_grad():
         head.weight.copy_(fitted.weight)
@@ -569,7 +571,8 @@ def fit_probe(run: Run) -> None:
     run.probe = {**fitted.as_dict(), "features_seconds": round(extracted, 2),
                  "seconds": round(time.perf_counter() - start, 2)}
     if "test" in computed:  # reported beside the final model's test score, never used for a choice
-        run.probe["test_loss"], run.probe["test_acc"] = probe.score(fitted.weight, fitted.bias, *computed["test"][:2])
+        run.probe["test_loss"], run.probe["test_acc"] = probe.score(fitted.weight, fitted.bias, *computed["test"][:2],
+                                                                    dtype)
     if run.args.is_main:
         print(metrics.format_line(epoch=0, train_loss=fitted.train_loss, valid_loss=fitted.valid_loss,
                                   valid_acc=fitted.valid_acc, lr=0.0, images_per_sec=images / max(extracted, 1e-9)),
