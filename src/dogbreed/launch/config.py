@@ -29,7 +29,8 @@ DEFAULTS: dict = {
         "debugger_service": False, "profiler_service": False,
         "debug_collections": {"losses": 10, "weights": 100, "gradients": 100, "biases": 100},
     },
-    "hyperparameters": {"model": "resnet50", "train-layers": "last", "epochs": 10, "batch-size": 64, "lr": 0.001},
+    # no train-layers/epochs: the training program's default recipe (linear probe, then 2 epochs of fine-tuning)
+    "hyperparameters": {"model": "resnet50", "batch-size": 64, "lr": 0.001},
     "tuning": {
         "objective": "valid_loss", "strategy": "Bayesian", "max_jobs": 8, "max_parallel_jobs": 2,
         "data-fraction": 0.1, "early_stopping": "Auto", "instance_type": None,
