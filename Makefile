@@ -86,7 +86,7 @@ bench-tune: install
 bench-accuracy: install
 	$(PY) -m dogbreed.bench.accuracy_bench
 
-bench: bench-train bench-serve bench-tune
+bench: bench-train bench-serve bench-tune bench-accuracy
 
 test-reliability: install
 	$(PY) -m pytest -m reliability $(PYTEST_ARGS)
