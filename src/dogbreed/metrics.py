@@ -40,7 +40,7 @@ def format_line(**values) -> str:
 
 
 def metric_definitions(names=ALL_METRICS) -> list[dict[str, str]]:
-    """SageMaker ``metric_definitions`` for the Estimator and the tuner."""
+    """SageMaker ``metric_definitions`` for the ModelTrainer and the tuner."""
     return [{"Name": name, "Regex": REGEXES[name]} for name in names]
 
 
