@@ -50,7 +50,9 @@ def check_arch(arch: str) -> None:
 def head_name(model: nn.Module) -> str:
     # timm models name their classifier in pretrained_cfg ("head.fc", "classifier", ...); torchvision's ResNets use "fc"
     if hasattr(model, "pretrained_cfg") and model.pretrained_cfg.get("classifier"):
-        return model.pretrained_cfg["classifier"]
+        name = model.pretrained_cfg["classifier"]
+        # distilled models name two classifiers ("head", "head_dist"): the first is the head proper
+        return name[0] if isinstance(name, (tuple, list)) else name
     return "fc"
 
 

@@ -483,7 +483,9 @@ def choose_model_and_precision(run: Run) -> None:
     """The model, and the device/precision it trains at (measured on CPUs: the work that will run)."""
     args = run.args
     run.full_model = run.model = build_model(args, run.num_classes)
-    run.lp_ft = is_lp_ft(args)
+    run.lp_ft = is_lp_ft(args) and isinstance(features.head_of(run.model), nn.Linear)
+    if is_lp_ft(args) and not run.lp_ft:  # a convolutional or two-part classifier: no linear probe to fit
+        log.warning("%s's classifier is not one Linear layer: no linear probe, every layer fine-tunes", args.model)
     run.use_cache = bool(args.feature_cache) and args.train_layers == "head" and not args.augment and not run.dist.enabled
     if args.feature_cache and not run.use_cache and not run.lp_ft:  # LP-FT caches its probe's features there
         log.warning("--feature-cache needs --train-layers head, --augment false and one process: ignored")

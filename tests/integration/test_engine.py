@@ -84,6 +84,10 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_own_answers(tra
             for got, want in zip(image_answer[0], expected[index][:k], strict=True):
                 assert got["probability"] == pytest.approx(want["probability"], abs=1e-3)
         assert len(answers) == 8
+        # one request of more images than the engine's --max-batch 8: run in chunks, answered in order
+        many = _images(sample_dir, 12)
+        got = EngineClient(str(socket_path)).top_k(local.tensor(many), 2)
+        assert [[a["breed"] for a in row] for row in got] == [[e["breed"] for e in row] for row in local.top_k(many, 2)]
     batches = [line for line in (tmp_path / "engine.log").read_text().splitlines() if "requests," in line]
     assert batches, "no forward pass served more than one request"
 

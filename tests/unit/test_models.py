@@ -82,3 +82,13 @@ def test_default_preprocessing_follows_the_model():
     assert models.default_preprocessing("resnet50") == Preprocessing(224, 256)
     lite = models.default_preprocessing("tf_efficientnet_lite0")
     assert (lite.input_size, lite.resize, lite.mean, lite.interpolation) == (224, 256, (0.5, 0.5, 0.5), "bicubic")
+
+
+def test_a_distilled_models_first_classifier_is_its_head():
+    """timm's distilled models name two classifiers in a tuple: the head's lr groups must still find the head."""
+    import timm
+
+    model = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, num_classes=3)
+    assert isinstance(model.pretrained_cfg["classifier"], tuple)
+    head = models.head_name(model) + "."
+    assert head == "head." and any(name.startswith(head) for name, _ in model.named_parameters())

@@ -114,7 +114,11 @@ class Engine:
         self.recent.append(len(work))
         try:
             batch = torch.cat([self._tensor(item[2]) for item in work])
-            rows = self.predictor.top_k_tensors(batch, max(item[3] for item in work))
+            # One request may hold up to decoders.MAX_BATCH images: the forward pass never takes more than
+            # max_batch at once, the size the memory plan (capacity.py) counts on.
+            top_k = max(item[3] for item in work)
+            rows = [row for start in range(0, len(batch), self.max_batch)
+                    for row in self.predictor.top_k_tensors(batch[start : start + self.max_batch], top_k)]
             answers, start = [], 0
             for _, _, tensor, top_k in work:
                 answers.append({"predictions": [row[:top_k] for row in rows[start : start + len(tensor)]]})
