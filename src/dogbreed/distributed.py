@@ -111,6 +111,16 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+def from_rank_zero(values: list[float], device: torch.device) -> list[float]:
+    """Rank 0's numbers on every rank (identity when not distributed): decisions made from them, such as which
+    epoch beats the best so far, must come out the same everywhere, or the ranks part ways and hang."""
+    if not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return tensor.tolist()
+
+
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """True everywhere if any process says True (e.g. one got SIGTERM)."""
     if not dist.is_initialized():

@@ -741,7 +741,10 @@ def initial_state(run: Run) -> dict:
     state = {"epoch": 0, "best_valid_loss": math.inf, "best_valid_acc": 0.0, "best_epoch": 0, "bad_epochs": 0,
              "history": [], "best_model": None}
     if run.probe:
-        state.update(best_valid_loss=run.probe["valid_loss"], best_valid_acc=run.probe["valid_acc"])
+        # each rank fitted its own probe (GPU reductions may round differently): rank 0's scores, like its weights,
+        # are the ones every rank compares fine-tuned epochs with
+        loss, acc = distributed.from_rank_zero([run.probe["valid_loss"], run.probe["valid_acc"]], run.acc.device)
+        state.update(best_valid_loss=loss, best_valid_acc=acc)
         state["best_model"] = {k: v.detach().cpu().clone() for k, v in models.unwrap(run.model).state_dict().items()}
     return state
 
