@@ -93,12 +93,17 @@ class EngineSupervisor:
                 self.ready, self.ever_ready, self.failed_starts = True, True, 0
                 log.info("the model engine is ready")
             return None
+        if not self.ready and self.socket_path.exists():  # it listened, then died between two polls
+            self.ready, self.ever_ready, self.failed_starts = True, True, 0
         return self._died(code)
 
     def _died(self, code: int) -> str | None:
         now = time.monotonic()
         self.failed_starts += 0 if self.ready else 1
-        if not self.ever_ready or self.failed_starts >= MAX_FAILED_STARTS:
+        # A first start that wrote why it cannot load gives up at once; one killed by a passing cause (an OOM kill
+        # while everything else starts too) is retried like any failed start.
+        cannot_load = not self.ever_ready and failure_path(self.socket_path).is_file()
+        if cannot_load or self.failed_starts >= MAX_FAILED_STARTS:
             return self._reason(code)
         self.deaths.append(now)
         while self.deaths and self.deaths[0] < now - RECENT_S:
