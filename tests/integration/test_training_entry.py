@@ -121,11 +121,20 @@ def test_sigterm_leaves_a_checkpoint_and_the_next_run_resumes(tmp_path, sample_d
     assert archive.is_file()
 
 
-def test_two_ddp_processes_train_one_model(tmp_path, sample_dir):
+@pytest.mark.parametrize("recipe", ["from scratch", "probe, then fine-tuning"])
+def test_two_ddp_processes_train_one_model(tmp_path, sample_dir, recipe):
     hosts = ["127.0.0.1", "localhost"]  # two "hosts" on loopback, as SageMaker names them in resourceconfig.json
     port = str(free_port())
     flags = [f for f in QUICK_FLAGS]
     flags[flags.index("--epochs") + 1] = "2"
+    if recipe != "from scratch":  # the default recipe: every rank fits the probe, then they fine-tune together
+        import torch
+
+        from dogbreed import models
+
+        weights = tmp_path / "resnet18.pth"
+        torch.save(models.build("resnet18", 1000).state_dict(), weights)
+        flags[flags.index("--pretrained-weights") + 1] = str(weights)
     from dogbreed.local import flags_to_hyperparameters
 
     procs = []
@@ -143,7 +152,10 @@ def test_two_ddp_processes_train_one_model(tmp_path, sample_dir):
     assert not (rank1 / "model/model.pth").exists(), "only rank 0 writes the model"
     summary = json.loads((rank0 / "output/data/metrics.json").read_text())
     assert summary["world_size"] == 2
-    assert metrics.parse(logs[0], "epoch") == [1.0, 2.0] and metrics.parse(logs[1], "epoch") == []
+    epochs = [1.0, 2.0] if recipe == "from scratch" else [0.0, 1.0, 2.0]  # the probe's line is epoch 0
+    assert metrics.parse(logs[0], "epoch") == epochs and metrics.parse(logs[1], "epoch") == []
+    if recipe != "from scratch":
+        assert summary["recipe"]["kept"] in ("probe", "fine-tuned"), summary["recipe"]
     os.environ.pop("MASTER_PORT", None)
 
 
