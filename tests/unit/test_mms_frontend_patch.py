@@ -69,5 +69,6 @@ def test_frames_cut_at_every_byte_come_out_whole(tmp_path):
     (tmp_path / "expected.txt").write_text("".join(line + "\n" for _, line in frames))
     subprocess.run(["javac", "-nowarn", "-cp", str(_jar()), "-d", str(tmp_path), str(CHECK)], check=True)
     run = subprocess.run(["java", "-cp", f"{_jar()}:{tmp_path}", "FrameSplitCheck", str(tmp_path / "frames.bin"),
-                          str(tmp_path / "expected.txt")], capture_output=True, text=True, timeout=120)
+                          str(tmp_path / "expected.txt")], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)  # the jar's log4j config writes logs/ into the working directory
     assert run.returncode == 0 and "failures 0 of " in run.stdout, run.stdout + run.stderr
