@@ -11,9 +11,11 @@ import functools
 from dataclasses import asdict, dataclass
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
+
+from .images import to_rgb  # re-exported: the training side has always taken it from here
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,26 +89,6 @@ def _scale(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor,
     host-to-device copy the host waits for."""
     mean_255 = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0
     return mean_255, 1.0 / (torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0)
-
-
-def to_rgb(image: Image.Image, draft_size: int | None = None) -> Image.Image:
-    """Any Pillow image (grayscale, RGBA, palette, CMYK, EXIF-rotated) as upright RGB.
-
-    ``draft_size``: for JPEGs, let libjpeg decode at a reduced scale whose shorter side is still at
-    least this many pixels (a no-op for other formats). Returns an RGB image (transparency flattened
-    onto white); ``image`` itself may be changed by the JPEG draft mode.
-    """
-    if draft_size and image.format == "JPEG":
-        image.draft("RGB", (draft_size, draft_size))
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image, mask=image.getchannel("A"))
-        return background
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return image
 
 
 def open_rgb(path, draft_size: int | None = None) -> Image.Image:

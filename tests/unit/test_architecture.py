@@ -13,7 +13,7 @@ PACKAGE = SRC / "dogbreed"
 
 # The core: what every layer may import; it imports no layer above it.
 CORE = {"dogbreed", "accel", "checkpoint", "common", "data", "distributed", "env", "errors", "features", "local", "metrics",
-        "models", "presets", "probe", "sample"}
+        "images", "models", "presets", "probe", "sample"}
 LAYERS = ("cli", "launch", "insight", "serving", "train", "toolkit_entry", "bench")
 
 MAX_LINES = 80

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dogbreed import presets
+from dogbreed import images, presets
 from dogbreed.presets import Preprocessing
 from dogbreed.serving import pixels
 from tests.conftest import DOGS10, needs_shared
@@ -48,7 +48,7 @@ def _open(body: bytes) -> Image.Image:
 
 
 def _assert_same_pixels(body: bytes, prep: Preprocessing) -> None:
-    ours = pixels.EvalCrop.from_meta(prep.to_json()).pixels(pixels.to_rgb(_open(body), prep.resize))
+    ours = pixels.EvalCrop.from_meta(prep.to_json()).pixels(images.to_rgb(_open(body), prep.resize))
     theirs = prep.eval_transform(normalize=False)(presets.to_rgb(_open(body), prep.resize)).numpy()
     assert ours.dtype == np.uint8 and ours.shape == theirs.shape
     assert np.array_equal(ours, theirs)
@@ -61,9 +61,12 @@ def test_the_workers_pixels_are_the_eval_transforms(prep):
 
 
 def test_to_rgb_is_the_training_packages():
+    """One definition, torch-free: the workers' decoders take training's own (a copy could drift)."""
+    from dogbreed.serving import decoders
+
+    assert decoders.to_rgb is presets.to_rgb is images.to_rgb
     for body in _bodies():
-        ours, theirs = pixels.to_rgb(_open(body), 100), presets.to_rgb(_open(body), 100)
-        assert ours.mode == "RGB" and ours.size == theirs.size and ours.tobytes() == theirs.tobytes()
+        assert images.to_rgb(_open(body), 100).mode == "RGB"
 
 
 @pytest.mark.shared

@@ -16,9 +16,9 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from ..images import to_rgb
 from . import content_types as ct
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from .pixels import to_rgb
 
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is the largest we decode (bombs are refused before)
 MAX_BATCH = 64

@@ -15,31 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 # torchvision's InterpolationMode values -> Pillow's filters (torchvision.transforms.functional.pil_modes_mapping)
 PIL_FILTERS = {"nearest": Image.NEAREST, "nearest-exact": Image.NEAREST, "bilinear": Image.BILINEAR,
                "bicubic": Image.BICUBIC, "box": Image.BOX, "hamming": Image.HAMMING, "lanczos": Image.LANCZOS}
 META_FILE = "model.json"
-
-
-def to_rgb(image: Image.Image, draft_size: int | None = None) -> Image.Image:
-    """Any Pillow image (grayscale, RGBA, palette, CMYK, EXIF-rotated) as upright RGB; the same steps as
-    :func:`dogbreed.presets.to_rgb` (a unit test compares the two), here without importing torch.
-
-    ``draft_size``: for JPEGs, let libjpeg decode at a reduced scale whose shorter side is still at
-    least this many pixels. Transparency is flattened onto white."""
-    if draft_size and image.format == "JPEG":
-        image.draft("RGB", (draft_size, draft_size))
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image, mask=image.getchannel("A"))
-        return background
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return image
 
 
 def read_meta(model_dir: Path) -> dict:
