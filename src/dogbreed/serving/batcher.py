@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
+import gc
 import json
 import logging
 import os
@@ -26,7 +28,7 @@ from torchvision.transforms import functional as F
 from ..common import configure_logging
 from ..models import read_meta
 from .engine import DEFAULT_BATCH, decode_request, failure_path, read_frame, send_frame
-from .precision_cache import DOGBREED_PRECISION_CACHE, cache_key, cached_precision, remember_precision
+from .precision_cache import DOGBREED_PRECISION_CACHE, cache_key, cached_setup, remember_setup
 from .predictor import Predictor
 
 log = logging.getLogger("dogbreed.engine")
@@ -35,16 +37,27 @@ FILL_WAIT_S = 0.01  # longest wait for the rest of a round of concurrent request
 
 
 def _predictor(model_dir: Path, threads: int, precision_cache: Path | None) -> Predictor:
-    """The model at the precision measured before on this CPU, torch, model and thread count, else measured now."""
+    """The model in the set-up measured before on this device, CPU, torch, model and thread count, else measured now."""
     meta = read_meta(model_dir)
     key = cache_key(torch.__version__, meta["arch"], int(meta["input_size"]), threads)
-    cached = cached_precision(precision_cache, key)
-    predictor = Predictor(model_dir, precision=cached or "auto", threads=threads)
+    cached = cached_setup(precision_cache, key)
     if cached:
-        log.info("precision %s as measured before (%s in %s): no probe", cached, key, precision_cache)
-    else:
-        remember_precision(precision_cache, key, predictor.acc.precision)
+        log.info("precision %s, channels_last=%d as measured before (%s in %s): no probe", *cached, key, precision_cache)
+        return Predictor(model_dir, precision=cached[0], threads=threads, channels_last=cached[1])
+    predictor = Predictor(model_dir, precision="auto", threads=threads)
+    remember_setup(precision_cache, key, predictor.acc.precision, predictor.acc.channels_last)
     return predictor
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system: loading, probing and freezing freed the eager weights, the
+    probe's copies and the trace's buffers (about 200 MB for a ResNet50), and glibc keeps freed pages mapped
+    until told. The steady state's activations are allocated again on the first batches and stay."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        log.debug("no malloc_trim here")
 
 
 class Engine:
@@ -53,6 +66,7 @@ class Engine:
     def __init__(self, model_dir: Path, socket_path: Path, max_batch: int, threads: int, precision_cache: Path | None = None):
         self.predictor = _predictor(Path(model_dir), threads, precision_cache)
         self.predictor.warm_up()
+        release_freed_memory()
         self.socket_path, self.max_batch = Path(socket_path), max(1, max_batch)
         self.pending: queue.Queue = queue.Queue()
         self.batches = 0

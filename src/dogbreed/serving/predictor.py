@@ -5,6 +5,7 @@ Used by the endpoint's handler, by tests as "the in-process model", and by the b
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -43,15 +44,28 @@ class Predictor(ModelInputs):
     precision is training's rule (:func:`accel.pick`): on CUDA, bf16 where the GPU has it natively, else fp16."""
 
     def __init__(self, model_dir: Path, precision: str = "auto", threads: int | None = None, graph: str | None = None,
-                 gpu_id: int | None = None):
+                 gpu_id: int | None = None, channels_last: bool | None = None):
         self.model, meta, prep = load_artifacts(Path(model_dir))
         super().__init__(meta, prep)
         if threads:
             torch.set_num_threads(max(1, int(threads)))
-        self.acc = accel.pick(precision, local_rank=int(gpu_id or 0), training=False, model=self.model,
-                              input_size=self.prep.input_size)
+        mode = graph or os.environ.get(DOGBREED_SERVE_GRAPH, "auto")
+        self.acc = self._accelerator(precision, gpu_id, mode, channels_last)
         self.model = self.acc.prepare_model(self.model).eval()
-        self.graph = self._freeze(graph or os.environ.get(DOGBREED_SERVE_GRAPH, "auto"))
+        self.graph = self._freeze(mode)
+
+    def _accelerator(self, precision: str, gpu_id: int | None, mode: str, channels_last: bool | None) -> accel.Accelerator:
+        """Training's rule, except where its CPU probe cannot change what is served: without native bf16 kernels
+        the candidates are fp32 either way, and fp32 is served as the frozen graph, whose pre-packed kernels take
+        either layout at the same speed. ``channels_last``: the layout measured before with this precision."""
+        if precision == "auto" and mode != "eager" and not torch.cuda.is_available() and not accel.cpu_supports_bf16():
+            return accel.Accelerator(torch.device("cpu"), "fp32", False,
+                                     "no native bf16 kernels on this CPU: fp32 as a frozen graph, nothing to measure")
+        acc = accel.pick(precision, local_rank=int(gpu_id or 0), training=False, model=self.model,
+                         input_size=self.prep.input_size)
+        if channels_last is not None and acc.device.type == "cpu" and acc.channels_last != channels_last:
+            acc = dataclasses.replace(acc, channels_last=channels_last)
+        return acc
 
     def _freeze(self, mode: str) -> str:
         """Serve a frozen TorchScript graph on fp32 CPUs (``auto``), where it gives the same answers."""
