@@ -49,6 +49,7 @@ DOGBREED_ENGINE_SOCKET = "DOGBREED_ENGINE_SOCKET"  # set by the server for its w
 DOGBREED_SERVE_GRAPH = "DOGBREED_SERVE_GRAPH"  # auto (frozen TorchScript on fp32 CPUs), eager, frozen
 DOGBREED_SERVE_TEMP = "DOGBREED_SERVE_TEMP"
 DOGBREED_MMS_CONFIG = "DOGBREED_MMS_CONFIG"
+DOGBREED_SERVER = "DOGBREED_SERVER"  # the HTTP front: mms (multi-model-server, the default) or native (uvicorn)
 
 # --- torch.distributed -----------------------------------------------------------------------------
 MASTER_ADDR = "MASTER_ADDR"

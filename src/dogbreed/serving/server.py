@@ -68,6 +68,17 @@ def default_workers(engine: bool = False, model_dir: Path | None = None) -> int:
     return visible_gpus() or max(1, cores // 2)
 
 
+FRONTS = ("mms", "native")
+
+
+def front() -> str:
+    """``DOGBREED_SERVER``: ``mms`` (multi-model-server, the default the design names) or ``native`` (:mod:`.native`)."""
+    name = (os.environ.get(envnames.DOGBREED_SERVER) or "mms").strip().lower()
+    if name not in FRONTS:
+        raise ValueError(f"{envnames.DOGBREED_SERVER}={name!r}: choose {' or '.join(FRONTS)}")
+    return name
+
+
 def engine_enabled() -> bool:
     mode = (os.environ.get(envnames.DOGBREED_SERVE_ENGINE) or "auto").lower()
     if mode not in ("auto", "on", "off"):
@@ -220,9 +231,15 @@ def serve_unhealthy(host: str, port: int, reason: str) -> int:
 def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, workers: int | None = None,  # nosec B104 - a container must listen on all interfaces
           state_dir: Path | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code. With the engine, the front and its workers start
-    while the engine loads the model (the engine's load is the check); without it, the model is checked first."""
+    while the engine loads the model (the engine's load is the check); without it, the model is checked first.
+    ``DOGBREED_SERVER=native``: the native front instead of multi-model-server (:mod:`.native`)."""
     port = int(port or os.environ.get(envnames.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
     state_dir = Path(state_dir or os.environ.get(envnames.DOGBREED_SERVE_TEMP) or tempfile.mkdtemp(prefix="dogbreed-serve-"))
+    if front() == "native":  # one process: the engine and the front together; it checks the model as it loads it
+        from .native import serve_native
+
+        max_bytes = int(os.environ.get(envnames.SAGEMAKER_MAX_REQUEST_SIZE, MAX_REQUEST_BYTES))
+        return serve_native(model_dir, host, port, state_dir, max_bytes, STOP_GRACE_S)
     use_engine = engine_enabled()
     reason = None if use_engine else check_model(model_dir)
     if reason:

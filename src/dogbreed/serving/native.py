@@ -1,0 +1,80 @@
+"""``DOGBREED_SERVER=native``: ``/ping`` and ``/invocations`` served by uvicorn from the engine's own process.
+
+No JVM, no netty, no worker processes: one Python process listens at once (cold start is the model's load, not
+the front's), loads the model on a thread meanwhile (:mod:`.native_engine`), and answers ``/ping`` with 503 until
+a request has gone through the handler end to end. The SageMaker contract is the multi-model-server front's:
+port 8080 or ``SAGEMAKER_BIND_TO_PORT``, 6 MB bodies (``SAGEMAKER_MAX_REQUEST_SIZE``), custom attributes,
+the same error JSON, SIGTERM stops it (in-flight requests finish within the grace period) with exit code 0.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from .. import env as envnames
+from ..models import ModelError
+from . import content_types as ct
+from . import handler
+from .native_app import Model, NativeApp, invoke
+from .native_engine import start_engine
+
+log = logging.getLogger("dogbreed.serve")
+
+# Requests decoding or waiting for their batch at once: enough to fill two of the engine's batches of 8; a waiting
+# thread costs no CPU.
+REQUEST_THREADS = 16
+KEEP_ALIVE_S = 60  # SageMaker's front keeps its connections open between requests
+
+
+def _warm_request() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (127, 127, 127)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def load(model: Model, model_dir: Path, state_dir: Path) -> None:
+    """Load and warm the model, then send one request through the handler; only then is the model ready."""
+    try:
+        predictor = start_engine(model_dir, state_dir)
+        # One model per process, as in a multi-model-server worker: the JPEG draft scale that handler.model_fn sets.
+        handler._draft_size = predictor.draft_size
+        status, body, _ = invoke(predictor, _warm_request(), {"content-type": ct.JPEG}, ct.JSON)
+        if status != 200:
+            raise RuntimeError(f"the warm-up request got {status}: {body[:300].decode('utf-8', 'replace')}")
+    except ModelError as exc:
+        model.reason = str(exc)
+    except Exception as exc:  # any failure to load is a reason to be unhealthy, said in the log and on /ping
+        model.reason = f"{exc.__class__.__name__}: {exc}"
+    if model.reason:
+        log.error("cannot serve the model: %s (answering /ping with 503)", model.reason)
+        return
+    model.predictor = predictor
+    log.info("ready: %s", predictor.describe())
+
+
+def _ignore_raised(signum, frame) -> None:
+    """uvicorn stops on SIGTERM/SIGINT, then raises the signal again for the handler it found: this one, so that a
+    stop asked for by a signal exits 0."""
+    log.info("signal %d: stopped", signum)
+
+
+def serve_native(model_dir: Path, host: str, port: int, state_dir: Path, max_request_bytes: int, grace_s: int) -> int:
+    import uvicorn
+
+    model = Model()
+    app = NativeApp(model, max_request_bytes, REQUEST_THREADS)
+    config = uvicorn.Config(app, host=host, port=port, http="httptools", lifespan="off", log_config=None, access_log=True,
+                            timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=grace_s)
+    server = uvicorn.Server(config)
+    signal.signal(signal.SIGTERM, _ignore_raised)
+    signal.signal(signal.SIGINT, _ignore_raised)
+    threading.Thread(target=load, args=(model, Path(model_dir), Path(state_dir)), name="model-load", daemon=True).start()
+    log.info("native front (uvicorn) on %s:%d; %s=native", host, port, envnames.DOGBREED_SERVER)
+    server.run()  # until SIGTERM/SIGINT (a port it cannot listen on: uvicorn logs why and exits 1)
+    return 0  # the engine's threads are daemons: they stop with the process
