@@ -141,6 +141,8 @@ def test_a_killed_engine_is_restarted_and_the_server_goes_on_classifying(trained
     log = (tmp_path / "server.log").read_text()
     assert "the model engine exited" in log
     assert "as measured before" in log and "no probe" in log  # the restart reused the first start's precision probe
+    setups = re.findall(r"engine ready on .*?: (device=\S+ precision=\S+ channels_last=\d)", log)
+    assert len(setups) == 2 and setups[0] == setups[1], setups  # the same precision and layout, not just the precision
 
 
 def test_an_engine_that_cannot_come_back_gives_a_503_before_the_fronts_timeout_then_an_unhealthy_ping(trained, tmp_path):

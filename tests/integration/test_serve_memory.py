@@ -1,12 +1,15 @@
 """The serve image under a memory limit (``docker run --memory``, what a SageMaker serverless size sets): the
 server sizes its decoding workers from the cgroup's limit, says so in its log, and carries 30 s of load at
-concurrency 8 with no OOM kill in the container's cgroup and no failed request."""
+concurrency 8 with no OOM kill in the container's cgroup and no failed request. The model is the seed's: a
+ResNet50 with a 133-breed head (what the memory depends on is its size, not its weights' values: it is
+written as training writes it, without the hour of training)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +19,9 @@ from tests.serving_helpers import Load, probe_for, wait_ready
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-# SageMaker serverless sizes (MB): 1024, 2048, 3072, 4096, 5120, 6144. The smallest that fits this test's model
-# (and a ResNet50: its engine is ~1.1 GB) with the front and a worker is 2048: at 1024 the JVM's floor, the engine
-# and one worker leave no room for a batch.
+# SageMaker serverless sizes (MB): 1024, 2048, 3072, 4096, 5120, 6144. The smallest that fits the ResNet50 (its
+# engine holds torch and the frozen graph) with the front and a worker is 2048: at 1024 the JVM's floor, the
+# engine and one worker leave no room for a batch.
 SERVERLESS_SMALLEST_FITTING_MB = 2048
 PLAN_LINE = re.compile(r"(\d+) decoding worker\(s\): \d+ core\(s\) .* (\d+) MB \((/sys/fs/cgroup[^)]*)\)")
 
@@ -32,18 +35,26 @@ def _oom_kills(name: str) -> int:
 
 
 @pytest.fixture(scope="module")
+def resnet50(tmp_path_factory) -> Path:
+    """The seed's model as training writes it: ResNet50, 133 classes (random weights: the same bytes to hold)."""
+    from dogbreed.bench.serve_bench import make_model
+
+    return make_model("resnet50", tmp_path_factory.mktemp("resnet50") / "model", num_classes=133)
+
+
+@pytest.fixture(scope="module")
 def serve_image(request) -> str:
     """The session's serve image; DOGBREED_TEST_SERVE_IMAGE names one built already (a helper's own tag)."""
     return os.environ.get("DOGBREED_TEST_SERVE_IMAGE") or request.getfixturevalue("images")["serve"]
 
 
 @pytest.mark.parametrize("memory_mb", [3072, SERVERLESS_SMALLEST_FITTING_MB])
-def test_the_serve_container_carries_load_within_its_memory_limit(serve_image, trained, memory_mb):
+def test_the_serve_container_carries_load_within_its_memory_limit(serve_image, resnet50, memory_mb):
     port = free_port()
     name = f"dogbreed-test-memory-{port}"
-    body, index = probe_for(trained["model_dir"])
+    body, index = probe_for(resnet50)
     sh("docker", "run", "-d", "--rm", "--name", name, f"--memory={memory_mb}m", f"--memory-swap={memory_mb}m",
-       "-p", f"127.0.0.1:{port}:8080", "-v", f"{trained['model_dir']}:/opt/ml/model:ro", serve_image, "serve")
+       "-p", f"127.0.0.1:{port}:8080", "-v", f"{resnet50}:/opt/ml/model:ro", serve_image, "serve")
     try:
         wait_ready(f"http://127.0.0.1:{port}", body, index, timeout=240)
         load = Load(port, body, concurrency=8)

@@ -19,8 +19,10 @@ ROLES = (  # the first marker found in a command line names the process
     ("dogbreed.serving.batcher", "model engine"),
     ("model_service_worker", "worker"),
     ("torchserve_launcher", "launcher"),
-    ("dogbreed.serving.server", "launcher"),
-    ("dogbreed.cli", "launcher"),
+    ("dogbreed.serving.server", "server process"),
+    ("dogbreed.cli", "server process"),
+    ("multi-model-server", "front's launcher"),
+    ("bin/torchserve", "front's launcher"),
 )
 
 
