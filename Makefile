@@ -76,8 +76,9 @@ $(PEER_VENV)/.installed: requirements/torchserve-peer.txt requirements/constrain
 bench-train: install
 	$(PY) -m dogbreed.bench.train_bench
 
+## bench-serve: ours (multi-model-server and native fronts) beside the TorchServe peer; BENCH_SERVE_ARGS=--quick to try it out
 bench-serve: install torchserve-peer
-	$(PY) -m dogbreed.bench.serve_bench
+	$(PY) -m dogbreed.bench.serve_bench $(BENCH_SERVE_ARGS)
 
 bench-tune: install
 	$(PY) -m dogbreed.bench.tune_bench
