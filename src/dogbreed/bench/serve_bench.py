@@ -46,6 +46,7 @@ from .serve_load import CONCURRENCY, sweep
 from .serve_memory import MemorySampler, describe
 
 OURS, NATIVE = "ours, multi-model-server front", "ours, native front"
+QUICK_REQUESTS = 8
 PEER_DEFAULT, PEER_ONE = "TorchServe peer, its default workers", "TorchServe peer, 1 worker"
 
 
@@ -97,6 +98,11 @@ def in_process(model_dir: Path, body: bytes, rounds: int, threads: int) -> dict:
             "setup": predictor.describe(), "top1": predictor.top_k([Image.open(io.BytesIO(body))], 1)[0][0]["index"]}
 
 
+def per_client(requests: int) -> int:
+    """Timed requests per client at least: 4 in a full run; --quick's few rows are not stretched (64 at c=16)."""
+    return 1 if requests <= QUICK_REQUESTS else 4
+
+
 def native_missing() -> str | None:
     """Why ``DOGBREED_SERVER=native`` cannot be measured here, or None."""
     if not hasattr(envnames, "DOGBREED_SERVER") or importlib.util.find_spec("dogbreed.serving.native") is None:
@@ -142,7 +148,7 @@ def run_ours(label: str, base: Path, work: Path, port: int, extra_env: dict, bod
         top1 = our_top1(port, bodies)
         if sweep_load:
             with MemorySampler(process.pid) as sampler:
-                rows, results = sweep(f"{label} (JPEG in)", port, bodies[0], "image/jpeg", requests)
+                rows, results = sweep(f"{label} (JPEG in)", port, bodies[0], "image/jpeg", requests, per_client(requests))
             memory = sampler.summary()
     finally:
         stop(process)
@@ -170,7 +176,7 @@ def run_peer(model_dir: Path, work: Path, port: int, workers: int | None, bodies
         top1 = [int(torch.tensor(peer.logits(port, body)).argmax()) for body in npy]
         if sweep_load:
             with MemorySampler(process.pid) as sampler:
-                rows, results = sweep(f"{label} (npy in)", port, npy[0], "application/x-npy", requests)
+                rows, results = sweep(f"{label} (npy in)", port, npy[0], "application/x-npy", requests, per_client(requests))
             memory = sampler.summary()
     finally:
         peer.stop(process)
@@ -279,7 +285,7 @@ def parse_args(argv):
                         help="a try-out: 8 requests per row, 4 photos, no container, no real-weights check")
     args = parser.parse_args(argv)
     if args.quick:
-        args.requests, args.answers = min(args.requests, 8), min(args.answers, 4)
+        args.requests, args.answers = min(args.requests, QUICK_REQUESTS), min(args.answers, 4)
     return args
 
 
@@ -330,7 +336,7 @@ def main(argv=None) -> int:
         results = {"in_process": pure, "servers": [{k: v for k, v in run.items() if k != "rows"} for run in ours + peers]}
         notes = [f"Model: {args.model}, 133 classes, {len(bodies[0]) // 1024} KB 224-px JPEG of a real dog; ours: decoding "
                  f"workers and one batching model engine ({pure['setup']} in process, {threads} threads); "
-                 f"{args.requests} timed requests per row (at least 4 per client) after a warm-up.",
+                 f"{args.requests} timed requests per row (at least {per_client(args.requests)} per client) after a warm-up.",
                  "Cold start: process start to the first correct answer, nothing kept from an earlier start; restart: "
                  "the same with the precision measured at the first start kept (DOGBREED_PRECISION_CACHE). Memory: "
                  "every process of the server (launcher, front, workers, engine), PSS summed at the same instant, "

@@ -56,12 +56,12 @@ def load(host: str, port: int, body: bytes, concurrency: int, requests: int, con
             "throughput": len(latencies) / wall, "errors": errors[0], "requests": len(latencies) + errors[0]}
 
 
-def sweep(name: str, port: int, body: bytes, content_type: str, requests: int) -> tuple[list[list], dict]:
-    """Every concurrency of :data:`CONCURRENCY`, each after an untimed warm-up round that reaches every worker:
-    (table rows, results by ``c<N>``)."""
+def sweep(name: str, port: int, body: bytes, content_type: str, requests: int, per_client: int = 4) -> tuple[list[list], dict]:
+    """Every concurrency of :data:`CONCURRENCY`, ``requests`` timed (at least ``per_client`` per client), each after
+    an untimed warm-up round that reaches every worker: (table rows, results by ``c<N>``)."""
     rows, results = [], {}
     for concurrency in CONCURRENCY:
-        count = max(requests, 4 * concurrency)
+        count = max(requests, per_client * concurrency)
         load("127.0.0.1", port, body, concurrency, max(2 * concurrency, count // 4), content_type)
         result = load("127.0.0.1", port, body, concurrency, count, content_type)
         results[f"c{concurrency}"] = result
