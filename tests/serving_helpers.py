@@ -1,4 +1,5 @@
-"""Start the real serving stack (``dogbreed local-serve``) on loopback for a test, and stop it."""
+"""Start the real serving stack (``dogbreed local-serve``) on loopback for a test, and stop it; with either front
+(``DOGBREED_SERVER``: multi-model-server or native)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from dogbreed.env import DOGBREED_SERVER
 from dogbreed.serving.client import wait_until_correct
+from dogbreed.serving.server import FRONTS
+
+__all__ = ["FRONTS"]  # the fronts the HTTP, fuzz and load tests run against
 
 
 def jpeg_bytes(color=(120, 80, 40), size=(128, 96)) -> bytes:
@@ -110,8 +115,10 @@ def wait_ready(url: str, body: bytes, index: int, process=None, timeout: float =
 
 
 @contextlib.contextmanager
-def local_server(model: Path, port: int, log_path: Path, workers: int | None = None, ready: bool = True, env=None):
+def local_server(model: Path, port: int, log_path: Path, workers: int | None = None, ready: bool = True, env=None,
+                 front: str = "mms"):
     probe = probe_for(model) if ready else None  # before the server starts: not on its cores during start-up
+    env = {**(env or {}), DOGBREED_SERVER: front}
     command = [sys.executable, "-m", "dogbreed.cli", "local-serve", "--model", str(model), "--port", str(port)]
     if workers:
         command += ["--workers", str(workers)]

@@ -1,4 +1,5 @@
-"""The real serving stack (multi-model-server + our handler) on loopback, over real HTTP."""
+"""The real serving stack on loopback, over real HTTP, with each front: multi-model-server + our handler, and the
+native front (``DOGBREED_SERVER=native``: uvicorn in the engine's process, the same handler functions)."""
 
 import base64
 import io
@@ -7,6 +8,7 @@ import os
 import re
 import signal
 import time
+import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -17,26 +19,28 @@ from PIL import Image
 from dogbreed.serving import content_types as ct
 from dogbreed.serving.predictor import Predictor
 from tests.conftest import free_port
-from tests.serving_helpers import get, jpeg_bytes, local_server, post, post_oversized
+from tests.serving_helpers import FRONTS, get, jpeg_bytes, local_server, post, post_oversized, probe_for
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server(trained, tmp_path_factory):
-    """(url, process, server log); multi-model-server's own logs, its access log among them, in LOGS beside it."""
+@pytest.fixture(scope="module", params=FRONTS)
+def server(trained, tmp_path_factory, request):
+    """(url, process, server log, front); multi-model-server's own logs, its access log among them, in LOGS beside it."""
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    with local_server(trained["archive"], free_port(), log, env={"LOG_LOCATION": str(log.parent / LOGS)}) as (url, process):
-        yield url, process, log
+    with local_server(trained["archive"], free_port(), log, env={"LOG_LOCATION": str(log.parent / LOGS)},
+                      front=request.param) as (url, process):
+        yield url, process, log, request.param
 
 
 LOGS = "mms-logs"
-ACCESS_LINE = re.compile(r'"POST /invocations HTTP/1\.[01]" (\d{3}) ')
+ACCESS_LINE = re.compile(r'"POST /invocations HTTP/1\.[01]" (\d{3})\b')
 
 
-def _answered(log: Path) -> list[int]:
-    """The status of every /invocations answer in the server's access log, in order."""
-    access = log.parent / LOGS / "access_log.log"
+def _answered(log: Path, front: str) -> list[int]:
+    """The status of every /invocations answer in the server's access log (multi-model-server's own file; uvicorn's
+    lines in the server's log), in order."""
+    access = log.parent / LOGS / "access_log.log" if front == "mms" else log
     return [int(m[1]) for m in ACCESS_LINE.finditer(access.read_text())] if access.is_file() else []
 
 
@@ -64,7 +68,9 @@ def _classes(answer):
 
 def test_the_decoding_workers_hold_no_torch(server):
     """multi-model-server's own worker processes: no torch library mapped into them (they decode with Pillow)."""
-    url, process, _ = server
+    url, process, _, front = server
+    if front != "mms":
+        pytest.skip("the native front has no worker processes (test_the_native_front_is_one_process)")
     for _ in range(8):  # every worker has decoded an image by now (round-robin)
         assert post(url, jpeg_bytes())[0] == 200
     workers = [p for p in psutil.Process(process.pid).children(recursive=True) if "model_service_worker" in " ".join(p.cmdline())]
@@ -75,14 +81,27 @@ def test_the_decoding_workers_hold_no_torch(server):
         assert [name for name in mapped if "python" in name or "numpy" in name], mapped  # the check sees its libraries
 
 
+def test_the_native_front_is_one_process_with_no_jvm(server):
+    """The native front: the model, the batching and HTTP in the one server process; no JVM, no workers."""
+    url, process, _, front = server
+    if front != "native":
+        pytest.skip("multi-model-server runs a JVM and worker processes")
+    for _ in range(4):
+        assert post(url, jpeg_bytes())[0] == 200
+    root = psutil.Process(process.pid)
+    assert root.children(recursive=True) == []
+    mapped = {Path(m.path).name for m in root.memory_maps()}
+    assert [name for name in mapped if "torch" in name] and not [name for name in mapped if "libjvm" in name]
+
+
 def test_ping(server):
-    url, _, _ = server
+    url, _, _, _ = server
     assert get(url, "/ping")[0] == 200
 
 
 @pytest.mark.parametrize("variant", ["jpeg", "png", "grayscale", "rgba"])
 def test_images_are_classified_as_the_in_process_model_does(server, predictor, sample_dir, variant):
-    url, _, _ = server
+    url, _, _, _ = server
     for path in _test_images(sample_dir):
         image = Image.open(path).convert("RGB")
         if variant == "jpeg":
@@ -106,7 +125,7 @@ def test_images_are_classified_as_the_in_process_model_does(server, predictor, s
 
 
 def test_json_batch_and_top_k(server, predictor, sample_dir):
-    url, _, _ = server
+    url, _, _, _ = server
     paths = _test_images(sample_dir, n=1)
     body = json.dumps({"instances": [base64.b64encode(p.read_bytes()).decode() for p in paths], "top_k": 2}).encode()
     status, answer, _ = post(url, body, "application/json")
@@ -116,14 +135,14 @@ def test_json_batch_and_top_k(server, predictor, sample_dir):
 
 
 def test_top_k_from_the_custom_attributes_header(server, sample_dir):
-    url, _, _ = server
+    url, _, _, _ = server
     path = _test_images(sample_dir, n=1)[0]
     status, answer, _ = post(url, path.read_bytes(), "image/jpeg", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=3"})
     assert status == 200 and len(answer["predictions"][0]) == 3
 
 
 def test_numpy_input(server, predictor, sample_dir):
-    url, _, _ = server
+    url, _, _, _ = server
     path = _test_images(sample_dir, n=1)[0]
     array = np.asarray(Image.open(path).convert("RGB"))
     buffer = io.BytesIO()
@@ -186,27 +205,28 @@ def _malformed_requests():
 
 
 def test_malformed_requests_get_4xx_and_the_server_keeps_serving(server, predictor, sample_dir):
-    url, process, log = server
+    url, process, log, front = server
     cases = _malformed_requests()
     # the corpus: hostile bodies for every content type the endpoint reads, no case a repeat of another
     hostile_types = {ct.base(kind) for _, _, kind, _ in cases if kind}
     assert set(ct.REQUEST_TYPES) <= hostile_types, f"no hostile case for {sorted(set(ct.REQUEST_TYPES) - hostile_types)}"
     assert len({(body, kind, tuple(sorted(headers.items()))) for _, body, kind, headers in cases}) == len(cases)
-    before = len(_answered(log))
+    before = len(_answered(log, front))
     wrong = []
     for name, body, kind, headers in cases:
         status, answer, _ = post(url, body, kind, headers)
-        message = answer.get("error") or answer.get("message") if isinstance(answer, dict) else answer
-        if not (400 <= status < 500 and message and len(str(message)) > 5):
+        # the handler's error JSON, whichever front answers: {"error": the reason, "status": the HTTP status}
+        same_json = isinstance(answer, dict) and set(answer) == {"error", "status"} and answer["status"] == status
+        if not (400 <= status < 500 and same_json and len(str(answer["error"])) > 5):
             wrong.append(f"{name}: {status} {str(answer)[:200]}")
     assert not wrong, "answered other than 4xx with a reason:\n" + "\n".join(wrong)
     # all cases answered, by the server's own count: one 4xx in its access log per hostile request sent
     deadline = time.time() + 15
-    while len(_answered(log)) - before < len(cases) and time.time() < deadline:
+    while len(_answered(log, front)) - before < len(cases) and time.time() < deadline:
         time.sleep(0.2)
-    answered = _answered(log)[before:]
+    answered = _answered(log, front)[before:]
     assert len(answered) == len(cases) and all(400 <= status < 500 for status in answered), answered
-    # over the 6 MB payload limit: multi-model-server refuses it before reading it all (raw socket)
+    # over the 6 MB payload limit: the front refuses it before reading it all (raw socket)
     status, message = post_oversized(url, 7 * 1024 * 1024)
     assert status == 413 and "Too Large" in message
     assert process.poll() is None
@@ -217,14 +237,16 @@ def test_malformed_requests_get_4xx_and_the_server_keeps_serving(server, predict
     assert _classes(answer)[0] == [r["breed"] for r in predictor.top_k([Image.open(path)], 5)[0]]
 
 
-def test_a_corrupt_model_gives_an_unhealthy_ping_with_the_reason(tmp_path, trained):
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_corrupt_model_gives_an_unhealthy_ping_with_the_reason(tmp_path, trained, front):
     broken = tmp_path / "model"
     broken.mkdir()
     (broken / "model.json").write_text((trained["model_dir"] / "model.json").read_text())
     (broken / "model.pth").write_bytes(b"not a state dict")
-    with local_server(broken, free_port(), tmp_path / "log.txt", ready=False) as (url, process):
+    with local_server(broken, free_port(), tmp_path / "log.txt", ready=False, front=front) as (url, process):
         deadline, status, body = time.time() + 90, None, ""
-        while time.time() < deadline and status != 503:  # the front may answer while the engine tries to load
+        # the front may answer while the engine tries to load (multi-model-server: 200; native: 503 "loading")
+        while time.time() < deadline and not (status == 503 and "model.pth" in body):
             try:
                 status, body = get(url, "/ping")
             except OSError:
@@ -235,15 +257,67 @@ def test_a_corrupt_model_gives_an_unhealthy_ping_with_the_reason(tmp_path, train
     assert "cannot serve the model" in (tmp_path / "log.txt").read_text()
 
 
-def test_sigterm_stops_the_server_and_its_workers(trained, tmp_path):
-    with local_server(trained["archive"], free_port(), tmp_path / "log.txt") as (url, process):
+@pytest.mark.parametrize("front", FRONTS)
+def test_sigterm_stops_the_server_and_its_workers(trained, tmp_path, front):
+    with local_server(trained["archive"], free_port(), tmp_path / "log.txt", front=front) as (url, process):
         group = [process.pid] + [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
         names = " ".join(" ".join(psutil.Process(pid).cmdline()) for pid in group)
-        assert "ModelServer" in names and "model_service_worker" in names  # frontend and a worker
+        if front == "mms":
+            assert "ModelServer" in names and "model_service_worker" in names  # frontend and a worker
         start = time.time()
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        assert process.wait(timeout=30) == 0
         assert time.time() - start < 30
     time.sleep(0.5)
     assert not [pid for pid in group if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
 
+
+
+def _watch_ping(url: str, body: bytes, index: int, timeout: float = 180) -> tuple[list, dict]:
+    """Poll /ping from the first moment the port answers until it says 200; then ask /invocations at once.
+    Returns (every /ping answer before the 200 as (status, Retry-After, JSON), whether that answer was right)."""
+    from urllib.request import urlopen
+
+    early, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urlopen(url + "/ping", timeout=10) as response:
+                break  # 200
+        except urllib.error.HTTPError as exc:
+            early.append((exc.code, exc.headers.get("Retry-After"), json.loads(exc.read())))
+        except OSError:
+            pass  # not listening yet
+        time.sleep(0.05)
+    status, answer, _ = post(url, body, headers={"X-Amzn-SageMaker-Custom-Attributes": "top_k=1"})
+    assert status == 200, answer
+    return early, answer["predictions"][0][0]["index"] == index
+
+
+def test_native_ping_is_503_until_a_correct_answer_is_possible(trained, tmp_path):
+    """The native front listens before the model is loaded, says 503 (with Retry-After) meanwhile, and its first
+    200 on /ping means /invocations answers right at once (multi-model-server says 200 before its engine loads)."""
+    body, index = probe_for(trained["archive"])
+    with local_server(trained["archive"], free_port(), tmp_path / "log.txt", ready=False, front="native") as (url, process):
+        early, correct = _watch_ping(url, body, index)
+        assert correct
+        assert early, "no 503 while the model loaded: the front did not listen before loading"
+        assert all(status == 503 and retry and answer["status"] == 503 for status, retry, answer in early), early[:3]
+        status, answer, headers = post(url, body)
+        assert status == 200 and process.poll() is None
+
+
+def test_native_sigterm_while_the_model_loads_exits_0(trained, tmp_path):
+    with local_server(trained["archive"], free_port(), tmp_path / "log.txt", ready=False, front="native") as (url, process):
+        deadline = time.time() + 120
+        while time.time() < deadline and get_status(url) != 503:  # listening, still loading
+            time.sleep(0.05)
+        assert get_status(url) == 503
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+
+def get_status(url: str) -> int | None:
+    try:
+        return get(url, "/ping", timeout=5)[0]
+    except OSError:
+        return None

@@ -1,5 +1,6 @@
-"""The endpoint under load: 60 s at concurrency 8 with no errors, 5,000+ requests with flat memory, a
-worker killed mid-load is restarted and the requests after it succeed. Loopback only, bounded in time."""
+"""The endpoint under load, with each front (multi-model-server and native): 60 s at concurrency 8 with no errors,
+5,000+ requests with flat memory; with multi-model-server, a worker killed mid-load is restarted and the requests
+after it succeed (the native front has no workers: its one process is the container). Loopback only, bounded in time."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import free_port
-from tests.serving_helpers import Load, local_server
+from tests.serving_helpers import FRONTS, Load, local_server
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -48,9 +49,10 @@ def _serving_worker(pid: int) -> psutil.Process:
     return (leaves or workers)[0]
 
 
-def test_sixty_seconds_at_concurrency_8_and_5000_requests_with_flat_memory(trained, tmp_path, record):
+@pytest.mark.parametrize("front", FRONTS)
+def test_sixty_seconds_at_concurrency_8_and_5000_requests_with_flat_memory(trained, tmp_path, record, front):
     port = free_port()
-    with local_server(trained["archive"], port, tmp_path / "server.log") as (url, process):
+    with local_server(trained["archive"], port, tmp_path / "server.log", front=front) as (url, process):
         load = Load(port, _jpeg(), concurrency=8)
         memory = []
         threads = load.run(seconds=60, minimum=5000, hard_limit=240)
@@ -67,11 +69,11 @@ def test_sixty_seconds_at_concurrency_8_and_5000_requests_with_flat_memory(train
     duration = load.results[-1][0] - load.results[0][0]
     warm = [mb for count, mb in memory if count >= 1000]
     growth = (max(warm[-3:]) - min(warm[:3])) if len(warm) >= 6 else 0.0
-    record("load", "requests at concurrency 8", len(statuses), len(statuses) >= 5000)
-    record("load", "seconds under load", round(duration, 1), duration >= 59)
-    record("load", "errors", errors, errors == 0)
-    record("load", "p99 latency ms", round(p99, 1))
-    record("load", "server memory growth MB (after 1,000 requests)", round(growth, 1), growth < 100)
+    record("load", f"requests at concurrency 8 ({front})", len(statuses), len(statuses) >= 5000)
+    record("load", f"seconds under load ({front})", round(duration, 1), duration >= 59)
+    record("load", f"errors ({front})", errors, errors == 0)
+    record("load", f"p99 latency ms ({front})", round(p99, 1))
+    record("load", f"server memory growth MB (after 1,000 requests, {front})", round(growth, 1), growth < 100)
     assert len(statuses) >= 5000 and duration >= 59
     assert errors == 0
     assert len(warm) >= 6, memory

@@ -1,6 +1,6 @@
 """Hostile input: hypothesis fuzzes the decoding path (input_fn with arbitrary bytes and content types);
-nothing but the documented client errors comes out. The corpus it built is replayed over HTTP: every
-answer is a 4xx or a correct 200."""
+nothing but the documented client errors comes out. The corpus it built is replayed over HTTP, to each front
+(multi-model-server and native): every answer is a 4xx or a correct 200."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from dogbreed.serving import handler
 from dogbreed.serving.errors import RequestError
 from dogbreed.serving.predictor import Predictor
 from tests.conftest import free_port
-from tests.serving_helpers import local_server, post
+from tests.serving_helpers import FRONTS, local_server, post
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -86,11 +86,12 @@ def test_input_fn_raises_only_documented_client_errors(body, content_type):
     assert data["images"] and all(image.mode == "RGB" for image in data["images"]) and data["top_k"] >= 1
 
 
-def test_the_corpus_replayed_over_http_gets_4xx_or_a_correct_200(trained, tmp_path, record):
+@pytest.mark.parametrize("front", FRONTS)
+def test_the_corpus_replayed_over_http_gets_4xx_or_a_correct_200(trained, tmp_path, record, front):
     assert len(CORPUS) >= 100, "run with the fuzz test first (same module)"
     predictor = Predictor(trained["model_dir"])
     statuses = {"4xx": 0, "200": 0}
-    with local_server(trained["archive"], free_port(), tmp_path / "server.log") as (url, process):
+    with local_server(trained["archive"], free_port(), tmp_path / "server.log", front=front) as (url, process):
         for body, content_type in CORPUS:
             sendable = content_type.isascii() and content_type.isprintable() and "\n" not in content_type
             kind = content_type if sendable else "application/x-image"
@@ -105,6 +106,6 @@ def test_the_corpus_replayed_over_http_gets_4xx_or_a_correct_200(trained, tmp_pa
                 assert 400 <= status < 500, (status, answer, content_type, body[:40])
                 statuses["4xx"] += 1
         assert process.poll() is None
-    record("hostile input", "fuzzed bodies (hypothesis) replayed over HTTP", len(CORPUS))
-    record("hostile input", "answered 4xx", statuses["4xx"])
-    record("hostile input", "answered 200, same breeds as in process", statuses["200"])
+    record("hostile input", f"fuzzed bodies (hypothesis) replayed over HTTP ({front})", len(CORPUS))
+    record("hostile input", f"answered 4xx ({front})", statuses["4xx"])
+    record("hostile input", f"answered 200, same breeds as in process ({front})", statuses["200"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -74,7 +75,11 @@ def serve_native(model_dir: Path, host: str, port: int, state_dir: Path, max_req
     server = uvicorn.Server(config)
     signal.signal(signal.SIGTERM, _ignore_raised)
     signal.signal(signal.SIGINT, _ignore_raised)
-    threading.Thread(target=load, args=(model, Path(model_dir), Path(state_dir)), name="model-load", daemon=True).start()
+    loader = threading.Thread(target=load, args=(model, Path(model_dir), Path(state_dir)), name="model-load", daemon=True)
+    loader.start()
     log.info("native front (uvicorn) on %s:%d; %s=native", host, port, envnames.DOGBREED_SERVER)
     server.run()  # until SIGTERM/SIGINT (a port it cannot listen on: uvicorn logs why and exits 1)
-    return 0  # the engine's threads are daemons: they stop with the process
+    if loader.is_alive():  # stopped while loading: torch, torn down under a thread still loading, aborts the process
+        logging.shutdown()
+        os._exit(0)
+    return 0  # the engine's threads wait on their queue: they stop with the process
