@@ -94,6 +94,46 @@ def _known_image(model_dir: Path, folder: Path, k: int) -> tuple[bytes, list[str
     raise AssertionError(f"the model classifies no {breed} test image right")
 
 
+def _first_answer(url: str, body: bytes, headers: dict, timeout: float = 180) -> tuple[int | None, object]:
+    """Post until the server answers 200 (or the time is up): (the last status, its answer)."""
+    deadline, status, answer = time.time() + timeout, None, None
+    while time.time() < deadline:
+        try:
+            status, answer, _ = post(url, body, headers=headers)
+            if status == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return status, answer
+
+
+def test_docker_run_serve_native_answers_and_exits_0_on_sigterm(images, trained):
+    """DOGBREED_SERVER=native in the serve image: no JVM in the container, /ping and /invocations answer,
+    and SIGTERM (docker stop) ends the container with exit code 0."""
+    port = free_port()
+    name = f"dogbreed-test-serve-native-{port}"
+    folder = sorted((Path(trained["work"]) / "opt_ml/input/data/test").iterdir())[0]  # 001.Affenpinscher
+    body, expected, _ = _known_image(trained["model_dir"], folder, k=2)
+    sh("docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-e", "DOGBREED_SERVER=native",
+       "-v", f"{trained['model_dir']}:/opt/ml/model:ro", images["serve"], "serve")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        status, answer = _first_answer(url, body, {"X-Amzn-SageMaker-Custom-Attributes": "top_k=2"})
+        assert status == 200, answer
+        assert [r["breed"] for r in answer["predictions"][0]] == expected[:2]
+        assert get(url, "/ping")[0] == 200
+        processes = sh("docker", "top", name, "-o", "args").stdout
+        assert "java" not in processes and "dogbreed.serving.server" in processes, processes
+        start = time.time()
+        sh("docker", "stop", "-t", "30", name)
+        assert time.time() - start < 30, "native serve did not stop on SIGTERM within 30 s"
+        code = sh("docker", "inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()
+        assert code == "0", sh("docker", "logs", name, check=False).stderr[-2000:]
+    finally:
+        sh("docker", "rm", "-f", name, check=False)
+
+
 def test_docker_run_serve_classifies_and_stops_in_time(images, trained, tmp_path):
     port = free_port()
     name = f"dogbreed-test-serve-{port}"
@@ -104,16 +144,7 @@ def test_docker_run_serve_classifies_and_stops_in_time(images, trained, tmp_path
        "-v", f"{trained['model_dir']}:/opt/ml/model:ro", images["serve"], "serve")
     try:
         url = f"http://127.0.0.1:{port}"
-        top_3 = {"X-Amzn-SageMaker-Custom-Attributes": "top_k=3"}
-        deadline, status, answer = time.time() + 180, None, None
-        while time.time() < deadline:
-            try:
-                status, answer, _ = post(url, body, headers=top_3)
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
+        status, answer = _first_answer(url, body, {"X-Amzn-SageMaker-Custom-Attributes": "top_k=3"})
         assert status == 200, answer
         assert get(url, "/ping")[0] == 200
         rows = answer["predictions"][0]
