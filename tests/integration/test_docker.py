@@ -123,7 +123,7 @@ def test_docker_run_serve_native_answers_and_exits_0_on_sigterm(images, trained)
         assert status == 200, answer
         assert [r["breed"] for r in answer["predictions"][0]] == expected[:2]
         assert get(url, "/ping")[0] == 200
-        processes = sh("docker", "top", name, "-o", "args").stdout
+        processes = sh("docker", "top", name).stdout
         assert "java" not in processes and "dogbreed.serving.server" in processes, processes
         start = time.time()
         sh("docker", "stop", "-t", "30", name)
