@@ -99,7 +99,7 @@ def invoke(predictor, body: bytes, headers: dict, default_accept: str) -> tuple[
             accept = default_accept
         response, kind = handler.output_fn(prediction, accept)
         return 200, response.encode(), {"content-type": kind}
-    except (Exception, MemoryError) as exc:  # every failure becomes its JSON answer; the server goes on
+    except Exception as exc:  # every failure (MemoryError among them: a 507) becomes its JSON answer; the server goes on
         return error_answer(exc, traceback.format_exc())
 
 
