@@ -51,15 +51,16 @@ class Preprocessing:
     def interpolation_mode(self) -> InterpolationMode:
         return InterpolationMode(self.interpolation)
 
-    def train_transform(self, augment: bool = True, normalize: bool = True):
-        """Pillow image -> CHW tensor: random resized crop + flip when ``augment``, else the eval crop.
+    def train_transform(self, augment: bool = True, normalize: bool = True, min_scale: float = 0.08):
+        """Pillow image -> CHW tensor: random resized crop (``min_scale``: the smallest share of the image's area
+        a crop may cover) + flip when ``augment``, else the eval crop.
 
         ``normalize=False`` stops at uint8: the loader then ships a quarter of the bytes and the batch is
         normalized on its device (:meth:`normalize_batch`), which keeps a GPU fed from few CPUs."""
         if not augment:
             return self.eval_transform(normalize)
         steps = [
-            T.RandomResizedCrop(self.input_size, interpolation=self.interpolation_mode, antialias=True),
+            T.RandomResizedCrop(self.input_size, scale=(min_scale, 1.0), interpolation=self.interpolation_mode, antialias=True),
             T.RandomHorizontalFlip(),
             T.PILToTensor(),
         ]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import accel, checkpoint, data, distributed, features, metrics, models, probe
+from . import accel, checkpoint, data, distributed, features, metrics, models, probe, wise
 from . import env as envnames
 from .common import configure_logging, steps_per_epoch, str2bool
 from .env import SageMakerEnv
@@ -129,6 +129,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
       help=f"compute precision; auto measures what the hardware runs fastest (default: ${envnames.DOGBREED_PRECISION} or auto)")
     a("--input-size", type=_positive(int), default=None, help="crop size in pixels (default: the model's)")
     a("--augment", type=str2bool, default=True, help="random resized crop + flip for training (default: true)")
+    a("--min-crop-scale", type=_fraction, default=0.08,
+      help="the smallest share of an image's area a random crop may cover (default: 0.08, torchvision's)")
     a("--max-steps-per-epoch", type=_non_negative(int), default=0, help="cap the steps of an epoch; 0: all (default: 0)")
     a("--data-dir", default=None, help="a folder holding train/ valid/ test/ (default: the SageMaker channels)")
     a("--model-dir", default=None, help="where model.pth and model.json go (default: SM_MODEL_DIR)")
@@ -471,7 +473,8 @@ def load_data(run: Run) -> None:
     run.splits = data.load_splits(args.channels, args.data_fraction, args.seed)
     run.prep = models.default_preprocessing(args.model, args.input_size)
     draft = run.prep.resize  # JPEGs decode at the smallest scale that still covers the resize
-    run.datasets = {"train": data.ImageSamples(run.splits.samples["train"], run.prep.train_transform(args.augment, False), draft)}
+    augment = run.prep.train_transform(args.augment, False, args.min_crop_scale)
+    run.datasets = {"train": data.ImageSamples(run.splits.samples["train"], augment, draft)}
     for split in ("valid", "test"):
         if split in run.splits.samples:
             run.datasets[split] = data.ImageSamples(run.splits.samples[split], run.prep.eval_transform(False), draft)
@@ -663,6 +666,7 @@ def resume(run: Run, state: dict) -> None:
     for key in ("epoch", "best_valid_loss", "best_epoch", "bad_epochs", "history", "best_model"):
         state[key] = saved[key]
     state["best_valid_acc"] = saved.get("best_valid_acc", 0.0)
+    state["probe_model"] = saved.get("probe_model")
     log.info("resumed from %s (epoch %d done)", path, state["epoch"])
     print(f"resumed_from_epoch={state['epoch']}", flush=True)
 
@@ -739,14 +743,39 @@ def improved(run: Run, state: dict, valid_loss: float, valid_acc: float) -> bool
 def initial_state(run: Run) -> dict:
     """Where fitting starts: under LP-FT the probe is epoch 0, the model to beat."""
     state = {"epoch": 0, "best_valid_loss": math.inf, "best_valid_acc": 0.0, "best_epoch": 0, "bad_epochs": 0,
-             "history": [], "best_model": None}
+             "history": [], "best_model": None, "probe_model": None, "mixes": [], "best_alpha": None}
     if run.probe:
         # each rank fitted its own probe (GPU reductions may round differently): rank 0's scores, like its weights,
         # are the ones every rank compares fine-tuned epochs with
         loss, acc = distributed.from_rank_zero([run.probe["valid_loss"], run.probe["valid_acc"]], run.acc.device)
         state.update(best_valid_loss=loss, best_valid_acc=acc)
         state["best_model"] = {k: v.detach().cpu().clone() for k, v in models.unwrap(run.model).state_dict().items()}
+        state["probe_model"] = state["best_model"]  # one end of the weight-space ensembles (wise.py)
     return state
+
+
+def ensemble_weights(run: Run, state: dict) -> None:
+    """LP-FT's last step: weights between the probe and the last fine-tuned epoch (WiSE-FT, :mod:`wise`), each
+    kept under the rule epochs are kept by (:func:`improved`). Deterministic from the checkpointed state: a run
+    restarted after its last epoch repeats it exactly. Every rank mixes the same weights (DDP broadcast rank 0's
+    probe before fine-tuning) and scores them together."""
+    if not run.lp_ft or state.get("probe_model") is None or not state["history"]:
+        return
+    model = models.unwrap(run.model)
+    tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state["mixes"] = []
+    for alpha in wise.ALPHAS:
+        model.load_state_dict(wise.mix(state["probe_model"], tuned, alpha))
+        valid_loss, valid_acc, _, _ = evaluate(model, run.eval_criterion, run.loaders["valid"], run.acc, run.num_classes,
+                                               normalize=run.prep.normalize_batch)
+        state["mixes"].append({"alpha": alpha, "valid_loss": valid_loss, "valid_acc": valid_acc})
+        if improved(run, state, valid_loss, valid_acc):
+            state.update(best_valid_loss=valid_loss, best_valid_acc=valid_acc, best_alpha=alpha)
+            state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(tuned)
+    if run.args.is_main:
+        log.info("probe/fine-tuned weight mixes on the valid split: %s", ", ".join(
+            f"alpha {m['alpha']:g} {m['valid_acc']:.4f}/{m['valid_loss']:.4f}" for m in state["mixes"]))
 
 
 def _interrupted_reason(run: Run, epoch: int) -> str:
@@ -754,14 +783,12 @@ def _interrupted_reason(run: Run, epoch: int) -> str:
     return f"stopped by SIGTERM during epoch {epoch}; {kept}: a restart of this job redoes epoch {epoch}"
 
 
-def fit(run: Run, state: dict) -> None:
-    stop = checkpoint.TerminationFlag().install()
+def fit(run: Run, state: dict, stop) -> None:
     try:
         for epoch in range(state["epoch"] + 1, run.args.epochs + 1):
             if run_epoch(run, state, epoch, stop):
                 break
     finally:
-        stop.uninstall()
         for hook in run.hooks:
             hook.close()
 
@@ -774,21 +801,30 @@ def recipe_record(run: Run, state: dict) -> dict:
     """What the recipe did and kept, for metrics.json and model.json; under LP-FT the choice is also logged in words."""
     if not run.lp_ft:
         return {"name": "single-stage", "train_layers": layers_of(run.args), "kept": "trained"}
-    fine_tuned = state["best_epoch"] > 0
-    best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), None)
-    if fine_tuned:
-        reason = (f"fine-tuning epoch {best['epoch']} beat the linear probe on the valid split: valid_acc "
-                  f"{best['valid_acc']:.4f} vs {run.probe['valid_acc']:.4f}, valid_loss {best['valid_loss']:.4f} vs "
-                  f"{run.probe['valid_loss']:.4f}")
-    else:
-        tried = ", ".join(f"epoch {h['epoch']} {h['valid_acc']:.4f}/{h['valid_loss']:.4f}" for h in state["history"])
-        reason = (f"no fine-tuning epoch beat the linear probe on both valid_acc and valid_loss (probe "
-                  f"{run.probe['valid_acc']:.4f}/{run.probe['valid_loss']:.4f}; {tried or 'none ran'})")
+    kept = _kept_under_lp_ft(run, state)
     if run.args.is_main:
-        log.info("kept the %s model: %s", "fine-tuned" if fine_tuned else "linear-probe", reason)
-    return {"name": "lp-ft", "kept": "fine-tuned" if fine_tuned else "probe", "reason": reason, "probe": run.probe,
-            "head_lr": run.args.lr, "backbone_lr": run.args.lr * run.args.backbone_lr_ratio,
+        log.info("kept the %s model: %s", kept[1], kept[2])
+    return {"name": "lp-ft", "kept": kept[0], "reason": kept[2], "probe": run.probe, "mix_alpha": state.get("best_alpha"),
+            "mixes": state.get("mixes", []), "head_lr": run.args.lr, "backbone_lr": run.args.lr * run.args.backbone_lr_ratio,
             "batchnorm_frozen": bn_frozen(run.args)}
+
+
+def _kept_under_lp_ft(run: Run, state: dict) -> tuple[str, str, str]:
+    """(kept, the model in words, why): the probe, a fine-tuned epoch, or a mix of the probe and the last epoch."""
+    probe_scores = f"{run.probe['valid_acc']:.4f}/{run.probe['valid_loss']:.4f}"
+    kept_scores = f"valid_acc/valid_loss {state['best_valid_acc']:.4f}/{state['best_valid_loss']:.4f}"
+    if state.get("best_alpha") is not None:
+        alpha = state["best_alpha"]
+        return ("mixed", f"probe/fine-tuned mix (alpha {alpha:g})",
+                f"{1 - alpha:g} x the probe's weights + {alpha:g} x the last fine-tuned epoch's beat the probe and every "
+                f"fine-tuned epoch on the valid split: {kept_scores} (probe {probe_scores})")
+    if state["best_epoch"] > 0:
+        return ("fine-tuned", "fine-tuned", f"fine-tuning epoch {state['best_epoch']} beat the linear probe on the valid "
+                f"split: {kept_scores} (probe {probe_scores})")
+    tried = [f"epoch {h['epoch']} {h['valid_acc']:.4f}/{h['valid_loss']:.4f}" for h in state["history"]]
+    tried += [f"mix {m['alpha']:g} {m['valid_acc']:.4f}/{m['valid_loss']:.4f}" for m in state.get("mixes", [])]
+    return ("probe", "linear-probe", f"no fine-tuned epoch or mix beat the linear probe on both valid_acc and valid_loss "
+            f"(probe {probe_scores}; {', '.join(tried) or 'none ran'})")
 
 
 def finish(run: Run, state: dict) -> dict:
@@ -805,6 +841,10 @@ def finish(run: Run, state: dict) -> dict:
         "images": {k: len(v) for k, v in run.datasets.items()}, "accelerator": run.acc.describe(),
         "precision": run.acc.as_dict(), "world_size": run.dist.world_size, "recipe": recipe_record(run, state),
     }
+    if args.is_main and math.isfinite(state["best_valid_loss"]):
+        # The kept model's scores last: SageMaker's tuner reads a metric's last value, not the last epoch's.
+        print("kept model: " + metrics.format_line(valid_loss=state["best_valid_loss"],
+                                                   valid_acc=state["best_valid_acc"]), flush=True)
     confusion = None
     if "test" in run.loaders:
         test_loss, test_acc, lost, confusion = evaluate(models.unwrap(run.model), run.eval_criterion, run.loaders["test"],
@@ -858,15 +898,25 @@ def _train(run: Run, hooks_factory) -> dict:
         accel.set_threads(int(os.environ.get(envnames.DOGBREED_THREADS) or max(1, run.smenv.num_cpus // procs_per_host)))
     run.workers = args.num_workers if args.num_workers is not None else default_workers(run.smenv, procs_per_host)
     seed_everything(args.seed)
-    load_data(run)
-    choose_model_and_precision(run)
-    fit_probe(run)
-    make_loaders(run)
-    make_training_parts(run, hooks_factory)
-    state = initial_state(run)
-    resume(run, state)
-    fit(run, state)
-    return finish(run, state)
+    # Installed before the set-up: a SIGTERM during the precision probe or the linear probe's feature pass is a
+    # clean stop (exit 143, a reason in the failure file) once that pass is over, not a death by the signal.
+    stop = checkpoint.TerminationFlag().install()
+    try:
+        load_data(run)
+        choose_model_and_precision(run)
+        fit_probe(run)
+        if stop.requested:
+            raise Interrupted("stopped by SIGTERM before the first epoch (during the set-up or the linear probe); no "
+                              "epoch had finished: a restart of this job starts again")
+        make_loaders(run)
+        make_training_parts(run, hooks_factory)
+        state = initial_state(run)
+        resume(run, state)
+        fit(run, state, stop)
+        ensemble_weights(run, state)
+        return finish(run, state)
+    finally:
+        stop.uninstall()
 
 
 # --------------------------------------------------------------------------------------------------

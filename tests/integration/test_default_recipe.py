@@ -1,12 +1,13 @@
 """The default recipe (LP-FT) through the real train entry: the probe first, fine-tuning kept only where the valid split
 prefers it, the choice in the log, metrics.json and model.json; and, on real photos, never below the linear probe."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from dogbreed import metrics, models
+from dogbreed import accel, data, metrics, models, train
 from dogbreed.data import write_few_shot
 from dogbreed.local import local_train
 from tests.conftest import DOGS10, LITE0_WEIGHTS, needs_shared
@@ -33,17 +34,38 @@ def test_default_recipe_probes_then_fine_tunes_and_records_its_choice(sample_dir
              "--epochs", "1", "--profile", "false"]
     text, summary, meta = _train(sample_dir, tmp_path / "work", flags)
     recipe = summary["recipe"]
-    assert recipe["name"] == "lp-ft" and recipe["kept"] in ("probe", "fine-tuned")
+    assert recipe["name"] == "lp-ft" and recipe["kept"] in ("probe", "fine-tuned", "mixed")
     assert recipe["backbone_lr"] == pytest.approx(recipe["head_lr"] * 0.1) and recipe["batchnorm_frozen"]
     assert recipe["probe"]["l2"] > 0 and 0 <= recipe["probe"]["test_acc"] <= 1
-    # epoch 0 is the probe, then the fine-tuning epochs; the kept one is the best on the valid split
+    # epoch 0 is the probe, then the fine-tuning epochs, then the probe/fine-tuned weight mixes on the valid split
     assert metrics.parse(text, "epoch") == [0, 1]
     assert metrics.parse(text, "valid_loss")[0] == pytest.approx(recipe["probe"]["valid_loss"], abs=1e-4)
-    kept_epoch = summary["best_epoch"]
-    assert (kept_epoch == 0) == (recipe["kept"] == "probe")
-    assert ("no fine-tuning epoch beat the linear probe" in recipe["reason"]) == (kept_epoch == 0), recipe["reason"]
+    assert [m["alpha"] for m in recipe["mixes"]] == [0.25, 0.5, 0.75]
+    kept_epoch, alpha = summary["best_epoch"], recipe["mix_alpha"]
+    assert recipe["kept"] == ("mixed" if alpha is not None else "fine-tuned" if kept_epoch else "probe"), recipe
+    assert ("no fine-tuned epoch or mix beat the linear probe" in recipe["reason"]) == (recipe["kept"] == "probe")
     assert meta["trained"]["recipe"]["kept"] == recipe["kept"]
+    # the kept model's valid scores are the last printed (SageMaker's tuner reads a metric's last value)
+    kept = {"probe": recipe["probe"], "fine-tuned": next((h for h in summary["history"] if h["epoch"] == kept_epoch), None),
+            "mixed": next((m for m in recipe["mixes"] if m["alpha"] == alpha), None)}[recipe["kept"]]
+    assert metrics.last(text, "valid_loss") == pytest.approx(kept["valid_loss"], abs=1e-4)
     assert metrics.last(text, "test_acc") == pytest.approx(summary["test_acc"], abs=1e-4)
+    # model.pth holds the kept weights: scored again on the valid split, it gives the kept model's numbers
+    valid_loss, valid_acc = _score_saved_model(tmp_path / "work/opt_ml/model", sample_dir / "valid", summary)
+    assert valid_loss == pytest.approx(kept["valid_loss"], abs=2e-3) and valid_acc == pytest.approx(kept["valid_acc"])
+
+
+def _score_saved_model(model_dir, valid_dir, summary) -> tuple[float, float]:
+    """(loss, accuracy) of model.pth on the valid split, at the precision and memory layout training chose."""
+    model, _, prep = models.load_artifacts(model_dir)
+    chosen = summary["precision"]
+    acc = dataclasses.replace(accel.pick(chosen["precision"], use_cuda=False), channels_last=chosen["channels_last"])
+    samples = data.load_splits({"train": valid_dir.parent / "train", "valid": valid_dir}).samples["valid"]
+    loader = data.make_loader(data.ImageSamples(samples, prep.eval_transform(False), prep.resize), 32,
+                              data.ShardSampler(len(samples)), 0)
+    loss, accuracy, _, _ = train.evaluate(acc.prepare_model(model), torch.nn.CrossEntropyLoss(), loader, acc,
+                                          len(summary["classes"]), normalize=prep.normalize_batch)
+    return loss, accuracy
 
 
 def test_without_weights_the_default_trains_every_layer_from_scratch(trained):

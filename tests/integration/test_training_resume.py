@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dogbreed import checkpoint, metrics
+from dogbreed import checkpoint, metrics, models
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -88,6 +88,28 @@ def test_sigterm_mid_epoch_then_resume_ends_as_an_uninterrupted_run(sample_dir, 
     assert _metric_lines(first) + _metric_lines(resumed) == _metric_lines(reference)
     difference = _max_difference(_weights(interrupted / "model/model.pth"), _weights(tmp_path / "reference/model/model.pth"))
     assert difference <= 1e-6
+
+
+def test_sigterm_during_the_linear_probe_is_a_clean_stop(sample_dir, tmp_path):
+    """A spot interruption while the default recipe sets up and its probe reads the images: exit 143 and a reason,
+    not a death by the signal with no failure file. SIGTERM goes out as soon as the data is listed (the first log
+    line after the handler is installed); the model build and the probe's pass over 300 images at 160 px follow."""
+    weights = tmp_path / "resnet18.pth"
+    torch.save(models.build("resnet18", 1000).state_dict(), weights)
+    flags = [*FLAGS, "--pretrained-weights", str(weights), "--input-size", "160", "--checkpoint-dir", str(tmp_path / "ckpt")]
+    log = tmp_path / "probe.log"
+    with open(log, "w") as handle:
+        process = _program(sample_dir, tmp_path / "run", flags, stdout=handle, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while "data: " not in log.read_text() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=300) == 143, log.read_text()
+    text = log.read_text()
+    assert "linear probe (L-BFGS" in text, "the probe was cut short instead of finishing its pass"
+    reason = (tmp_path / "run/opt_ml/output/failure").read_text()
+    assert "SIGTERM before the first epoch" in reason, reason
+    assert not list((tmp_path / "ckpt").glob("checkpoint-*")), "no epoch ran, so no checkpoint may exist"
 
 
 def test_resume_from_another_job_is_refused_when_its_settings_differ(sample_dir, tmp_path):

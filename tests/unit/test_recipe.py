@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dogbreed import data, models, probe, train
+from dogbreed import data, models, probe, train, wise
 from dogbreed.sample import make_sample
 
 
@@ -114,3 +114,21 @@ def test_few_shot_subset_draws_train_and_valid_from_train_and_links_test(tmp_pat
     assert sorted(p.name for p in (again / "train").rglob("*.jpg")) == sorted(p.name for p in (subset / "train").rglob("*.jpg"))
     with pytest.raises(data.DataError, match="fewer than"):
         data.write_few_shot(source, tmp_path / "too_many", shots=8, valid_shots=2)
+
+
+def test_a_weight_mix_lies_between_the_probe_and_the_fine_tuned_model():
+    torch.manual_seed(0)
+    probe_model, tuned_model = models.build("resnet18", 3), models.build("resnet18", 3)
+    tuned_model.bn1.num_batches_tracked += 7
+    probe_state, tuned_state = probe_model.state_dict(), tuned_model.state_dict()
+    assert all(torch.equal(a, probe_state[k]) for k, a in wise.mix(probe_state, tuned_state, 0.0).items()
+               if a.is_floating_point())
+    halfway = wise.mix(probe_state, tuned_state, 0.5)
+    for name, value in halfway.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (probe_state[name] + tuned_state[name]) / 2, atol=1e-6), name
+        else:  # counters are no weights: the fine-tuned model's
+            assert torch.equal(value, tuned_state[name]), name
+    assert halfway["bn1.num_batches_tracked"].item() == tuned_state["bn1.num_batches_tracked"].item() == 7
+    with pytest.raises(ValueError, match="not one architecture"):
+        wise.mix(models.build("resnet34", 3).state_dict(), tuned_state, 0.5)
