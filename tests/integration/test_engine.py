@@ -92,6 +92,41 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_own_answers(tra
     assert batches, "no forward pass served more than one request"
 
 
+def test_in_memory_requests_share_a_batch_and_each_callback_gets_its_own_answer(trained, sample_dir):
+    """The engine's in-process API (the native front's): requests submitted while no batch runs go through one
+    forward pass; each answer reaches its own callback; a request the model cannot take gets its error and the
+    engine goes on."""
+    from dogbreed.serving.batcher import Engine
+    from dogbreed.serving.pixels import EvalCrop, read_meta
+
+    engine = Engine(trained["model_dir"], max_batch=8, threads=2)
+    local = Predictor(trained["model_dir"], precision=engine.predictor.acc.precision, graph="eager")
+    crop = EvalCrop.from_meta(read_meta(trained["model_dir"]))
+    images = _images(sample_dir, 6)
+    answers: dict[int, dict] = {}
+    done = threading.Semaphore(0)
+
+    def callback(index):
+        return lambda answer: (answers.__setitem__(index, answer), done.release())
+
+    for index, image in enumerate(images):
+        engine.submit(crop.batch([image]), 1 + index % 3, callback(index))
+    threading.Thread(target=engine.run_batches, daemon=True).start()
+    for _ in images:
+        assert done.acquire(timeout=300)
+    assert engine.batches == 1  # all six queued before the loop started: one forward pass
+    expected = local.top_k(images, 3)
+    for index, answer in answers.items():
+        k = 1 + index % 3
+        assert [a["breed"] for a in answer["predictions"][0]] == [e["breed"] for e in expected[index][:k]]
+    engine.submit(crop.batch(images[:1])[:, :1], 2, callback(99))  # one channel: the model cannot take it
+    assert done.acquire(timeout=300)
+    engine.submit(crop.batch(images[:1]), 2, callback(100))
+    assert done.acquire(timeout=300)
+    assert "error" in answers[99] and "predictions" not in answers[99]
+    assert [a["breed"] for a in answers[100]["predictions"][0]] == [e["breed"] for e in expected[0][:2]]
+
+
 WORKER = """
 import json, sys
 from pathlib import Path

@@ -81,6 +81,22 @@ def test_the_decoding_workers_hold_no_torch(server):
         assert [name for name in mapped if "python" in name or "numpy" in name], mapped  # the check sees its libraries
 
 
+def test_the_launcher_holds_no_torch_only_the_engine_does(server):
+    """multi-model-server's launcher (the process that starts the JVM and supervises the engine) maps no torch
+    library: it counts cores and GPUs without it. The engine, its child, holds the model."""
+    url, process, _, front = server
+    if front != "mms":
+        pytest.skip("the native front's one process is the engine (test_the_native_front_is_one_process_with_no_jvm)")
+    assert post(url, jpeg_bytes())[0] == 200
+    launcher = psutil.Process(process.pid)
+    mapped = sorted({Path(m.path).name for m in launcher.memory_maps()})
+    assert not [name for name in mapped if "torch" in name], mapped
+    assert [name for name in mapped if "python" in name], mapped  # the check sees its libraries
+    engines = [p for p in launcher.children(recursive=True) if "dogbreed.serving.batcher" in " ".join(p.cmdline())]
+    assert len(engines) == 1
+    assert [name for name in {Path(m.path).name for m in engines[0].memory_maps()} if "libtorch" in name]
+
+
 def test_the_native_front_is_one_process_with_no_jvm(server):
     """The native front: the model, the batching and HTTP in the one server process; no JVM, no workers."""
     url, process, _, front = server

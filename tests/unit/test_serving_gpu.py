@@ -1,5 +1,6 @@
-"""Serving on GPU hosts, with CUDA mocked: the precision is training's rule, and each multi-model-server
-worker holds its model on the GPU the server assigned it (``gpu_id`` in the worker's context)."""
+"""Serving on GPU hosts, with CUDA mocked: the precision is training's rule, each multi-model-server worker holds
+its model on the GPU the server assigned it (``gpu_id`` in the worker's context), and the launcher counts the GPUs
+without torch (the driver's folders or nvidia-smi, narrowed by CUDA_VISIBLE_DEVICES)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from dogbreed import env as envnames
 from dogbreed import models
-from dogbreed.serving import handler, server
+from dogbreed.serving import handler, hardware, server
 from dogbreed.serving.handler_service import HandlerService
 from dogbreed.serving.predictor import Predictor
 from tests.unit.test_precision_choice import GPUS, fake_gpu
@@ -82,10 +83,75 @@ def test_serving_precision_is_trainings_rule(monkeypatch, model_dir, moves, gpu)
     assert predictor.graph == "eager"  # the frozen graph is for fp32 CPUs
 
 
-def test_the_server_bounds_mms_gpu_ids_by_the_gpus_torch_sees(monkeypatch):
-    fake_gpu(monkeypatch, "A10G", count=4)
-    assert "number_of_gpu=4" in server.mms_properties("127.0.0.1", 8080, 4, 1 << 20).splitlines()
+@pytest.fixture
+def driver(monkeypatch, tmp_path):
+    """A host's NVIDIA driver as the launcher finds it, without torch: ``install(n)`` gives n GPU folders like
+    /proc/driver/nvidia/gpus/0000:3b:00.0; ``smi(text)`` an nvidia-smi on PATH that prints ``text`` for -L (no
+    /proc folder then). Neither: no driver, no nvidia-smi."""
+    folders, bin_dir = tmp_path / "gpus", tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setattr(hardware, "PROC_GPUS", folders)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.delenv(envnames.SAGEMAKER_MODEL_SERVER_WORKERS, raising=False)
-    assert server.default_workers() == 4  # one worker per GPU
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert "number_of_gpu=0" in server.mms_properties("127.0.0.1", 8080, 1, 1 << 20).splitlines()
+    monkeypatch.delenv(envnames.DOGBREED_SERVE_ENGINE, raising=False)
+
+    def install(count: int) -> None:
+        for index in range(count):
+            (folders / f"0000:{0x3b + index:02x}:00.0").mkdir(parents=True)
+
+    def smi(listing: str) -> None:
+        script = bin_dir / "nvidia-smi"
+        script.write_text(f"#!/bin/sh\n[ \"$1\" = -L ] && printf '%s' '{listing}'\n")  # a builtin: PATH is bin_dir
+        script.chmod(0o755)
+
+    return install, smi
+
+
+def _number_of_gpu() -> str:
+    return [line for line in server.mms_properties("127.0.0.1", 8080, 4, 1 << 20).splitlines()
+            if line.startswith("number_of_gpu=")][0]
+
+
+def test_a_gpu_host_gets_one_worker_per_gpu_and_no_engine(driver):
+    install, _ = driver
+    install(4)
+    assert hardware.visible_gpus() == 4
+    assert _number_of_gpu() == "number_of_gpu=4"
+    assert not server.engine_enabled()  # each worker holds its model on its own GPU
+    assert server.default_workers() == 4
+
+
+def test_a_host_without_a_driver_gets_the_engine(driver):
+    assert hardware.visible_gpus() == 0
+    assert _number_of_gpu() == "number_of_gpu=0"
+    assert server.engine_enabled()
+
+
+@pytest.mark.parametrize("mask, expected", [("1,3", 2), ("", 0), ("-1", 0), ("0,7,1", 1), ("2,2", 1),
+                                            ("GPU-8f6e0a3c-aaaa-bbbb-cccc-0123456789ab", 1), ("MIG-1234", 1)])
+def test_cuda_visible_devices_narrows_the_gpus_as_cuda_reads_it(driver, monkeypatch, mask, expected):
+    """multi-model-server hands out gpu_id below number_of_gpu: only the GPUs CUDA will show the worker."""
+    install, _ = driver
+    install(4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mask)
+    assert hardware.visible_gpus() == expected
+    assert _number_of_gpu() == f"number_of_gpu={expected}"
+    assert server.engine_enabled() == (expected == 0)
+
+
+def test_without_proc_folders_nvidia_smi_counts_the_gpus_not_their_mig_instances(driver):
+    _, smi = driver
+    smi("GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-aaaa)\n"
+        "  MIG 1g.5gb     Device  0: (UUID: MIG-bbbb)\n"
+        "GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-cccc)\n")
+    assert hardware.visible_gpus() == 2
+    assert not server.engine_enabled()
+
+
+def test_the_engine_asks_torch_itself_where_the_launcher_saw_no_gpu(driver, monkeypatch, model_dir, moves):
+    """A GPU the launcher's count missed (no /proc folders, no nvidia-smi): the engine's model still goes to it."""
+    assert server.engine_enabled()
+    fake_gpu(monkeypatch, "A10G")
+    predictor = Predictor(model_dir)  # what the engine process builds (batcher._predictor)
+    assert predictor.acc.device == torch.device("cuda", 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from ..models import ModelError
+from ..errors import ModelError
 
 MAX_MEMBERS = 1000
 MAX_TOTAL_BYTES = 4 * 1024**3

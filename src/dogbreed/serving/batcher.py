@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import ctypes
+import functools
 import gc
 import json
 import logging
@@ -20,6 +21,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -60,39 +62,56 @@ def release_freed_memory() -> None:
         log.debug("no malloc_trim here")
 
 
-class Engine:
-    """Holds the model; answers the tensors of every connection, in batches."""
+Answer = Callable[[dict], None]  # called once per request, on the batch thread: {"predictions": ...} or {"error": ...}
 
-    def __init__(self, model_dir: Path, socket_path: Path, max_batch: int, threads: int, precision_cache: Path | None = None):
+
+class Engine:
+    """Holds the model; answers requests in batches. Requests come from this process (:meth:`submit`, then
+    :meth:`run_batches` on a thread of its own: the native front) or from the workers' unix socket
+    (:meth:`serve_forever`: the multi-model-server front)."""
+
+    def __init__(self, model_dir: Path, max_batch: int, threads: int, precision_cache: Path | None = None):
         self.predictor = _predictor(Path(model_dir), threads, precision_cache)
         self.predictor.warm_up()
         release_freed_memory()
-        self.socket_path, self.max_batch = Path(socket_path), max(1, max_batch)
-        self.pending: queue.Queue = queue.Queue()
+        self.max_batch = max(1, max_batch)
+        self.pending: queue.Queue = queue.Queue()  # (answer, uint8 NCHW pixels or float32 tensors, top_k)
         self.batches = 0
         self.recent: collections.deque = collections.deque([1], maxlen=4)  # requests in the last batches
 
-    def serve_forever(self) -> None:
-        if self.socket_path.exists():
-            self.socket_path.unlink()
+    def submit(self, pixels, top_k: int, answer: Answer) -> None:
+        """Queue one request (a NCHW numpy batch); ``answer`` gets its reply once its batch has run. The model bounds k."""
+        self.pending.put((answer, pixels, int(top_k)))
+
+    def run_batches(self) -> None:
+        """The batch loop, forever, on the calling thread: the only thread that runs torch (see :meth:`_tensor`).
+        A failing batch answers each of its requests with the error, and the loop goes on."""
+        while True:
+            self.run_batch()
+
+    def serve_forever(self, socket_path: Path) -> None:
+        """Answer the serving workers' frames on a unix socket (:mod:`.engine` is their side)."""
+        socket_path = Path(socket_path)
+        if socket_path.exists():
+            socket_path.unlink()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(self.socket_path))
+        listener.bind(str(socket_path))
         listener.listen(64)
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        log.info("engine ready on %s: %s, batches of up to %d", self.socket_path, self.predictor.describe(), self.max_batch)
-        while True:
-            self._run_batch()
+        log.info("engine ready on %s: %s, batches of up to %d", socket_path, self.predictor.describe(), self.max_batch)
+        self.run_batches()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
             connection, _ = listener.accept()
-            threading.Thread(target=self._read, args=(connection, threading.Lock()), daemon=True).start()
+            threading.Thread(target=self._read, args=(connection,), daemon=True).start()
 
-    def _read(self, connection: socket.socket, lock: threading.Lock) -> None:
+    def _read(self, connection: socket.socket) -> None:
+        answer = functools.partial(_send_answer, connection, threading.Lock())
         try:
             while True:
                 array, top_k = decode_request(read_frame(connection))
-                self.pending.put((connection, lock, array, top_k))  # torch only on the batch thread (see _tensor)
+                self.submit(array, top_k, answer)  # torch only on the batch thread (see _tensor)
         except (ConnectionError, OSError, ValueError, RuntimeError) as exc:  # a worker went away or sent garbage: drop it
             log.debug("connection closed: %s", exc)
             connection.close()
@@ -108,9 +127,10 @@ class Engine:
         prep = self.predictor.prep
         return F.normalize(F.convert_image_dtype(batch, torch.float), list(prep.mean), list(prep.std))
 
-    def _run_batch(self) -> None:
+    def _gather(self) -> tuple[list, int]:
+        """The next batch's requests: the first in the queue (waited for), then what has queued, up to max_batch images."""
         work = [self.pending.get()]
-        images = len(work[0][2])
+        images = len(work[0][1])
         # Under concurrency the requests of one round do not arrive together (each is decoded first): wait a
         # few ms for as many as the recent batches held. A lone client's batches hold one: it never waits.
         expected = max(self.recent)
@@ -124,32 +144,48 @@ class Engine:
             except queue.Empty:
                 break
             work.append(item)
-            images += len(item[2])
+            images += len(item[1])
         self.recent.append(len(work))
+        return work, images
+
+    def _answers(self, work: list) -> list[dict]:
         try:
-            batch = torch.cat([self._tensor(item[2]) for item in work])
+            batch = torch.cat([self._tensor(item[1]) for item in work])
             # One request may hold up to decoders.MAX_BATCH images: the forward pass never takes more than
             # max_batch at once, the size the memory plan (capacity.py) counts on.
-            top_k = max(item[3] for item in work)
+            top_k = max(item[2] for item in work)
             rows = [row for start in range(0, len(batch), self.max_batch)
                     for row in self.predictor.top_k_tensors(batch[start : start + self.max_batch], top_k)]
             answers, start = [], 0
-            for _, _, tensor, top_k in work:
+            for _, tensor, top_k in work:
                 answers.append({"predictions": [row[:top_k] for row in rows[start : start + len(tensor)]]})
                 start += len(tensor)
+            return answers
         except Exception as exc:  # a failure answers every request of the batch, and the engine goes on
             log.exception("batch of %d failed", len(work))
-            answers = [{"error": f"{exc.__class__.__name__}: {exc}"}] * len(work)
+            return [{"error": f"{exc.__class__.__name__}: {exc}"}] * len(work)
+
+    def run_batch(self) -> None:
+        """One forward pass for what has queued (waiting for a first request), each request answered."""
+        work, images = self._gather()
+        answers = self._answers(work)
         self.batches += 1
         if len(work) > 1:
             log.debug("batch %d: %d requests, %d images", self.batches, len(work), images)
-        for (connection, lock, _, _), answer in zip(work, answers, strict=True):
+        for (answer, _, _), reply in zip(work, answers, strict=True):
             try:
-                with lock:
-                    send_frame(connection, json.dumps(answer).encode())
-            except OSError:
-                log.debug("a worker left before its answer")
+                answer(reply)
+            except Exception:  # one request's answer that cannot be given must not stop the engine
+                log.exception("an answer could not be given")
 
+
+def _send_answer(connection: socket.socket, lock: threading.Lock, reply: dict) -> None:
+    """A worker's answer, one frame on its connection (the lock: a frame is never cut by another thread's)."""
+    try:
+        with lock:
+            send_frame(connection, json.dumps(reply).encode())
+    except OSError:
+        log.debug("a worker left before its answer")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,11 +200,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging(level=args.log_level.upper())
     try:
-        engine = Engine(args.model_dir, args.socket, args.max_batch, args.threads, args.precision_cache)
+        engine = Engine(args.model_dir, args.max_batch, args.threads, args.precision_cache)
     except Exception as exc:  # the reason, for the server's unhealthy /ping; the traceback goes to the log
         failure_path(args.socket).write_text(f"{exc.__class__.__name__}: {exc}"[:2000])
         raise
-    engine.serve_forever()
+    engine.serve_forever(args.socket)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,13 @@ def _workers() -> int:
 _draft_size: int | None = None
 
 
+def set_draft_size(size: int | None) -> None:
+    """The scale JPEGs decode at in ``input_fn`` (the served model's resize: training decoded them so). ``model_fn``
+    sets it; a front that loads its model itself (the native one) sets it here."""
+    global _draft_size
+    _draft_size = None if size is None else int(size)
+
+
 def gpu_id_of(context) -> int | None:
     """The GPU multi-model-server assigned this worker (round-robin over the host's GPUs); None on CPU hosts."""
     properties = getattr(context, "system_properties", None) or {}
@@ -45,7 +52,6 @@ def gpu_id_of(context) -> int | None:
 
 def model_fn(model_dir, context=None):
     """The toolkit passes its context because this function takes a second parameter."""
-    global _draft_size
     engine_socket = os.environ.get(envnames.DOGBREED_ENGINE_SOCKET)
     if engine_socket:  # the engine holds the model and batches all workers' requests
         predictor = RemotePredictor(model_dir, engine_socket)
@@ -53,7 +59,7 @@ def model_fn(model_dir, context=None):
         from .predictor import Predictor, threads_per_worker
 
         predictor = Predictor(model_dir, threads=threads_per_worker(_workers()), gpu_id=gpu_id_of(context))
-    _draft_size = predictor.draft_size
+    set_draft_size(predictor.draft_size)
     log.info("model %s loaded from %s (%s)", predictor.meta["arch"], model_dir, predictor.describe())
     return predictor
 

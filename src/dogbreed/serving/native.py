@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from .. import env as envnames
-from ..models import ModelError
+from ..errors import ModelError
 from . import content_types as ct
 from . import handler
 from .native_app import Model, NativeApp, invoke
@@ -44,7 +44,7 @@ def load(model: Model, model_dir: Path, state_dir: Path) -> None:
     try:
         predictor = start_engine(model_dir, state_dir)
         # One model per process, as in a multi-model-server worker: the JPEG draft scale that handler.model_fn sets.
-        handler._draft_size = predictor.draft_size
+        handler.set_draft_size(predictor.draft_size)
         status, body, _ = invoke(predictor, _warm_request(), {"content-type": ct.JPEG}, ct.JSON)
         if status != 200:
             raise RuntimeError(f"the warm-up request got {status}: {body[:300].decode('utf-8', 'replace')}")

@@ -1,41 +1,37 @@
 """The batching engine inside the native front's own process: the same :class:`~.batcher.Engine` (the same
-precision cache, warm-up and batch policy), fed from a queue in memory instead of a unix socket.
+precision cache, warm-up and batch policy), fed in memory (:meth:`~.batcher.Engine.submit`) instead of from a
+unix socket.
 
-The requests' threads decode and crop (:mod:`.pixels`, Pillow and NumPy, which release the GIL), put uint8
-pixels on the engine's queue and wait; one thread runs the engine's batch loop, the only thread that runs torch
+The requests' threads decode and crop (:mod:`.pixels`, Pillow and NumPy, which release the GIL), submit uint8
+pixels to the engine and wait; one thread runs the engine's batch loop, the only thread that runs torch
 (the engine's own rule: torch ops elsewhere start OpenMP teams that fight the forward pass for the cores).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import struct
 import threading
 from pathlib import Path
 
-from .. import accel
 from .. import env as envnames
 from .engine import DEFAULT_BATCH, EngineUnavailable, wait_bound
+from .hardware import available_cores
 from .pixels import EvalCrop, read_meta
 from .precision_cache import DOGBREED_PRECISION_CACHE
 
 log = logging.getLogger("dogbreed.serve")
 
-_LENGTH = struct.Struct(">I")  # the engine answers with engine.send_frame: a 4-byte length, then JSON
-
 
 class _Reply:
-    """Where the engine's batch loop sends one request's answer: it calls ``sendall`` with a frame, as it would on a
-    worker's socket (so the loop is the engine's own, unchanged), and the request's thread waits for it."""
+    """One request's answer: the engine's batch thread gives it, the request's thread waits for it."""
 
     def __init__(self):
         self.done = threading.Event()
         self.answer: dict | None = None
 
-    def sendall(self, frame: bytes) -> None:
-        self.answer = json.loads(frame[_LENGTH.size:])
+    def give(self, answer: dict) -> None:
+        self.answer = answer
         self.done.set()
 
     def wait(self, timeout: float) -> dict:
@@ -56,8 +52,7 @@ class InProcessPredictor:
 
     def top_k(self, images, k: int = 5) -> list[list[dict]]:
         reply = _Reply()
-        # the engine's queue item: (connection, its lock, uint8 NCHW pixels, k); the engine's Predictor bounds k
-        self.engine.pending.put((reply, threading.Lock(), self.crop.batch(images), int(k)))
+        self.engine.submit(self.crop.batch(images), int(k), reply.give)  # the engine's Predictor bounds k
         answer = reply.wait(self.wait_s)
         if "error" in answer:
             raise RuntimeError(answer["error"])
@@ -72,13 +67,8 @@ def start_engine(model_dir: Path, state_dir: Path) -> InProcessPredictor:
     from .batcher import Engine
 
     batch = int(os.environ.get(envnames.DOGBREED_SERVE_BATCH) or DEFAULT_BATCH)
-    threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or accel.available_cores())
+    threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or available_cores())
     cache = Path(os.environ.get(DOGBREED_PRECISION_CACHE) or Path(state_dir) / "precision.json")
-    engine = Engine(model_dir, Path(state_dir) / "engine.sock", batch, threads, cache)  # the socket stays unused
-    threading.Thread(target=_batch_loop, args=(engine,), name="engine-batches", daemon=True).start()
+    engine = Engine(model_dir, batch, threads, cache)
+    threading.Thread(target=engine.run_batches, name="engine-batches", daemon=True).start()
     return InProcessPredictor(engine, model_dir)
-
-
-def _batch_loop(engine) -> None:
-    while True:  # a failing batch answers its requests with the error and the loop goes on (Engine._run_batch)
-        engine._run_batch()

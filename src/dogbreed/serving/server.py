@@ -23,13 +23,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from .. import accel
 from .. import env as envnames
 from ..common import configure_logging
-from ..models import ModelError, load_artifacts
+from ..errors import ModelError
 from .archive import model_dir_from
 from .capacity import plan_workers
 from .engine import wait_bound
+from .hardware import available_cores, visible_gpus
 from .supervisor import EngineSupervisor
 
 log = logging.getLogger("dogbreed.serve")
@@ -42,17 +42,6 @@ RESPONSE_TIMEOUT_S = 60  # multi-model-server's answer timeout; the engine wait 
 MAX_REQUEST_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints take at most 6 MB
 
 
-def visible_gpus() -> int:
-    """The GPUs torch sees here (it honours CUDA_VISIBLE_DEVICES; the frontend's own nvidia-smi count may not)."""
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # no usable torch: no GPU
-        log.debug("no usable CUDA; no GPUs")
-        return 0
-
-
 def default_workers(engine: bool = False, model_dir: Path | None = None) -> int:
     """SAGEMAKER_MODEL_SERVER_WORKERS, else: with the engine, twice the cores (workers that only decode, enough to
     keep a batch in the engine) as far as the container's memory carries them (:mod:`.capacity`); one per GPU;
@@ -60,7 +49,7 @@ def default_workers(engine: bool = False, model_dir: Path | None = None) -> int:
     configured = os.environ.get(envnames.SAGEMAKER_MODEL_SERVER_WORKERS)
     if configured:
         return max(1, int(configured))
-    cores = accel.available_cores()
+    cores = available_cores()
     if engine:
         plan = plan_workers(cores, model_dir)
         log.info("%s", plan.describe())
@@ -80,13 +69,12 @@ def front() -> str:
 
 
 def engine_enabled() -> bool:
+    """``auto``: the batching engine where no GPU is visible (found without torch: :mod:`.hardware`)."""
     mode = (os.environ.get(envnames.DOGBREED_SERVE_ENGINE) or "auto").lower()
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"{envnames.DOGBREED_SERVE_ENGINE}={mode!r}: choose auto, on or off")
     if mode == "auto":
-        import torch
-
-        return not torch.cuda.is_available()
+        return visible_gpus() == 0
     return mode == "on"
 
 
@@ -101,7 +89,7 @@ def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, t
             f"management_address=http://{host}:{port}",
             f"default_workers_per_model={workers}",
             # multi-model-server hands its workers gpu_id round-robin below min(this, nvidia-smi's count); nvidia-smi
-            # ignores CUDA_VISIBLE_DEVICES: bound it by what torch sees, so that every gpu_id opens in the worker
+            # ignores CUDA_VISIBLE_DEVICES: bound it by what CUDA will show, so that every gpu_id opens in the worker
             f"number_of_gpu={visible_gpus()}",
             f"default_service_handler={HANDLER_SERVICE}",
             f"default_response_timeout={timeout_s}",
@@ -113,7 +101,10 @@ def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, t
 
 
 def check_model(model_dir: Path) -> str | None:
-    """None if the model loads; otherwise the reason it cannot be served."""
+    """None if the model loads; otherwise the reason it cannot be served. Without the engine only (GPU hosts, or
+    ``DOGBREED_SERVE_ENGINE=off``): the workers import torch anyway; the engine's load is its own check."""
+    from ..models import load_artifacts  # torch: not in the launcher of an engine
+
     try:
         load_artifacts(model_dir)
     except ModelError as exc:

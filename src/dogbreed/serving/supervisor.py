@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from .. import accel
 from .. import env as envnames
 from .engine import DEFAULT_BATCH, failure_path
+from .hardware import available_cores
 from .precision_cache import DOGBREED_PRECISION_CACHE
 
 log = logging.getLogger("dogbreed.serve")
@@ -31,7 +31,7 @@ RECENT_S = 300.0
 
 def engine_command(model_dir: Path, socket_path: Path) -> tuple[list[str], int, int]:
     batch = int(os.environ.get(envnames.DOGBREED_SERVE_BATCH) or DEFAULT_BATCH)
-    threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or accel.available_cores())
+    threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or available_cores())
     command = [sys.executable, "-m", "dogbreed.serving.batcher", "--model-dir", str(model_dir), "--socket", str(socket_path),
                "--max-batch", str(batch), "--threads", str(threads),
                "--precision-cache", os.environ.get(DOGBREED_PRECISION_CACHE) or str(Path(socket_path).parent / "precision.json")]

@@ -1,0 +1,67 @@
+"""What the serving host offers, found without torch: its cores and its NVIDIA GPUs.
+
+The multi-model-server front's launcher only decides the layout (a batching engine on CPU hosts, one worker per
+GPU otherwise); importing torch for that cost it ~450 MB and ~3 s of every cold start. The processes that hold
+the model (the engine, a GPU host's workers) still ask torch for CUDA themselves (:func:`dogbreed.accel.pick`):
+where this count says no GPU and torch finds one, the engine runs on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess  # nosec B404 - nvidia-smi, found on PATH, with fixed arguments
+from pathlib import Path
+
+log = logging.getLogger("dogbreed.serve")
+
+PROC_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver gives this container
+NVIDIA_SMI = "nvidia-smi"
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. docker --cpuset-cpus), else all."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def installed_gpus() -> int:
+    """The NVIDIA GPUs the driver shows here: its /proc folders, else ``nvidia-smi -L``'s lines; 0 without a driver."""
+    try:
+        found = sum(1 for _ in PROC_GPUS.iterdir())
+    except OSError:  # no driver loaded here (or /proc hidden): ask nvidia-smi
+        found = 0
+    return found or _smi_gpus()
+
+
+def _smi_gpus() -> int:
+    smi = shutil.which(NVIDIA_SMI)
+    if not smi:
+        return 0
+    try:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False)  # nosec B603
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("nvidia-smi -L failed (%s): counting no GPU", exc)
+        return 0
+    # "GPU 0: NVIDIA H100 (UUID: GPU-...)"; MIG instances are indented lines below their GPU
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+
+
+def visible_gpus() -> int:
+    """The GPUs CUDA will give this process: the installed ones, narrowed by ``CUDA_VISIBLE_DEVICES`` as CUDA reads
+    it (indices or UUIDs, up to the first entry that names no device; empty hides them all). multi-model-server's
+    own count (nvidia-smi's) ignores the variable."""
+    installed = installed_gpus()
+    mask = os.environ.get(CUDA_VISIBLE_DEVICES)
+    if not installed or mask is None:
+        return installed
+    seen: list[str] = []
+    for entry in (part.strip() for part in mask.split(",")):
+        if entry.isdigit() and int(entry) < installed or entry.startswith(("GPU-", "MIG-")):
+            if entry in seen:
+                break
+            seen.append(entry)
+        else:
+            break
+    return min(len(seen), installed)
