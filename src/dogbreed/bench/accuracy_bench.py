@@ -93,8 +93,9 @@ def main(argv=None) -> int:
             "recipe (LP-FT). The linear probe is its first stage, measured in the same run: L-BFGS multinomial "
             "logistic regression on the frozen backbone's pooled features of the center crop, L2 chosen on the "
             "valid split; 'probe s' is its feature pass plus fit. The recipe then fine-tunes every layer (head at "
-            "--lr, backbone at a tenth of it, batch-norm statistics frozen below 64 images a batch) and keeps the "
-            "fine-tuned model only where it beats the probe on the valid split in both loss and accuracy ('kept').",
+            "--lr, backbone at a tenth of it, batch-norm statistics frozen below 64 images a batch), mixes the last "
+            "epoch's weights with the probe's at 0.25/0.5/0.75, and keeps a fine-tuned epoch or a mix only where it "
+            "beats the probe (and the best so far) on the valid split in both loss and accuracy ('kept').",
             f"'training s': from the training program's start to its artifacts (metrics.json 'seconds'); 'wall s': "
             f"the whole process, start-up included. The {args.shots}-shot subset: {args.shots} train and 2 valid "
             "photos per breed drawn from dogs10's train split; its test split is dogs10's, untouched.",
