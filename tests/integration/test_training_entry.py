@@ -155,7 +155,8 @@ def test_two_ddp_processes_train_one_model(tmp_path, sample_dir, recipe):
     epochs = [1.0, 2.0] if recipe == "from scratch" else [0.0, 1.0, 2.0]  # the probe's line is epoch 0
     assert metrics.parse(logs[0], "epoch") == epochs and metrics.parse(logs[1], "epoch") == []
     if recipe != "from scratch":
-        assert summary["recipe"]["kept"] in ("probe", "fine-tuned"), summary["recipe"]
+        assert summary["recipe"]["kept"] in ("probe", "fine-tuned", "mixed"), summary["recipe"]
+        assert len(summary["recipe"]["mixes"]) == 3  # scored by both ranks together (a collective per mix)
     os.environ.pop("MASTER_PORT", None)
 
 
