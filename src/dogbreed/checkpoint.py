@@ -99,11 +99,15 @@ def load_latest(directory: Path, recursive: bool = False) -> tuple[dict, Path] |
     return None
 
 
-def differences(saved: dict, current: dict) -> str:
-    """What differs between a checkpoint's fingerprint and this run's, as ``name: saved -> now`` (empty: none)."""
+def differences(saved: dict, current: dict, defaults: dict | None = None) -> str:
+    """What differs between a checkpoint's fingerprint and this run's, as ``name: saved -> now`` (empty: none).
+    ``defaults``: a setting the checkpoint predates (absent from its fingerprint) matches where this run leaves it at
+    its default, which is what the older program did."""
+    defaults = defaults or {}
     keys = sorted(set(saved) | set(current))
     changed = [f"{k}: {saved.get(k, '(unset)')!r} -> {current.get(k, '(unset)')!r}"
-               for k in keys if saved.get(k) != current.get(k)]
+               for k in keys if saved.get(k) != current.get(k)
+               and not (k not in saved and k in defaults and current.get(k) == defaults[k])]
     return "; ".join(changed)
 
 

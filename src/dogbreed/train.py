@@ -655,7 +655,8 @@ def resume(run: Run, state: dict) -> None:
     if not found:
         return
     saved, path = found
-    differences = checkpoint.differences(saved.get("fingerprint") or {}, fingerprint(run))
+    defaults = vars(get_args_parser().parse_args([]))
+    differences = checkpoint.differences(saved.get("fingerprint") or {}, fingerprint(run), defaults)
     if differences:
         raise TrainingError(f"refusing to resume from {path}: it was trained with other settings ({differences}); "
                             "rerun with the same ones, or start afresh (--resume false or an empty --checkpoint-dir)")
@@ -666,7 +667,7 @@ def resume(run: Run, state: dict) -> None:
     for key in ("epoch", "best_valid_loss", "best_epoch", "bad_epochs", "history", "best_model"):
         state[key] = saved[key]
     state["best_valid_acc"] = saved.get("best_valid_acc", 0.0)
-    state["probe_model"] = saved.get("probe_model")
+    state["probe_model"] = saved.get("probe_model", state.get("probe_model"))  # older checkpoints: the probe just fitted
     log.info("resumed from %s (epoch %d done)", path, state["epoch"])
     print(f"resumed_from_epoch={state['epoch']}", flush=True)
 
@@ -754,7 +755,7 @@ def initial_state(run: Run) -> dict:
     return state
 
 
-def ensemble_weights(run: Run, state: dict) -> None:
+def ensemble_weights(run: Run, state: dict, stop) -> None:
     """LP-FT's last step: weights between the probe and the last fine-tuned epoch (WiSE-FT, :mod:`wise`), each
     kept under the rule epochs are kept by (:func:`improved`). Deterministic from the checkpointed state: a run
     restarted after its last epoch repeats it exactly. Every rank mixes the same weights (DDP broadcast rank 0's
@@ -765,12 +766,16 @@ def ensemble_weights(run: Run, state: dict) -> None:
     tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
     state["mixes"] = []
     for alpha in wise.ALPHAS:
+        if distributed.broadcast_flag(stop.requested, run.acc.device):
+            last = state["history"][-1]["epoch"]
+            raise Interrupted(f"stopped by SIGTERM after the last epoch, while mixing the probe's and the fine-tuned "
+                              f"weights; epoch {last} is the last checkpoint: a restart of this job redoes the mixes")
         model.load_state_dict(wise.mix(state["probe_model"], tuned, alpha))
         valid_loss, valid_acc, _, _ = evaluate(model, run.eval_criterion, run.loaders["valid"], run.acc, run.num_classes,
                                                normalize=run.prep.normalize_batch)
         state["mixes"].append({"alpha": alpha, "valid_loss": valid_loss, "valid_acc": valid_acc})
         if improved(run, state, valid_loss, valid_acc):
-            state.update(best_valid_loss=valid_loss, best_valid_acc=valid_acc, best_alpha=alpha)
+            state.update(best_valid_loss=valid_loss, best_valid_acc=valid_acc, best_alpha=alpha, best_epoch=None)
             state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(tuned)
     if run.args.is_main:
@@ -905,7 +910,7 @@ def _train(run: Run, hooks_factory) -> dict:
         load_data(run)
         choose_model_and_precision(run)
         fit_probe(run)
-        if stop.requested:
+        if distributed.broadcast_flag(stop.requested, run.acc.device):  # every rank, or one waits for the others
             raise Interrupted("stopped by SIGTERM before the first epoch (during the set-up or the linear probe); no "
                               "epoch had finished: a restart of this job starts again")
         make_loaders(run)
@@ -913,7 +918,7 @@ def _train(run: Run, hooks_factory) -> dict:
         state = initial_state(run)
         resume(run, state)
         fit(run, state, stop)
-        ensemble_weights(run, state)
+        ensemble_weights(run, state, stop)
         return finish(run, state)
     finally:
         stop.uninstall()

@@ -139,7 +139,8 @@ def test_the_default_recipe_runs_its_probe_and_fine_tuning_on_the_gpu(sample, tm
     torch.save(models.build("resnet18", 1000).state_dict(), weights)
     metrics = train(sample, tmp_path / "run", "--pretrained-weights", str(weights))
     recipe = metrics["recipe"]
-    assert recipe["name"] == "lp-ft" and recipe["kept"] in ("probe", "fine-tuned"), recipe
+    assert recipe["name"] == "lp-ft" and recipe["kept"] in ("probe", "fine-tuned", "mixed"), recipe
+    assert len(recipe["mixes"]) == 3, recipe  # the probe/fine-tuned weight mixes, scored on the GPU
     assert math.isfinite(recipe["probe"]["valid_loss"]), recipe
     assert metrics["precision"]["device"].startswith("cuda")
     tuned = metrics["history"]

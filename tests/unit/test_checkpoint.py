@@ -30,3 +30,12 @@ def test_no_temporary_files_are_left(tmp_path):
 
 def test_empty_directory_has_nothing_to_resume(tmp_path):
     assert checkpoint.load_latest(tmp_path / "none") is None
+
+
+def test_a_setting_a_checkpoint_predates_matches_only_at_its_default():
+    saved = {"lr": 0.001, "epochs": 2}  # written before --min-crop-scale existed
+    defaults = {"min_crop_scale": 0.08}
+    assert checkpoint.differences(saved, {**saved, "min_crop_scale": 0.08}, defaults) == ""
+    assert checkpoint.differences(saved, {**saved, "min_crop_scale": 0.5}, defaults) == "min_crop_scale: '(unset)' -> 0.5"
+    assert "min_crop_scale" in checkpoint.differences(saved, {**saved, "min_crop_scale": 0.08})  # no defaults given
+    assert checkpoint.differences(saved, {**saved, "lr": 0.01}, defaults) == "lr: 0.001 -> 0.01"

@@ -262,7 +262,7 @@ def _run_trials(study, runner: TrialRunner, ranges: dict, fixed: dict, objective
         start = time.perf_counter()
         flags = hyperparameter_flags({**fixed, **tuned})
         code, text, stopped = runner.run(trial.number, flags_to_hyperparameters(flags), on_epoch)
-        value = metrics.best(text, objective)
+        value = metrics.last(text, objective)  # the kept model's, printed last: what SageMaker's tuner reads too
         with lock:
             if stopped:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -274,7 +274,7 @@ def _run_trials(study, runner: TrialRunner, ranges: dict, fixed: dict, objective
                 study.tell(trial, value)
                 state = "complete"
             records.append({"trial": trial.number, "state": state, objective: value,
-                            "valid_acc": metrics.best(text, "valid_acc"), **tuned,
+                            "valid_acc": metrics.last(text, "valid_acc"), **tuned,
                             "epochs": len(metrics.parse(text, "epoch")), "seconds": round(time.perf_counter() - start, 1)})
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
