@@ -50,6 +50,7 @@ DOGBREED_SERVE_GRAPH = "DOGBREED_SERVE_GRAPH"  # auto (frozen TorchScript on fp3
 DOGBREED_SERVE_TEMP = "DOGBREED_SERVE_TEMP"
 DOGBREED_MMS_CONFIG = "DOGBREED_MMS_CONFIG"
 DOGBREED_SERVER = "DOGBREED_SERVER"  # the HTTP front: mms (multi-model-server, the default) or native (uvicorn)
+DOGBREED_NATIVE_PENDING = "DOGBREED_NATIVE_PENDING"  # most /invocations the native front holds at once; past it 503
 
 # --- torch.distributed -----------------------------------------------------------------------------
 MASTER_ADDR = "MASTER_ADDR"

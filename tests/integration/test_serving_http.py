@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 import urllib.error
 from pathlib import Path
@@ -16,6 +17,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from dogbreed.env import DOGBREED_NATIVE_PENDING
 from dogbreed.serving import content_types as ct
 from dogbreed.serving.predictor import Predictor
 from tests.conftest import free_port
@@ -336,3 +338,57 @@ def get_status(url: str) -> int | None:
         return get(url, "/ping", timeout=5)[0]
     except OSError:
         return None
+
+
+class HeldRequest:
+    """A POST whose body is half sent: the native front has admitted it and waits for the rest."""
+
+    def __init__(self, url: str, body: bytes):
+        from urllib.parse import urlsplit
+
+        address = urlsplit(url)
+        self.sock = socket.create_connection((address.hostname, address.port), timeout=60)
+        self.rest = body[len(body) // 2 :]
+        self.sock.sendall(f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                          f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body[: len(body) // 2])
+
+    def finish(self) -> int:
+        """Send the rest; the answer's status."""
+        self.sock.sendall(self.rest)
+        answer = b""
+        while part := self.sock.recv(65536):
+            answer += part
+        self.sock.close()
+        return int(answer.split(b" ", 2)[1])
+
+
+def _refused_while_held(url: str, body: bytes) -> tuple[int, str | None, dict]:
+    """Post until the front refuses (the held requests may reach it after the first posts): (status, Retry-After,
+    JSON) of the refusal. A front with no bound serves every post until the deadline."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status, answer, headers = post(url, body, timeout=30)
+        if status != 200:
+            return status, headers.get("retry-after"), answer
+    pytest.fail("the native front never refused a request past its bound")
+
+
+def test_native_refuses_requests_past_its_bound_and_stops_at_once_when_full(trained, tmp_path):
+    """The native front holds at most DOGBREED_NATIVE_PENDING requests (read, queued or running); past it a 503
+    with Retry-After, as multi-model-server's full job queue, before the body is read; then it serves on. SIGTERM
+    with the bound full still exits 0."""
+    body, index = probe_for(trained["archive"])
+    with local_server(trained["archive"], free_port(), tmp_path / "log.txt", front="native",
+                      env={DOGBREED_NATIVE_PENDING: "2"}) as (url, process):
+        held = [HeldRequest(url, body), HeldRequest(url, body)]
+        status, retry, answer = _refused_while_held(url, body)
+        assert status == 503 and retry and answer["status"] == 503 and "busy" in answer["error"]
+        assert [request.finish() for request in held] == [200, 200]
+        status, answer, _ = post(url, body)
+        assert status == 200 and answer["predictions"][0][0]["index"] == index
+        held = [HeldRequest(url, body), HeldRequest(url, body)]
+        assert _refused_while_held(url, body)[0] == 503
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        for request in held:
+            request.sock.close()

@@ -4,12 +4,15 @@ without torch (the driver's folders or nvidia-smi, narrowed by CUDA_VISIBLE_DEVI
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
 from dogbreed import env as envnames
 from dogbreed import models
-from dogbreed.serving import handler, hardware, server
+from dogbreed.serving import batcher, handler, hardware, native_engine, server
+from dogbreed.serving import precision_cache as cache
 from dogbreed.serving.handler_service import HandlerService
 from dogbreed.serving.predictor import Predictor
 from tests.unit.test_precision_choice import GPUS, fake_gpu
@@ -95,6 +98,7 @@ def driver(monkeypatch, tmp_path):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.delenv(envnames.SAGEMAKER_MODEL_SERVER_WORKERS, raising=False)
     monkeypatch.delenv(envnames.DOGBREED_SERVE_ENGINE, raising=False)
+    hardware.installed_gpus.cache_clear()  # counted once per process: each test is a host of its own
 
     def install(count: int) -> None:
         for index in range(count):
@@ -102,10 +106,12 @@ def driver(monkeypatch, tmp_path):
 
     def smi(listing: str) -> None:
         script = bin_dir / "nvidia-smi"
-        script.write_text(f"#!/bin/sh\n[ \"$1\" = -L ] && printf '%s' '{listing}'\n")  # a builtin: PATH is bin_dir
+        calls = tmp_path / "smi-calls"  # one line per run (echo: a builtin, as printf; PATH is bin_dir)
+        script.write_text(f"#!/bin/sh\necho \"$1\" >> {calls}\n[ \"$1\" = -L ] && printf '%s' '{listing}'\n")
         script.chmod(0o755)
 
-    return install, smi
+    yield install, smi
+    hardware.installed_gpus.cache_clear()
 
 
 def _number_of_gpu() -> str:
@@ -155,3 +161,57 @@ def test_the_engine_asks_torch_itself_where_the_launcher_saw_no_gpu(driver, monk
     fake_gpu(monkeypatch, "A10G")
     predictor = Predictor(model_dir)  # what the engine process builds (batcher._predictor)
     assert predictor.acc.device == torch.device("cuda", 0)
+
+
+def test_a_start_asks_nvidia_smi_once(driver, tmp_path):
+    """The launcher asks for the GPUs three times per start (engine, workers, number_of_gpu): one nvidia-smi."""
+    _, smi = driver
+    smi("GPU 0: Tesla T4 (UUID: GPU-aaaa)\n")
+    server.engine_enabled(), server.default_workers(), _number_of_gpu()
+    assert (tmp_path / "smi-calls").read_text().splitlines() == ["-L"]
+
+
+def test_the_precision_cache_keeps_a_gpu_hosts_choice_apart_from_a_cpu_hosts(driver, monkeypatch, model_dir, moves,
+                                                                               tmp_path):
+    """A cache shared by a CPU host and a GPU host of the same CPU model: the CPU's measured fp32 is not the GPU's."""
+    meta = models.read_meta(model_dir)
+    path = tmp_path / "precision.json"
+    cpu_key = cache.cache_key(torch.__version__, meta["arch"], int(meta["input_size"]), 2)
+    cache.remember_setup(path, cpu_key, "fp32", True)  # what the CPU host measured
+    fake_gpu(monkeypatch, "T4")
+    predictor = batcher._predictor(model_dir, 2, path)  # what the engine builds (Engine.__init__)
+    assert predictor.acc.device == torch.device("cuda", 0) and predictor.acc.precision == "fp16"  # training's rule
+    assert cache.cached_setup(path, cpu_key) == ("fp32", True)  # the CPU host's entry stays its own
+
+
+def test_a_gpu_torch_cannot_use_is_said_loudly_where_the_model_is_built(driver, monkeypatch, model_dir, moves, caplog):
+    """Driver older than the image's CUDA: the launcher counted 2 GPUs (no engine, a worker per GPU), torch has no
+    CUDA. The worker (and an engine) say so, and how to batch on the CPU instead."""
+    install, _ = driver
+    install(2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(Predictor, "warm_up", lambda self, rounds=3: None)
+    monkeypatch.delenv(envnames.DOGBREED_ENGINE_SOCKET, raising=False)
+    with caplog.at_level(logging.ERROR, logger="dogbreed.serve"):
+        handler.model_fn(str(model_dir), FakeContext(model_dir, gpu_id=1))
+        batcher._predictor(model_dir, 1, None)
+    loud = [r for r in caplog.records if r.levelno >= logging.ERROR and "no usable CUDA" in r.getMessage()]
+    assert len(loud) == 2 and all(f"{envnames.DOGBREED_SERVE_ENGINE}=on" in r.getMessage() for r in loud)
+
+
+@pytest.mark.parametrize("count, warned", [(1, False), (2, True), (8, True)])
+def test_the_native_front_warns_that_it_leaves_other_gpus_idle(monkeypatch, caplog, count, warned):
+    fake_gpu(monkeypatch, "A10G", count=count)
+    with caplog.at_level(logging.WARNING, logger="dogbreed.serve"):
+        native_engine.warn_of_idle_gpus()
+    messages = [r.getMessage() for r in caplog.records if "GPU 0 only" in r.getMessage()]
+    assert bool(messages) == warned
+    if warned:
+        assert f"other {count - 1} stay idle" in messages[0] and "multi-model-server" in messages[0]
+
+
+def test_no_idle_gpu_warning_without_cuda(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="dogbreed.serve"):
+        native_engine.warn_of_idle_gpus()
+    assert not caplog.records

@@ -30,6 +30,7 @@ from torchvision.transforms import functional as F
 from ..common import configure_logging
 from ..models import read_meta
 from .engine import DEFAULT_BATCH, decode_request, failure_path, read_frame, send_frame
+from .hardware import warn_if_cuda_is_missing
 from .precision_cache import DOGBREED_PRECISION_CACHE, cache_key, cached_setup, remember_setup
 from .predictor import Predictor
 
@@ -41,7 +42,7 @@ FILL_WAIT_S = 0.01  # longest wait for the rest of a round of concurrent request
 def _predictor(model_dir: Path, threads: int, precision_cache: Path | None) -> Predictor:
     """The model in the set-up measured before on this device, CPU, torch, model and thread count, else measured now."""
     meta = read_meta(model_dir)
-    key = cache_key(torch.__version__, meta["arch"], int(meta["input_size"]), threads)
+    key = cache_key(torch.__version__, meta["arch"], int(meta["input_size"]), threads, device=_device_name())
     cached = cached_setup(precision_cache, key)
     if cached:
         log.info("precision %s, channels_last=%d as measured before (%s in %s): no probe", *cached, key, precision_cache)
@@ -49,6 +50,14 @@ def _predictor(model_dir: Path, threads: int, precision_cache: Path | None) -> P
     predictor = Predictor(model_dir, precision="auto", threads=threads)
     remember_setup(precision_cache, key, predictor.acc.precision, predictor.acc.channels_last)
     return predictor
+
+
+def _device_name() -> str:
+    """The device the engine's model goes to (accel.pick's: the first GPU where CUDA works), as the precision
+    cache keys it: a cache shared by a CPU host and a GPU host of the same CPU model must not mix their choices."""
+    available = torch.cuda.is_available()
+    warn_if_cuda_is_missing(available)
+    return f"cuda:{torch.cuda.get_device_name(0)}" if available else "cpu"
 
 
 def release_freed_memory() -> None:

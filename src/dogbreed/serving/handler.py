@@ -56,8 +56,12 @@ def model_fn(model_dir, context=None):
     if engine_socket:  # the engine holds the model and batches all workers' requests
         predictor = RemotePredictor(model_dir, engine_socket)
     else:  # torch only here: a worker of the engine never imports it
+        import torch
+
+        from .hardware import warn_if_cuda_is_missing
         from .predictor import Predictor, threads_per_worker
 
+        warn_if_cuda_is_missing(torch.cuda.is_available())
         predictor = Predictor(model_dir, threads=threads_per_worker(_workers()), gpu_id=gpu_id_of(context))
     set_draft_size(predictor.draft_size)
     log.info("model %s loaded from %s (%s)", predictor.meta["arch"], model_dir, predictor.describe())

@@ -8,11 +8,14 @@ where this count says no GPU and torch finds one, the engine runs on it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import subprocess  # nosec B404 - nvidia-smi, found on PATH, with fixed arguments
 from pathlib import Path
+
+from .. import env as envnames
 
 log = logging.getLogger("dogbreed.serve")
 
@@ -26,8 +29,10 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+@functools.lru_cache(maxsize=1)
 def installed_gpus() -> int:
-    """The NVIDIA GPUs the driver shows here: its /proc folders, else ``nvidia-smi -L``'s lines; 0 without a driver."""
+    """The NVIDIA GPUs the driver shows here: its /proc folders, else ``nvidia-smi -L``'s lines; 0 without a driver.
+    Once per process: the launcher asks several times per start, and each nvidia-smi may take up to 20 s."""
     try:
         found = sum(1 for _ in PROC_GPUS.iterdir())
     except OSError:  # no driver loaded here (or /proc hidden): ask nvidia-smi
@@ -65,3 +70,14 @@ def visible_gpus() -> int:
         else:
             break
     return min(len(seen), installed)
+
+
+def warn_if_cuda_is_missing(cuda_available: bool) -> None:
+    """Say loudly where the driver shows GPUs but torch's CUDA cannot use them (a driver older than the image's
+    CUDA, say): the launcher counted GPUs, so it turned the engine off and started one model per GPU, each now on
+    the CPU and unbatched. ``cuda_available``: torch's answer (this module stays torch-free)."""
+    gpus = visible_gpus()
+    if gpus and not cuda_available:
+        log.error("%d GPU(s) installed here but torch finds no usable CUDA (is the NVIDIA driver older than the "
+                  "image's CUDA?): serving on the CPU; set %s=on to batch on the CPU with one engine", gpus,
+                  envnames.DOGBREED_SERVE_ENGINE)

@@ -31,6 +31,12 @@ REQUEST_THREADS = 16
 KEEP_ALIVE_S = 60  # SageMaker's front keeps its connections open between requests
 
 
+def pending_bound() -> int:
+    """``DOGBREED_NATIVE_PENDING``, else twice the request threads: a full pool and as many queued behind it
+    (each up to a 6 MB body in memory); past it, a 503 to retry."""
+    return max(1, int(os.environ.get(envnames.DOGBREED_NATIVE_PENDING) or 2 * REQUEST_THREADS))
+
+
 def _warm_request() -> bytes:
     from PIL import Image
 
@@ -69,7 +75,7 @@ def serve_native(model_dir: Path, host: str, port: int, state_dir: Path, max_req
     import uvicorn
 
     model = Model()
-    app = NativeApp(model, max_request_bytes, REQUEST_THREADS)
+    app = NativeApp(model, max_request_bytes, REQUEST_THREADS, pending_bound())
     config = uvicorn.Config(app, host=host, port=port, http="httptools", lifespan="off", log_config=None, access_log=True,
                             timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=grace_s)
     server = uvicorn.Server(config)
@@ -79,6 +85,7 @@ def serve_native(model_dir: Path, host: str, port: int, state_dir: Path, max_req
     loader.start()
     log.info("native front (uvicorn) on %s:%d; %s=native", host, port, envnames.DOGBREED_SERVER)
     server.run()  # until SIGTERM/SIGINT (a port it cannot listen on: uvicorn logs why and exits 1)
+    app.close()
     if loader.is_alive():  # stopped while loading: torch, torn down under a thread still loading, aborts the process
         logging.shutdown()
         os._exit(0)

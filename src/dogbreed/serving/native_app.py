@@ -110,10 +110,14 @@ class ClientGone(Exception):
 class NativeApp:
     """The ASGI application (raw ASGI: two routes need no framework)."""
 
-    def __init__(self, model: Model, max_request_bytes: int, threads: int):
+    def __init__(self, model: Model, max_request_bytes: int, threads: int, pending: int):
         self.model, self.limit = model, max_request_bytes
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="request")
         self.default_accept = Environment().default_accept
+        # Requests admitted (reading their body, queued or running): multi-model-server refuses work past its job
+        # queue too. Without a bound a burst of 6 MB bodies fills the one process's memory, and queued requests
+        # outlive the client's 60 s. A counter suffices: only the event loop's thread touches it.
+        self.pending, self.admitted = max(1, pending), 0
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -123,7 +127,7 @@ class NativeApp:
             answer = self.model.not_ready() or _json(200, {"status": "Healthy"})
         elif path == "/invocations" and method == "POST":
             try:
-                answer = await self._invocation(scope, receive)
+                answer = await self._admitted(scope, receive)
             except ClientGone:
                 return
         elif path in ("/ping", "/invocations"):
@@ -132,6 +136,23 @@ class NativeApp:
             answer = _json(404, {"error": f"no such resource: {path[:100]}; this server answers /ping and /invocations",
                                  "status": 404})
         await _respond(send, *answer)
+
+    async def _admitted(self, scope, receive) -> tuple[int, bytes, dict]:
+        """The request's answer, or a 503 to retry where ``pending`` requests are in already: refused before its
+        body is read, so that refusing costs no memory."""
+        if self.admitted >= self.pending:
+            return _json(503, {"error": f"the server is busy ({self.pending} requests in progress); retry shortly",
+                               "status": 503}, {"retry-after": str(RETRY_AFTER_S)})
+        self.admitted += 1
+        try:
+            return await self._invocation(scope, receive)
+        finally:
+            self.admitted -= 1
+
+    def close(self) -> None:
+        """Drop the queued requests (their clients are gone with the server): the interpreter's exit would run
+        each of them, past the stop's grace period. Those running finish."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def _invocation(self, scope, receive) -> tuple[int, bytes, dict]:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}

@@ -70,5 +70,18 @@ def start_engine(model_dir: Path, state_dir: Path) -> InProcessPredictor:
     threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or available_cores())
     cache = Path(os.environ.get(DOGBREED_PRECISION_CACHE) or Path(state_dir) / "precision.json")
     engine = Engine(model_dir, batch, threads, cache)
+    warn_of_idle_gpus()
     threading.Thread(target=engine.run_batches, name="engine-batches", daemon=True).start()
     return InProcessPredictor(engine, model_dir)
+
+
+def warn_of_idle_gpus() -> None:
+    """The native front's one engine holds its model on the first GPU; multi-model-server's front runs a worker
+    per GPU. Say so where more than one is visible, so that a multi-GPU instance is not half idle unnoticed."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count > 1:
+        log.warning("%d GPUs visible, the native front serves on GPU 0 only: the other %d stay idle; the "
+                    "multi-model-server front (%s=mms, the default) runs one worker per GPU and uses them all",
+                    count, count - 1, envnames.DOGBREED_SERVER)
