@@ -16,6 +16,13 @@ HP = ["--hp", "model=resnet18", "--hp", "pretrained-weights=none", "--hp", "inpu
       "--hp", "data-fraction=1.0", "--hp", "num-workers=1", "--hp", "profile=false"]
 
 
+def _expected(text: str, epochs: list, definition: dict) -> int:
+    """Each epoch line carries every epoch metric; a finished run then prints the kept model's valid scores once more
+    (``kept model: valid_loss=... valid_acc=...``), the values SageMaker's tuner and ours read last."""
+    kept = "kept model: " in text and definition["Name"] in ("valid_loss", "valid_acc")
+    return len(epochs) + int(kept)
+
+
 def test_local_tuning_finds_a_configuration_and_its_logs_match_the_regexes(sample_dir, tmp_path):
     work = tmp_path / "tune"
     done = run_cli("tune", "--local", "--data", str(sample_dir), "--work-dir", str(work), "--max-jobs", "4",
@@ -33,9 +40,12 @@ def test_local_tuning_finds_a_configuration_and_its_logs_match_the_regexes(sampl
         epochs = metrics.parse(text, "epoch")
         assert epochs, f"{trial}: no epoch lines"
         for definition in metrics.metric_definitions(metrics.EPOCH_METRICS):
-            assert len(re.findall(definition["Regex"], text)) == len(epochs), (trial, definition["Name"])
+            assert len(re.findall(definition["Regex"], text)) == _expected(text, epochs, definition), (trial, definition)
     completed = [t for t in best["trials"] if t["state"] == "complete"]
     assert completed and min(t["valid_loss"] for t in completed) == pytest.approx(best["value"])
+    for trial in completed:  # ranked by the model it kept: the last valid_loss printed, the kept-model line
+        text = (work / f"trial-{trial['trial']:03d}" / "trial.log").read_text()
+        assert "kept model: " in text and trial["valid_loss"] == pytest.approx(metrics.last(text, "valid_loss"))
 
 
 @pytest.mark.docker
@@ -65,7 +75,7 @@ def test_cached_head_only_trials_run_in_process_and_compute_the_features_once(sa
         epochs = metrics.parse(text, "epoch")
         assert epochs, text
         for definition in metrics.metric_definitions(metrics.EPOCH_METRICS):
-            assert len(re.findall(definition["Regex"], text)) == len(epochs), definition["Name"]
+            assert len(re.findall(definition["Regex"], text)) == _expected(text, epochs, definition), definition["Name"]
     for trial in best["trials"]:
         text = (work / f"trial-{trial['trial']:03d}" / "trial.log").read_text()
         if trial["state"] == "complete":  # a finished trial wrote the whole model, as the subprocess entry does
