@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .common import available_cores  # noqa: F401 - re-exported: the training side takes it from here
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -231,11 +232,6 @@ def _pick_cpu(precision: str, training: bool, model: torch.nn.Module | None, inp
         log.warning("bf16 asked for on a CPU without native bf16 kernels: it will be slow")
         reason += " (no native bf16 kernels: slow)"
     return Accelerator(device, precision, True, reason)
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, e.g. docker --cpuset-cpus), else all."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def set_threads(num_threads: int | None) -> int:

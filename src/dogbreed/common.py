@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import tomllib
@@ -69,3 +70,8 @@ def format_table(rows: list[dict]) -> str:
     lines = ["  ".join(h.ljust(widths[h]) for h in headers)]
     lines += ["  ".join(f"{r.get(h, '')}".ljust(widths[h]) for h in headers) for r in rows]
     return "\n".join(lines)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. docker --cpuset-cpus), else all."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

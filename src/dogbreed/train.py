@@ -8,7 +8,6 @@ from ``SM_*`` variables; metrics are printed as ``name=value`` lines (see :mod:`
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import logging
@@ -719,7 +718,7 @@ def run_epoch(run: Run, state: dict, epoch: int, stop) -> bool:
                              "lr": lr, "images_per_sec": rate, "new_unreadable": new_unreadable})
     if improved(run, state, valid_loss, valid_acc):
         state.update(best_valid_loss=valid_loss, best_valid_acc=valid_acc, best_epoch=epoch, bad_epochs=0)
-        state["best_model"] = copy.deepcopy({k: v.detach().cpu() for k, v in models.unwrap(run.model).state_dict().items()})
+        state["best_model"] = weights_of(models.unwrap(run.model))
     else:
         state["bad_epochs"] += 1
     save_checkpoint(run, state, epoch)
@@ -730,6 +729,11 @@ def run_epoch(run: Run, state: dict, epoch: int, stop) -> bool:
                  state["best_epoch"])
         return True
     return False
+
+
+def weights_of(model: nn.Module) -> dict:
+    """A copy of the model's weights on the CPU: the best so far, the probe's, a mix kept."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def improved(run: Run, state: dict, valid_loss: float, valid_acc: float) -> bool:
@@ -750,7 +754,7 @@ def initial_state(run: Run) -> dict:
         # are the ones every rank compares fine-tuned epochs with
         loss, acc = distributed.from_rank_zero([run.probe["valid_loss"], run.probe["valid_acc"]], run.acc.device)
         state.update(best_valid_loss=loss, best_valid_acc=acc)
-        state["best_model"] = {k: v.detach().cpu().clone() for k, v in models.unwrap(run.model).state_dict().items()}
+        state["best_model"] = weights_of(models.unwrap(run.model))
         state["probe_model"] = state["best_model"]  # one end of the weight-space ensembles (wise.py)
     return state
 
@@ -776,7 +780,7 @@ def ensemble_weights(run: Run, state: dict, stop) -> None:
         state["mixes"].append({"alpha": alpha, "valid_loss": valid_loss, "valid_acc": valid_acc})
         if improved(run, state, valid_loss, valid_acc):
             state.update(best_valid_loss=valid_loss, best_valid_acc=valid_acc, best_alpha=alpha, best_epoch=None)
-            state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state["best_model"] = weights_of(model)
     model.load_state_dict(tuned)
     if run.args.is_main:
         log.info("probe/fine-tuned weight mixes on the valid split: %s", ", ".join(

@@ -25,13 +25,16 @@ def _train(data, work, flags):
     return log.read_text(), summary, meta
 
 
-def test_default_recipe_probes_then_fine_tunes_and_records_its_choice(sample_dir, tmp_path):
+# "wrecking": a head rate of 5 drives fine-tuning far off, so the model kept is not the last one trained: the kept-model
+# line and model.pth must then come from the probe (or a mix), not from whatever the last epoch left behind.
+@pytest.mark.parametrize("course", ["default", "wrecking"])
+def test_default_recipe_probes_then_fine_tunes_and_records_its_choice(sample_dir, tmp_path, course):
     # Weights of our own making stand in for pretrained ones (no download here): what matters is the recipe's course.
     weights = tmp_path / "resnet18.pth"
     torch.manual_seed(0)
     torch.save(models.build("resnet18", 1000).state_dict(), weights)
     flags = ["--model", "resnet18", "--pretrained-weights", str(weights), "--input-size", "64", "--num-workers", "1",
-             "--epochs", "1", "--profile", "false"]
+             "--epochs", "1", "--profile", "false"] + (["--lr", "5"] if course == "wrecking" else [])
     text, summary, meta = _train(sample_dir, tmp_path / "work", flags)
     recipe = summary["recipe"]
     assert recipe["name"] == "lp-ft" and recipe["kept"] in ("probe", "fine-tuned", "mixed")
@@ -45,7 +48,10 @@ def test_default_recipe_probes_then_fine_tunes_and_records_its_choice(sample_dir
     assert recipe["kept"] == ("mixed" if alpha is not None else "fine-tuned" if kept_epoch else "probe"), recipe
     assert ("no fine-tuned epoch or mix beat the linear probe" in recipe["reason"]) == (recipe["kept"] == "probe")
     assert meta["trained"]["recipe"]["kept"] == recipe["kept"]
+    if course == "wrecking":
+        assert recipe["kept"] != "fine-tuned", recipe
     # the kept model's valid scores are the last printed (SageMaker's tuner reads a metric's last value)
+    assert text.count("kept model: valid_loss=") == 1
     kept = {"probe": recipe["probe"], "fine-tuned": next((h for h in summary["history"] if h["epoch"] == kept_epoch), None),
             "mixed": next((m for m in recipe["mixes"] if m["alpha"] == alpha), None)}[recipe["kept"]]
     assert metrics.last(text, "valid_loss") == pytest.approx(kept["valid_loss"], abs=1e-4)

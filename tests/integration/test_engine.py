@@ -127,6 +127,25 @@ def test_in_memory_requests_share_a_batch_and_each_callback_gets_its_own_answer(
     assert [a["breed"] for a in answers[100]["predictions"][0]] == [e["breed"] for e in expected[0][:2]]
 
 
+def test_a_request_larger_than_max_batch_runs_in_chunks_of_max_batch(trained, sample_dir):
+    """The memory plan counts on forward passes of at most --max-batch images: one 12-image request must run as
+    8 + 4, answered in order (the socket test above compares answers only, which one 12-image pass gives too)."""
+    from dogbreed.serving.batcher import Engine
+    from dogbreed.serving.pixels import EvalCrop, read_meta
+
+    engine = Engine(trained["model_dir"], max_batch=8, threads=2)
+    sizes, forward = [], engine.predictor.top_k_tensors
+    engine.predictor.top_k_tensors = lambda batch, k: (sizes.append(len(batch)), forward(batch, k))[1]
+    images = _images(sample_dir, 12)
+    replies = []
+    engine.submit(EvalCrop.from_meta(read_meta(trained["model_dir"])).batch(images), 2, replies.append)
+    engine.run_batch()
+    assert sizes == [8, 4]
+    local = Predictor(trained["model_dir"], precision=engine.predictor.acc.precision, graph="eager")
+    assert [[a["breed"] for a in row] for row in replies[0]["predictions"]] == \
+        [[e["breed"] for e in row] for row in local.top_k(images, 2)]
+
+
 WORKER = """
 import json, sys
 from pathlib import Path

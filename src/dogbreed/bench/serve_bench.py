@@ -22,7 +22,6 @@ figures in BENCHMARKS.md come from a full run on an idle machine.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import os
 import shutil
@@ -101,13 +100,6 @@ def in_process(model_dir: Path, body: bytes, rounds: int, threads: int) -> dict:
 def per_client(requests: int) -> int:
     """Timed requests per client at least: 4 in a full run; --quick's few rows are not stretched (64 at c=16)."""
     return 1 if requests <= QUICK_REQUESTS else 4
-
-
-def native_missing() -> str | None:
-    """Why ``DOGBREED_SERVER=native`` cannot be measured here, or None."""
-    if not hasattr(envnames, "DOGBREED_SERVER") or importlib.util.find_spec("dogbreed.serving.native") is None:
-        return "this checkout has no native front yet (no DOGBREED_SERVER in dogbreed.env, no dogbreed.serving.native)"
-    return None
 
 
 def start_server(base: Path, port: int, state: Path, extra_env: dict) -> subprocess.Popen:
@@ -289,14 +281,9 @@ def parse_args(argv):
     return args
 
 
-def run_servers(args, base: Path, work: Path, bodies: list[bytes], expected: int) -> tuple[list[dict], str | None]:
+def run_servers(args, base: Path, work: Path, bodies: list[bytes], expected: int) -> list[dict]:
     """Ours on each front (a first start, then a restart with the measured set-up kept), in one list."""
-    fronts = [(OURS, {"DOGBREED_SERVER": "mms"})]
-    missing = native_missing()
-    if missing:
-        print(f"{NATIVE}: skipped: {missing}", flush=True)
-    else:
-        fronts.append((NATIVE, {"DOGBREED_SERVER": "native"}))
+    fronts = [(OURS, {envnames.DOGBREED_SERVER: "mms"}), (NATIVE, {envnames.DOGBREED_SERVER: "native"})]
     runs = []
     for index, (label, extra) in enumerate(fronts):
         extra = {**extra, "DOGBREED_PRECISION_CACHE": str(work / f"precision-{index}.json")}
@@ -305,7 +292,7 @@ def run_servers(args, base: Path, work: Path, bodies: list[bytes], expected: int
         run["restart_cold_start_s"] = run_ours(label, base, work, port + 5, extra, bodies, expected, 0,
                                                sweep_load=False)["cold_start_s"]
         runs.append(run)
-    return runs, missing
+    return runs
 
 
 def run_peers(args, model_dir: Path, work: Path, bodies: list[bytes]) -> list[dict]:
@@ -330,7 +317,7 @@ def main(argv=None) -> int:
         pure = in_process(model_dir, bodies[0], rounds=20, threads=threads)
         print(f"in process: decode+preprocess {pure['decode_ms']:.1f} ms, forward {pure['forward_ms']:.1f} ms "
               f"({pure['setup']}, {threads} threads)", flush=True)
-        ours, missing = run_servers(args, work, work, bodies, pure["top1"])
+        ours = run_servers(args, work, work, bodies, pure["top1"])
         peers = run_peers(args, model_dir, work, bodies)
         rows = [row for run in ours + peers for row in run["rows"]]
         results = {"in_process": pure, "servers": [{k: v for k, v in run.items() if k != "rows"} for run in ours + peers]}
@@ -342,8 +329,6 @@ def main(argv=None) -> int:
                  "every process of the server (launcher, front, workers, engine), PSS summed at the same instant, "
                  "the largest sum seen during the load rows; peak RSS (VmHWM) summed over the processes.",
                  cost_table(ours + peers)]
-        if missing:
-            notes.append(f"{NATIVE}: not measured: {missing}.")
         if peers:
             for run in ours:
                 more, results[f"ratios {run['label']}"] = ratio_rows(run, peers)

@@ -86,7 +86,9 @@ class MemorySampler:
             if pss is None or hwm is None:
                 continue
             try:
-                seen = self.processes.setdefault(process.pid, Seen(role(process.cmdline())))
+                if process.pid not in self.processes:
+                    self.processes[process.pid] = Seen(role(process.cmdline()))
+                seen = self.processes[process.pid]
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             seen.pss_mb, seen.hwm_mb = max(seen.pss_mb, pss / 1024), max(seen.hwm_mb, hwm / 1024)

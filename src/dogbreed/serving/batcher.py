@@ -130,7 +130,7 @@ class Engine:
         the same arithmetic: the same input bits as in process); a float batch is taken as it is. On the batch
         thread only: torch ops on the reader threads would start OpenMP teams of their own beside the forward
         pass's, and the spinning teams cost 20x the throughput on 2 cores."""
-        batch = torch.from_numpy(array.copy())
+        batch = torch.from_numpy(array if array.flags.writeable else array.copy())  # a socket frame is read-only
         if batch.dtype != torch.uint8:
             return batch
         prep = self.predictor.prep

@@ -16,17 +16,13 @@ import subprocess  # nosec B404 - nvidia-smi, found on PATH, with fixed argument
 from pathlib import Path
 
 from .. import env as envnames
+from ..common import available_cores  # noqa: F401 - re-exported for the launcher and the native front
 
 log = logging.getLogger("dogbreed.serve")
 
 PROC_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver gives this container
 NVIDIA_SMI = "nvidia-smi"
 CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, e.g. docker --cpuset-cpus), else all."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=1)
