@@ -39,6 +39,7 @@ from PIL import Image
 from .. import env as envnames
 from .. import models
 from ..presets import to_rgb
+from ..serving import precision_cache
 from ..serving.client import wait_until_correct
 from . import report
 from .serve_load import CONCURRENCY, sweep
@@ -286,7 +287,7 @@ def run_servers(args, base: Path, work: Path, bodies: list[bytes], expected: int
     fronts = [(OURS, {envnames.DOGBREED_SERVER: "mms"}), (NATIVE, {envnames.DOGBREED_SERVER: "native"})]
     runs = []
     for index, (label, extra) in enumerate(fronts):
-        extra = {**extra, "DOGBREED_PRECISION_CACHE": str(work / f"precision-{index}.json")}
+        extra = {**extra, precision_cache.DOGBREED_PRECISION_CACHE: str(work / f"precision-{index}.json")}
         port = args.port + 20 * index
         run = run_ours(label, base, work, port, extra, bodies, expected, args.requests)
         run["restart_cold_start_s"] = run_ours(label, base, work, port + 5, extra, bodies, expected, 0,
