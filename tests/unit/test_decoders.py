@@ -76,3 +76,87 @@ def test_accept_is_honoured():
     assert handler.output_fn({"predictions": []}, "*/*")[1] == "application/json"
     with pytest.raises(NotAcceptable):
         handler.output_fn({"predictions": []}, "text/csv")
+
+
+def _npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npy_header_only(shape, dtype="|u1") -> bytes:
+    """A .npy header announcing SHAPE with no data behind it: refused from the header, nothing allocated."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("body,kind,error", [
+    (b'{"image": "x", "top_k": ' + b"9" * 5000 + b"}", "application/json", BadRequest),  # past Python's digit limit
+    (b'{"instances": [], "n": ' + b"1" * 4301 + b"}", "application/json", BadRequest),
+    (b"[" * 100_000 + b"]" * 100_000, "application/json", BadRequest),
+    (_npy(np.zeros((0, 3, 16, 16), np.uint8)), "application/x-npy", BadRequest),
+    (_npy(np.zeros((4, 0), np.uint8)), "application/x-npy", BadRequest),
+    (_npy(np.zeros((1, 20000), np.uint8)), "application/x-npy", BadRequest),  # the aspect bound
+    (_npy_header_only((100_000, 100_000, 3)), "application/x-npy", PayloadTooLarge),
+    (_npy_header_only((65, 16, 16, 3)), "application/x-npy", PayloadTooLarge),
+    (_npy_header_only((64, 3, 6000, 6000)), "application/x-npy", PayloadTooLarge),  # 64 x 36 MP: the request's budget
+    (_npy_header_only((16, 16), "<c16"), "application/x-npy", BadRequest),
+    (_npy_header_only((16, 16, 3)), "application/x-npy", BadRequest),  # the data it announces is missing
+    (_npy(np.array([{"a": 1}], dtype=object)), "application/x-npy", BadRequest),
+    (_png("L", (20000, 1)), "image/png", BadRequest),  # 100 bytes that would resize to gigapixels
+    (_png("L", (1, 5000)), "image/png", BadRequest),
+])
+def test_hostile_bodies_are_client_errors(body, kind, error):
+    with pytest.raises(error) as info:
+        handler.input_fn(body, kind)
+    assert 400 <= info.value.status_code < 500 and info.value.message
+
+
+def test_npy_is_refused_from_its_header_before_allocating(monkeypatch):
+    """An oversized shape never reaches np.load (which would allocate it)."""
+    calls = []
+    monkeypatch.setattr(np, "load", lambda *a, **k: calls.append(a))
+    with pytest.raises(PayloadTooLarge):
+        handler.input_fn(_npy_header_only((50_000, 50_000)), "application/x-npy")
+    assert calls == []
+
+
+def test_panorama_within_the_aspect_bound_decodes():
+    assert handler.input_fn(_png("RGB", (800, 100)), "image/png")["images"][0].size == (800, 100)
+
+
+def _photo_8_and_16_bit(path=None):
+    """An RGB photo's grey 8-bit version and the same pixels at 16 bits (v * 257): what a 16-bit scan holds."""
+    if path is not None:
+        grey = Image.open(path).convert("L")
+    else:
+        grey = Image.fromarray(np.add.outer(np.arange(48), np.arange(64)).astype(np.uint8) * 2)
+    deep = Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)
+    encoded = {}
+    for name, image in (("8", grey), ("16png", deep), ("16tiff", deep)):
+        buffer = io.BytesIO()
+        image.save(buffer, "TIFF" if name.endswith("tiff") else "PNG")
+        encoded[name] = buffer.getvalue()
+    return encoded
+
+
+def test_16_bit_images_decode_as_their_8_bit_equivalent():
+    from tests.conftest import DOGS10
+
+    photos = sorted((DOGS10 / "test").rglob("*.jpg"))[:1] if DOGS10.is_dir() else []
+    for path in [None, *photos]:  # a synthetic ramp everywhere, a real photo where ../shared is present
+        encoded = _photo_8_and_16_bit(path)
+        eight = np.asarray(handler.input_fn(encoded["8"], "image/png")["images"][0], dtype=np.int16)
+        for name in ("16png", "16tiff"):
+            kind = "image/tiff" if name.endswith("tiff") else "image/png"
+            deep = np.asarray(handler.input_fn(encoded[name], kind)["images"][0], dtype=np.int16)
+            assert deep.shape == eight.shape and np.abs(deep - eight).max() <= 1, name
+            assert (deep == 255).mean() < 0.5  # not clipped white
+
+
+def test_float_grayscale_in_unit_range_is_scaled():
+    from dogbreed.images import to_rgb
+
+    image = Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32))
+    assert np.asarray(to_rgb(image))[0, 0].tolist() == [128, 128, 128]

@@ -23,6 +23,22 @@ from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is the largest we decode (bombs are refused before)
 MAX_BATCH = 64
 MAX_SIDE = 20_000
+# Panoramas run to about 8:1. Past the bound the resize of the shorter side to the model's size is what explodes:
+# a 20000x1 image resized to a 256-pixel short side is 5 gigapixels, from a 100-byte PNG.
+MAX_ASPECT = 10
+# One request's decoded pixels in all (a batch of 64 phone photos at ~3 MP each fits; a batch of 64 40-MP images
+# would be 7.7 GB of RGB).
+MAX_REQUEST_PIXELS = 200_000_000
+
+
+def check_pixels(width: int, height: int, what: str = "image") -> None:
+    """The decoded-pixel budget, checked from a header before anything is decoded or allocated."""
+    if width < 1 or height < 1:
+        raise BadRequest(f"{what} has no pixels ({width}x{height})")
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise PayloadTooLarge(f"{what} of {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise BadRequest(f"{what} of {width}x{height} pixels is narrower than 1:{MAX_ASPECT}; send a photo")
 
 
 def _as_bytes(body) -> bytes:
@@ -42,11 +58,7 @@ def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-                raise PayloadTooLarge(f"image of {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit")
-            if width < 1 or height < 1:
-                raise BadRequest("image has no pixels")
+            check_pixels(*image.size)
             rgb = to_rgb(image, draft_size)
             rgb.load()
             return rgb
@@ -78,8 +90,8 @@ def decode_json(body, draft_size: int | None = None) -> tuple[list[Image.Image],
         raise BadRequest("empty JSON body")
     try:
         payload = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, and integers past Python's digit limit
+        raise BadRequest(f"malformed JSON: {str(exc)[:200]}") from exc
     options: dict = {}
     if isinstance(payload, dict):
         options = {k: payload[k] for k in ("top_k",) if k in payload}
@@ -97,29 +109,58 @@ def decode_json(body, draft_size: int | None = None) -> tuple[list[Image.Image],
         raise BadRequest('"instances" must be a non-empty list')
     if len(items) > MAX_BATCH:
         raise PayloadTooLarge(f"{len(items)} images in one request; at most {MAX_BATCH}")
-    images = []
+    images, pixels = [], 0
     for index, item in enumerate(items):
         if isinstance(item, dict):
             item = item.get("b64", item.get("image"))
-        images.append(decode_image(_b64(item, f"instance {index}"), draft_size))
+        image = decode_image(_b64(item, f"instance {index}"), draft_size)
+        pixels += image.width * image.height
+        if pixels > MAX_REQUEST_PIXELS:
+            raise PayloadTooLarge(f"the request's images hold over {MAX_REQUEST_PIXELS:,} pixels in all")
+        images.append(image)
     return images, options
+
+
+def _npy_header(data: bytes) -> tuple[tuple, bool, np.dtype]:
+    """The array's shape, order and dtype from its header alone: nothing is allocated before they are checked."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream, max_header_size=10_000)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream, max_header_size=10_000)
+    except Exception as exc:  # numpy raises many kinds for a bad header
+        raise BadRequest(f"not a .npy array ({exc.__class__.__name__})") from exc
+    return shape, fortran, dtype
+
+
+def _check_npy_shape(shape: tuple, dtype: np.dtype) -> None:
+    if dtype.kind not in "uif" or dtype.hasobject or len(shape) not in (2, 3, 4):
+        raise BadRequest(f"expected a numeric array HxW, HxWxC, CxHxW or NxHxWxC, got {dtype.str} {tuple(shape)}")
+    if any(int(side) == 0 for side in shape):
+        raise BadRequest(f"image array has no pixels (shape {tuple(shape)})")
+    count = int(shape[0]) if len(shape) == 4 else 1
+    if count > MAX_BATCH:
+        raise PayloadTooLarge(f"{count} images in one request; at most {MAX_BATCH}")
+    item = tuple(int(side) for side in (shape[1:] if len(shape) == 4 else shape))
+    height, width = (item[1], item[2]) if len(item) == 3 and item[0] in (1, 3) and item[-1] not in (1, 3, 4) else item[:2]
+    check_pixels(width, height, "image array")
+    if count * width * height > MAX_REQUEST_PIXELS:
+        raise PayloadTooLarge(f"the request's arrays hold over {MAX_REQUEST_PIXELS:,} pixels in all")
 
 
 def decode_npy(body) -> list[Image.Image]:
     data = _as_bytes(body)
     if not data:
         raise BadRequest("empty request body: send a .npy array")
+    shape, _, dtype = _npy_header(data)
+    _check_npy_shape(shape, dtype)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as exc:  # numpy raises many kinds for a bad header
+    except Exception as exc:  # a body shorter than its header says
         raise BadRequest(f"not a .npy array ({exc.__class__.__name__})") from exc
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "uif" or array.ndim not in (2, 3, 4):
-        raise BadRequest("expected a numeric array HxW, HxWxC, CxHxW or NxHxWxC")
-    if array.size > MAX_PIXELS * 3:
-        raise PayloadTooLarge("array too large")
     batch = array if array.ndim == 4 else array[None]
-    if len(batch) > MAX_BATCH:
-        raise PayloadTooLarge(f"{len(batch)} images in one request; at most {MAX_BATCH}")
     images = []
     for item in batch:
         if item.ndim == 3 and item.shape[0] in (1, 3) and item.shape[-1] not in (1, 3, 4):
@@ -128,8 +169,6 @@ def decode_npy(body) -> list[Image.Image]:
             item = item[..., 0]
         if item.ndim == 3 and item.shape[-1] not in (3, 4):
             raise BadRequest(f"an image array needs 1, 3 or 4 channels, got shape {tuple(item.shape)}")
-        if min(item.shape[:2]) < 1:
-            raise BadRequest("image array has no pixels")
         if item.dtype.kind == "f":
             if not np.isfinite(item).all():
                 raise BadRequest("image array holds NaN or infinity")
