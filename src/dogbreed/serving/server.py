@@ -78,7 +78,24 @@ def engine_enabled() -> bool:
     return mode == "on"
 
 
+def loopback_port() -> int:
+    """A free port on 127.0.0.1 for multi-model-server's management API (below 32768: MMS refuses higher ones)."""
+    import socket
+
+    for candidate in range(29000 + os.getpid() % 3000, 32768):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return candidate
+    raise OSError("no free loopback port below 32768 for multi-model-server's management API")
+
+
 def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, timeout_s: int = RESPONSE_TIMEOUT_S) -> str:
+    """The toolkit's defaults, then ours. The management API (register a model from any URL, unload, scale
+    workers) goes to loopback on a port of its own: on the inference address anyone who reaches the endpoint could
+    make the server fetch an archive and run its code. Only the start-up model is served."""
     from sagemaker_inference import model_server  # in the serving image only (and its dev twin here)
 
     with open(model_server.DEFAULT_MMS_CONFIG_FILE) as handle:
@@ -86,7 +103,7 @@ def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, t
     return defaults + "\n".join(
         [
             f"inference_address=http://{host}:{port}",
-            f"management_address=http://{host}:{port}",
+            f"management_address=http://127.0.0.1:{loopback_port()}",
             f"default_workers_per_model={workers}",
             # multi-model-server hands its workers gpu_id round-robin below min(this, nvidia-smi's count); nvidia-smi
             # ignores CUDA_VISIBLE_DEVICES: bound it by what CUDA will show, so that every gpu_id opens in the worker
