@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make push: push the training and serving images to ECR and print the image URIs the launchers use.
 #
-#   account from STS; region from AWS_REGION / AWS_DEFAULT_REGION, or, where both are unset, `region` in the config
+#   account from STS; region as the launchers take it: `region` in the config, then AWS_REGION / AWS_DEFAULT_REGION
 #   (DOGBREED_CONFIG, or ./dogbreed.toml: the file the launchers read), or the AWS profile's; repositories created if
 #   missing, `get-login-password | docker login --password-stdin`, tag, push.
 #   The tag is immutable: the git revision (REVISION; default `scripts/build_images.sh --revision`: the short commit,

@@ -59,6 +59,8 @@ def cmd_local_serve(args) -> int:
 
 
 def cmd_invoke(args) -> int:
+    if args.endpoint:  # the endpoint's region as the launchers take it: --region, the config, AWS_REGION
+        args.region = load(args.config, {"region": args.region})["region"]
     return invoke_and_print(args)
 
 
@@ -67,7 +69,8 @@ def cmd_invoke(args) -> int:
 
 
 def _config(args, **more):
-    overrides = {"region": args.region, "role": getattr(args, "role", None), "bucket": args.bucket, "prefix": args.prefix}
+    overrides = {"region": args.region, "role": getattr(args, "role", None), "bucket": args.bucket, "prefix": args.prefix,
+                 "strict_policy": True if getattr(args, "strict_policy", False) else None}
     overrides.update(more)
     return load(args.config, overrides)
 
@@ -257,6 +260,7 @@ def _add_local_verbs(sub) -> None:
     target.add_argument("--endpoint", default=None, help="SageMaker endpoint name")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--region", default=None)
+    p.add_argument("--config", default=None, help="TOML config (default ./dogbreed.toml): --endpoint's region")
     p.add_argument("--json", action="store_true", help="print the raw JSON answers")
     p.set_defaults(func=cmd_invoke)
 
@@ -267,6 +271,8 @@ def _common(parser) -> None:
     parser.add_argument("--role", default=None, help="SageMaker execution role ARN")
     parser.add_argument("--bucket", default=None)
     parser.add_argument("--prefix", default=None)
+    parser.add_argument("--strict-policy", action="store_true",
+                        help="refuse a role or name outside iam/dogbreed-launcher-policy.json (default: a warning)")
 
 
 def _add_service_flags(parser) -> None:

@@ -15,8 +15,10 @@ EPOCH_METRICS = ("epoch", "train_loss", "valid_loss", "valid_acc", "lr", "images
 TEST_METRICS = ("test_loss", "test_acc")
 ALL_METRICS = EPOCH_METRICS + TEST_METRICS
 
-# Each metric matched where it stands as a whole word: "valid_loss=" never matches "xvalid_loss=".
-REGEXES: dict[str, str] = {name: rf"(?<![A-Za-z_]){name}={NUMBER}" for name in ALL_METRICS}
+# Each metric matched where it stands as a whole word: "valid_loss=" never matches "xvalid_loss=". No lookaround:
+# AWS documents no regex flavour for metric definitions; a start-or-separator group and one capture group are
+# read alike by every flavour, and the value is the first (only) capture group.
+REGEXES: dict[str, str] = {name: rf"(?:^|[^A-Za-z_]){name}={NUMBER}" for name in ALL_METRICS}
 
 OBJECTIVES = {"valid_loss": "Minimize", "valid_acc": "Maximize", "test_acc": "Maximize", "test_loss": "Minimize"}
 

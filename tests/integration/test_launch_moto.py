@@ -48,9 +48,9 @@ def _session_capturing(config):
 
     original = sessions.check_create_requests
 
-    def check_and_record(boto):
+    def check_and_record(boto, **kwargs):
         boto.events.register("provide-client-params.sagemaker.*", record)
-        original(boto)
+        original(boto, **kwargs)
 
     sessions.check_create_requests = check_and_record
     try:

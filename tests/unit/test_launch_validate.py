@@ -27,10 +27,25 @@ TABLE = [
     ("name of 63 characters", "training", {}, {"training-job": "dogbreed-" + "x" * 54}, {}, set()),
     ("name with an underscore", "training", {}, {"training-job": "dogbreed_train"}, {}, {"names"}),
     ("name ending in a hyphen", "training", {}, {"training-job": "dogbreed-train-"}, {}, {"names"}),
-    ("name outside the policy", "training", {}, {"training-job": "mnist-train-1"}, {}, {"names"}),
+    ("name outside the policy (a warning; refused only with strict_policy)", "training", {},
+     {"training-job": "mnist-train-1"}, {}, {"names-policy"}),
     ("upper case name (ARNs are lower case)", "training", {}, {"training-job": "DogBreed-Train-1"}, {}, set()),
     ("role the policy may not pass", "training", {"role": "arn:aws:iam::123456789012:role/other"}, {"training-job": TRAIN}, {},
-     {"role"}),
+     {"role-policy"}),
+    ("train image in another region", "training", {"region": "us-east-1",
+                                                   "train_image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/t:1"},
+     {"training-job": TRAIN}, {}, {"image-region-account"}),
+    ("train image in another account", "training", {"region": "eu-west-1",
+                                                    "train_image": "999999999999.dkr.ecr.eu-west-1.amazonaws.com/t:1"},
+     {"training-job": TRAIN}, {}, {"image-region-account"}),
+    ("vpc without security groups", "training", {"vpc.subnets": ["subnet-0123456789abcdef0"]}, {"training-job": TRAIN}, {},
+     {"vpc-kms"}),
+    ("kms key in another region", "training", {"region": "eu-west-1",
+                                               "kms_key": "arn:aws:kms:us-east-1:123456789012:alias/x"},
+     {"training-job": TRAIN}, {}, {"vpc-kms"}),
+    ("vpc and kms set right", "training", {"region": "eu-west-1", "vpc.subnets": ["subnet-0123456789abcdef0"],
+                                           "vpc.security_group_ids": ["sg-0123456789abcdef0"], "kms_key": "alias/dogbreed"},
+     {"training-job": TRAIN}, {}, set()),
     ("role that is no ARN", "training", {"role": "dogbreed-sagemaker"}, {"training-job": TRAIN}, {}, {"role"}),
     ("resume from a local folder", "training", {}, {"training-job": TRAIN}, {"--resume-from": "/tmp/checkpoints"}, {"s3-uris"}),
     ("resume from a bucketless URI", "training", {}, {"training-job": TRAIN}, {"--resume-from": "s3://"}, {"s3-uris"}),
@@ -69,8 +84,14 @@ TABLE = [
      {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, {"data-capture-percent"}),
     ("endpoint outside the policy", "deploy", {}, {"model": "dogbreed-model-1", "endpoint": "prod", "endpoint-config": "prod"},
      {},
-     {"names"}),
-    ("model outside the policy", "deploy", {}, {"model": "model-1", "endpoint": "dogbreed"}, {}, {"names"}),
+     {"names-policy"}),
+    ("model outside the policy", "deploy", {}, {"model": "model-1", "endpoint": "dogbreed"}, {}, {"names-policy"}),
+    ("batch 512 for resnet50 on a T4", "tuning", {"tuning.instance_type": "ml.g4dn.xlarge",
+                                                   "tuning.ranges.batch-size": {"values": [64, 512]}},
+     {"hyper-parameter-tuning-job": HPO}, {}, {"batch-fits-gpu"}),
+    ("batch 512 for resnet50 on an A100 80 GB", "tuning", {"tuning.instance_type": "ml.p4de.24xlarge",
+                                                            "tuning.ranges.batch-size": {"values": [64, 512]}},
+     {"hyper-parameter-tuning-job": HPO}, {}, set()),
 ]
 
 
@@ -85,7 +106,8 @@ def _config(overrides: dict):
 
 @pytest.mark.parametrize("row,request_kind,overrides,names,uris,refused", TABLE, ids=[row[0] for row in TABLE])
 def test_the_validation_table(row, request_kind, overrides, names, uris, refused):
-    found = validate.problems(request_kind, validate.Plan(_config(overrides), names, uris))
+    config = _config(overrides)
+    found = validate.problems(request_kind, validate.Plan(config, names, uris, {"train_image": config.get("train_image")}))
     assert {rule for rule, _ in found} == refused, found
     for _, reason in found:
         assert "\n" not in reason and reason
@@ -105,7 +127,8 @@ def test_reasons_name_the_policy_line_to_change():
 
 
 def test_check_raises_one_line_with_every_reason():
-    config = _config({"tuning.strategy": "Grid", "training.max_run_s": 7200, "training.max_wait_s": 3600})
+    config = _config({"tuning.strategy": "Grid", "training.max_run_s": 7200, "training.max_wait_s": 3600,
+                      "strict_policy": True})
     with pytest.raises(validate.ValidationError) as refused:
         validate.check_tuning(config, "mnist-hpo")
     message = str(refused.value)
@@ -123,7 +146,24 @@ def test_check_raises_one_line_with_every_reason():
 ])
 def test_check_request_refuses_raw_create_calls(operation, params, needle):
     with pytest.raises(validate.ValidationError, match=needle):
-        validate.check_request(operation, params)
+        validate.check_request(operation, params, strict=True)
+
+
+def test_a_studio_role_is_a_warning_not_a_refusal(capsys):
+    studio = "arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole-20250101T000000"
+    validate.check_request("CreateTrainingJob", {"TrainingJobName": TRAIN, "RoleArn": studio})
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dogbreed: warning: ") and "iam/dogbreed-launcher-policy.json line 22" in err[0]
+    with pytest.raises(validate.ValidationError, match="AmazonSageMaker-ExecutionRole"):
+        validate.check_request("CreateTrainingJob", {"TrainingJobName": TRAIN, "RoleArn": studio}, strict=True)
+
+
+def test_an_image_in_another_region_is_refused_in_one_line():
+    params = {"TrainingJobName": TRAIN, "RoleArn": ROLE,
+              "AlgorithmSpecification": {"TrainingImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/dogbreed-train:a"}}
+    with pytest.raises(validate.ValidationError, match="is in us-east-1, the job in eu-west-1"):
+        validate.check_request("CreateTrainingJob", params, region="eu-west-1")
+    validate.check_request("CreateTrainingJob", params, region="us-east-1")
 
 
 def test_check_request_lets_good_and_other_calls_through():

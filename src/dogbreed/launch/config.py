@@ -20,7 +20,13 @@ DEFAULTS: dict = {
     "prefix": "dogbreed",
     "train_image": None,
     "serve_image": None,
+    "serve_image_cpu": None,
     "tags": {"project": "dogbreed"},
+    # our sample launcher policy (iam/dogbreed-launcher-policy.json): a name or role outside it is a warning; true refuses
+    "strict_policy": False,
+    "vpc": {"subnets": [], "security_group_ids": []},
+    "kms_key": None,
+    "network_isolation": False,
     "training": {
         "instance_type": "ml.g4dn.xlarge", "instance_count": 1, "volume_size_gb": 30, "max_run_s": 14400,
         "use_spot": True, "max_wait_s": 28800,
@@ -36,11 +42,12 @@ DEFAULTS: dict = {
         "data-fraction": 0.1, "early_stopping": "Auto", "instance_type": None,
         # the seed's search space
         "ranges": {"lr": {"min": 0.001, "max": 0.1, "scaling": "Logarithmic"},
-                   "batch-size": {"values": [32, 64, 128, 256, 512]}},
+                   "batch-size": {"values": [32, 64, 128, 256]}},
     },
     "serving": {
         "instance_type": "ml.m5.large", "instance_count": 1, "serverless": False, "serverless_memory_mb": 4096,
         "serverless_max_concurrency": 5, "data_capture": False, "data_capture_percent": 20,
+        "image": "auto",  # auto: serve_image_cpu for CPU instances and serverless, serve_image for GPU; or cpu / cuda
     },
     # how often `dogbreed train/tune/deploy` (without --detach) and the notebook ask AWS whether a job is done
     "wait": {"poll_s": 30},
@@ -95,7 +102,9 @@ class Config:
         return f"s3://{self.data['bucket']}/{prefix}" if prefix else f"s3://{self.data['bucket']}"
 
 
-def load(path: str | None = None, overrides: dict | None = None) -> Config:
+def load(path: str | None = None, overrides: dict | None = None, region_from_environment: bool = True) -> Config:
+    """The config file, then the overrides (flags). The region, everywhere: --region, the file's ``region``,
+    AWS_REGION, AWS_DEFAULT_REGION (then, where boto3 is asked, the AWS profile's)."""
     data = copy.deepcopy(DEFAULTS)
     source = None
     candidates = [path] if path else [os.environ.get("DOGBREED_CONFIG")] + list(DEFAULT_FILES)
@@ -116,6 +125,6 @@ def load(path: str | None = None, overrides: dict | None = None) -> Config:
     for key, value in (overrides or {}).items():
         if value is not None:
             config.set_path(key, value)
-    if not config.data.get("region"):
+    if not config.data.get("region") and region_from_environment:
         config.data["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     return config

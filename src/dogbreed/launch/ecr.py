@@ -6,8 +6,8 @@
 
     python -m dogbreed.launch.ecr region                -> prints the region (and where it came from, on stderr)
 
-The region: AWS_REGION or AWS_DEFAULT_REGION; where both are unset, `region` in the config file (DOGBREED_CONFIG, or
-./dogbreed.toml, or ~/.config/dogbreed.toml: the file the launchers read); else the AWS profile's region.
+The region, as the launchers take it: `region` in the config file (DOGBREED_CONFIG, or ./dogbreed.toml, or
+~/.config/dogbreed.toml: the file the launchers read), then AWS_REGION, then AWS_DEFAULT_REGION, then the AWS profile's.
 AWS_ENDPOINT_URL points boto3 elsewhere (the tests use moto). Every failure is one line on stderr and exit code 1.
 """
 
@@ -24,18 +24,19 @@ from .config import load
 
 
 def region_and_source(region: str | None = None) -> tuple[str, str]:
-    """The region the images go to, and where it was read: the environment, then the config file, then the profile."""
+    """The region the images go to, and where it was read: the config file, then the environment, then the profile
+    (the launchers' order, so that the images land where the jobs run)."""
     if region:
         return region, "the caller"
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        if os.environ.get(name):
-            return os.environ[name], name
     try:
-        config = load()
+        config = load(region_from_environment=False)
     except ConfigError as exc:
         raise SystemExit(f"ecr: {exc}") from exc
     if config.get("region"):
         return config["region"], config.source or "the config"
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if os.environ.get(name):
+            return os.environ[name], name
     region = boto3.session.Session().region_name
     if region:
         return region, "the AWS profile"
@@ -56,9 +57,12 @@ def ensure_repository(name: str) -> str:
         found = client.describe_repositories(repositoryNames=[name])["repositories"][0]
     except client.exceptions.RepositoryNotFoundException:
         found = client.create_repository(
-            repositoryName=name, imageScanningConfiguration={"scanOnPush": True}, imageTagMutability="MUTABLE"
+            repositoryName=name, imageScanningConfiguration={"scanOnPush": True}, imageTagMutability="IMMUTABLE"
         )["repository"]
         print(f"created ECR repository {name}", file=sys.stderr)
+    if found.get("imageTagMutability", "IMMUTABLE").startswith("MUTABLE"):
+        print(f"ECR repository {name} has MUTABLE tags: a job could run another image than it was launched with "
+              f"(aws ecr put-image-tag-mutability --repository-name {name} --image-tag-mutability IMMUTABLE)", file=sys.stderr)
     return found["repositoryUri"]
 
 

@@ -2,13 +2,14 @@
 
 Every rule is one row of ``RULES``: the request it applies to (``training``, ``tuning``, ``deploy``), and a
 check that returns the reason in one line, or None. The checks read our configuration and the names we are
-about to send, not SDK objects, so they outlive the SDK in use (v2 today). ``check_request`` is the same
+about to send, not SDK objects, so they outlive the SDK in use (v3 today). ``check_request`` is the same
 name and role check on the raw API parameters, run by a botocore hook (``session.py``) on every Create call,
 so that a name the SDK makes up itself is checked too.
 
 Names: AWS takes ``[a-zA-Z0-9](-*[a-zA-Z0-9])*`` up to 63 characters (32 for a tuning job), and the
 launcher policy (iam/dogbreed-launcher-policy.json) allows only the ``dogbreed*`` resources and passing the
-``dogbreed-sagemaker`` role. A name outside them is refused here, with the policy line to change.
+``dogbreed-sagemaker`` role. A name or role outside them is a one-line warning naming the policy line (the account's
+own policies decide: Studio's execution role works), refused only with ``strict_policy = true`` (--strict-policy).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from . import instances, security
 from .config import Config, ConfigError
 
 POLICY_FILE = "iam/dogbreed-launcher-policy.json"
@@ -35,8 +38,10 @@ NAME_KINDS = {
     "model": ("model", 63),
     "endpoint-config": ("endpoint config", 63),
     "endpoint": ("endpoint", 63),
+    "transform-job": ("transform job", 63),
 }
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
+ROLE_PATTERN = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}):role/\S+")
 
 STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
 SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
@@ -108,6 +113,11 @@ def _prefix_hint(resource: str) -> str:
 
 def name_problem(kind: str, name: str) -> str | None:
     """Why AWS, or the launcher policy, refuses this name; None when it is fine."""
+    return name_format_problem(kind, name) or name_policy_problem(kind, name)
+
+
+def name_format_problem(kind: str, name: str) -> str | None:
+    """Why AWS refuses this name (whatever the account's policies)."""
     label, longest = NAME_KINDS[kind]
     if not name:
         return f"empty {label} name"
@@ -116,6 +126,12 @@ def name_problem(kind: str, name: str) -> str | None:
     if not NAME_PATTERN.fullmatch(name):
         return (f"{label} name {name!r} is not one AWS takes: letters, digits and hyphens, starting and "
                 f"ending with a letter or digit ([a-zA-Z0-9](-*[a-zA-Z0-9])*)")
+    return None
+
+
+def name_policy_problem(kind: str, name: str) -> str | None:
+    """Why our sample launcher policy would refuse this name: the account's own policies may allow it."""
+    label = NAME_KINDS[kind][0]
     # SageMaker ARNs carry the name in lower case; IAM matches them as written.
     arn = f"arn:aws:sagemaker:REGION:ACCOUNT:{kind}/{name.lower()}"
     allowed = grants()["sagemaker"]
@@ -128,10 +144,22 @@ def name_problem(kind: str, name: str) -> str | None:
 
 
 def role_problem(role: str | None) -> str | None:
+    return role_format_problem(role) or role_policy_problem(role)
+
+
+def role_format_problem(role: str | None) -> str | None:
     if not role:
         return None  # Config.require says what is missing
-    if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/\S+", role):
+    if not ROLE_PATTERN.fullmatch(role):
         return f"role {role!r} is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)"
+    return None
+
+
+def role_policy_problem(role: str | None) -> str | None:
+    """Why our sample launcher policy would not pass this role: Studio's AmazonSageMaker-ExecutionRole-..., or any
+    role the account lets the user pass, works all the same."""
+    if not role or not ROLE_PATTERN.fullmatch(role):
+        return None
     allowed = grants()["passrole"]
     if not any(grant.allows(role) for grant in allowed):
         grant = allowed[0] if allowed else Grant(DEFAULT_PASSROLE_RESOURCE, POLICY_FILE)
@@ -159,6 +187,7 @@ class Plan:
     config: Config
     names: dict[str, str] = field(default_factory=dict)       # NAME_KINDS key -> name
     uris: dict[str, str | None] = field(default_factory=dict)  # "--resume-from" -> URI
+    images: dict[str, str | None] = field(default_factory=dict)  # "train_image" -> URI
 
 
 @dataclass(frozen=True)
@@ -166,6 +195,7 @@ class Rule:
     id: str
     applies_to: tuple[str, ...]
     check: Callable[[Plan], str | None]
+    advisory: bool = False  # our sample policy's view: a warning, refused only with strict_policy
 
 
 def stopping(training: dict) -> tuple[bool, int, int | None]:
@@ -188,12 +218,57 @@ def _spot_wait(plan: Plan) -> str | None:
 
 
 def _names(plan: Plan) -> str | None:
-    problems = [name_problem(kind, name) for kind, name in plan.names.items()]
+    problems = [name_format_problem(kind, name) for kind, name in plan.names.items()]
+    return "; ".join(p for p in problems if p) or None
+
+
+def _names_policy(plan: Plan) -> str | None:
+    problems = [name_policy_problem(kind, name) for kind, name in plan.names.items()]
     return "; ".join(p for p in problems if p) or None
 
 
 def _role(plan: Plan) -> str | None:
-    return role_problem(plan.config.get("role"))
+    return role_format_problem(plan.config.get("role"))
+
+
+def _role_policy(plan: Plan) -> str | None:
+    return role_policy_problem(plan.config.get("role"))
+
+
+def role_account(role: str | None) -> str | None:
+    found = ROLE_PATTERN.fullmatch(role or "")
+    return found[1] if found else None
+
+
+def _images(plan: Plan) -> str | None:
+    config = plan.config
+    problems = [instances.image_problem(what, uri, config.get("region"), role_account(config.get("role")))
+                for what, uri in plan.images.items()]
+    return "; ".join(p for p in problems if p) or None
+
+
+def _security(plan: Plan) -> str | None:
+    return security.problem(plan.config)
+
+
+def _batch_fits(plan: Plan) -> str | None:
+    """Tuning never offers a batch the trial's GPU cannot hold for the model trained in full (a CUDA OOM would
+    fail the trial and waste a tuning slot). Smaller batches with gradient accumulation would keep the effective
+    batch, but change the optimisation the tuner explores: the range is refused, and the largest fitting batch named."""
+    config = plan.config
+    spec = config["tuning"].get("ranges", {}).get("batch-size")
+    instance = config["tuning"].get("instance_type") or config["training"]["instance_type"]
+    largest = instances.largest_batch(str(config["hyperparameters"].get("model", "resnet50")), instance)
+    if not spec or largest is None:
+        return None
+    offered = [int(v) for v in spec["values"]] if "values" in spec else [int(spec.get("max", 0))]
+    too_big = [v for v in offered if v > largest]
+    if too_big:
+        family = instances.gpu_family(instance)
+        return (f"tuning.ranges.batch-size offers {', '.join(map(str, too_big))}, which does not fit {instance}'s "
+                f"{family.gpu} ({family.gpu_memory_gb} GB) for {config['hyperparameters'].get('model', 'resnet50')} "
+                f"trained in full: at most {largest}")
+    return None
 
 
 def _uris(plan: Plan) -> str | None:
@@ -275,9 +350,14 @@ def _capture_percent(plan: Plan) -> str | None:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("names", ("training", "tuning", "deploy"), _names),
-    Rule("role", ("training", "tuning", "deploy"), _role),
-    Rule("s3-uris", ("training", "tuning"), _uris),
+    Rule("names", ("training", "tuning", "deploy", "transform"), _names),
+    Rule("names-policy", ("training", "tuning", "deploy", "transform"), _names_policy, advisory=True),
+    Rule("role", ("training", "tuning", "deploy", "transform"), _role),
+    Rule("role-policy", ("training", "tuning", "deploy", "transform"), _role_policy, advisory=True),
+    Rule("image-region-account", ("training", "tuning", "deploy", "transform"), _images),
+    Rule("vpc-kms", ("training", "tuning", "deploy", "transform"), _security),
+    Rule("batch-fits-gpu", ("tuning",), _batch_fits),
+    Rule("s3-uris", ("training", "tuning", "transform"), _uris),
     Rule("spot-max-wait", ("training", "tuning"), _spot_wait),
     Rule("strategy", ("tuning",), _strategy),
     Rule("hyperband-early-stopping-off", ("tuning",), _hyperband_early_stopping),
@@ -289,36 +369,66 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def problems(request: str, plan: Plan) -> list[tuple[str, str]]:
-    """[(rule id, reason)] of every rule that refuses this request."""
+def problems(request: str, plan: Plan, strict: bool = True) -> list[tuple[str, str]]:
+    """[(rule id, reason)] of every rule that refuses this request; the advisory ones (our sample policy's view)
+    only when ``strict``."""
     found = []
     for rule in RULES:
-        if request in rule.applies_to:
+        if request in rule.applies_to and (strict or not rule.advisory):
             reason = rule.check(plan)
             if reason:
                 found.append((rule.id, reason))
     return found
 
 
+def strict_policy(config: Config) -> bool:
+    return bool(config.get("strict_policy"))
+
+
 def check(request: str, plan: Plan) -> None:
-    """Raise ValidationError (one line, every reason) if AWS would refuse the request."""
-    found = problems(request, plan)
+    """Raise ValidationError (one line, every reason) if AWS would refuse the request; what only our sample
+    launcher policy would refuse is a one-line warning, unless strict_policy (--strict-policy) asks to refuse."""
+    strict = strict_policy(plan.config)
+    found = problems(request, plan, strict)
     if found:
         raise ValidationError("; ".join(reason for _, reason in found))
+    for rule in RULES:
+        if request in rule.applies_to and rule.advisory:
+            reason = rule.check(plan)
+            if reason:
+                warn_policy(reason)
+
+
+_WARNED: set[str] = set()
+
+
+def warn_policy(reason: str) -> None:
+    """One line on stderr, once a process: the account's own policies decide; AWS answers AccessDenied if not."""
+    if reason not in _WARNED:
+        _WARNED.add(reason)
+        print(f"dogbreed: warning: {reason} (going on: the account's policies decide; strict_policy = true, or "
+              f"--strict-policy, refuses)", file=sys.stderr)
 
 
 def check_training(config: Config, job_name: str, uris: dict[str, str | None] | None = None) -> None:
-    check("training", Plan(config, {"training-job": job_name}, dict(uris or {})))
+    check("training", Plan(config, {"training-job": job_name}, dict(uris or {}), {"train_image": config.get("train_image")}))
 
 
 def check_tuning(config: Config, job_name: str, uris: dict[str, str | None] | None = None) -> None:
-    check("tuning", Plan(config, {"hyper-parameter-tuning-job": job_name}, dict(uris or {})))
+    check("tuning", Plan(config, {"hyper-parameter-tuning-job": job_name}, dict(uris or {}),
+                         {"train_image": config.get("train_image")}))
 
 
-def check_deploy(config: Config, model_name: str, endpoint_name: str) -> None:
-    # The SDK names the endpoint config after the endpoint.
-    names = {"model": model_name, "endpoint-config": endpoint_name, "endpoint": endpoint_name}
-    check("deploy", Plan(config, names))
+def check_deploy(config: Config, model_name: str, endpoint_name: str, image: str | None = None) -> None:
+    # The endpoint config is named after the model (a redeploy makes a new one beside the old).
+    names = {"model": model_name, "endpoint-config": model_name, "endpoint": endpoint_name}
+    check("deploy", Plan(config, names, images={"serve image": image or config.get("serve_image")}))
+
+
+def check_transform(config: Config, model_name: str, job_name: str, image: str | None,
+                    uris: dict[str, str | None]) -> None:
+    check("transform", Plan(config, {"model": model_name, "transform-job": job_name}, dict(uris),
+                            {"serve image": image}))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,18 +440,34 @@ REQUEST_NAMES = {
     "CreateModel": ("model", "ModelName"),
     "CreateEndpointConfig": ("endpoint-config", "EndpointConfigName"),
     "CreateEndpoint": ("endpoint", "EndpointName"),
+    "CreateTransformJob": ("transform-job", "TransformJobName"),
 }
+# where each Create request carries its image URIs
+REQUEST_IMAGES = (("AlgorithmSpecification", "TrainingImage"), ("PrimaryContainer", "Image"),
+                  ("TrainingJobDefinition", "AlgorithmSpecification", "TrainingImage"))
 
 
-def check_request(operation: str, params: dict) -> None:
-    """Names and roles of a SageMaker Create* request, as botocore is about to send it."""
+def _dig(params: dict, path: tuple) -> str | None:
+    for key in path:
+        params = params.get(key) if isinstance(params, dict) else None
+    return params if isinstance(params, str) else None
+
+
+def check_request(operation: str, params: dict, region: str | None = None, strict: bool = False) -> None:
+    """Names, roles and image URIs of a SageMaker Create* request, as botocore is about to send it (to ``region``).
+    What only our sample policy refuses is a warning unless ``strict``."""
     if operation not in REQUEST_NAMES:
         return
     kind, key = REQUEST_NAMES[operation]
-    found = [name_problem(kind, params.get(key, ""))]
     roles = [params.get("RoleArn"), params.get("ExecutionRoleArn"), (params.get("TrainingJobDefinition") or {}).get("RoleArn")]
-    roles += [d.get("RoleArn") for d in params.get("TrainingJobDefinitions") or []]
-    found += [role_problem(role) for role in roles if role]
-    reasons = [p for p in found if p]
+    roles = [role for role in roles + [d.get("RoleArn") for d in params.get("TrainingJobDefinitions") or []] if role]
+    images = [_dig(params, path) for path in REQUEST_IMAGES]
+    found = [name_format_problem(kind, params.get(key, ""))] + [role_format_problem(role) for role in roles]
+    found += [instances.image_problem("image", image, region, role_account(roles[0] if roles else None))
+              for image in images if image]
+    advisory = [name_policy_problem(kind, params.get(key, ""))] + [role_policy_problem(role) for role in roles]
+    reasons = [p for p in found + (advisory if strict else []) if p]
     if reasons:
         raise ValidationError(f"{operation}: " + "; ".join(dict.fromkeys(reasons)))
+    for reason in filter(None, advisory):
+        warn_policy(reason)
