@@ -47,7 +47,7 @@ test-fast: install
 	$(PY) -m pytest -m "not slow and not docker" $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/bandit -q -c pyproject.toml -r src
 
 ## images
@@ -74,18 +74,18 @@ $(PEER_VENV)/.installed: requirements/torchserve-peer.txt requirements/constrain
 	touch $@
 
 bench-train: install
-	$(PY) -m dogbreed.bench.train_bench
+	$(PY) -m benchmarks.train_bench
 
 ## bench-serve: ours (multi-model-server and native fronts) beside the TorchServe peer; BENCH_SERVE_ARGS=--quick to try it out
 bench-serve: install torchserve-peer
-	$(PY) -m dogbreed.bench.serve_bench $(BENCH_SERVE_ARGS)
+	$(PY) -m benchmarks.serve_bench $(BENCH_SERVE_ARGS)
 
 bench-tune: install
-	$(PY) -m dogbreed.bench.tune_bench
+	$(PY) -m benchmarks.tune_bench
 
 ## bench-accuracy: the default recipe's test accuracy beside the linear probe (dogs10, its 5-shot subset, the sample)
 bench-accuracy: install
-	$(PY) -m dogbreed.bench.accuracy_bench
+	$(PY) -m benchmarks.accuracy_bench
 
 bench: bench-train bench-serve bench-tune bench-accuracy
 

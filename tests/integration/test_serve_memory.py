@@ -37,7 +37,7 @@ def _oom_kills(name: str) -> int:
 @pytest.fixture(scope="module")
 def resnet50(tmp_path_factory) -> Path:
     """The seed's model as training writes it: ResNet50, 133 classes (random weights: the same bytes to hold)."""
-    from dogbreed.bench.serve_bench import make_model
+    from benchmarks.serve_bench import make_model
 
     return make_model("resnet50", tmp_path_factory.mktemp("resnet50") / "model", num_classes=133)
 

@@ -17,9 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..data import write_few_shot
-from ..local import local_train
-from ..sample import make_sample
+from dogbreed.data import write_few_shot
+from dogbreed.local import local_train
+from dogbreed.sample import make_sample
+
 from . import report
 
 DATA = Path("../shared/data/dogs10")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models import load_artifacts
+from dogbreed.models import load_artifacts
 
 VENV = Path(os.environ.get("TORCHSERVE_PEER_VENV", ".work/torchserve-peer"))
 LAUNCHER = Path(__file__).with_name("torchserve_launcher.py")

@@ -19,7 +19,7 @@ def machine() -> dict:
     import torch  # torch loads only where a benchmark describes its machine (the report writer needs none)
     import torchvision
 
-    from .. import accel  # imports torch: see above
+    from dogbreed import accel  # imports torch: see above
 
     cpu = "unknown"
     try:

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .. import accel, checkpoint, data, models, train
-from ..presets import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from ..sample import make_sample
+from dogbreed import accel, checkpoint, data, models, train
+from dogbreed.presets import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from dogbreed.sample import make_sample
+
 from . import report
 
 SHARED_DATA = Path("../shared/data/dogs10")

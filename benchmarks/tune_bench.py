@@ -14,7 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..insight.local_tuning import tune
+from dogbreed.insight.local_tuning import tune
+
 from . import report
 
 DATA = Path("../shared/data/dogs10")

@@ -36,11 +36,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .. import env as envnames
-from .. import models
-from ..presets import to_rgb
-from ..serving import precision_cache
-from ..serving.client import wait_until_correct
+from dogbreed import env as envnames
+from dogbreed import models
+from dogbreed.presets import to_rgb
+from dogbreed.serving import precision_cache
+from dogbreed.serving.client import wait_until_correct
+
 from . import report
 from .serve_load import CONCURRENCY, sweep
 from .serve_memory import MemorySampler, describe
@@ -73,13 +74,13 @@ def test_images(count: int) -> list[bytes]:
         return [_jpeg(image.resize((224, int(224 * image.height / image.width)))) for image in images]
     import random
 
-    from ..sample import draw_example
+    from dogbreed.sample import draw_example
 
     return [_jpeg(draw_example(index % 10, 224, random.Random(index))) for index in range(count)]
 
 
 def in_process(model_dir: Path, body: bytes, rounds: int, threads: int) -> dict:
-    from ..serving.predictor import Predictor
+    from dogbreed.serving.predictor import Predictor
 
     predictor = Predictor(model_dir, threads=threads)
     predictor.warm_up(3)
@@ -126,7 +127,7 @@ def stop(process) -> None:
 
 
 def our_top1(port: int, bodies: list[bytes]) -> list[int]:
-    from ..serving.client import invoke_url
+    from dogbreed.serving.client import invoke_url
 
     return [invoke_url(f"http://127.0.0.1:{port}", body, "image/jpeg", top_k=1)["predictions"][0][0]["index"] for body in bodies]
 
@@ -152,7 +153,8 @@ def run_ours(label: str, base: Path, work: Path, port: int, extra_env: dict, bod
 
 def run_peer(model_dir: Path, work: Path, port: int, workers: int | None, bodies: list[bytes], requests: int,
              label: str = PEER_ONE, sweep_load: bool = True) -> dict:
-    from ..serving.predictor import Predictor
+    from dogbreed.serving.predictor import Predictor
+
     from . import torchserve_peer as peer
 
     base = work / f"peer-{model_dir.name}-{workers or 'default'}"
@@ -212,7 +214,7 @@ def answers_model(work: Path) -> tuple[Path, str] | None:
 
 def compare_answers(model_dir: Path, work: Path, port: int, bodies: list[bytes]) -> tuple[int, list[int]]:
     """(top-1 answers identical between ours and the peer, ours) for one model on the same photos."""
-    from ..serving.predictor import Predictor
+    from dogbreed.serving.predictor import Predictor
 
     expected = Predictor(model_dir).top_k([Image.open(io.BytesIO(bodies[0]))], 1)[0][0]["index"]
     ours = run_ours(OURS, model_dir.parent, work, port, {}, bodies, expected, 0, sweep_load=False)["top1"]
