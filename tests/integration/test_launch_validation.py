@@ -48,7 +48,8 @@ REFUSED = [
      "has 33 characters; AWS takes at most 32"),
     ("deploy: serverless with data capture", ["deploy", "--detach", "--serverless", "--data-capture", *MODEL], "", ROLE,
      "serverless endpoints take no data capture"),
-    ("deploy: endpoint outside the policy", ["deploy", "--detach", "--strict-policy", "--endpoint-name", "prod", *MODEL], "", ROLE,
+    ("deploy: endpoint outside the policy", ["deploy", "--detach", "--strict-policy", "--endpoint-name", "prod", *MODEL],
+     "", ROLE,
      "endpoint name 'prod' is outside what the launcher policy grants (iam/dogbreed-launcher-policy.json line 16"),
 ]
 
