@@ -141,7 +141,7 @@ def test_create_tuning_job_carries_ranges_objective_and_strategy(aws, config):
     lr = ranges["ContinuousParameterRanges"][0]
     assert (lr["Name"], float(lr["MinValue"]), float(lr["MaxValue"]), lr["ScalingType"]) == ("lr", 0.001, 0.1, "Logarithmic")
     batch = ranges["CategoricalParameterRanges"][0]
-    assert batch["Name"] == "batch-size" and batch["Values"] == ["32", "64", "128", "256", "512"]
+    assert batch["Name"] == "batch-size" and batch["Values"] == ["32", "64", "128", "256"]  # 512 does not fit a T4
     definition = request["TrainingJobDefinition"]
     assert definition["AlgorithmSpecification"]["TrainingImage"] == TRAIN_IMAGE
     assert definition["Environment"] == {"DOGBREED_DEBUG_COLLECTIONS": "losses=10,weights=100,gradients=100,biases=100"}
@@ -211,6 +211,7 @@ def test_names_the_sdk_makes_up_are_checked_too(aws, config):
     whoever built the request (here the SDK, from a name given to it directly)."""
     from dogbreed.launch.validate import ValidationError
 
+    config.set_path("strict_policy", True)
     session, _ = _session_capturing(config)
     trainer = jobs.build_trainer(config, session, checkpoint_job="dogbreed-train-x")
     trainer.base_job_name = "mnist-train"

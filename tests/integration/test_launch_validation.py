@@ -30,11 +30,11 @@ MODEL = ["--model-data", "s3://dogbreed-test/runs/models/j/output/model.tar.gz"]
 
 # (row id, argv after the verb's --config, extra config TOML, role, what the one line must say)
 REFUSED = [
-    ("train: job name outside the policy", ["train", "--detach", "--job-name", "mnist-1"], "", ROLE,
+    ("train: job name outside the policy", ["train", "--detach", "--strict-policy", "--job-name", "mnist-1"], "", ROLE,
      'iam/dogbreed-launcher-policy.json line 16: "Resource": "arn:aws:sagemaker:REGION:ACCOUNT:*/dogbreed*"'),
     ("train: job name of 64 characters", ["train", "--detach", "--job-name", "dogbreed-" + "x" * 55], "", ROLE,
      "has 64 characters; AWS takes at most 63"),
-    ("train: role the policy may not pass", ["train", "--detach"], "", "arn:aws:iam::123456789012:role/other",
+    ("train: role the policy may not pass", ["train", "--detach", "--strict-policy"], "", "arn:aws:iam::123456789012:role/other",
      "iam/dogbreed-launcher-policy.json line 22"),
     ("train: spot max_wait below max_run", ["train", "--detach"], "[training]\nmax_run_s = 7200\nmax_wait_s = 3600", ROLE,
      "training.max_wait_s (3600) must be at least training.max_run_s (7200) with spot"),
@@ -48,7 +48,8 @@ REFUSED = [
      "has 33 characters; AWS takes at most 32"),
     ("deploy: serverless with data capture", ["deploy", "--detach", "--serverless", "--data-capture", *MODEL], "", ROLE,
      "serverless endpoints take no data capture"),
-    ("deploy: endpoint outside the policy", ["deploy", "--detach", "--endpoint-name", "prod", *MODEL], "", ROLE,
+    ("deploy: endpoint outside the policy", ["deploy", "--detach", "--strict-policy", "--endpoint-name", "prod", *MODEL],
+     "", ROLE,
      "endpoint name 'prod' is outside what the launcher policy grants (iam/dogbreed-launcher-policy.json line 16"),
 ]
 

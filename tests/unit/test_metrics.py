@@ -39,7 +39,7 @@ def test_metric_definitions_are_sagemaker_shaped():
 
 def test_the_regexes_use_no_lookaround_and_read_the_printed_lines():
     line = metrics.format_line(epoch=3, train_loss=0.41, valid_loss=0.5, valid_acc=0.87, lr=0.0008, images_per_sec=21.4)
-    for name, regex in metrics.REGEXES.items():
+    for regex in metrics.REGEXES.values():
         assert "(?<" not in regex and "(?=" not in regex and "(?!" not in regex, regex
     assert metrics.parse(line, "valid_loss") == [0.5] and metrics.parse(line, "train_loss") == [0.41]
     assert metrics.parse(line, "epoch") == [3.0]

@@ -20,8 +20,8 @@ def sdk_config() -> dict:
     ~/.config/sagemaker/config.yaml, or SAGEMAKER_ADMIN_CONFIG_OVERRIDE / SAGEMAKER_USER_CONFIG_OVERRIDE: the SDK's own
     lookup and merge), with our telemetry opt-out merged in: handing the SDK a config of our own would replace theirs,
     and with it an admin's defaults (VPC, KMS, tags) for everything the SDK builds."""
-    from sagemaker.core.config.config import load_sagemaker_config
     from botocore.utils import merge_dicts
+    from sagemaker.core.config.config import load_sagemaker_config
 
     merged = load_sagemaker_config()
     merge_dicts(merged, copy.deepcopy(OUR_SDK_CONFIG))
