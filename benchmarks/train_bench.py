@@ -95,7 +95,7 @@ def ours(arch, root, batch, workers, warmup, steps, num_classes):
     criterion, stop = nn.CrossEntropyLoss(label_smoothing=0.1), checkpoint.TerminationFlag()
     rate = 0.0
     for epoch, cap in enumerate((warmup, steps), start=1):
-        args = argparse.Namespace(max_steps_per_epoch=cap, progress="none", is_main=True)
+        args = argparse.Namespace(max_steps_per_epoch=cap, progress="none", is_main=True, freeze_bn="false")
         _, seen, _, seconds = train.train_one_epoch(model, criterion, optimizer, scheduler, acc.grad_scaler(), loader, acc,
                                                     epoch, args, stop, normalize=prep.normalize_batch,
                                                     input_size=prep.input_size)
