@@ -345,8 +345,8 @@ def test_metric_definitions_sent_to_sagemaker_match_the_real_training_log(aws, c
     (["delete", "no-such-endpoint", "--region", "eu-west-1"], "no-such-endpoint"),
     (["tune", "--region", "eu-west-1", "--role", ROLE, "--bucket", "dogbreed-test", "--image", "x", "--objective", "bogus"],
      "invalid choice"),
-    (["train", "--region", "eu-west-1", "--role", ROLE, "--bucket", "dogbreed-test", "--image", "x", "--job-name", "mnist-1"],
-     "iam/dogbreed-launcher-policy.json line 16"),
+    (["train", "--region", "eu-west-1", "--role", ROLE, "--bucket", "dogbreed-test", "--image", "x", "--job-name", "mnist-1",
+      "--strict-policy"], "iam/dogbreed-launcher-policy.json line 16"),
     (["tune", "--region", "eu-west-1", "--role", ROLE, "--bucket", "dogbreed-test", "--image", "x", "--strategy", "Hyperband"],
      "set tuning.early_stopping = \"Off\""),
 ])
