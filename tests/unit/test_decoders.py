@@ -160,3 +160,21 @@ def test_float_grayscale_in_unit_range_is_scaled():
 
     image = Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32))
     assert np.asarray(to_rgb(image))[0, 0].tolist() == [128, 128, 128]
+
+
+@pytest.mark.parametrize("kind", ["PCX", "ICO", "TGA", "PPM", "SGI"])
+def test_only_the_formats_the_endpoint_reads_are_opened(kind):
+    """Pillow knows many more readers (EPS runs Ghostscript); a body in any other format is a 400."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(buffer, kind)
+    with pytest.raises(BadRequest) as info:
+        handler.input_fn(buffer.getvalue(), "image/png")
+    assert "JPEG" in info.value.message
+
+
+def test_mms_transformer_reads_headers_in_any_case():
+    from dogbreed.serving.transformer import header
+
+    request = {"CONTENT-TYPE": "image/png", "aCcEpT": "application/json"}
+    assert header(request, "content-type") == "image/png" and header(request, "Accept") == "application/json"
+    assert header({}, "accept") is None and header(None, "accept") is None

@@ -20,6 +20,9 @@ from ..images import to_rgb
 from . import content_types as ct
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
+# The formats the endpoint reads (content_types.IMAGE_TYPES; multi-picture JPEGs open through JPEG). Left open, Pillow would try every reader it has
+# (EPS among them, which runs Ghostscript) on whatever bytes a client sends.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is the largest we decode (bombs are refused before)
 MAX_BATCH = 64
 MAX_SIDE = 20_000
@@ -57,7 +60,7 @@ def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
             check_pixels(*image.size)
             rgb = to_rgb(image, draft_size)
             rgb.load()
@@ -65,7 +68,7 @@ def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLarge(f"image refused as a decompression bomb: {exc}") from exc
     except Image.UnidentifiedImageError as exc:
-        raise BadRequest("the body is not an image Pillow can read") from exc
+        raise BadRequest(f"the body is not an image of a format this endpoint reads ({', '.join(FORMATS)})") from exc
     except (PayloadTooLarge, BadRequest):
         raise
     except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, struct.error) as exc:
