@@ -20,8 +20,8 @@ from ..images import to_rgb
 from . import content_types as ct
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
-# The formats the endpoint reads (content_types.IMAGE_TYPES; multi-picture JPEGs open through JPEG). Left open, Pillow would try every reader it has
-# (EPS among them, which runs Ghostscript) on whatever bytes a client sends.
+# The formats the endpoint reads (content_types.IMAGE_TYPES; multi-picture JPEGs open through JPEG). Left open,
+# Pillow would try every reader it has on whatever bytes a client sends (EPS among them, which runs Ghostscript).
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is the largest we decode (bombs are refused before)
 MAX_BATCH = 64
