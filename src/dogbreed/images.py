@@ -8,19 +8,29 @@ from PIL import Image, ImageOps
 
 # Modes of more than 8 bits a channel. Pillow's convert("RGB") clips them at 255 (a 16-bit photo comes out nearly
 # all white): they are scaled to 8 bits first, as the same photo saved with 8 bits would hold.
-_DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_DEEP_MODES = (*_SIXTEEN_BIT, "I", "F")
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
-    """A 16-bit, 32-bit integer or float grayscale image as 8-bit ``L``: 16-bit ranges divided by 257 (65535 ->
-    255), floats in [0, 1] times 255, values already within 0..255 kept."""
+    """A 16-bit, 32-bit integer or float grayscale image as 8-bit ``L``. 16-bit modes: divided by 257 (65535 -> 255),
+    however dark the image. ``I`` and ``F`` say nothing of their range: values past 255 are taken as 16-bit, floats
+    within [0, 1] as fractions, the rest as 0..255."""
     values = np.asarray(image, dtype=np.float64)
     top = float(values.max(initial=0.0)) if values.size else 0.0
-    if image.mode == "F" and top <= 1.0:
-        values = values * 255.0
-    elif top > 255.0:
+    if image.mode in _SIXTEEN_BIT or top > 255.0:
         values = values / 257.0
+    elif image.mode == "F" and top <= 1.0:
+        values = values * 255.0
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+
+
+def apply_draft(image: Image.Image, draft_size: int | None) -> Image.Image:
+    """For JPEGs, let libjpeg decode at a reduced scale whose shorter side is still at least ``draft_size``
+    (``image.size`` then says the decoded size); a no-op for other formats and on a second call."""
+    if draft_size and image.format == "JPEG":
+        image.draft("RGB", (draft_size, draft_size))
+    return image
 
 
 def to_rgb(image: Image.Image, draft_size: int | None = None) -> Image.Image:
@@ -30,9 +40,7 @@ def to_rgb(image: Image.Image, draft_size: int | None = None) -> Image.Image:
     least this many pixels (a no-op for other formats). Returns an RGB image (transparency flattened
     onto white); ``image`` itself may be changed by the JPEG draft mode.
     """
-    if draft_size and image.format == "JPEG":
-        image.draft("RGB", (draft_size, draft_size))
-    image = ImageOps.exif_transpose(image)
+    image = ImageOps.exif_transpose(apply_draft(image, draft_size))
     if image.mode in _DEEP_MODES:
         image = to_8bit(image)
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):

@@ -173,8 +173,50 @@ def test_only_the_formats_the_endpoint_reads_are_opened(kind):
 
 
 def test_mms_transformer_reads_headers_in_any_case():
-    from dogbreed.serving.transformer import header
+    from dogbreed.serving.content_types import header
 
     request = {"CONTENT-TYPE": "image/png", "aCcEpT": "application/json"}
     assert header(request, "content-type") == "image/png" and header(request, "Accept") == "application/json"
     assert header({}, "accept") is None and header(None, "accept") is None
+
+
+def test_a_dark_16_bit_image_stays_dark():
+    """Values under 256 in a 16-bit image are near black, not an 8-bit image's mid greys."""
+    deep = Image.fromarray(np.full((24, 32), 200, dtype=np.uint16))
+    buffer = io.BytesIO()
+    deep.save(buffer, "PNG")
+    assert np.asarray(handler.input_fn(buffer.getvalue(), "image/png")["images"][0]).max() <= 1
+
+
+def _b64_png(size, truncate=False) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (90, 60, 30)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    return base64.b64encode(data[: len(data) // 2] if truncate else data).decode()
+
+
+def test_the_request_budget_refuses_an_image_before_decoding_it(monkeypatch):
+    """The third image would take the request past its budget: refused from its header (413), not decoded (a
+    truncated body that is decoded is a 400)."""
+    from dogbreed.serving import decoders
+
+    monkeypatch.setattr(decoders, "MAX_REQUEST_PIXELS", 1_000_000)
+    body = json.dumps({"instances": [_b64_png((800, 500)), _b64_png((800, 500)), _b64_png((800, 500), truncate=True)]})
+    with pytest.raises(PayloadTooLarge):
+        decoders.decode_json(body.encode())
+    images, _ = decoders.decode_json(json.dumps({"instances": [_b64_png((800, 500))] * 2}).encode())
+    assert len(images) == 2
+
+
+def test_a_jpeg_counts_at_the_size_it_decodes_at(monkeypatch):
+    """A 12 MP JPEG decoded at the model's draft scale (1/8 here) costs 0.19 MP of the budget, not 12."""
+    from dogbreed.serving import decoders
+
+    monkeypatch.setattr(decoders, "MAX_REQUEST_PIXELS", 1_000_000)
+    buffer = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (90, 60, 30)).save(buffer, "JPEG")
+    body = json.dumps({"instances": [base64.b64encode(buffer.getvalue()).decode()] * 3}).encode()
+    images, _ = decoders.decode_json(body, draft_size=256)
+    assert [image.size for image in images] == [(500, 375)] * 3
+    with pytest.raises(PayloadTooLarge):
+        decoders.decode_json(body)  # at full size the first image alone is over the budget

@@ -29,3 +29,13 @@ def pick_response(accept: str | None) -> str:
         if kind in (ANY, "application/*"):
             return JSON
     return None
+
+
+def header(headers: dict | None, name: str):
+    """A request header by name in any case (HTTP names are case-insensitive; the toolkit's own lookup takes
+    ``Content-Type`` and ``content-type`` only, so ``CONTENT-TYPE: image/jpeg`` got a 415)."""
+    wanted = name.lower()
+    for key, value in (headers or {}).items():
+        if str(key).lower() == wanted:
+            return value
+    return None

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from ..images import to_rgb
+from ..images import apply_draft, to_rgb
 from . import content_types as ct
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -54,7 +54,9 @@ def _as_bytes(body) -> bytes:
     raise BadRequest(f"unexpected request body of type {type(body).__name__}")
 
 
-def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image:
+def decode_image(data: bytes, draft_size: int | None = None, pixels_left: int = MAX_REQUEST_PIXELS) -> Image.Image:
+    """One image body as RGB. ``pixels_left``: what the request's budget still allows, checked against the size
+    the image will decode at (a JPEG's reduced draft scale) before it is decoded."""
     if not data:
         raise BadRequest("empty request body: send an image")
     try:
@@ -62,6 +64,9 @@ def decode_image(data: bytes, draft_size: int | None = None) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             check_pixels(*image.size)
+            width, height = apply_draft(image, draft_size).size
+            if width * height > pixels_left:
+                raise PayloadTooLarge(f"the request's images hold over {MAX_REQUEST_PIXELS:,} pixels in all")
             rgb = to_rgb(image, draft_size)
             rgb.load()
             return rgb
@@ -116,10 +121,8 @@ def decode_json(body, draft_size: int | None = None) -> tuple[list[Image.Image],
     for index, item in enumerate(items):
         if isinstance(item, dict):
             item = item.get("b64", item.get("image"))
-        image = decode_image(_b64(item, f"instance {index}"), draft_size)
+        image = decode_image(_b64(item, f"instance {index}"), draft_size, MAX_REQUEST_PIXELS - pixels)
         pixels += image.width * image.height
-        if pixels > MAX_REQUEST_PIXELS:
-            raise PayloadTooLarge(f"the request's images hold over {MAX_REQUEST_PIXELS:,} pixels in all")
         images.append(image)
     return images, options
 
@@ -138,6 +141,11 @@ def _npy_header(data: bytes) -> tuple[tuple, bool, np.dtype]:
     return shape, fortran, dtype
 
 
+def _channels_first(shape: tuple) -> bool:
+    """CxHxW (C of 1 or 3) rather than HxWxC: the rule the decoder transposes by."""
+    return len(shape) == 3 and shape[0] in (1, 3) and shape[-1] not in (1, 3, 4)
+
+
 def _check_npy_shape(shape: tuple, dtype: np.dtype) -> None:
     if dtype.kind not in "uif" or dtype.hasobject or len(shape) not in (2, 3, 4):
         raise BadRequest(f"expected a numeric array HxW, HxWxC, CxHxW or NxHxWxC, got {dtype.str} {tuple(shape)}")
@@ -147,7 +155,7 @@ def _check_npy_shape(shape: tuple, dtype: np.dtype) -> None:
     if count > MAX_BATCH:
         raise PayloadTooLarge(f"{count} images in one request; at most {MAX_BATCH}")
     item = tuple(int(side) for side in (shape[1:] if len(shape) == 4 else shape))
-    height, width = (item[1], item[2]) if len(item) == 3 and item[0] in (1, 3) and item[-1] not in (1, 3, 4) else item[:2]
+    height, width = item[1:3] if _channels_first(item) else item[:2]
     check_pixels(width, height, "image array")
     if count * width * height > MAX_REQUEST_PIXELS:
         raise PayloadTooLarge(f"the request's arrays hold over {MAX_REQUEST_PIXELS:,} pixels in all")
@@ -166,7 +174,7 @@ def decode_npy(body) -> list[Image.Image]:
     batch = array if array.ndim == 4 else array[None]
     images = []
     for item in batch:
-        if item.ndim == 3 and item.shape[0] in (1, 3) and item.shape[-1] not in (1, 3, 4):
+        if _channels_first(item.shape):
             item = np.transpose(item, (1, 2, 0))
         if item.ndim == 3 and item.shape[-1] == 1:
             item = item[..., 0]

@@ -79,10 +79,7 @@ def _header(context, name: str):
         properties = context.request_processor[0].get_request_properties()
     except (AttributeError, IndexError, TypeError):
         return None
-    for key, value in (properties or {}).items():
-        if key.lower() == name.lower():
-            return value
-    return None
+    return ct.header(properties, name)
 
 
 def top_k_from(attributes: str | None, options: dict) -> int:

@@ -78,11 +78,14 @@ def engine_enabled() -> bool:
     return mode == "on"
 
 
-def loopback_port() -> int:
-    """A free port on 127.0.0.1 for multi-model-server's management API (below 32768: MMS refuses higher ones)."""
+def loopback_port(inference_port: int) -> int:
+    """A free port on 127.0.0.1 for multi-model-server's management API: below 32768 (MMS refuses higher ones, so no
+    ephemeral port from the kernel), and never the inference port, which MMS itself binds only later."""
     import socket
 
     for candidate in range(29000 + os.getpid() % 3000, 32768):
+        if candidate == inference_port:
+            continue
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", candidate))
@@ -103,7 +106,7 @@ def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, t
     return defaults + "\n".join(
         [
             f"inference_address=http://{host}:{port}",
-            f"management_address=http://127.0.0.1:{loopback_port()}",
+            f"management_address=http://127.0.0.1:{loopback_port(port)}",
             f"default_workers_per_model={workers}",
             # multi-model-server hands its workers gpu_id round-robin below min(this, nvidia-smi's count); nvidia-smi
             # ignores CUDA_VISIBLE_DEVICES: bound it by what CUDA will show, so that every gpu_id opens in the worker

@@ -18,16 +18,6 @@ from . import content_types as ct
 log = logging.getLogger(__name__)
 
 
-def header(request: dict | None, name: str):
-    """A request header by name in any case (HTTP names are case-insensitive; the toolkit's own lookup takes
-    ``Content-Type`` and ``content-type`` only, so ``CONTENT-TYPE: image/jpeg`` got a 415)."""
-    wanted = name.lower()
-    for key, value in (request or {}).items():
-        if str(key).lower() == wanted:
-            return value
-    return None
-
-
 class JsonErrorTransformer(Transformer):
     def transform(self, data, context):
         try:
@@ -40,7 +30,7 @@ class JsonErrorTransformer(Transformer):
                     body = item.get("data") or b""
                 processors = context.request_processor
                 request = processors[index if index < len(processors) else 0].get_request_properties()
-                content_type, accept = header(request, "content-type"), header(request, "accept")
+                content_type, accept = ct.header(request, "content-type"), ct.header(request, "accept")
                 if not accept or accept == content_types.ANY:
                     accept = self._environment.default_accept
                 result = self._run_handler_function(self._transform_fn, *(self._model, body, content_type, accept))
