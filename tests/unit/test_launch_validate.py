@@ -182,3 +182,15 @@ def test_generated_job_names_fit_what_aws_and_the_policy_take():
             assert validate.name_problem(resource, name) is None, name
     # a tuning job's trials are named <tuning job>-NNN-xxxxxxxx by AWS: they must still fit a training job name
     assert validate.name_problem("training-job", f"{job_name('hpo')}-001-1a2b3c4d") is None
+
+
+def test_deploy_checks_the_endpoint_config_name_it_sends():
+    """jobs.deploy names the endpoint config after the endpoint: a model name outside the policy is said once, for
+    the model, and the endpoint config is checked under the endpoint's name."""
+    config = _config({"strict_policy": True})
+    with pytest.raises(validate.ValidationError) as info:
+        validate.check_deploy(config, "mnist-model", "dogbreed-endpoint")
+    assert "'mnist-model'" in str(info.value) and "endpoint config" not in str(info.value)
+    with pytest.raises(validate.ValidationError) as info:
+        validate.check_deploy(config, "dogbreed-model", "prod")
+    assert "endpoint config name 'prod'" in str(info.value) or "endpoint config 'prod'" in str(info.value)

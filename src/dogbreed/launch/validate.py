@@ -420,8 +420,8 @@ def check_tuning(config: Config, job_name: str, uris: dict[str, str | None] | No
 
 
 def check_deploy(config: Config, model_name: str, endpoint_name: str, image: str | None = None) -> None:
-    # The endpoint config is named after the model (a redeploy makes a new one beside the old).
-    names = {"model": model_name, "endpoint-config": model_name, "endpoint": endpoint_name}
+    # jobs.deploy names the endpoint config after the endpoint: the name checked is the name sent.
+    names = {"model": model_name, "endpoint-config": endpoint_name, "endpoint": endpoint_name}
     check("deploy", Plan(config, names, images={"serve image": image or config.get("serve_image")}))
 
 
