@@ -1,0 +1,68 @@
+"""``application/jsonlines``: several records in one body, one answer line per record, in order.
+
+Batch Transform with ``SplitType=Line`` and ``BatchStrategy=MultiRecord`` packs as many lines of the input as fit
+in ``MaxPayloadInMB`` into one request, and writes back what the container answers. Each line is a record as a
+JSON request holds it (``{"image": base64}``, optionally ``"top_k"``). A record that cannot be read gets an error
+line (``{"error": ..., "status": 4xx}``) in its place and the others are answered: one bad photo must not cost the
+whole batch, and the output must stay aligned with the input line by line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from .errors import BadRequest, RequestError
+
+JSONLINES = "application/jsonlines"
+ALIASES = (JSONLINES, "application/jsonl", "application/x-jsonlines")
+
+
+@dataclass
+class Records:
+    """The decoded records: every readable image in order, and for each record its images' span or its error."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    slots: list[tuple[int, int, int] | dict] = field(default_factory=list)  # (start, stop, top_k) or an error
+
+
+def lines_of(body: bytes) -> list[bytes]:
+    """The non-blank lines (Batch Transform ends each record with a newline, the last one too)."""
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    if not lines:
+        raise BadRequest("empty JSON-lines body: send one JSON record a line")
+    return lines
+
+
+def decode_records(body: bytes, decode_record, default_top_k: int, max_images: int) -> Records:
+    """Each line through ``decode_record(line) -> (images, options)`` (the JSON decoder), its error kept in its
+    place; the request's k for records that name none."""
+    records = Records()
+    for number, line in enumerate(lines_of(body), start=1):
+        try:
+            images, options = decode_record(line)
+            if len(records.images) + len(images) > max_images:
+                raise BadRequest(f"the request's records hold over {max_images} images; send fewer lines a request")
+            top_k = options.get("top_k", default_top_k)
+        except RequestError as exc:
+            records.slots.append({"error": f"record {number}: {exc.message}", "status": int(exc.status)})
+            continue
+        start = len(records.images)
+        records.images.extend(images)
+        records.slots.append((start, len(records.images), top_k))
+    return records
+
+
+def answer_lines(slots: list, predictions: list, model: str) -> str:
+    """One JSON answer a line, aligned with the input records: ``{"predictions": [...], "model": ...}`` where a
+    single-record request would get the same, the error where the record could not be read."""
+    lines = []
+    for slot in slots:
+        if isinstance(slot, dict):
+            lines.append(json.dumps(slot))
+        else:
+            start, stop, top_k = slot
+            lines.append(json.dumps({"predictions": [rows[:top_k] for rows in predictions[start:stop]], "model": model}))
+    return "\n".join(lines) + "\n"
