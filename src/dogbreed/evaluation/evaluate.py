@@ -27,6 +27,7 @@ from ..serving.decoders import decode_image
 from ..serving.errors import RequestError
 from ..serving.predictor import Predictor
 from . import calibration, figures, metrics, report
+from .arguments import HELP, add_arguments
 
 BATCH = 16
 CONFUSION_CSV = "confusion.csv"
@@ -180,15 +181,6 @@ def evaluate(model: Path, data_dir: Path, out_dir: Path, progress: bool = True) 
     return summary
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--model", required=True, help="model.tar.gz, a model directory, or a folder holding model.tar.gz")
-    parser.add_argument("--data", required=True, help="a dogImages layout (its test/ split) or a folder of breed folders")
-    parser.add_argument("--out", default="evaluation-report", help="where report.html, confusion.csv and "
-                                                                    "evaluation.json go (default: ./evaluation-report)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
 def run(args: argparse.Namespace) -> int:
     summary = evaluate(Path(args.model), Path(args.data), Path(args.out), progress=not args.no_progress)
     cal = summary["calibration"]
@@ -200,5 +192,5 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The verb on its own (the ``dogbreed`` command wires :func:`add_arguments` and :func:`run`)."""
-    parser = add_arguments(argparse.ArgumentParser(prog="dogbreed evaluate", description=__doc__.splitlines()[0]))
+    parser = add_arguments(argparse.ArgumentParser(prog="dogbreed evaluate", description=HELP))
     return run(parser.parse_args(argv))
