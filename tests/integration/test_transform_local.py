@@ -40,15 +40,15 @@ def _agrees(answer: list[dict], expected: list[dict]) -> bool:
 def test_a_folder_of_photos_one_answer_an_object(images, compose, trained, sample_dir, tmp_path):
     photos = _photos(sample_dir, per_breed=4)
     source = tmp_path / "photos"
-    for path, breed in photos:  # a bucket's layout: prefixes per breed
-        (source / breed).mkdir(parents=True, exist_ok=True)
-        (source / breed / path.name).write_bytes(path.read_bytes())
+    source.mkdir()
+    for path, _ in photos:  # one folder: the SDK's local mode reads the files of the folder itself, not below
+        (source / path.name).write_bytes(path.read_bytes())
     job = LocalTransform(image=images["serve"], model=trained["archive"], input_dir=source, output_dir=tmp_path / "out")
     outputs = run_local_transform(job)
     assert len(outputs) == len(photos)
     expected = _in_process(trained, [path for path, _ in photos])
-    for (path, breed), wanted in zip(photos, expected):
-        out = tmp_path / "out" / breed / f"{path.name}.out"
+    for (path, _), wanted in zip(photos, expected):
+        out = tmp_path / "out" / f"{path.name}.out"
         answer = json.loads(out.read_text())["predictions"][0]
         assert _agrees(answer, wanted), (path, answer, wanted)
 

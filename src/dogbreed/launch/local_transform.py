@@ -4,7 +4,8 @@ The SDK's ``LocalSession`` is the twin of CreateTransformJob: it starts the serv
 SageMaker starts it (``serve``, the model in ``/opt/ml/model``, ``SAGEMAKER_BATCH`` and
 ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` set), asks ``GET /execution-parameters``, then sends each object (or each batch of
 JSON lines) to ``/invocations`` and writes ``<object>.out`` files under the output folder. No AWS call is made: the
-input, the output and the model are local folders (``file://``).
+input, the output and the model are local folders (``file://``). Unlike an S3 prefix, local mode reads only the
+files directly in the input folder, not those in folders below it.
 """
 
 from __future__ import annotations
