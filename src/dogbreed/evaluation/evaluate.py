@@ -74,13 +74,8 @@ def _decode(predictor: Predictor, path: Path):
 
 
 def raw_scores(predictor: Predictor, batch: torch.Tensor) -> torch.Tensor:
-    """The logits before any temperature. Predictor gives probabilities (softmax(logits / T), T its temperature,
-    1 where it has none): T * log(p) differs from the logits by a constant per row, which softmax ignores.
-    Clamped so that an underflowed probability stays finite."""
-    if hasattr(predictor, "tensor_logits"):
-        return predictor.tensor_logits(batch)
-    temperature = float(getattr(predictor, "temperature", 1.0))
-    return predictor.tensor_probabilities(batch).clamp_min(1e-38).log() * temperature
+    """The logits before any temperature: the calibration is fitted and judged on them."""
+    return predictor.tensor_logits(batch)
 
 
 def _chunks(samples: list, size: int) -> Iterator[list]:

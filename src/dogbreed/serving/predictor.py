@@ -30,6 +30,8 @@ class ModelInputs:
         self.class_names = list(meta["class_names"])
         self.transform = prep.eval_transform()
         self.draft_size = prep.resize  # JPEGs decode at the reduced scale training decoded them at
+        # fitted on the valid split at the end of training (evaluation.calibration); 1 for models saved before it
+        self.temperature = float(meta.get("temperature") or 1.0)
 
     def tensor(self, images) -> torch.Tensor:
         return torch.stack([self.transform(to_rgb(image, self.draft_size)) for image in images])
@@ -90,11 +92,16 @@ class Predictor(ModelInputs):
         return self.tensor_probabilities(self.tensor(images))
 
     @torch.inference_mode()
-    def tensor_probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+    def tensor_logits(self, batch: torch.Tensor) -> torch.Tensor:
         batch = self.acc.prepare_batch(batch)
         with self.acc.autocast():
             logits = self.model(batch)
-        return torch.softmax(logits.float(), dim=1).cpu()
+        return logits.float().cpu()
+
+    @torch.inference_mode()
+    def tensor_probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Calibrated: the logits over the model's temperature (every serving path comes through here)."""
+        return torch.softmax(self.tensor_logits(batch) / self.temperature, dim=1)
 
     def top_k(self, images, k: int = 5) -> list[list[dict]]:
         return self.top_k_tensors(self.tensor(images), k)
