@@ -177,7 +177,7 @@ def cmd_tune_local(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    config = _config(args, serve_image=args.image, **{"serving.instance_type": args.instance_type,
+    config = _config(args, serve_image=args.image, serve_image_cpu=args.image, **{"serving.instance_type": args.instance_type,
                                                        "serving.instance_count": args.instance_count,
                                                        "serving.serverless": True if args.serverless else None,
                                                        "serving.data_capture": True if args.data_capture else None})
@@ -188,8 +188,10 @@ def cmd_deploy(args) -> int:
         raise ConfigError("give --model-data S3_URI or --training-job NAME")
     model = jobs.build_model(config, session, model_data)
     endpoint = args.endpoint_name or "dogbreed"
-    jobs.deploy(config, model, endpoint, wait=not args.detach)
+    print(f"image={model.image}")
+    jobs.deploy(config, model, endpoint, wait=not args.detach, keep_old=args.keep_old)
     print(f"model={model.name}")
+    print(f"endpoint_config={model.name}")
     print(f"endpoint={endpoint}")
     return 0
 
@@ -340,7 +342,8 @@ def _add_tune_verb(sub) -> None:
 def _add_endpoint_verbs(sub) -> None:
     p = sub.add_parser("deploy", help="a real-time or serverless endpoint from the serving image")
     _common(p)
-    p.add_argument("--image", default=None, help="serving image URI (default: serve_image in the config)")
+    p.add_argument("--image", default=None, help="serving image URI (default: serve_image_cpu for CPU instances and "
+                                                 "serverless, serve_image for GPU instances, from the config)")
     p.add_argument("--model-data", default=None, help="S3 URI of model.tar.gz")
     p.add_argument("--training-job", default=None, help="take model.tar.gz from this training job")
     p.add_argument("--endpoint-name", default=None)
@@ -348,10 +351,12 @@ def _add_endpoint_verbs(sub) -> None:
     p.add_argument("--instance-count", type=int, default=None)
     p.add_argument("--serverless", action="store_true")
     p.add_argument("--data-capture", action="store_true")
-    p.add_argument("--detach", action="store_true")
+    p.add_argument("--detach", action="store_true", help="return once the endpoint is created or its update started "
+                                                          "(a redeploy then keeps the old config and model)")
+    p.add_argument("--keep-old", action="store_true", help="redeploy: keep the endpoint config and model it replaced")
     p.set_defaults(func=cmd_deploy)
 
-    p = sub.add_parser("delete", help="remove an endpoint, its config and its model")
+    p = sub.add_parser("delete", help="remove an endpoint, its config and every model and config deploy made for it")
     _common(p)
     p.add_argument("endpoint_name")
     p.set_defaults(func=cmd_delete)

@@ -1,0 +1,149 @@
+"""Endpoints against moto: deploy, redeploy (UpdateEndpoint), clean-up; every resource asserted after each step.
+
+moto has no UpdateEndpoint: ``Updates`` answers it in place of AWS (a botocore ``before-call`` handler on the
+client, outside the code under test), moving moto's endpoint onto the new config, or, as AWS does when an
+update fails, leaving it on the old one with a FailureReason.
+"""
+
+from __future__ import annotations
+
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
+
+from dogbreed.launch import endpoints, jobs
+from dogbreed.launch.waits import JobError
+from tests.integration.conftest import REGION
+from tests.integration.test_launch_moto import ROLE, SERVE_IMAGE, _call, _session_capturing
+
+MODEL_DATA = "s3://dogbreed-test/runs/models/job/output/model.tar.gz"
+ENDPOINT = "dogbreed-redeploy"
+
+
+@pytest.fixture
+def config(tmp_path):
+    from dogbreed.launch.config import load
+
+    path = tmp_path / "dogbreed.toml"
+    path.write_text(f'region = "{REGION}"\nrole = "{ROLE}"\nbucket = "dogbreed-test"\nprefix = "runs"\n'
+                    f'serve_image = "{SERVE_IMAGE}"\n[wait]\npoll_s = 0\n')
+    return load(str(path))
+
+
+class Updates:
+    """UpdateEndpoint in AWS's place: ``fail`` leaves the endpoint on its old config with a reason (AWS's rollback);
+    ``refuse`` answers the call itself with a ValidationException."""
+
+    def __init__(self, client, fail: str | None = None, refuse: bool = False):
+        self.calls: list[dict] = []
+        self.fail, self.refuse = fail, refuse
+        client.meta.events.register("before-call.sagemaker.UpdateEndpoint", self.answer)
+
+    def answer(self, params, **_):
+        import json
+
+        from moto.sagemaker.models import sagemaker_backends
+
+        params = json.loads(params["body"])  # the request as botocore serialized it
+        self.calls.append(params)
+        if self.refuse:
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "refused"}}, "UpdateEndpoint")
+        endpoint = sagemaker_backends["123456789012"][REGION].endpoints[params["EndpointName"]]
+        if self.fail:
+            endpoint.failure_reason = self.fail
+        else:
+            endpoint.endpoint_config_name = params["EndpointConfigName"]
+        return AWSResponse("https://sagemaker", 200, {}, None), {"EndpointArn": endpoint.arn}
+
+
+def resources(sm) -> dict:
+    """Every endpoint (with its config), endpoint config and model moto holds."""
+    return {"endpoints": {e["EndpointName"]: sm.describe_endpoint(EndpointName=e["EndpointName"])["EndpointConfigName"]
+                          for e in sm.list_endpoints()["Endpoints"]},
+            "configs": {c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]},
+            "models": {m["ModelName"] for m in sm.list_models()["Models"]}}
+
+
+def _deploy(config, session, **kwargs):
+    model = jobs.build_model(config, session, MODEL_DATA)
+    jobs.deploy(config, model, ENDPOINT, out=lambda line: None, **kwargs)
+    return model.name
+
+
+def test_deploy_twice_updates_the_endpoint_and_leaves_no_orphan(aws, config):
+    session, calls = _session_capturing(config)
+    updates = Updates(session.sagemaker_client)
+    first = _deploy(config, session)
+    assert _call(calls, "CreateEndpointConfig")["EndpointConfigName"] == first  # named after the model
+    assert resources(aws) == {"endpoints": {ENDPOINT: first}, "configs": {first}, "models": {first}}
+    tags = aws.list_tags(ResourceArn=aws.describe_model(ModelName=first)["ModelArn"])["Tags"]
+    assert {"Key": "dogbreed:endpoint", "Value": ENDPOINT} in tags
+
+    second = _deploy(config, session)
+    assert second != first
+    assert [c["EndpointConfigName"] for c in updates.calls] == [second]
+    assert [op for op, _ in calls].count("CreateEndpoint") == 1  # the second deploy updated, never re-created
+    assert resources(aws) == {"endpoints": {ENDPOINT: second}, "configs": {second}, "models": {second}}
+
+
+def test_keep_old_keeps_the_replaced_config_and_model_and_delete_removes_all(aws, config):
+    session, _ = _session_capturing(config)
+    Updates(session.sagemaker_client)
+    first = _deploy(config, session)
+    second = _deploy(config, session, keep_old=True)
+    assert resources(aws) == {"endpoints": {ENDPOINT: second}, "configs": {first, second}, "models": {first, second}}
+    deleted = jobs.delete_endpoint(aws, ENDPOINT)
+    assert sorted(deleted) == sorted([f"endpoint {ENDPOINT}", f"endpoint config {first}", f"endpoint config {second}",
+                                      f"model {first}", f"model {second}"])
+    assert resources(aws) == {"endpoints": {}, "configs": set(), "models": set()}
+
+
+def test_a_failed_update_rolls_back_and_deletes_only_what_it_made(aws, config):
+    session, _ = _session_capturing(config)
+    first = _deploy(config, session)
+    Updates(session.sagemaker_client, fail="the new model's container did not pass /ping")
+    with pytest.raises(JobError, match="stayed on .*did not pass /ping .*what this deploy created is deleted"):
+        _deploy(config, session)
+    assert resources(aws) == {"endpoints": {ENDPOINT: first}, "configs": {first}, "models": {first}}
+
+
+def test_a_refused_update_call_leaves_no_orphan(aws, config):
+    session, _ = _session_capturing(config)
+    first = _deploy(config, session)
+    Updates(session.sagemaker_client, refuse=True)
+    with pytest.raises(ClientError, match="refused"):
+        _deploy(config, session)
+    assert resources(aws) == {"endpoints": {ENDPOINT: first}, "configs": {first}, "models": {first}}
+
+
+def test_a_refused_create_endpoint_leaves_no_orphan(aws, config):
+    session, _ = _session_capturing(config)
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "ResourceLimitExceeded", "Message": "no quota"}}, "CreateEndpoint")
+
+    session.sagemaker_client.meta.events.register("before-call.sagemaker.CreateEndpoint", refuse)
+    with pytest.raises(ClientError, match="no quota"):
+        _deploy(config, session)
+    assert resources(aws) == {"endpoints": {}, "configs": set(), "models": set()}
+
+
+def test_a_detached_redeploy_keeps_the_old_until_the_update_ends(aws, config):
+    session, _ = _session_capturing(config)
+    Updates(session.sagemaker_client)
+    first = _deploy(config, session)
+    lines = []
+    model = jobs.build_model(config, session, MODEL_DATA)
+    jobs.deploy(config, model, ENDPOINT, wait=False, out=lines.append)
+    assert resources(aws) == {"endpoints": {ENDPOINT: model.name}, "configs": {first, model.name},
+                              "models": {first, model.name}}
+    assert lines and first in lines[0] and f"dogbreed delete {ENDPOINT}" in lines[0]
+    jobs.delete_endpoint(aws, ENDPOINT)
+    assert resources(aws) == {"endpoints": {}, "configs": set(), "models": set()}
+
+
+def test_delete_of_nothing_is_one_clear_error(aws):
+    from dogbreed.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no endpoint dogbreed-none"):
+        endpoints.delete_endpoint(aws, "dogbreed-none")
