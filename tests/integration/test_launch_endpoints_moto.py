@@ -16,6 +16,7 @@ from dogbreed.launch.waits import JobError
 from tests.integration.conftest import REGION
 from tests.integration.test_launch_moto import ROLE, SERVE_IMAGE, _call, _session_capturing
 
+SERVE_IMAGE_CPU = SERVE_IMAGE.replace("dogbreed-serve:", "dogbreed-serve-cpu:")
 MODEL_DATA = "s3://dogbreed-test/runs/models/job/output/model.tar.gz"
 ENDPOINT = "dogbreed-redeploy"
 
@@ -26,7 +27,7 @@ def config(tmp_path):
 
     path = tmp_path / "dogbreed.toml"
     path.write_text(f'region = "{REGION}"\nrole = "{ROLE}"\nbucket = "dogbreed-test"\nprefix = "runs"\n'
-                    f'serve_image = "{SERVE_IMAGE}"\n[wait]\npoll_s = 0\n')
+                    f'serve_image = "{SERVE_IMAGE}"\nserve_image_cpu = "{SERVE_IMAGE_CPU}"\n[wait]\npoll_s = 0\n')
     return load(str(path))
 
 
@@ -147,3 +148,36 @@ def test_delete_of_nothing_is_one_clear_error(aws):
 
     with pytest.raises(ConfigError, match="no endpoint dogbreed-none"):
         endpoints.delete_endpoint(aws, "dogbreed-none")
+
+
+@pytest.mark.parametrize("serving,image,ami,env", [
+    ({"instance_type": "ml.g4dn.12xlarge"}, SERVE_IMAGE, "al2023-ami-sagemaker-inference-gpu-4-1",
+     {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"}),  # moto's instance types stop at g4dn: the families are unit-tested
+    ({"instance_type": "ml.g4dn.xlarge"}, SERVE_IMAGE, "al2023-ami-sagemaker-inference-gpu-4-1",
+     {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"}),
+    ({"instance_type": "ml.m5.large"}, SERVE_IMAGE_CPU, None, {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"}),
+    ({"serverless": True}, SERVE_IMAGE_CPU, None,
+     {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "60", "SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "4"}),
+    ({"instance_type": "ml.m5.large", "image": "cuda"}, SERVE_IMAGE, None, {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"}),
+], ids=["4 T4s", "T4", "CPU", "serverless", "CPU told cuda"])
+def test_the_image_the_ami_and_the_environment_follow_the_hardware(aws, config, serving, image, ami, env):
+    for key, value in serving.items():
+        config.set_path(f"serving.{key}", value)
+    session, calls = _session_capturing(config)
+    _deploy(config, session, wait=False)
+    container = _call(calls, "CreateModel")["PrimaryContainer"]
+    assert container["Image"] == image and container["Environment"] == env
+    variant = _call(calls, "CreateEndpointConfig")["ProductionVariants"][0]
+    assert variant.get("InferenceAmiVersion") == ami
+    described = aws.describe_endpoint_config(EndpointConfigName=_call(calls, "CreateModel")["ModelName"])
+    assert described["ProductionVariants"][0]["ModelName"] == _call(calls, "CreateModel")["ModelName"]
+
+
+def test_a_gpu_family_our_torch_cannot_use_is_refused_before_any_call(aws, config):
+    from dogbreed.launch.validate import ValidationError
+
+    config.set_path("serving.instance_type", "ml.p3.2xlarge")
+    session, calls = _session_capturing(config)
+    with pytest.raises(ValidationError, match="V100 .*no kernels"):
+        _deploy(config, session, wait=False)
+    assert calls == [] and resources(aws) == {"endpoints": {}, "configs": set(), "models": set()}
