@@ -59,8 +59,21 @@ def cmd_local_serve(args) -> int:
 
 
 def cmd_invoke(args) -> int:
-    if args.endpoint:  # the endpoint's region as the launchers take it: --region, the config, AWS_REGION
-        args.region = load(args.config, {"region": args.region})["region"]
+    if not args.endpoint:
+        if args.async_:
+            raise ConfigError("--async needs --endpoint NAME (an endpoint deployed with --async)")
+        return invoke_and_print(args)
+    from .launch import invocations
+
+    # the endpoint's region as the launchers take it: --region, the config, AWS_REGION
+    config = load(args.config, {"region": args.region, "bucket": args.bucket, "prefix": args.prefix})
+    args.region = config["region"]
+    boto = boto_session(config)
+    paths = [Path(name) for name in args.images]
+    if args.async_:
+        return invocations.invoke_async(boto, config, args.endpoint, paths, args.top_k, poll_s=args.poll_s,
+                                        timeout_s=args.wait_s, as_json=args.json)
+    invocations.check_sizes(paths, invocations.endpoint_mode(boto.client("sagemaker"), args.endpoint))
     return invoke_and_print(args)
 
 
@@ -180,7 +193,8 @@ def cmd_deploy(args) -> int:
     config = _config(args, serve_image=args.image, serve_image_cpu=args.image, **{"serving.instance_type": args.instance_type,
                                                        "serving.instance_count": args.instance_count,
                                                        "serving.serverless": True if args.serverless else None,
-                                                       "serving.data_capture": True if args.data_capture else None})
+                                                       "serving.data_capture": True if args.data_capture else None,
+                                                       **_async_settings(args)})
     session = sagemaker_session(config)
     model_data = args.model_data or (jobs.model_data_of(session.sagemaker_client, args.training_job)
                                      if args.training_job else None)
@@ -194,6 +208,16 @@ def cmd_deploy(args) -> int:
     print(f"endpoint_config={model.name}")
     print(f"endpoint={endpoint}")
     return 0
+
+
+def _async_settings(args) -> dict:
+    """--async and its S3 output and SNS topics (validate.py checks them); --output alone means nothing."""
+    if not args.async_:
+        if args.output or args.sns_success or args.sns_error:
+            raise ConfigError("--output, --sns-success and --sns-error are for an async endpoint: add --async")
+        return {}
+    return {"serving.async": True, "serving.async_output": args.output, "serving.async_sns_success": args.sns_success,
+            "serving.async_sns_error": args.sns_error}
 
 
 def cmd_delete(args) -> int:
@@ -264,6 +288,13 @@ def _add_local_verbs(sub) -> None:
     p.add_argument("--region", default=None)
     p.add_argument("--config", default=None, help="TOML config (default ./dogbreed.toml): --endpoint's region")
     p.add_argument("--json", action="store_true", help="print the raw JSON answers")
+    p.add_argument("--async", dest="async_", action="store_true",
+                   help="an async endpoint: upload each image to S3 (the config's bucket), InvokeEndpointAsync, wait for "
+                        "the answers")
+    p.add_argument("--bucket", default=None, help="--async: the bucket the images go to (default: the config's)")
+    p.add_argument("--prefix", default=None)
+    p.add_argument("--wait-s", type=float, default=3600.0, help="--async: how long to wait for the answers")
+    p.add_argument("--poll-s", type=float, default=5.0, help="--async: how often to look for them")
     p.set_defaults(func=cmd_invoke)
 
 
@@ -354,6 +385,11 @@ def _add_endpoint_verbs(sub) -> None:
     p.add_argument("--detach", action="store_true", help="return once the endpoint is created or its update started "
                                                           "(a redeploy then keeps the old config and model)")
     p.add_argument("--keep-old", action="store_true", help="redeploy: keep the endpoint config and model it replaced")
+    p.add_argument("--async", dest="async_", action="store_true",
+                   help="an async endpoint (requests queued, answers written to --output; up to 1 GB and an hour each)")
+    p.add_argument("--output", default=None, metavar="S3URI", help="--async: where the answers go")
+    p.add_argument("--sns-success", default=None, metavar="TOPIC_ARN", help="--async: an SNS topic told of each answer")
+    p.add_argument("--sns-error", default=None, metavar="TOPIC_ARN", help="--async: an SNS topic told of each failure")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("delete", help="remove an endpoint, its config and every model and config deploy made for it")

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 # The SageMaker calls the launchers build themselves; the hook of session.py checks them all.
 CHECKED = ("CreateTrainingJob", "CreateHyperParameterTuningJob", "CreateModel", "CreateEndpointConfig", "CreateEndpoint",
-           "UpdateEndpoint", "CreateTransformJob", "InvokeEndpointAsync", "InvokeEndpoint")
+           "UpdateEndpoint", "CreateTransformJob")
 
 
 @lru_cache(maxsize=4)

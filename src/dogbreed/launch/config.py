@@ -49,7 +49,7 @@ DEFAULTS: dict = {
         "serverless_max_concurrency": 5, "data_capture": False, "data_capture_percent": 20,
         "image": "auto",  # auto: serve_image_cpu for CPU instances and serverless, serve_image for GPU; or cpu / cuda
         # async endpoints (deploy --async --output S3URI): answers to async_output, optional SNS topics
-        "async_output": None, "async_sns_success": None, "async_sns_error": None, "async_max_payload_mb": 100,
+        "async": False, "async_output": None, "async_sns_success": None, "async_sns_error": None, "async_max_payload_mb": 100,
     },
     # Batch Transform (dogbreed transform): one photo per S3 object (split_type None) or JSON lines (Line)
     "transform": {

@@ -45,9 +45,9 @@ class ModelPlan:
 
 
 def mode(config: Config) -> str:
-    """``serverless``, ``async`` (serving.async_output set) or ``realtime``."""
+    """``serverless``, ``async`` (serving.async, deploy --async) or ``realtime``."""
     serving = config["serving"]
-    return "serverless" if serving.get("serverless") else "async" if serving.get("async_output") else "realtime"
+    return "serverless" if serving.get("serverless") else "async" if serving.get("async") else "realtime"
 
 
 def model_environment(config: Config, how: str) -> dict[str, str]:
@@ -97,7 +97,7 @@ def data_capture(config: Config) -> dict | None:
 def async_config(config: Config) -> dict | None:
     """AsyncInferenceConfig: where answers go (serving.async_output), the SNS topics told of each, the KMS key."""
     serving = config["serving"]
-    if not serving.get("async_output"):
+    if not serving.get("async") or not serving.get("async_output"):
         return None
     output = {"S3OutputPath": serving["async_output"].rstrip("/") + "/",
               "S3FailurePath": serving["async_output"].rstrip("/") + "/failures/"}

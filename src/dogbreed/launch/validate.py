@@ -371,10 +371,11 @@ def _transform_ami(plan: Plan) -> str | None:
 def _async(plan: Plan) -> str | None:
     """Async endpoints: an S3 output, no serverless (AWS has no serverless async), SNS topics in the job's region."""
     serving, region = plan.config["serving"], plan.config.get("region")
-    output = serving.get("async_output")
-    if not output:
+    if not serving.get("async"):
         return None
-    found = [s3_uri_problem("--output (serving.async_output)", output)]
+    output = serving.get("async_output")
+    found = [s3_uri_problem("--output (serving.async_output)", output) if output else
+             "an async endpoint needs --output s3://... (serving.async_output): where its answers go"]
     if serving.get("serverless"):
         found.append("async inference runs on instances, not serverless: drop --serverless or --async")
     for flag, key in (("--sns-success", "async_sns_success"), ("--sns-error", "async_sns_error")):
