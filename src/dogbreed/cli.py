@@ -220,6 +220,29 @@ def _async_settings(args) -> dict:
             "serving.async_sns_error": args.sns_error}
 
 
+def cmd_transform(args) -> int:
+    from .launch import transform
+
+    config = _config(args, serve_image=args.image, serve_image_cpu=args.image, **{
+        f"transform.{key}": getattr(args, key) for key in ("instance_type", "instance_count", "content_type", "split_type",
+                                                            "batch_strategy", "max_payload_mb")})
+    session = sagemaker_session(config)
+    model_data = args.model_data or (jobs.model_data_of(session.sagemaker_client, args.training_job)
+                                     if args.training_job else None)
+    if not model_data:
+        raise ConfigError("give --model-data S3_URI or --training-job NAME")
+    job = transform.plan(config, session, model_data, args.input, args.output, args.job_name)
+    print(f"transform_job={job.job}")
+    print(f"model={job.model.name}")
+    print(f"image={job.model.image}")
+    described = transform.run(config, job, session.boto_session.client("s3"), wait=args.wait)
+    print(f"output={(described or {}).get('TransformOutput', {}).get('S3OutputPath', args.output)}")
+    if not args.wait:
+        print(f"the model serves this job only: once it ends, delete it (aws sagemaker delete-model --model-name "
+              f"{job.model.name}), or run with --wait")
+    return 0
+
+
 def cmd_delete(args) -> int:
     client = boto_session(_config(args)).client("sagemaker")
     for item in jobs.delete_endpoint(client, args.endpoint_name):
@@ -398,6 +421,26 @@ def _add_endpoint_verbs(sub) -> None:
     p.set_defaults(func=cmd_delete)
 
 
+def _add_transform_verb(sub) -> None:
+    p = sub.add_parser("transform", help="a Batch Transform job: classify every photo under an S3 prefix")
+    _common(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--training-job", default=None, help="take model.tar.gz from this training job")
+    source.add_argument("--model-data", default=None, metavar="S3URI", help="S3 URI of model.tar.gz")
+    p.add_argument("--input", required=True, metavar="S3URI", help="the prefix of the photos (or JSON-lines files)")
+    p.add_argument("--output", required=True, metavar="S3URI", help="where the answers go (<input key>.out each)")
+    p.add_argument("--image", default=None, help="serving image URI (default: by instance type, as deploy)")
+    p.add_argument("--instance-type", default=None)
+    p.add_argument("--instance-count", type=int, default=None)
+    p.add_argument("--content-type", default=None, help="default application/x-image; JSON lines: application/jsonlines")
+    p.add_argument("--split-type", default=None, choices=("None", "Line"), help="None: one photo per object; Line: JSON lines")
+    p.add_argument("--batch-strategy", default=None, choices=("SingleRecord", "MultiRecord"))
+    p.add_argument("--max-payload-mb", type=int, default=None, help="the largest request (1 to 100 MB; default 6)")
+    p.add_argument("--job-name", default=None, help="default: dogbreed-transform-<time>-<random>")
+    p.add_argument("--wait", action="store_true", help="wait for the job, then delete its model")
+    p.set_defaults(func=cmd_transform)
+
+
 def _add_insight_verbs(sub) -> None:
     debug = sub.add_parser("debug", help="Debugger: loss plot and rule verdicts from an smdebug trial")
     debug_sub = debug.add_subparsers(dest="debug_verb", metavar="VERB")
@@ -435,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_and_train_verbs(sub)
     _add_tune_verb(sub)
     _add_endpoint_verbs(sub)
+    _add_transform_verb(sub)
     _add_insight_verbs(sub)
     return parser
 
