@@ -123,11 +123,15 @@ def start_training(config: Config, session, name: str, extra_hyperparameters: di
 
 
 SDK_REQUEST_FIELDS = ("AlgorithmSpecification", "RoleArn", "ResourceConfig", "StoppingCondition", "OutputDataConfig")
+# The SDK release the private call below is tested with: requirements/constraints.txt's pin (a unit test keeps them
+# equal, so that a bump of the pin brings this guard's word with it).
+TESTED_SDK = "3.27.0"
 
 
 def training_request(trainer, input_data_config: list) -> dict:
     """The trainer's CreateTrainingJob request in the API's form, from SDK v3's private
-    ``ModelTrainer._create_training_job_args(boto3=True)`` (checked on 3.27.0). A release that renames it, changes its
+    ``ModelTrainer._create_training_job_args(boto3=True)`` (checked on ``TESTED_SDK``; the same signature and form
+    on the SDK's main branch of 2026-08). A release that renames it, changes its
     arguments or returns another form is refused here in one line, before anything is sent."""
     make = getattr(trainer, "_create_training_job_args", None)
     try:
@@ -141,8 +145,8 @@ def training_request(trainer, input_data_config: list) -> dict:
 
         version = importlib.metadata.version("sagemaker")
         raise ConfigError(f"sagemaker {version}: ModelTrainer._create_training_job_args(boto3=True) no longer gives a "
-                          f"CreateTrainingJob request ({found}); dogbreed's launcher is tested with sagemaker 3.27 "
-                          f"(requirements/constraints.txt): install that release")
+                          f"CreateTrainingJob request ({found}); dogbreed's launcher is tested with sagemaker "
+                          f"{TESTED_SDK} (requirements/constraints.txt): install that release")
     return request
 
 

@@ -252,22 +252,31 @@ def _security(plan: Plan) -> str | None:
 
 
 def _batch_fits(plan: Plan) -> str | None:
-    """Tuning never offers a batch the trial's GPU cannot hold for the model trained in full (a CUDA OOM would
-    fail the trial and waste a tuning slot). Smaller batches with gradient accumulation would keep the effective
-    batch, but change the optimisation the tuner explores: the range is refused, and the largest fitting batch named."""
+    """Tuning never offers a batch the trial's GPU cannot hold for the model trained in full (a CUDA OOM would fail
+    the trial and waste a tuning slot). ``--batch-size`` is per process, one process per GPU: one GPU's memory
+    counts. Smaller batches with gradient accumulation would keep the effective batch but change the optimisation
+    the tuner explores, so the range is refused, with the largest batch that fits named. Every model a tuned
+    ``model`` range offers is checked; a head-only run (``train-layers = "head"``, not tuned) keeps no backbone
+    activations for a backward pass and is not checked."""
     config = plan.config
-    spec = config["tuning"].get("ranges", {}).get("batch-size")
-    instance = config["tuning"].get("instance_type") or config["training"]["instance_type"]
-    largest = instances.largest_batch(str(config["hyperparameters"].get("model", "resnet50")), instance)
-    if not spec or largest is None:
+    ranges, fixed = config["tuning"].get("ranges", {}), config["hyperparameters"]
+    spec = ranges.get("batch-size")
+    if not spec or ("train-layers" not in ranges and fixed.get("train-layers") == "head"):
         return None
+    instance = config["tuning"].get("instance_type") or config["training"]["instance_type"]
+    model_names = [str(v) for v in ranges["model"]["values"]] if "values" in ranges.get("model", {}) else \
+        [str(fixed.get("model", "resnet50"))]
+    fits = {name: instances.largest_batch(name, instance) for name in model_names}
+    fits = {name: largest for name, largest in fits.items() if largest is not None}
+    if not fits:
+        return None
+    model, largest = min(fits.items(), key=lambda item: item[1])
     offered = [int(v) for v in spec["values"]] if "values" in spec else [int(spec.get("max", 0))]
     too_big = [v for v in offered if v > largest]
     if too_big:
         family = instances.gpu_family(instance)
         return (f"tuning.ranges.batch-size offers {', '.join(map(str, too_big))}, which does not fit {instance}'s "
-                f"{family.gpu} ({family.gpu_memory_gb} GB) for {config['hyperparameters'].get('model', 'resnet50')} "
-                f"trained in full: at most {largest}")
+                f"{family.gpu} ({family.gpu_memory_gb} GB) for {model} trained in full: at most {largest}")
     return None
 
 
