@@ -181,3 +181,35 @@ def test_a_gpu_family_our_torch_cannot_use_is_refused_before_any_call(aws, confi
     with pytest.raises(ValidationError, match="V100 .*no kernels"):
         _deploy(config, session, wait=False)
     assert calls == [] and resources(aws) == {"endpoints": {}, "configs": set(), "models": set()}
+
+
+SUBNET, GROUP = "subnet-0123456789abcdef0", "sg-0123456789abcdef0"
+KEY = f"arn:aws:kms:{REGION}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_vpc_kms_and_isolation_reach_every_create_request(aws, config):
+    """Issue 21: the settings are sent to training, tuning, models, endpoint configs and transforms, and every
+    request is checked against botocore's service model on the way (session.py's hook)."""
+    from dogbreed.launch import apimodel, transform
+
+    for key, value in {"vpc.subnets": [SUBNET], "vpc.security_group_ids": [GROUP], "kms_key": KEY,
+                       "network_isolation": True, "train_image": SERVE_IMAGE.replace("serve", "train")}.items():
+        config.set_path(key, value)
+    session, calls = _session_capturing(config)
+    jobs.start_training(config, session, "dogbreed-train-secure")
+    jobs.start_tuning(config, session, "dogbreed-hpo-secure")
+    _deploy(config, session, wait=False)
+    job = transform.plan(config, session, MODEL_DATA, "s3://dogbreed-test/photos/", "s3://dogbreed-test/answers/")
+    transform.start(config, job)
+    vpc = {"Subnets": [SUBNET], "SecurityGroupIds": [GROUP]}
+    for definition in (_call(calls, "CreateTrainingJob"), _call(calls, "CreateHyperParameterTuningJob")["TrainingJobDefinition"]):
+        assert definition["VpcConfig"] == vpc and definition["EnableNetworkIsolation"] is True
+        assert definition["OutputDataConfig"]["KmsKeyId"] == KEY and definition["ResourceConfig"]["VolumeKmsKeyId"] == KEY
+    models = [params for op, params in calls if op == "CreateModel"]
+    assert len(models) == 2 and all(m["VpcConfig"] == vpc and m["EnableNetworkIsolation"] is True for m in models)
+    assert _call(calls, "CreateEndpointConfig")["KmsKeyId"] == KEY
+    sent = _call(calls, "CreateTransformJob")
+    assert sent["TransformOutput"]["KmsKeyId"] == KEY and sent["TransformResources"]["VolumeKmsKeyId"] == KEY
+    for op, params in calls:
+        if op in apimodel.CHECKED:
+            assert apimodel.problems(op, params) == [], op

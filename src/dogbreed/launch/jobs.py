@@ -13,7 +13,7 @@ import sys
 
 from .. import metrics
 from ..errors import ConfigError
-from . import services, validate
+from . import security, services, validate
 from .config import Config
 from .endpoints import ModelPlan, build_model, delete_endpoint, deploy  # noqa: F401 - the notebook's and the command's
 from .waits import WAITS, JobError, job_name, poll_seconds, wait_for  # noqa: F401 - jobs.wait_for etc. for callers
@@ -118,6 +118,7 @@ def start_training(config: Config, session, name: str, extra_hyperparameters: di
     trainer = build_trainer(config, session, extra_hyperparameters, checkpoint_job=name)
     request = training_request(trainer, channels(config, data_uri, pretrained_uri, resume_from))
     request.update(TrainingJobName=name, **services.debugger_request(config))
+    security.apply_to_training(request, security.read(config))
     session.sagemaker_client.create_training_job(**{k: v for k, v in request.items() if v is not None})
     return trainer
 
@@ -217,7 +218,17 @@ def start_tuning(config: Config, session, name: str, data_uri: str | None = None
     config.require("role", "train_image", "bucket")
     validate.check_tuning(config, name, {"--data": data_uri})
     tuner = build_tuner(config, session, name)
-    tuner.tune(inputs=channels(config, data_uri), job_name=name, wait=False)
+    settings = security.read(config)
+
+    def secure(params, **_):  # the tuner builds and sends the request itself
+        security.apply_to_training(params.setdefault("TrainingJobDefinition", {}), settings)
+
+    events = session.boto_session.events
+    events.register("before-parameter-build.sagemaker.CreateHyperParameterTuningJob", secure, unique_id="dogbreed-secure")
+    try:
+        tuner.tune(inputs=channels(config, data_uri), job_name=name, wait=False)
+    finally:
+        events.unregister("before-parameter-build.sagemaker.CreateHyperParameterTuningJob", unique_id="dogbreed-secure")
     return tuner
 
 
