@@ -33,12 +33,23 @@ def config(tmp_path):
 
 class Updates:
     """UpdateEndpoint in AWS's place: ``fail`` leaves the endpoint on its old config with a reason (AWS's rollback);
-    ``refuse`` answers the call itself with a ValidationException."""
+    ``refuse`` answers the call itself with a ValidationException; ``lag`` describes show the endpoint unchanged
+    (InService on the old config) before the update shows."""
 
-    def __init__(self, client, fail: str | None = None, refuse: bool = False):
+    def __init__(self, client, fail: str | None = None, refuse: bool = False, lag: int = 0):
         self.calls: list[dict] = []
-        self.fail, self.refuse = fail, refuse
+        self.fail, self.refuse, self.lag, self.pending = fail, refuse, lag, None
         client.meta.events.register("before-call.sagemaker.UpdateEndpoint", self.answer)
+        client.meta.events.register("before-call.sagemaker.DescribeEndpoint", self.describe)
+
+    def describe(self, **_):
+        if self.pending is None:
+            return
+        if self.lag:
+            self.lag -= 1
+        else:
+            apply, self.pending = self.pending, None
+            apply()
 
     def answer(self, params, **_):
         import json
@@ -49,11 +60,18 @@ class Updates:
         self.calls.append(params)
         if self.refuse:
             raise ClientError({"Error": {"Code": "ValidationException", "Message": "refused"}}, "UpdateEndpoint")
+        from moto.core.utils import utcnow
+
         endpoint = sagemaker_backends["123456789012"][REGION].endpoints[params["EndpointName"]]
-        if self.fail:
-            endpoint.failure_reason = self.fail
-        else:
-            endpoint.endpoint_config_name = params["EndpointConfigName"]
+
+        def apply():
+            endpoint.last_modified_time = utcnow()
+            if self.fail:
+                endpoint.failure_reason = self.fail
+            else:
+                endpoint.endpoint_config_name = params["EndpointConfigName"]
+
+        self.pending = apply
         return AWSResponse("https://sagemaker", 200, {}, None), {"EndpointArn": endpoint.arn}
 
 
@@ -99,6 +117,18 @@ def test_keep_old_keeps_the_replaced_config_and_model_and_delete_removes_all(aws
     assert resources(aws) == {"endpoints": {}, "configs": set(), "models": set()}
 
 
+@pytest.mark.parametrize("lag", [0, 3])
+def test_an_update_that_shows_late_is_waited_for(aws, config, lag):
+    """AWS may still describe the endpoint InService on its old config just after UpdateEndpoint: that is not a
+    rollback, and nothing may be deleted then."""
+    session, _ = _session_capturing(config)
+    first = _deploy(config, session)
+    Updates(session.sagemaker_client, lag=lag)
+    second = _deploy(config, session)
+    assert first != second
+    assert resources(aws) == {"endpoints": {ENDPOINT: second}, "configs": {second}, "models": {second}}
+
+
 def test_a_failed_update_rolls_back_and_deletes_only_what_it_made(aws, config):
     session, _ = _session_capturing(config)
     first = _deploy(config, session)
@@ -136,6 +166,7 @@ def test_a_detached_redeploy_keeps_the_old_until_the_update_ends(aws, config):
     lines = []
     model = jobs.build_model(config, session, MODEL_DATA)
     jobs.deploy(config, model, ENDPOINT, wait=False, out=lines.append)
+    session.sagemaker_client.describe_endpoint(EndpointName=ENDPOINT)  # the update shows (Updates applies it)
     assert resources(aws) == {"endpoints": {ENDPOINT: model.name}, "configs": {first, model.name},
                               "models": {first, model.name}}
     assert lines and first in lines[0] and f"dogbreed delete {ENDPOINT}" in lines[0]

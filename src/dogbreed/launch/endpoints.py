@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
 from . import instances, security, validate
 from .config import Config
 from .waits import JobError, job_name, poll_seconds, wait_for
@@ -134,7 +135,7 @@ def deploy(config: Config, model: ModelPlan, endpoint_name: str, wait: bool = Tr
     validate.check_deploy(config, model.name, endpoint_name, model.image)
     out = out or (lambda line: print(line, file=sys.stdout, flush=True))
     client = model.session.sagemaker_client
-    old = current(client, endpoint_name)
+    old = current(client, endpoint_name)  # (config, models, last modified) of an existing endpoint
     created: list[tuple[str, str]] = []
     try:
         _create_model_and_config(config, model, endpoint_name, created)
@@ -152,18 +153,37 @@ def deploy(config: Config, model: ModelPlan, endpoint_name: str, wait: bool = Tr
             out(f"kept until the update ends: endpoint config {old[0]}, models {', '.join(old[1])} "
                 f"(the next deploy or `dogbreed delete {endpoint_name}` removes them)")
         return None
-    described = _wait_deployed(client, config, endpoint_name, model.name, created, poll_s, out)
+    described = _wait_deployed(client, config, endpoint_name, model.name, created, poll_s, out,
+                               old[2] if old else None)
     if old is not None and not keep_old:
         remove(client, [("endpoint config", old[0])] + [("model", m) for m in old[1] if m != model.name], out)
     return described
 
 
-def _wait_deployed(client, config: Config, endpoint_name: str, config_name: str, created: list, poll_s, out) -> dict:
+def _settled(config_name: str, modified_before) -> object:
+    """When a waited update is over: InService on the new config; or InService on the old one once the endpoint
+    was seen Updating or modified since (AWS's rollback). InService on the old config straight after the call,
+    before the update shows, is not the end."""
+    seen = {"updating": False}
+
+    def settled(described: dict) -> bool:
+        if described.get("EndpointStatus") != "InService":
+            seen["updating"] = True
+            return False
+        return (described.get("EndpointConfigName") == config_name or seen["updating"]
+                or described.get("LastModifiedTime") != modified_before)
+
+    return settled
+
+
+def _wait_deployed(client, config: Config, endpoint_name: str, config_name: str, created: list, poll_s, out,
+                   modified_before=None) -> dict:
     """Wait for the endpoint; if it did not come up on the new config, delete what this deploy made that nothing
     uses (a failed update rolls the endpoint back to its old config) and raise AWS's reason."""
+    updating = ("endpoint", endpoint_name) not in created
     try:
         described = wait_for(client, "endpoint", endpoint_name, poll_s=poll_s if poll_s is not None else poll_seconds(config),
-                             out=out)
+                             out=out, until=_settled(config_name, modified_before) if updating else None)
         failure = None
     except JobError as exc:
         described, failure = client.describe_endpoint(EndpointName=endpoint_name), str(exc)
@@ -178,18 +198,19 @@ def _wait_deployed(client, config: Config, endpoint_name: str, config_name: str,
     raise JobError(f"{reason} (the endpoint is on the new config: `dogbreed delete {endpoint_name}` removes it)")
 
 
-def current(client, endpoint_name: str) -> tuple[str, list[str]] | None:
-    """(endpoint config, its models) of an existing endpoint; None where there is no such endpoint."""
+def current(client, endpoint_name: str) -> tuple[str, list[str], object] | None:
+    """(endpoint config, its models, when it was last modified) of an existing endpoint; None where there is none."""
     from botocore.exceptions import ClientError
 
     try:
-        config_name = client.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"]
+        described = client.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ValidationException":  # AWS's answer for no such endpoint
             return None
         raise
+    config_name = described["EndpointConfigName"]
     variants = client.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
-    return config_name, [v["ModelName"] for v in variants]
+    return config_name, [v["ModelName"] for v in variants], described.get("LastModifiedTime")
 
 
 DELETE = {"endpoint": ("delete_endpoint", "EndpointName"), "endpoint config": ("delete_endpoint_config", "EndpointConfigName"),
@@ -233,8 +254,6 @@ def tagged_for(client, endpoint_name: str) -> list[tuple[str, str]]:
 def delete_endpoint(client, endpoint_name: str) -> list[str]:
     """Remove the endpoint, its config and its models, and every model and config a deploy tagged for it; returns
     what was deleted."""
-    from ..errors import ConfigError
-
     now = current(client, endpoint_name)
     resources = [("endpoint", endpoint_name), ("endpoint config", now[0])] + [("model", m) for m in now[1]] if now else []
     resources += tagged_for(client, endpoint_name)

@@ -41,9 +41,10 @@ def poll_seconds(config: Config) -> float:
 
 
 def wait_for(client, kind: str, name: str, poll_s: float = 30.0, timeout_s: float | None = None, on_poll=None,
-             out=None) -> dict:
-    """Describe ``name`` every ``poll_s`` seconds until it is done; print each new status. Returns the last
-    description; raises JobError with AWS's reason if it failed (or, for training, was stopped)."""
+             out=None, until=None) -> dict:
+    """Describe ``name`` every ``poll_s`` seconds until it is done (its status a done one, or ``until(description)``
+    where given); print each new status. Returns the last description; raises JobError with AWS's reason if it
+    failed (or, for training, was stopped)."""
     method, key, status_key, done, failed = WAITS[kind]
     out = out or (lambda line: print(line, file=sys.stdout, flush=True))
     started = time.monotonic()
@@ -57,7 +58,7 @@ def wait_for(client, kind: str, name: str, poll_s: float = 30.0, timeout_s: floa
             last = shown
         if on_poll:
             on_poll()
-        if status in done:
+        if until(described) if until else status in done:
             return described
         if status in failed:
             reason = described.get("FailureReason") or "no reason given"
