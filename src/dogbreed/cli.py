@@ -63,12 +63,14 @@ def cmd_invoke(args) -> int:
         if args.async_:
             raise ConfigError("--async needs --endpoint NAME (an endpoint deployed with --async)")
         return invoke_and_print(args)
+    import boto3  # the AWS SDK loads when a verb talks to AWS
+
     from .launch import invocations
 
     # the endpoint's region as the launchers take it: --region, the config, AWS_REGION
     config = load(args.config, {"region": args.region, "bucket": args.bucket, "prefix": args.prefix})
-    args.region = config["region"]
-    boto = boto_session(config)
+    boto = boto3.Session(region_name=config["region"])  # none set: the AWS profile's, as before
+    args.region = boto.region_name
     paths = [Path(name) for name in args.images]
     if args.async_:
         return invocations.invoke_async(boto, config, args.endpoint, paths, args.top_k, poll_s=args.poll_s,
