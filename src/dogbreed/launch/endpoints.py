@@ -8,7 +8,7 @@ so a failed deploy leaves no orphan. ``delete_endpoint`` removes the endpoint an
 for it (those a ``keep_old`` deploy left too).
 
 An endpoint config cannot be deleted while an UpdateEndpoint runs on it: a detached redeploy (``wait=False``)
-keeps the old config and model, and says so; ``dogbreed delete`` or the next deploy removes them.
+keeps the old config and model, and says so; ``dogbreed delete`` removes them with the endpoint.
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ def deploy(config: Config, model: ModelPlan, endpoint_name: str, wait: bool = Tr
         raise
     if not wait:
         if old is not None:
-            out(f"kept until the update ends: endpoint config {old[0]}, models {', '.join(old[1])} "
-                f"(the next deploy or `dogbreed delete {endpoint_name}` removes them)")
+            out(f"kept, in use until the update ends: endpoint config {old[0]}, models {', '.join(old[1])} (delete "
+                f"them then, or `dogbreed delete {endpoint_name}` removes them with the endpoint)")
         return None
     described = _wait_deployed(client, config, endpoint_name, model.name, created, poll_s, out,
                                old[2] if old else None)
