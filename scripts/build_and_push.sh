@@ -28,6 +28,7 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 REVISION="${REVISION:-$(scripts/build_images.sh --revision)}"
 TRAIN_REPO="${TRAIN_REPO:-dogbreed-train}"
 SERVE_REPO="${SERVE_REPO:-dogbreed-serve}"
+SERVE_CPU_REPO="${SERVE_CPU_REPO:-dogbreed-serve-cpu}"  # the CPU serve image (serve_image_cpu); pushed where built
 PLATFORM=linux/amd64
 DOCKER_V2=application/vnd.docker.distribution.manifest.v2+json
 
@@ -42,6 +43,8 @@ for repo in "$TRAIN_REPO" "$SERVE_REPO"; do
     || die "no local image $repo:$REVISION: run make build first"
   [ "$platform" = "$PLATFORM" ] || die "$repo:$REVISION is $platform; SageMaker runs $PLATFORM (make build builds it)"
 done
+repos=("$TRAIN_REPO" "$SERVE_REPO")
+! docker image inspect "$SERVE_CPU_REPO:$REVISION" >/dev/null 2>&1 || repos+=("$SERVE_CPU_REPO")
 
 errors="$(mktemp)"
 trap 'rm -f "$errors"' EXIT
@@ -50,7 +53,7 @@ export AWS_REGION="$region"  # every step below (and docker login's registry) us
 account="$("$PY" -m dogbreed.launch.ecr account 2>&1)" || die "cannot read the AWS account: ${account#ecr: }"
 registry="${REGISTRY:-$account.dkr.ecr.$region.amazonaws.com}"
 
-for repo in "$TRAIN_REPO" "$SERVE_REPO"; do
+for repo in "${repos[@]}"; do
   out="$("$PY" -m dogbreed.launch.ecr ensure-repo "$repo" 2>&1)" || die "cannot create the ECR repository $repo: ${out#ecr: }"
   case "$out" in *"created ECR repository"*) echo "created ECR repository $repo" >&2 ;; esac
 done
@@ -62,7 +65,7 @@ out="$(printf '%s' "$password" | docker login --username AWS --password-stdin "$
 insecure=()
 case "$registry" in 127.*|localhost|localhost:*) insecure=(--insecure) ;; esac  # a loopback registry speaks http
 uris=()
-for repo in "$TRAIN_REPO" "$SERVE_REPO"; do
+for repo in "${repos[@]}"; do
   uri="$registry/$repo:$REVISION"
   docker tag "$repo:$REVISION" "$uri" || die "docker tag $uri failed"
   out="$(docker push "$uri" 2>&1)" || die "docker push $uri failed: $(oneline "$out")"
@@ -73,3 +76,8 @@ for repo in "$TRAIN_REPO" "$SERVE_REPO"; do
 done
 echo "train_image_uri=${uris[0]}"
 echo "serve_image_uri=${uris[1]}"
+if [ "${#uris[@]}" -ge 3 ]; then
+  echo "serve_image_cpu_uri=${uris[2]}"
+else  # said last: a failed push keeps its one line
+  echo "push: no local $SERVE_CPU_REPO:$REVISION: CPU endpoints and transforms will run the CUDA serve image" >&2
+fi

@@ -59,8 +59,23 @@ def cmd_local_serve(args) -> int:
 
 
 def cmd_invoke(args) -> int:
-    if args.endpoint:  # the endpoint's region as the launchers take it: --region, the config, AWS_REGION
-        args.region = load(args.config, {"region": args.region})["region"]
+    if not args.endpoint:
+        if args.async_:
+            raise ConfigError("--async needs --endpoint NAME (an endpoint deployed with --async)")
+        return invoke_and_print(args)
+    import boto3  # the AWS SDK loads when a verb talks to AWS
+
+    from .launch import invocations
+
+    # the endpoint's region as the launchers take it: --region, the config, AWS_REGION
+    config = load(args.config, {"region": args.region, "bucket": args.bucket, "prefix": args.prefix})
+    boto = boto3.Session(region_name=config["region"])  # none set: the AWS profile's, as before
+    args.region = boto.region_name
+    paths = [Path(name) for name in args.images]
+    if args.async_:
+        return invocations.invoke_async(boto, config, args.endpoint, paths, args.top_k, poll_s=args.poll_s,
+                                        timeout_s=args.wait_s, as_json=args.json)
+    invocations.check_sizes(paths, invocations.endpoint_mode(boto.client("sagemaker"), args.endpoint))
     return invoke_and_print(args)
 
 
@@ -177,10 +192,11 @@ def cmd_tune_local(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    config = _config(args, serve_image=args.image, **{"serving.instance_type": args.instance_type,
+    config = _config(args, serve_image=args.image, serve_image_cpu=args.image, **{"serving.instance_type": args.instance_type,
                                                        "serving.instance_count": args.instance_count,
                                                        "serving.serverless": True if args.serverless else None,
-                                                       "serving.data_capture": True if args.data_capture else None})
+                                                       "serving.data_capture": True if args.data_capture else None,
+                                                       **_async_settings(args)})
     session = sagemaker_session(config)
     model_data = args.model_data or (jobs.model_data_of(session.sagemaker_client, args.training_job)
                                      if args.training_job else None)
@@ -188,9 +204,44 @@ def cmd_deploy(args) -> int:
         raise ConfigError("give --model-data S3_URI or --training-job NAME")
     model = jobs.build_model(config, session, model_data)
     endpoint = args.endpoint_name or "dogbreed"
-    jobs.deploy(config, model, endpoint, wait=not args.detach)
+    print(f"image={model.image}")
+    jobs.deploy(config, model, endpoint, wait=not args.detach, keep_old=args.keep_old)
     print(f"model={model.name}")
+    print(f"endpoint_config={model.name}")
     print(f"endpoint={endpoint}")
+    return 0
+
+
+def _async_settings(args) -> dict:
+    """--async and its S3 output and SNS topics (validate.py checks them); --output alone means nothing."""
+    if not args.async_:
+        if args.output or args.sns_success or args.sns_error:
+            raise ConfigError("--output, --sns-success and --sns-error are for an async endpoint: add --async")
+        return {}
+    return {"serving.async": True, "serving.async_output": args.output, "serving.async_sns_success": args.sns_success,
+            "serving.async_sns_error": args.sns_error}
+
+
+def cmd_transform(args) -> int:
+    from .launch import transform
+
+    config = _config(args, serve_image=args.image, serve_image_cpu=args.image, **{
+        f"transform.{key}": getattr(args, key) for key in ("instance_type", "instance_count", "content_type", "split_type",
+                                                            "batch_strategy", "max_payload_mb")})
+    session = sagemaker_session(config)
+    model_data = args.model_data or (jobs.model_data_of(session.sagemaker_client, args.training_job)
+                                     if args.training_job else None)
+    if not model_data:
+        raise ConfigError("give --model-data S3_URI or --training-job NAME")
+    job = transform.plan(config, session, model_data, args.input, args.output, args.job_name)
+    print(f"transform_job={job.job}")
+    print(f"model={job.model.name}")
+    print(f"image={job.model.image}")
+    described = transform.run(config, job, session.boto_session.client("s3"), wait=args.wait)
+    print(f"output={(described or {}).get('TransformOutput', {}).get('S3OutputPath', args.output)}")
+    if not args.wait:
+        print(f"the model serves this job only: once it ends, delete it (aws sagemaker delete-model --model-name "
+              f"{job.model.name}), or run with --wait")
     return 0
 
 
@@ -262,6 +313,13 @@ def _add_local_verbs(sub) -> None:
     p.add_argument("--region", default=None)
     p.add_argument("--config", default=None, help="TOML config (default ./dogbreed.toml): --endpoint's region")
     p.add_argument("--json", action="store_true", help="print the raw JSON answers")
+    p.add_argument("--async", dest="async_", action="store_true",
+                   help="an async endpoint: upload each image to S3 (the config's bucket), InvokeEndpointAsync, wait for "
+                        "the answers")
+    p.add_argument("--bucket", default=None, help="--async: the bucket the images go to (default: the config's)")
+    p.add_argument("--prefix", default=None)
+    p.add_argument("--wait-s", type=float, default=3600.0, help="--async: how long to wait for the answers")
+    p.add_argument("--poll-s", type=float, default=5.0, help="--async: how often to look for them")
     p.set_defaults(func=cmd_invoke)
 
 
@@ -340,7 +398,8 @@ def _add_tune_verb(sub) -> None:
 def _add_endpoint_verbs(sub) -> None:
     p = sub.add_parser("deploy", help="a real-time or serverless endpoint from the serving image")
     _common(p)
-    p.add_argument("--image", default=None, help="serving image URI (default: serve_image in the config)")
+    p.add_argument("--image", default=None, help="serving image URI (default: serve_image_cpu for CPU instances and "
+                                                 "serverless, serve_image for GPU instances, from the config)")
     p.add_argument("--model-data", default=None, help="S3 URI of model.tar.gz")
     p.add_argument("--training-job", default=None, help="take model.tar.gz from this training job")
     p.add_argument("--endpoint-name", default=None)
@@ -348,13 +407,40 @@ def _add_endpoint_verbs(sub) -> None:
     p.add_argument("--instance-count", type=int, default=None)
     p.add_argument("--serverless", action="store_true")
     p.add_argument("--data-capture", action="store_true")
-    p.add_argument("--detach", action="store_true")
+    p.add_argument("--detach", action="store_true", help="return once the endpoint is created or its update started "
+                                                          "(a redeploy then keeps the old config and model)")
+    p.add_argument("--keep-old", action="store_true", help="redeploy: keep the endpoint config and model it replaced")
+    p.add_argument("--async", dest="async_", action="store_true",
+                   help="an async endpoint (requests queued, answers written to --output; up to 1 GB and an hour each)")
+    p.add_argument("--output", default=None, metavar="S3URI", help="--async: where the answers go")
+    p.add_argument("--sns-success", default=None, metavar="TOPIC_ARN", help="--async: an SNS topic told of each answer")
+    p.add_argument("--sns-error", default=None, metavar="TOPIC_ARN", help="--async: an SNS topic told of each failure")
     p.set_defaults(func=cmd_deploy)
 
-    p = sub.add_parser("delete", help="remove an endpoint, its config and its model")
+    p = sub.add_parser("delete", help="remove an endpoint, its config and every model and config deploy made for it")
     _common(p)
     p.add_argument("endpoint_name")
     p.set_defaults(func=cmd_delete)
+
+
+def _add_transform_verb(sub) -> None:
+    p = sub.add_parser("transform", help="a Batch Transform job: classify every photo under an S3 prefix")
+    _common(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--training-job", default=None, help="take model.tar.gz from this training job")
+    source.add_argument("--model-data", default=None, metavar="S3URI", help="S3 URI of model.tar.gz")
+    p.add_argument("--input", required=True, metavar="S3URI", help="the prefix of the photos (or JSON-lines files)")
+    p.add_argument("--output", required=True, metavar="S3URI", help="where the answers go (<input key>.out each)")
+    p.add_argument("--image", default=None, help="serving image URI (default: by instance type, as deploy)")
+    p.add_argument("--instance-type", default=None)
+    p.add_argument("--instance-count", type=int, default=None)
+    p.add_argument("--content-type", default=None, help="default application/x-image; JSON lines: application/jsonlines")
+    p.add_argument("--split-type", default=None, choices=("None", "Line"), help="None: one photo per object; Line: JSON lines")
+    p.add_argument("--batch-strategy", default=None, choices=("SingleRecord", "MultiRecord"))
+    p.add_argument("--max-payload-mb", type=int, default=None, help="the largest request (1 to 100 MB; default 6)")
+    p.add_argument("--job-name", default=None, help="default: dogbreed-transform-<time>-<random>")
+    p.add_argument("--wait", action="store_true", help="wait for the job, then delete its model")
+    p.set_defaults(func=cmd_transform)
 
 
 def _add_insight_verbs(sub) -> None:
@@ -394,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_and_train_verbs(sub)
     _add_tune_verb(sub)
     _add_endpoint_verbs(sub)
+    _add_transform_verb(sub)
     _add_insight_verbs(sub)
     return parser
 

@@ -115,3 +115,16 @@ def test_the_launcher_policy_grants_what_the_launchers_call():
         "logs:GetLogEvents", "logs:DescribeLogStreams",  # jobs.training_log_printer while `dogbreed train` waits
     }
     assert called <= granted, called - granted
+
+
+def test_the_job_role_pulls_every_image_the_launchers_pick():
+    """deploy and transform run dogbreed-serve-cpu on CPU instances and serverless: the role must pull it too."""
+    resources = {r for s in _statements("dogbreed-policy.json", "ecr:BatchGetImage") for r in _listed(s["Resource"])}
+    for repo in ("dogbreed-train", "dogbreed-serve", "dogbreed-serve-cpu"):
+        assert f"arn:aws:ecr:REGION:ACCOUNT:repository/{repo}" in resources
+
+
+def test_the_launcher_may_redeploy_transform_and_invoke_async():
+    granted = {a for s in _load("dogbreed-launcher-policy.json")["Statement"] for a in _listed(s["Action"])}
+    assert {"sagemaker:UpdateEndpoint", "sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob",
+            "sagemaker:InvokeEndpointAsync", "sagemaker:ListModels", "sagemaker:ListEndpointConfigs"} <= granted

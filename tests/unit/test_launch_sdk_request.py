@@ -46,3 +46,14 @@ def test_an_sdk_that_changed_the_private_method_is_refused_in_one_line(trainer, 
     line = describe(raised.value)
     assert "\n" not in line and found in line
     assert line.startswith("sagemaker ") and "_create_training_job_args(boto3=True) no longer gives" in line
+
+
+def test_the_guard_names_the_release_the_constraints_pin():
+    """A bump of the sagemaker pin must bring the guard (and its message) with it."""
+    import re
+    from pathlib import Path
+
+    constraints = (Path(__file__).resolve().parents[2] / "requirements" / "constraints.txt").read_text()
+    assert re.search(r"^sagemaker==(\S+)", constraints, re.M)[1] == jobs.TESTED_SDK
+    with pytest.raises(ConfigError, match=f"tested with sagemaker {re.escape(jobs.TESTED_SDK)} "):
+        jobs.training_request(Renamed(), [])

@@ -86,9 +86,55 @@ TABLE = [
      {},
      {"names-policy"}),
     ("model outside the policy", "deploy", {}, {"model": "model-1", "endpoint": "dogbreed"}, {}, {"names-policy"}),
+    ("deploy to a GPU family without an AMI in the table", "deploy", {"serving.instance_type": "ml.g7.xlarge"},
+     {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, {"inference-ami"}),
+    ("deploy to a T4 (the table's AMI)", "deploy", {"serving.instance_type": "ml.g4dn.xlarge"},
+     {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, set()),
+    ("async without an output", "deploy", {"serving.async": True},
+     {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, {"async"}),
+    ("async to a local folder", "deploy", {"serving.async": True, "serving.async_output": "/tmp/answers"},
+     {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, {"async"}),
+    ("async on serverless", "deploy", {"serving.async": True, "serving.async_output": "s3://dogbreed-test/async/",
+                                       "serving.serverless": True},
+     {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, {"async"}),
+    ("async with an SNS topic in another region", "deploy", {"region": "eu-west-1", "serving.async": True,
+                                                            "serving.async_output": "s3://dogbreed-test/async/",
+                                                            "serving.async_sns_error": "arn:aws:sns:us-east-1:123456789012:t"},
+     {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, {"async"}),
+    ("async set right", "deploy", {"region": "eu-west-1", "serving.async": True, "serving.async_output": "s3://dogbreed-test/async/",
+                                   "serving.async_sns_success": "arn:aws:sns:eu-west-1:123456789012:done"},
+     {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, set()),
+    ("transform ok", "transform", {}, {"model": "dogbreed-model-1", "transform-job": "dogbreed-transform-1"},
+     {"--input": "s3://dogbreed-test/photos/", "--output": "s3://dogbreed-test/answers/"}, set()),
+    ("transform on a GPU family without an AMI", "transform", {"transform.instance_type": "ml.g7.xlarge"},
+     {"model": "dogbreed-model-1", "transform-job": "dogbreed-transform-1"}, {}, {"transform-ami"}),
+    ("transform payload of 101 MB", "transform", {"transform.max_payload_mb": 101},
+     {"model": "dogbreed-model-1", "transform-job": "dogbreed-transform-1"}, {}, {"transform-shape"}),
+    ("transform 20 MB x 6 concurrent", "transform", {"transform.max_payload_mb": 20, "transform.max_concurrent": 6},
+     {"model": "dogbreed-model-1", "transform-job": "dogbreed-transform-1"}, {}, {"transform-shape"}),
+    ("transform 20 MB x 5 concurrent", "transform", {"transform.max_payload_mb": 20, "transform.max_concurrent": 5},
+     {"model": "dogbreed-model-1", "transform-job": "dogbreed-transform-1"}, {}, set()),
+    ("transform Line split of images", "transform", {"transform.split_type": "Line"},
+     {"model": "dogbreed-model-1", "transform-job": "dogbreed-transform-1"}, {}, {"transform-shape"}),
+    ("transform Line split of JSON lines", "transform", {"transform.split_type": "Line",
+                                                         "transform.content_type": "application/jsonlines",
+                                                         "transform.batch_strategy": "MultiRecord"},
+     {"model": "dogbreed-model-1", "transform-job": "dogbreed-transform-1"}, {}, set()),
+    ("transform output to a local folder", "transform", {},
+     {"model": "dogbreed-model-1", "transform-job": "dogbreed-transform-1"}, {"--output": "answers/"}, {"s3-uris"}),
     ("batch 512 for resnet50 on a T4", "tuning", {"tuning.instance_type": "ml.g4dn.xlarge",
                                                    "tuning.ranges.batch-size": {"values": [64, 512]}},
      {"hyper-parameter-tuning-job": HPO}, {}, {"batch-fits-gpu"}),
+    ("batch 512 head-only on a T4", "tuning", {"tuning.instance_type": "ml.g4dn.xlarge", "hyperparameters.train-layers": "head",
+                                               "tuning.ranges.batch-size": {"values": [64, 512]}},
+     {"hyper-parameter-tuning-job": HPO}, {}, set()),
+    ("batch 256 on a T4 with resnet101 among the tuned models", "tuning",
+     {"tuning.instance_type": "ml.g4dn.xlarge", "tuning.ranges.batch-size": {"values": [64, 256]},
+      "tuning.ranges.model": {"values": ["resnet18", "resnet101"]}},
+     {"hyper-parameter-tuning-job": HPO}, {}, {"batch-fits-gpu"}),
+    ("integer batch range up to 256 on a T4", "tuning", {"tuning.instance_type": "ml.g4dn.xlarge",
+                                                         "tuning.ranges.batch-size": {"min": 16, "max": 256}},
+     {"hyper-parameter-tuning-job": HPO}, {}, set()),
     ("batch 512 for resnet50 on an A100 80 GB", "tuning", {"tuning.instance_type": "ml.p4de.24xlarge",
                                                             "tuning.ranges.batch-size": {"values": [64, 512]}},
      {"hyper-parameter-tuning-job": HPO}, {}, set()),
@@ -185,12 +231,12 @@ def test_generated_job_names_fit_what_aws_and_the_policy_take():
 
 
 def test_deploy_checks_the_endpoint_config_name_it_sends():
-    """jobs.deploy names the endpoint config after the endpoint: a model name outside the policy is said once, for
-    the model, and the endpoint config is checked under the endpoint's name."""
+    """endpoints.deploy names the endpoint config after the model (a redeploy makes a new one): the config is
+    checked under the model's name, never the endpoint's."""
     config = _config({"strict_policy": True})
     with pytest.raises(validate.ValidationError) as info:
         validate.check_deploy(config, "mnist-model", "dogbreed-endpoint")
-    assert "'mnist-model'" in str(info.value) and "endpoint config" not in str(info.value)
+    assert "model name 'mnist-model'" in str(info.value) and "endpoint config name 'mnist-model'" in str(info.value)
     with pytest.raises(validate.ValidationError) as info:
         validate.check_deploy(config, "dogbreed-model", "prod")
-    assert "endpoint config name 'prod'" in str(info.value) or "endpoint config 'prod'" in str(info.value)
+    assert "endpoint name 'prod'" in str(info.value) and "endpoint config" not in str(info.value)

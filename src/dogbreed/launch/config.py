@@ -48,6 +48,13 @@ DEFAULTS: dict = {
         "instance_type": "ml.m5.large", "instance_count": 1, "serverless": False, "serverless_memory_mb": 4096,
         "serverless_max_concurrency": 5, "data_capture": False, "data_capture_percent": 20,
         "image": "auto",  # auto: serve_image_cpu for CPU instances and serverless, serve_image for GPU; or cpu / cuda
+        # async endpoints (deploy --async --output S3URI): answers to async_output, optional SNS topics
+        "async": False, "async_output": None, "async_sns_success": None, "async_sns_error": None, "async_max_payload_mb": 100,
+    },
+    # Batch Transform (dogbreed transform): one photo per S3 object (split_type None) or JSON lines (Line)
+    "transform": {
+        "instance_type": "ml.m5.xlarge", "instance_count": 1, "content_type": "application/x-image",
+        "split_type": "None", "batch_strategy": "SingleRecord", "max_payload_mb": 6, "max_concurrent": None,
     },
     # how often `dogbreed train/tune/deploy` (without --detach) and the notebook ask AWS whether a job is done
     "wait": {"poll_s": 30},

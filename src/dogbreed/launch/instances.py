@@ -15,6 +15,10 @@ real-time default on ml.g4dn, ml.g5 and ml.p4d and applies no AMI override by it
                                                      it through CUDA's minor-version compatibility (12.x on
                                                      driver >= 525; our wheels carry SASS for these GPUs)
     ================================  =======  ====  =====================================================
+
+Per family (``GPU_FAMILIES``): ml.g4dn (T4), g5 (A10G), g6 (L4), g6e (L40S), g7e (RTX PRO 6000 Blackwell), p4d and
+p4de (A100), p5 (H100), p5e and p5en (H200) get the two AMIs above (transform only where AWS offers the family for
+Batch Transform: g4dn, g5, g6, g6e); ml.p2 (K80) and ml.p3 (V100) are refused, our torch has no kernels for them.
 """
 
 from __future__ import annotations
@@ -33,18 +37,28 @@ class Family:
     gpu_memory_gb: int
     inference_ami: str | None = INFERENCE_AMI
     transform_ami: str | None = TRANSFORM_AMI
+    unsupported: str | None = None  # why our image cannot use this GPU at all
 
 
-# ml.<family>.<size>: the GPU families SageMaker hosts, their GPU and its memory (one GPU's).
+# Our torch (2.9.1, CUDA 12.8 wheels) carries kernels for sm_75 and newer: the CUDA 12.8 builds dropped Maxwell,
+# Pascal and Volta (sm_50 to sm_70) from PyTorch 2.8 on, so a K80 or V100 would serve on the CPU.
+NO_KERNELS = "torch 2.9.1's CUDA 12.8 wheels have no kernels for it (sm_75 and newer only): pick ml.g4dn or newer"
+
+# ml.<family>.<size>: the GPU families SageMaker hosts (botocore's ProductionVariantInstanceType and
+# TransformInstanceType enums), their GPU and its memory (one GPU's).
 GPU_FAMILIES: dict[str, Family] = {
     "g4dn": Family("T4", 16),
     "g5": Family("A10G", 24),
     "g6": Family("L4", 24),
     "g6e": Family("L40S", 48),
-    "p3": Family("V100", 16),
+    "g7e": Family("RTX PRO 6000 Blackwell", 96),
     "p4d": Family("A100", 40),
     "p4de": Family("A100", 80),
     "p5": Family("H100", 80),
+    "p5e": Family("H200", 141),
+    "p5en": Family("H200", 141),
+    "p2": Family("K80", 12, None, None, unsupported=f"the K80 (sm_37): {NO_KERNELS}"),
+    "p3": Family("V100", 16, None, None, unsupported=f"the V100 (sm_70): {NO_KERNELS}"),
 }
 
 # GPU memory (MB) one training image takes, every layer trained, mixed precision, 224 px (activations, gradients;
@@ -75,6 +89,8 @@ def is_gpu(instance_type: str | None) -> bool:
 def ami_problem(instance_type: str, ami: str | None, field: str) -> str | None:
     """The AMI field as validated per family: a GPU type needs one whose driver runs CUDA 12.8, a CPU type none."""
     known = gpu_family(instance_type)
+    if known is not None and known.unsupported:
+        return f"{instance_type}: {known.unsupported}"
     if is_gpu(instance_type) and known is None:
         return (f"{instance_type}: a GPU family dogbreed has no {field} for (launch/instances.py GPU_FAMILIES): "
                 f"add it there with an AMI whose driver runs CUDA {CUDA_OF_IMAGE}")

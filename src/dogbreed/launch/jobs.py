@@ -1,23 +1,22 @@
-"""SageMaker jobs (SDK v3) built only from our image URIs: ModelTrainer, HyperparameterTuner, Model/Endpoint, clean-up.
+"""SageMaker jobs (SDK v3) built only from our image URIs: ModelTrainer, HyperparameterTuner; endpoints and transforms
+in ``endpoints.py`` and ``transform.py`` (their entry points re-exported here for the notebook and the command).
 
 Every job gets an explicit, unique name before anything is sent, and everything about it is checked first
-(``validate.py``); waiting is ours (``wait_for``), so that a notebook or a command can wait hours for a job
+(``validate.py``); waiting is ours (``waits.wait_for``), so that a notebook or a command can wait hours for a job
 without the SDK's fixed polling.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import secrets
 import sys
-import time
-from dataclasses import dataclass, field
 
 from .. import metrics
 from ..errors import ConfigError
-from . import services, validate
+from . import security, services, validate
 from .config import Config
+from .endpoints import ModelPlan, build_model, delete_endpoint, deploy  # noqa: F401 - the notebook's and the command's
+from .waits import WAITS, JobError, job_name, poll_seconds, wait_for  # noqa: F401 - jobs.wait_for etc. for callers
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +25,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 RESUME_CHANNEL = "resume"  # the training program reads its newest checkpoint from /opt/ml/input/data/resume
-
-
-class JobError(ConfigError):
-    """A job that ended without what was asked of it (failed, stopped): its reason."""
-
-
-def job_name(kind: str) -> str:
-    """``dogbreed-<kind>-YYMMDD-HHMMSS-xxxxx``: two launches in the same second differ (20 random bits), and
-    it is short enough for a tuning job (32 characters with kind ``hpo``); the trials' names add AWS's
-    ``-NNN-xxxxxxxx`` and still fit 63."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%y%m%d-%H%M%S")
-    return f"dogbreed-{kind}-{stamp}-{secrets.token_hex(3)[:5]}"
 
 
 def checkpoint_uri(config: Config, job: str) -> str:
@@ -131,16 +118,21 @@ def start_training(config: Config, session, name: str, extra_hyperparameters: di
     trainer = build_trainer(config, session, extra_hyperparameters, checkpoint_job=name)
     request = training_request(trainer, channels(config, data_uri, pretrained_uri, resume_from))
     request.update(TrainingJobName=name, **services.debugger_request(config))
+    security.apply_to_training(request, security.read(config))
     session.sagemaker_client.create_training_job(**{k: v for k, v in request.items() if v is not None})
     return trainer
 
 
 SDK_REQUEST_FIELDS = ("AlgorithmSpecification", "RoleArn", "ResourceConfig", "StoppingCondition", "OutputDataConfig")
+# The SDK release the private call below is tested with: requirements/constraints.txt's pin (a unit test keeps them
+# equal, so that a bump of the pin brings this guard's word with it).
+TESTED_SDK = "3.27.0"
 
 
 def training_request(trainer, input_data_config: list) -> dict:
     """The trainer's CreateTrainingJob request in the API's form, from SDK v3's private
-    ``ModelTrainer._create_training_job_args(boto3=True)`` (checked on 3.27.0). A release that renames it, changes its
+    ``ModelTrainer._create_training_job_args(boto3=True)`` (checked on ``TESTED_SDK``; the same signature and form
+    on the SDK's main branch of 2026-08). A release that renames it, changes its
     arguments or returns another form is refused here in one line, before anything is sent."""
     make = getattr(trainer, "_create_training_job_args", None)
     try:
@@ -154,8 +146,8 @@ def training_request(trainer, input_data_config: list) -> dict:
 
         version = importlib.metadata.version("sagemaker")
         raise ConfigError(f"sagemaker {version}: ModelTrainer._create_training_job_args(boto3=True) no longer gives a "
-                          f"CreateTrainingJob request ({found}); dogbreed's launcher is tested with sagemaker 3.27 "
-                          f"(requirements/constraints.txt): install that release")
+                          f"CreateTrainingJob request ({found}); dogbreed's launcher is tested with sagemaker "
+                          f"{TESTED_SDK} (requirements/constraints.txt): install that release")
     return request
 
 
@@ -226,52 +218,21 @@ def start_tuning(config: Config, session, name: str, data_uri: str | None = None
     config.require("role", "train_image", "bucket")
     validate.check_tuning(config, name, {"--data": data_uri})
     tuner = build_tuner(config, session, name)
-    tuner.tune(inputs=channels(config, data_uri), job_name=name, wait=False)
+    settings = security.read(config)
+
+    def secure(params, **_):  # the tuner builds and sends the request itself
+        security.apply_to_training(params.setdefault("TrainingJobDefinition", {}), settings)
+
+    events = session.boto_session.events
+    events.register("before-parameter-build.sagemaker.CreateHyperParameterTuningJob", secure, unique_id="dogbreed-secure")
+    try:
+        tuner.tune(inputs=channels(config, data_uri), job_name=name, wait=False)
+    finally:
+        events.unregister("before-parameter-build.sagemaker.CreateHyperParameterTuningJob", unique_id="dogbreed-secure")
     return tuner
 
 
-# --------------------------------------------------------------------------------------------------
-# waiting: jobs take hours
-
-WAITS = {
-    # kind: (describe method, name parameter, status key, done, failed)
-    "training": ("describe_training_job", "TrainingJobName", "TrainingJobStatus", {"Completed"}, {"Failed", "Stopped"}),
-    "tuning": ("describe_hyper_parameter_tuning_job", "HyperParameterTuningJobName", "HyperParameterTuningJobStatus",
-               {"Completed", "Stopped"}, {"Failed"}),
-    "endpoint": ("describe_endpoint", "EndpointName", "EndpointStatus", {"InService"}, {"Failed", "OutOfService"}),
-}
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-
-
-def poll_seconds(config: Config) -> float:
-    return float((config.get("wait") or {}).get("poll_s", 30))
-
-
-def wait_for(client, kind: str, name: str, poll_s: float = 30.0, timeout_s: float | None = None, on_poll=None,
-             out=None) -> dict:
-    """Describe ``name`` every ``poll_s`` seconds until it is done; print each new status. Returns the last
-    description; raises JobError with AWS's reason if it failed (or, for training, was stopped)."""
-    method, key, status_key, done, failed = WAITS[kind]
-    out = out or (lambda line: print(line, file=sys.stdout, flush=True))
-    started = time.monotonic()
-    last = None
-    while True:
-        described = getattr(client, method)(**{key: name})
-        status = described.get(status_key)
-        shown = f"{status} ({described['SecondaryStatus']})" if described.get("SecondaryStatus") else status
-        if shown != last:
-            out(f"{kind} {name}: {shown}")
-            last = shown
-        if on_poll:
-            on_poll()
-        if status in done:
-            return described
-        if status in failed:
-            reason = described.get("FailureReason") or "no reason given"
-            raise JobError(f"{kind} {name} ended {status}: {reason}")
-        if timeout_s is not None and time.monotonic() - started > timeout_s:
-            raise JobError(f"{kind} {name} still {status} after {timeout_s:.0f} s (it goes on; wait again, or stop it)")
-        time.sleep(poll_s)
 
 
 def training_log_printer(logs_client, name: str, out=None):
@@ -334,87 +295,3 @@ def model_data_of(client, training_job: str) -> str:
         raise ConfigError(f"training job {training_job} has no model artifacts (status {described.get('TrainingJobStatus')}): "
                           f"wait for it to complete")
     return uri
-
-
-@dataclass
-class ModelPlan:
-    """A model to create (``deploy`` creates it with the endpoint config and the endpoint): its name, image,
-    artifacts, role and environment, and the SDK session that sends the requests."""
-
-    name: str
-    image: str
-    model_data: str
-    role: str
-    session: object
-    env: dict = field(default_factory=lambda: {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"})
-
-
-def build_model(config: Config, session, model_data: str, name: str | None = None) -> ModelPlan:
-    config.require("role", "serve_image")
-    return ModelPlan(name=name or job_name("model"), image=config["serve_image"], model_data=model_data,
-                     role=config["role"], session=session)
-
-
-def endpoint_variant(config: Config, model_name: str) -> dict:
-    """The endpoint config's one variant: instances, or serverless (memory and concurrency). Written in the API's
-    form: SDK v3's shape serializer (sagemaker.core 2.27) turns ``memory_size_in_mb`` into ``MemorySizeInMb``,
-    which botocore refuses."""
-    serving = config["serving"]
-    if serving.get("serverless"):
-        serverless = {"MemorySizeInMB": int(serving.get("serverless_memory_mb", 4096)),
-                      "MaxConcurrency": int(serving.get("serverless_max_concurrency", 5))}
-        return {"VariantName": "AllTraffic", "ModelName": model_name, "ServerlessConfig": serverless}
-    return {"VariantName": "AllTraffic", "ModelName": model_name, "InstanceType": serving["instance_type"],
-            "InitialInstanceCount": int(serving.get("instance_count", 1))}
-
-
-def data_capture(config: Config) -> dict | None:
-    serving = config["serving"]
-    if not serving.get("data_capture"):
-        return None
-    return {"EnableCapture": True, "InitialSamplingPercentage": int(serving.get("data_capture_percent", 20)),
-            "DestinationS3Uri": f"{config.s3_root}/data-capture",
-            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}
-
-
-def deploy(config: Config, model: ModelPlan, endpoint_name: str, wait: bool = True, poll_s: float | None = None):
-    """Create the model, the endpoint config (named after the endpoint) and the endpoint, all checked first, from
-    SDK v3's shapes (``sagemaker.core.shapes``); with ``wait``, return once the endpoint is InService (``wait_for``,
-    every ``poll_s`` seconds, default the config's wait.poll_s).
-
-    The requests go out as ``sagemaker.core.resources`` Model / EndpointConfig / Endpoint ``.create`` send them
-    (the shapes, serialized), through the session's client: ``.create`` also describes what it made and parses
-    the answer into a resource, which we do not use (and which fails on moto's describe_model, whose empty
-    VpcConfig AWS never returns)."""
-    from sagemaker.core.shapes import ContainerDefinition, Tag
-    from sagemaker.core.utils.utils import serialize
-
-    validate.check_deploy(config, model.name, endpoint_name)
-    client = model.session.sagemaker_client
-    tagged = serialize([Tag(key=k, value=str(v)) for k, v in (config.get("tags") or {}).items()])
-    container = ContainerDefinition(image=model.image, model_data_url=model.model_data, environment=model.env)
-    client.create_model(ModelName=model.name, ExecutionRoleArn=model.role, PrimaryContainer=serialize(container), Tags=tagged)
-    capture = data_capture(config)
-    client.create_endpoint_config(EndpointConfigName=endpoint_name, Tags=tagged,
-                                  ProductionVariants=[endpoint_variant(config, model.name)],
-                                  **({"DataCaptureConfig": capture} if capture else {}))
-    client.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=endpoint_name, Tags=tagged)
-    if wait:
-        return wait_for(client, "endpoint", endpoint_name, poll_s=poll_s if poll_s is not None else poll_seconds(config))
-    return None
-
-
-def delete_endpoint(client, endpoint_name: str) -> list[str]:
-    """Remove the endpoint, its config and its models; returns what was deleted."""
-    deleted = []
-    described = client.describe_endpoint(EndpointName=endpoint_name)
-    config_name = described["EndpointConfigName"]
-    models = [v["ModelName"] for v in client.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]]
-    client.delete_endpoint(EndpointName=endpoint_name)
-    deleted.append(f"endpoint {endpoint_name}")
-    client.delete_endpoint_config(EndpointConfigName=config_name)
-    deleted.append(f"endpoint config {config_name}")
-    for model in models:
-        client.delete_model(ModelName=model)
-        deleted.append(f"model {model}")
-    return deleted

@@ -72,3 +72,18 @@ def model_fields(security: Security) -> dict:
 
 def endpoint_config_fields(security: Security) -> dict:
     return {"KmsKeyId": security.volume_kms_key} if security.volume_kms_key else {}
+
+
+def apply_to_training(request: dict, security: Security) -> dict:
+    """A CreateTrainingJob request, or a tuning job's TrainingJobDefinition (the same members), with the VPC, the
+    network isolation and both KMS keys set. SDK v3's tuner drops the volume key and network isolation from the
+    trainer it is given, so the tuning request gets them here too (``jobs.start_tuning``)."""
+    if security.vpc:
+        request["VpcConfig"] = security.vpc
+    if security.network_isolation:
+        request["EnableNetworkIsolation"] = True
+    if security.output_kms_key:
+        request.setdefault("OutputDataConfig", {})["KmsKeyId"] = security.output_kms_key
+    if security.volume_kms_key:
+        request.setdefault("ResourceConfig", {})["VolumeKmsKeyId"] = security.volume_kms_key
+    return request

@@ -40,11 +40,13 @@ def boto_session(config):
 
 def check_create_requests(boto, strict: bool = False) -> None:
     """Refuse, before it is sent, any SageMaker Create* request whose names or role the launcher policy does
-    not grant or AWS does not take (validate.check_request), whoever built it: us or the SDK. Registered on the
+    not grant or AWS does not take (validate.check_request), or that breaks botocore's service model (its enums,
+    lengths and patterns: validate.check_api_model), whoever built it: us or the SDK. Registered on the
     boto3 session, so that it holds for every client made from it (SDK v3's resources make their own)."""
 
     def before(params, model, **_):
         validate.check_request(model.name, params, region=boto.region_name, strict=strict)
+        validate.check_api_model(model.name, params)
 
     boto.events.register("before-parameter-build.sagemaker", before, unique_id="dogbreed-validate")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from . import instances, security
+from . import apimodel, instances, security
 from .config import Config, ConfigError
 
 POLICY_FILE = "iam/dogbreed-launcher-policy.json"
@@ -252,22 +252,31 @@ def _security(plan: Plan) -> str | None:
 
 
 def _batch_fits(plan: Plan) -> str | None:
-    """Tuning never offers a batch the trial's GPU cannot hold for the model trained in full (a CUDA OOM would
-    fail the trial and waste a tuning slot). Smaller batches with gradient accumulation would keep the effective
-    batch, but change the optimisation the tuner explores: the range is refused, and the largest fitting batch named."""
+    """Tuning never offers a batch the trial's GPU cannot hold for the model trained in full (a CUDA OOM would fail
+    the trial and waste a tuning slot). ``--batch-size`` is per process, one process per GPU: one GPU's memory
+    counts. Smaller batches with gradient accumulation would keep the effective batch but change the optimisation
+    the tuner explores, so the range is refused, with the largest batch that fits named. Every model a tuned
+    ``model`` range offers is checked; a head-only run (``train-layers = "head"``, not tuned) keeps no backbone
+    activations for a backward pass and is not checked."""
     config = plan.config
-    spec = config["tuning"].get("ranges", {}).get("batch-size")
-    instance = config["tuning"].get("instance_type") or config["training"]["instance_type"]
-    largest = instances.largest_batch(str(config["hyperparameters"].get("model", "resnet50")), instance)
-    if not spec or largest is None:
+    ranges, fixed = config["tuning"].get("ranges", {}), config["hyperparameters"]
+    spec = ranges.get("batch-size")
+    if not spec or ("train-layers" not in ranges and fixed.get("train-layers") == "head"):
         return None
+    instance = config["tuning"].get("instance_type") or config["training"]["instance_type"]
+    model_names = [str(v) for v in ranges["model"]["values"]] if "values" in ranges.get("model", {}) else \
+        [str(fixed.get("model", "resnet50"))]
+    fits = {name: instances.largest_batch(name, instance) for name in model_names}
+    fits = {name: largest for name, largest in fits.items() if largest is not None}
+    if not fits:
+        return None
+    model, largest = min(fits.items(), key=lambda item: item[1])
     offered = [int(v) for v in spec["values"]] if "values" in spec else [int(spec.get("max", 0))]
     too_big = [v for v in offered if v > largest]
     if too_big:
         family = instances.gpu_family(instance)
         return (f"tuning.ranges.batch-size offers {', '.join(map(str, too_big))}, which does not fit {instance}'s "
-                f"{family.gpu} ({family.gpu_memory_gb} GB) for {config['hyperparameters'].get('model', 'resnet50')} "
-                f"trained in full: at most {largest}")
+                f"{family.gpu} ({family.gpu_memory_gb} GB) for {model} trained in full: at most {largest}")
     return None
 
 
@@ -349,6 +358,45 @@ def _capture_percent(plan: Plan) -> str | None:
     return None
 
 
+SNS_TOPIC = re.compile(r"arn:aws[a-z-]*:sns:(?P<region>[a-z0-9-]+):\d{12}:[A-Za-z0-9_-]{1,256}")
+
+
+def _inference_ami(plan: Plan) -> str | None:
+    """A GPU instance gets the AMI whose driver runs our CUDA (instances.py's table); a GPU family not in the table
+    would serve on AWS's default driver (CUDA 11.4): refused."""
+    serving = plan.config["serving"]
+    if serving.get("serverless"):
+        return None
+    instance = serving.get("instance_type")
+    return instances.ami_problem(instance, instances.inference_ami(instance).get("InferenceAmiVersion"),
+                                 "InferenceAmiVersion")
+
+
+def _transform_ami(plan: Plan) -> str | None:
+    instance = plan.config["transform"].get("instance_type")
+    return instances.ami_problem(instance, instances.transform_ami(instance).get("TransformAmiVersion"), "TransformAmiVersion")
+
+
+def _async(plan: Plan) -> str | None:
+    """Async endpoints: an S3 output, no serverless (AWS has no serverless async), SNS topics in the job's region."""
+    serving, region = plan.config["serving"], plan.config.get("region")
+    if not serving.get("async"):
+        return None
+    output = serving.get("async_output")
+    found = [s3_uri_problem("--output (serving.async_output)", output) if output else
+             "an async endpoint needs --output s3://... (serving.async_output): where its answers go"]
+    if serving.get("serverless"):
+        found.append("async inference runs on instances, not serverless: drop --serverless or --async")
+    for flag, key in (("--sns-success", "async_sns_success"), ("--sns-error", "async_sns_error")):
+        topic = serving.get(key)
+        match = SNS_TOPIC.fullmatch(topic) if topic else None
+        if topic and not match:
+            found.append(f"{flag} {topic!r} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)")
+        elif match and region and match["region"] != region:
+            found.append(f"{flag} topic is in {match['region']}, the endpoint in {region}")
+    return "; ".join(p for p in found if p) or None
+
+
 RULES: tuple[Rule, ...] = (
     Rule("names", ("training", "tuning", "deploy", "transform"), _names),
     Rule("names-policy", ("training", "tuning", "deploy", "transform"), _names_policy, advisory=True),
@@ -366,7 +414,35 @@ RULES: tuple[Rule, ...] = (
     Rule("serverless-no-data-capture", ("deploy",), _serverless_capture),
     Rule("serverless-size", ("deploy",), _serverless_size),
     Rule("data-capture-percent", ("deploy",), _capture_percent),
+    Rule("inference-ami", ("deploy",), _inference_ami),
+    Rule("async", ("deploy",), _async),
+    Rule("transform-ami", ("transform",), _transform_ami),
+    Rule("transform-shape", ("transform",), lambda plan: transform_problem(plan.config["transform"])),
 )
+
+
+TRANSFORM_MAX_PAYLOAD_MB = 100  # AWS: MaxPayloadInMB at most 100, and MaxConcurrentTransforms x MaxPayloadInMB too
+LINE_TYPES = ("application/jsonlines", "application/json")
+
+
+def transform_problem(transform: dict) -> str | None:
+    """What CreateTransformJob refuses, or what our server cannot answer: payload and concurrency bounds, one photo
+    per object (SplitType None) with an image type, JSON lines (SplitType Line) with a JSON type."""
+    found = []
+    payload, concurrent = int(transform.get("max_payload_mb") or 6), transform.get("max_concurrent")
+    if not 1 <= payload <= TRANSFORM_MAX_PAYLOAD_MB:
+        found.append(f"--max-payload-mb must be 1 to {TRANSFORM_MAX_PAYLOAD_MB} (it is {payload})")
+    elif concurrent and int(concurrent) * payload > TRANSFORM_MAX_PAYLOAD_MB:
+        found.append(f"max_concurrent ({concurrent}) x --max-payload-mb ({payload}) must be at most "
+                     f"{TRANSFORM_MAX_PAYLOAD_MB} MB")
+    if not 1 <= int(transform.get("instance_count") or 1) <= 100:
+        found.append(f"--instance-count must be 1 to 100 (it is {transform.get('instance_count')})")
+    split, kind = transform.get("split_type") or "None", transform.get("content_type") or ""
+    if split == "Line" and kind not in LINE_TYPES:
+        found.append(f"--split-type Line sends JSON lines: --content-type {' or '.join(LINE_TYPES)}, not {kind!r}")
+    if split == "None" and kind in LINE_TYPES[:1]:
+        found.append("--content-type application/jsonlines needs --split-type Line (one record a line)")
+    return "; ".join(found) or None
 
 
 def problems(request: str, plan: Plan, strict: bool = True) -> list[tuple[str, str]]:
@@ -420,8 +496,8 @@ def check_tuning(config: Config, job_name: str, uris: dict[str, str | None] | No
 
 
 def check_deploy(config: Config, model_name: str, endpoint_name: str, image: str | None = None) -> None:
-    # jobs.deploy names the endpoint config after the endpoint: the name checked is the name sent.
-    names = {"model": model_name, "endpoint-config": endpoint_name, "endpoint": endpoint_name}
+    # endpoints.deploy names the endpoint config after the model: the name checked is the name sent.
+    names = {"model": model_name, "endpoint-config": model_name, "endpoint": endpoint_name}
     check("deploy", Plan(config, names, images={"serve image": image or config.get("serve_image")}))
 
 
@@ -471,3 +547,11 @@ def check_request(operation: str, params: dict, region: str | None = None, stric
         raise ValidationError(f"{operation}: " + "; ".join(dict.fromkeys(reasons)))
     for reason in filter(None, advisory):
         warn_policy(reason)
+
+
+def check_api_model(operation: str, params: dict) -> None:
+    """The request against botocore's service model (apimodel.py): enums, lengths, ranges, patterns, members."""
+    if operation in apimodel.CHECKED:
+        found = apimodel.problems(operation, params)
+        if found:
+            raise ValidationError("; ".join(dict.fromkeys(found)))
