@@ -270,3 +270,19 @@ def test_a_jpeg_counts_at_the_size_it_decodes_at(monkeypatch):
     assert [image.size for image in images] == [(500, 375)] * 3
     with pytest.raises(PayloadTooLarge):
         decoders.decode_json(body)  # at full size the first image alone is over the budget
+
+
+def test_predict_fn_frees_the_decoded_images_before_the_answer_is_written():
+    """The caller holds ``data`` until its answer is written: a big request's pixels must not live that long."""
+    import weakref
+
+    class Model:
+        meta = {"arch": "stub"}
+
+        def top_k(self, images, k):
+            return [[{"breed": "x", "probability": 1.0}] for _ in images]
+
+    data = handler.input_fn(hostile.png("L", (3000, 2000), 90), "image/png")
+    alive = weakref.ref(data["images"][0])
+    answer = handler.predict_fn(data, Model())
+    assert answer["predictions"] == [[{"breed": "x", "probability": 1.0}]] and alive() is None
