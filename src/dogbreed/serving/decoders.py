@@ -29,9 +29,11 @@ MAX_SIDE = 20_000
 # Panoramas run to about 8:1. Past the bound the resize of the shorter side to the model's size is what explodes:
 # a 20000x1 image resized to a 256-pixel short side is 5 gigapixels, from a 100-byte PNG.
 MAX_ASPECT = 10
-# One request's decoded pixels in all (a batch of 64 phone photos at ~3 MP each fits; a batch of 64 40-MP images
-# would be 7.7 GB of RGB).
-MAX_REQUEST_PIXELS = 200_000_000
+# One request's decoded pixels in all: 150 MB as RGB, what each of the native front's 16 request threads (or each
+# multi-model-server worker) may hold at once. JPEGs count at the draft scale they decode at (a 12-MP phone photo is
+# 0.19 MP for a model that resizes to 256), so 64 of them fit many times over; 6 MB of PNG photos hold ~3 MP. Only
+# flat, synthetic images pack more into a body: 200 MP of them fit in 6 MB of PNG (600 MB decoded, per request).
+MAX_REQUEST_PIXELS = 50_000_000
 
 
 def check_pixels(width: int, height: int, what: str = "image") -> None:
