@@ -42,6 +42,16 @@ def case(name, body, content_type, statuses, headers=None) -> Case:
     return Case(name, body, content_type, frozenset(statuses), headers or {})
 
 
+class Headers:
+    """The request context ``input_fn`` reads headers from, as a front hands it over."""
+
+    def __init__(self, headers: dict):
+        self.request_processor, self.headers = [self], headers
+
+    def get_request_properties(self) -> dict:
+        return self.headers
+
+
 # --- builders ---------------------------------------------------------------------------------------------------
 
 

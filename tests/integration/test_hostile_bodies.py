@@ -76,20 +76,10 @@ def _breeds(predictions) -> list[list[str]]:
     return [[row["breed"] for row in rows] for rows in predictions]
 
 
-class _Headers:
-    """The request context ``input_fn`` reads headers from (as a front hands it over)."""
-
-    def __init__(self, headers: dict):
-        self.request_processor, self.headers = [self], headers
-
-    def get_request_properties(self) -> dict:
-        return self.headers
-
-
 def expected_answer(predictor, case: hostile.Case) -> list[list[str]]:
     """The in-process model's breeds for a body the server answered with 200."""
     kind = case.content_type or ct.header(case.headers, "content-type")
-    data = handler.input_fn(case.body, kind, _Headers(case.headers))
+    data = handler.input_fn(case.body, kind, hostile.Headers(case.headers))
     return _breeds(predictor.top_k(data["images"], data["top_k"]))
 
 

@@ -94,16 +94,6 @@ def _npy_header_only(shape, dtype="|u1") -> bytes:
     return buffer.getvalue()
 
 
-class _Headers:
-    """The request context ``input_fn`` reads headers from (as a front hands it over)."""
-
-    def __init__(self, headers: dict):
-        self.request_processor, self.headers = [self], headers
-
-    def get_request_properties(self) -> dict:
-        return self.headers
-
-
 HOSTILE = hostile.cases()
 
 
@@ -112,7 +102,7 @@ def test_hostile_bodies_get_their_status(case):
     """Issue 19's hostile bodies (tests/hostile.py; the HTTP test sends the same to both fronts)."""
     kind = case.content_type or header(case.headers, "content-type")
     try:
-        decoded = handler.input_fn(case.body, kind, _Headers(case.headers))
+        decoded = handler.input_fn(case.body, kind, hostile.Headers(case.headers))
         handler.output_fn({"predictions": []}, header(case.headers, "accept"))
     except RequestError as exc:
         assert exc.status_code in case.statuses and exc.message, (exc.status_code, exc.message)
@@ -137,7 +127,7 @@ def test_an_npy_of_6_million_values_in_a_photos_shape_is_a_photo():
 
 def test_custom_attributes_are_read_in_any_case():
     for name in ("X-AMZN-SAGEMAKER-CUSTOM-ATTRIBUTES", "x-amzn-sagemaker-custom-attributes", handler.CUSTOM_ATTRIBUTES):
-        assert handler.input_fn(_png(), "image/png", _Headers({name: "top_k=2"}))["top_k"] == 2
+        assert handler.input_fn(_png(), "image/png", hostile.Headers({name: "top_k=2"}))["top_k"] == 2
 
 
 def test_npy_is_refused_from_its_header_before_allocating(monkeypatch):
