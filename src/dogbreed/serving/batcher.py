@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import ctypes
 import functools
 import gc
 import json
@@ -29,6 +28,7 @@ from torchvision.transforms import functional as F
 
 from ..common import configure_logging
 from ..models import read_meta
+from . import heap
 from .engine import DEFAULT_BATCH, decode_request, failure_path, read_frame, send_frame
 from .hardware import warn_if_cuda_is_missing
 from .precision_cache import DOGBREED_PRECISION_CACHE, cache_key, cached_setup, remember_setup
@@ -65,10 +65,7 @@ def release_freed_memory() -> None:
     probe's copies and the trace's buffers (about 200 MB for a ResNet50), and glibc keeps freed pages mapped
     until told. The steady state's activations are allocated again on the first batches and stay."""
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        log.debug("no malloc_trim here")
+    heap.trim()
 
 
 Answer = Callable[[dict], None]  # called once per request, on the batch thread: {"predictions": ...} or {"error": ...}

@@ -29,17 +29,21 @@ MAX_SIDE = 20_000
 # Panoramas run to about 8:1. Past the bound the resize of the shorter side to the model's size is what explodes:
 # a 20000x1 image resized to a 256-pixel short side is 5 gigapixels, from a 100-byte PNG.
 MAX_ASPECT = 10
-# One request's decoded pixels in all (a batch of 64 phone photos at ~3 MP each fits; a batch of 64 40-MP images
-# would be 7.7 GB of RGB).
-MAX_REQUEST_PIXELS = 200_000_000
+# One request's decoded pixels in all: 150 MB as RGB, what each of the native front's 16 request threads (or each
+# multi-model-server worker) may hold at once. JPEGs count at the draft scale they decode at (a 12-MP phone photo is
+# 0.19 MP for a model that resizes to 256), so 64 of them fit many times over; 6 MB of PNG photos hold ~3 MP. Only
+# flat, synthetic images pack more into a body: 200 MP of them fit in 6 MB of PNG (600 MB decoded, per request).
+MAX_REQUEST_PIXELS = 50_000_000
 
 
 def check_pixels(width: int, height: int, what: str = "image") -> None:
     """The decoded-pixel budget, checked from a header before anything is decoded or allocated."""
     if width < 1 or height < 1:
         raise BadRequest(f"{what} has no pixels ({width}x{height})")
-    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+    if width * height > MAX_PIXELS:
         raise PayloadTooLarge(f"{what} of {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+    if max(width, height) > MAX_SIDE:
+        raise PayloadTooLarge(f"{what} of {width}x{height} pixels is over the {MAX_SIDE:,}-pixel side limit")
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise BadRequest(f"{what} of {width}x{height} pixels is narrower than 1:{MAX_ASPECT}; send a photo")
 
@@ -155,6 +159,8 @@ def _check_npy_shape(shape: tuple, dtype: np.dtype) -> None:
     if count > MAX_BATCH:
         raise PayloadTooLarge(f"{count} images in one request; at most {MAX_BATCH}")
     item = tuple(int(side) for side in (shape[1:] if len(shape) == 4 else shape))
+    if len(item) == 3 and not _channels_first(item) and item[-1] not in (1, 3, 4):
+        raise BadRequest(f"an image array needs 1, 3 or 4 channels, got shape {item}")
     height, width = item[1:3] if _channels_first(item) else item[:2]
     check_pixels(width, height, "image array")
     if count * width * height > MAX_REQUEST_PIXELS:
@@ -178,8 +184,6 @@ def decode_npy(body) -> list[Image.Image]:
             item = np.transpose(item, (1, 2, 0))
         if item.ndim == 3 and item.shape[-1] == 1:
             item = item[..., 0]
-        if item.ndim == 3 and item.shape[-1] not in (3, 4):
-            raise BadRequest(f"an image array needs 1, 3 or 4 channels, got shape {tuple(item.shape)}")
         if item.dtype.kind == "f":
             if not np.isfinite(item).all():
                 raise BadRequest("image array holds NaN or infinity")
