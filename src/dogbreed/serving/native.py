@@ -20,6 +20,7 @@ from .. import env as envnames
 from ..errors import ModelError
 from . import content_types as ct
 from . import handler
+from .edge import EdgeLimits, edge_server
 from .native_app import Model, NativeApp, invoke
 from .native_engine import start_engine
 
@@ -28,7 +29,6 @@ log = logging.getLogger("dogbreed.serve")
 # Requests decoding or waiting for their batch at once: enough to fill two of the engine's batches of 8; a waiting
 # thread costs no CPU.
 REQUEST_THREADS = 16
-KEEP_ALIVE_S = 60  # SageMaker's front keeps its connections open between requests
 
 
 def pending_bound() -> int:
@@ -72,13 +72,9 @@ def _ignore_raised(signum, frame) -> None:
 
 
 def serve_native(model_dir: Path, host: str, port: int, state_dir: Path, max_request_bytes: int, grace_s: int) -> int:
-    import uvicorn
-
     model = Model()
-    app = NativeApp(model, max_request_bytes, REQUEST_THREADS, pending_bound())
-    config = uvicorn.Config(app, host=host, port=port, http="httptools", lifespan="off", log_config=None, access_log=True,
-                            timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=grace_s)
-    server = uvicorn.Server(config)
+    app = NativeApp(model, EdgeLimits.from_environ(max_request_bytes, pending_bound()), REQUEST_THREADS)
+    server = edge_server(app, host, port, grace_s)
     signal.signal(signal.SIGTERM, _ignore_raised)
     signal.signal(signal.SIGINT, _ignore_raised)
     loader = threading.Thread(target=load, args=(model, Path(model_dir), Path(state_dir)), name="model-load", daemon=True)
