@@ -47,17 +47,19 @@ class EdgeLimits:
     max_head_bytes: int = 16 * 1024  # request line and headers; SageMaker's own requests carry well under 4 KiB
     max_headers: int = 100
     read_timeout_s: float = 30.0  # from a head's first byte to its end, and for the whole body
+    # /invocations admitted at once (reading their body, queued or running), each up to a body in memory: the native
+    # front's request threads twice over (a full pool and as many queued behind it); past it, a 503 to retry
     pending: int = 32
 
     @classmethod
-    def from_environ(cls, max_body_bytes: int, pending: int) -> EdgeLimits:
+    def from_environ(cls, max_body_bytes: int) -> EdgeLimits:
         environ = os.environ
         return cls(
             max_body_bytes=max_body_bytes,
             max_head_bytes=int(environ.get(envnames.DOGBREED_MAX_HEAD_BYTES) or cls.max_head_bytes),
             max_headers=int(environ.get(envnames.DOGBREED_MAX_HEADERS) or cls.max_headers),
             read_timeout_s=float(environ.get(envnames.DOGBREED_READ_TIMEOUT_S) or cls.read_timeout_s),
-            pending=max(1, pending),
+            pending=max(1, int(environ.get(envnames.DOGBREED_NATIVE_PENDING) or cls.pending)),
         )
 
 

@@ -27,14 +27,8 @@ from .native_engine import start_engine
 log = logging.getLogger("dogbreed.serve")
 
 # Requests decoding or waiting for their batch at once: enough to fill two of the engine's batches of 8; a waiting
-# thread costs no CPU.
+# thread costs no CPU. The edge admits twice as many (EdgeLimits.pending).
 REQUEST_THREADS = 16
-
-
-def pending_bound() -> int:
-    """``DOGBREED_NATIVE_PENDING``, else twice the request threads: a full pool and as many queued behind it
-    (each up to a 6 MB body in memory); past it, a 503 to retry."""
-    return max(1, int(os.environ.get(envnames.DOGBREED_NATIVE_PENDING) or 2 * REQUEST_THREADS))
 
 
 def _warm_request() -> bytes:
@@ -73,7 +67,7 @@ def _ignore_raised(signum, frame) -> None:
 
 def serve_native(model_dir: Path, host: str, port: int, state_dir: Path, max_request_bytes: int, grace_s: int) -> int:
     model = Model()
-    app = NativeApp(model, EdgeLimits.from_environ(max_request_bytes, pending_bound()), REQUEST_THREADS)
+    app = NativeApp(model, EdgeLimits.from_environ(max_request_bytes), REQUEST_THREADS)
     server = edge_server(app, host, port, grace_s)
     signal.signal(signal.SIGTERM, _ignore_raised)
     signal.signal(signal.SIGINT, _ignore_raised)

@@ -120,5 +120,5 @@ def warn_of_idle_gpus() -> None:
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count > 1:
         log.warning("%d GPUs visible, the native front serves on GPU 0 only: the other %d stay idle; the "
-                    "multi-model-server front (%s=mms, the default) runs one worker per GPU and uses them all",
+                    "multi-model-server front (%s=mms) runs one worker per GPU and uses them all",
                     count, count - 1, envnames.DOGBREED_SERVER)
