@@ -103,7 +103,8 @@ class Prober:
         if status == 200:
             self.answered_at = time.monotonic()
             return None
-        return f"multi-model-server did not answer a probe request: {status} {json.loads(raw)['error'][:200]}"
+        why = json.loads(raw)["error"].removesuffix("; retry shortly")
+        return f"multi-model-server did not answer a probe request: {status} {why[:200]}"
 
 
 def why_not_ready(engine_ready: bool | None, management_port: int, prober: Prober) -> str | None:
