@@ -1,10 +1,13 @@
-"""``DOGBREED_SERVER=native``: ``/ping`` and ``/invocations`` served by uvicorn from the engine's own process.
+"""``DOGBREED_SERVER=native`` (the default): ``/ping`` and ``/invocations`` served by uvicorn from the engine's own
+process, through the bounded edge of :mod:`.edge`.
 
 No JVM, no netty, no worker processes: one Python process listens at once (cold start is the model's load, not
 the front's), loads the model on a thread meanwhile (:mod:`.native_engine`), and answers ``/ping`` with 503 until
-a request has gone through the handler end to end. The SageMaker contract is the multi-model-server front's:
-port 8080 or ``SAGEMAKER_BIND_TO_PORT``, 6 MB bodies (``SAGEMAKER_MAX_REQUEST_SIZE``), custom attributes,
-the same error JSON, SIGTERM stops it (in-flight requests finish within the grace period) with exit code 0.
+a request has gone through the handler end to end, and again with the reason if the engine's thread ends or a
+forward pass does not end (:meth:`~.native_engine.InProcessPredictor.unhealthy`). The SageMaker contract is
+the multi-model-server front's: port 8080 or ``SAGEMAKER_BIND_TO_PORT``, 6 MB bodies
+(``SAGEMAKER_MAX_REQUEST_SIZE``), custom attributes, the same error JSON,
+SIGTERM stops it (in-flight requests finish within the grace period) with exit code 0.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""Start multi-model-server with our handler: the ``serve`` entry of the image and of ``local-serve``.
+"""The ``serve`` entry of the image and of ``local-serve``: the native front (the default, :mod:`.native`) or
+multi-model-server with our handler behind the same edge (``DOGBREED_SERVER=mms``, :mod:`.mms_edge`).
 
-Each server has its own config file and temp directory (MMS keys its worker sockets and pid file on
-the temp directory), runs in its own process group, and stops on SIGTERM within the grace period.
-A missing or corrupt model is reported in the log and by an unhealthy ``/ping`` (no crash loop).
+multi-model-server listens on loopback only (its inference and management APIs on ports of their own); the
+launcher answers the published port. Each server has its own config file and temp directory (MMS keys its
+worker sockets and pid file on the temp directory), runs in its own process group, and stops on SIGTERM within
+the grace period. A missing or corrupt model is reported in the log and by an unhealthy ``/ping`` (no crash
+loop).
 
 On CPU hosts (``DOGBREED_SERVE_ENGINE=auto``) the model lives in one engine process that batches the
 requests of all workers (:mod:`.engine`); the workers decode and preprocess. The server restarts the
