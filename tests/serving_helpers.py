@@ -114,6 +114,20 @@ def wait_ready(url: str, body: bytes, index: int, process=None, timeout: float =
     return wait_until_correct(address.hostname, address.port, body, index, process, timeout)
 
 
+def wait_healthy(url: str, timeout: float = 60) -> None:
+    """/ping 200: the mms front's launcher sees the first answers on its next check (about a second later)."""
+    deadline, status = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            status = get(url, "/ping")[0]
+        except OSError:
+            status = None
+        if status == 200:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{url}/ping answered {status}, not 200, within {timeout:.0f} s of a correct answer")
+
+
 @contextlib.contextmanager
 def local_server(model: Path, port: int, log_path: Path, workers: int | None = None, ready: bool = True, env=None,
                  front: str = "mms"):
@@ -129,6 +143,7 @@ def local_server(model: Path, port: int, log_path: Path, workers: int | None = N
     try:
         if ready:
             wait_ready(url, *probe, process)
+            wait_healthy(url)
         yield url, process
     finally:
         if process.poll() is None:
