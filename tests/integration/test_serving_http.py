@@ -262,7 +262,7 @@ def test_a_corrupt_model_gives_an_unhealthy_ping_with_the_reason(tmp_path, train
     (broken / "model.pth").write_bytes(b"not a state dict")
     with local_server(broken, free_port(), tmp_path / "log.txt", ready=False, front=front) as (url, process):
         deadline, status, body = time.time() + 90, None, ""
-        # the front may answer while the engine tries to load (multi-model-server: 200; native: 503 "loading")
+        # the front answers while the engine tries to load: 503 "loading", then 503 with the reason
         while time.time() < deadline and not (status == 503 and "model.pth" in body):
             try:
                 status, body = get(url, "/ping")
