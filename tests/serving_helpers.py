@@ -114,6 +114,20 @@ def wait_ready(url: str, body: bytes, index: int, process=None, timeout: float =
     return wait_until_correct(address.hostname, address.port, body, index, process, timeout)
 
 
+def wait_healthy(url: str, timeout: float = 60) -> None:
+    """/ping 200: the mms front's launcher sees the first answers on its next check (about a second later)."""
+    deadline, status = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            status = get(url, "/ping")[0]
+        except OSError:
+            status = None
+        if status == 200:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{url}/ping answered {status}, not 200, within {timeout:.0f} s of a correct answer")
+
+
 @contextlib.contextmanager
 def local_server(model: Path, port: int, log_path: Path, workers: int | None = None, ready: bool = True, env=None,
                  front: str = "mms"):
@@ -129,6 +143,7 @@ def local_server(model: Path, port: int, log_path: Path, workers: int | None = N
     try:
         if ready:
             wait_ready(url, *probe, process)
+            wait_healthy(url)
         yield url, process
     finally:
         if process.poll() is None:
@@ -216,3 +231,35 @@ class Load:
         for thread in threads:
             thread.start()
         return threads
+
+
+def exchange(url: str, data: bytes, timeout: float = 30) -> tuple[int, dict, bytes, bool]:
+    """Send raw bytes on a fresh connection and read until the server closes it or goes quiet: (status of the first
+    answer, its headers, its body, whether the server closed the connection). A server that resets the
+    connection while the bytes are still being sent (it refused the head) may already have answered: read on."""
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(url)
+    sock = socket.create_connection((address.hostname, address.port), timeout=timeout)
+    received, closed = b"", False
+    try:
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            while part := sock.recv(65536):
+                received += part
+            closed = True
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
+            pass
+    finally:
+        sock.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:]) if value}
+    length = int(headers.get("content-length", len(body)))
+    return int(lines[0].split(" ", 2)[1]), headers, body[:length], closed

@@ -49,8 +49,11 @@ DOGBREED_ENGINE_SOCKET = "DOGBREED_ENGINE_SOCKET"  # set by the server for its w
 DOGBREED_SERVE_GRAPH = "DOGBREED_SERVE_GRAPH"  # auto (frozen TorchScript on fp32 CPUs), eager, frozen
 DOGBREED_SERVE_TEMP = "DOGBREED_SERVE_TEMP"
 DOGBREED_MMS_CONFIG = "DOGBREED_MMS_CONFIG"
-DOGBREED_SERVER = "DOGBREED_SERVER"  # the HTTP front: mms (multi-model-server, the default) or native (uvicorn)
+DOGBREED_SERVER = "DOGBREED_SERVER"  # the HTTP front: native (uvicorn, the default) or mms
 DOGBREED_NATIVE_PENDING = "DOGBREED_NATIVE_PENDING"  # most /invocations the native front holds at once; past it 503
+DOGBREED_READ_TIMEOUT_S = "DOGBREED_READ_TIMEOUT_S"  # a request's head, then its body, must arrive within it; else 408
+DOGBREED_MAX_HEAD_BYTES = "DOGBREED_MAX_HEAD_BYTES"  # request line + headers, in bytes; past it 431
+DOGBREED_MAX_HEADERS = "DOGBREED_MAX_HEADERS"  # request headers, in number; past it 431
 
 # --- torch.distributed -----------------------------------------------------------------------------
 MASTER_ADDR = "MASTER_ADDR"

@@ -36,14 +36,13 @@ def server(trained, tmp_path_factory, request):
 
 
 LOGS = "mms-logs"
-ACCESS_LINE = re.compile(r'"POST /invocations HTTP/1\.[01]" (\d{3})\b')
+# the edge's access log (uvicorn's), on both fronts: multi-model-server's own also holds the launcher's probes
+ACCESS_LINE = re.compile(r'uvicorn\.access: \S+ - "POST /invocations HTTP/1\.[01]" (\d{3})\b')
 
 
 def _answered(log: Path, front: str) -> list[int]:
-    """The status of every /invocations answer in the server's access log (multi-model-server's own file; uvicorn's
-    lines in the server's log), in order."""
-    access = log.parent / LOGS / "access_log.log" if front == "mms" else log
-    return [int(m[1]) for m in ACCESS_LINE.finditer(access.read_text())] if access.is_file() else []
+    """The status of every /invocations answer in the edge's access log (in the server's log), in order."""
+    return [int(m[1]) for m in ACCESS_LINE.finditer(log.read_text())] if log.is_file() else []
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +262,7 @@ def test_a_corrupt_model_gives_an_unhealthy_ping_with_the_reason(tmp_path, train
     (broken / "model.pth").write_bytes(b"not a state dict")
     with local_server(broken, free_port(), tmp_path / "log.txt", ready=False, front=front) as (url, process):
         deadline, status, body = time.time() + 90, None, ""
-        # the front may answer while the engine tries to load (multi-model-server: 200; native: 503 "loading")
+        # the front answers while the engine tries to load: 503 "loading", then 503 with the reason
         while time.time() < deadline and not (status == 503 and "model.pth" in body):
             try:
                 status, body = get(url, "/ping")
@@ -311,11 +310,13 @@ def _watch_ping(url: str, body: bytes, index: int, timeout: float = 180) -> tupl
     return early, answer["predictions"][0][0]["index"] == index
 
 
-def test_native_ping_is_503_until_a_correct_answer_is_possible(trained, tmp_path):
-    """The native front listens before the model is loaded, says 503 (with Retry-After) meanwhile, and its first
-    200 on /ping means /invocations answers right at once (multi-model-server says 200 before its engine loads)."""
+@pytest.mark.parametrize("front", FRONTS)
+def test_ping_is_503_until_a_correct_answer_is_possible(trained, tmp_path, front):
+    """The front listens before the model is loaded, says 503 (with Retry-After) meanwhile, and its first 200 on
+    /ping means /invocations answers right at once (multi-model-server's own /ping says 200 before its engine
+    loads: the mms front's edge answers /ping itself)."""
     body, index = probe_for(trained["archive"])
-    with local_server(trained["archive"], free_port(), tmp_path / "log.txt", ready=False, front="native") as (url, process):
+    with local_server(trained["archive"], free_port(), tmp_path / "log.txt", ready=False, front=front) as (url, process):
         early, correct = _watch_ping(url, body, index)
         assert correct
         assert early, "no 503 while the model loaded: the front did not listen before loading"

@@ -1,10 +1,13 @@
-"""``DOGBREED_SERVER=native``: ``/ping`` and ``/invocations`` served by uvicorn from the engine's own process.
+"""``DOGBREED_SERVER=native`` (the default): ``/ping`` and ``/invocations`` served by uvicorn from the engine's own
+process, through the bounded edge of :mod:`.edge`.
 
 No JVM, no netty, no worker processes: one Python process listens at once (cold start is the model's load, not
 the front's), loads the model on a thread meanwhile (:mod:`.native_engine`), and answers ``/ping`` with 503 until
-a request has gone through the handler end to end. The SageMaker contract is the multi-model-server front's:
-port 8080 or ``SAGEMAKER_BIND_TO_PORT``, 6 MB bodies (``SAGEMAKER_MAX_REQUEST_SIZE``), custom attributes,
-the same error JSON, SIGTERM stops it (in-flight requests finish within the grace period) with exit code 0.
+a request has gone through the handler end to end, and again with the reason if the engine's thread ends or a
+forward pass does not end (:meth:`~.native_engine.InProcessPredictor.unhealthy`). The SageMaker contract is
+the multi-model-server front's: port 8080 or ``SAGEMAKER_BIND_TO_PORT``, 6 MB bodies
+(``SAGEMAKER_MAX_REQUEST_SIZE``), custom attributes, the same error JSON,
+SIGTERM stops it (in-flight requests finish within the grace period) with exit code 0.
 """
 
 from __future__ import annotations
@@ -20,21 +23,15 @@ from .. import env as envnames
 from ..errors import ModelError
 from . import content_types as ct
 from . import handler
+from .edge import EdgeLimits, edge_server
 from .native_app import Model, NativeApp, invoke
 from .native_engine import start_engine
 
 log = logging.getLogger("dogbreed.serve")
 
 # Requests decoding or waiting for their batch at once: enough to fill two of the engine's batches of 8; a waiting
-# thread costs no CPU.
+# thread costs no CPU. The edge admits twice as many (EdgeLimits.pending).
 REQUEST_THREADS = 16
-KEEP_ALIVE_S = 60  # SageMaker's front keeps its connections open between requests
-
-
-def pending_bound() -> int:
-    """``DOGBREED_NATIVE_PENDING``, else twice the request threads: a full pool and as many queued behind it
-    (each up to a 6 MB body in memory); past it, a 503 to retry."""
-    return max(1, int(os.environ.get(envnames.DOGBREED_NATIVE_PENDING) or 2 * REQUEST_THREADS))
 
 
 def _warm_request() -> bytes:
@@ -72,13 +69,9 @@ def _ignore_raised(signum, frame) -> None:
 
 
 def serve_native(model_dir: Path, host: str, port: int, state_dir: Path, max_request_bytes: int, grace_s: int) -> int:
-    import uvicorn
-
     model = Model()
-    app = NativeApp(model, max_request_bytes, REQUEST_THREADS, pending_bound())
-    config = uvicorn.Config(app, host=host, port=port, http="httptools", lifespan="off", log_config=None, access_log=True,
-                            timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=grace_s)
-    server = uvicorn.Server(config)
+    app = NativeApp(model, EdgeLimits.from_environ(max_request_bytes), REQUEST_THREADS)
+    server = edge_server(app, host, port, grace_s)
     signal.signal(signal.SIGTERM, _ignore_raised)
     signal.signal(signal.SIGINT, _ignore_raised)
     loader = threading.Thread(target=load, args=(model, Path(model_dir), Path(state_dir)), name="model-load", daemon=True)

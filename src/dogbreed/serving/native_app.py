@@ -10,7 +10,6 @@ through the whole path: a 200 means a correct answer is possible.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ from sagemaker_inference.errors import BaseInferenceToolkitError, GenericInferen
 
 from . import content_types as ct
 from . import handler
-from .engine import RETRY_AFTER_S
+from .edge import Answer, Edge, EdgeLimits, busy, error
 from .transformer import JsonErrorTransformer
 
 log = logging.getLogger("dogbreed.serve")
@@ -69,10 +68,6 @@ def error_answer(exc: BaseException, trace: str) -> tuple[int, bytes, dict]:
     return context.status, body.encode(), context.headers
 
 
-def _json(status: int, payload: dict, headers: dict | None = None) -> tuple[int, bytes, dict]:
-    return status, json.dumps(payload).encode(), {"content-type": ct.JSON, **(headers or {})}
-
-
 class Model:
     """The front's view of the model: loading, ready (the predictor) or failed (the reason)."""
 
@@ -80,13 +75,15 @@ class Model:
         self.predictor = None
         self.reason: str | None = None
 
-    def not_ready(self) -> tuple[int, bytes, dict] | None:
-        """The 503 to answer while there is no model to answer with; None once there is."""
+    def not_ready(self) -> Answer | None:
+        """The 503 to answer where a request sent now would not be answered: loading, failed to load, or the
+        engine dead or wedged since; None while it would be."""
         if self.predictor is not None:
-            return None
+            why = self.predictor.unhealthy()
+            return None if why is None else error(503, why)
         if self.reason is not None:
-            return _json(503, {"error": self.reason, "status": 503})
-        return _json(503, {"error": f"{LOADING}; retry shortly", "status": 503}, {"retry-after": str(RETRY_AFTER_S)})
+            return error(503, self.reason)
+        return busy(LOADING)
 
 
 def invoke(predictor, body: bytes, headers: dict, default_accept: str) -> tuple[int, bytes, dict]:
@@ -103,90 +100,26 @@ def invoke(predictor, body: bytes, headers: dict, default_accept: str) -> tuple[
         return error_answer(exc, traceback.format_exc())
 
 
-class ClientGone(Exception):
-    """The client closed the connection before its body arrived: nobody to answer."""
+class NativeApp(Edge):
+    """The native front: the edge, with the handler run in this process on a thread pool."""
 
-
-class NativeApp:
-    """The ASGI application (raw ASGI: two routes need no framework)."""
-
-    def __init__(self, model: Model, max_request_bytes: int, threads: int, pending: int):
-        self.model, self.limit = model, max_request_bytes
+    def __init__(self, model: Model, limits: EdgeLimits, threads: int):
+        super().__init__(limits)
+        self.model = model
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="request")
         self.default_accept = Environment().default_accept
-        # Requests admitted (reading their body, queued or running): multi-model-server refuses work past its job
-        # queue too. Without a bound a burst of 6 MB bodies fills the one process's memory, and queued requests
-        # outlive the client's 60 s. A counter suffices: only the event loop's thread touches it.
-        self.pending, self.admitted = max(1, pending), 0
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return
-        path, method = scope["path"], scope["method"]
-        if path == "/ping" and method in ("GET", "HEAD"):
-            answer = self.model.not_ready() or _json(200, {"status": "Healthy"})
-        elif path == "/invocations" and method == "POST":
-            try:
-                answer = await self._admitted(scope, receive)
-            except ClientGone:
-                return
-        elif path in ("/ping", "/invocations"):
-            answer = _json(405, {"error": f"{method} is not allowed on {path}", "status": 405})
-        else:
-            answer = _json(404, {"error": f"no such resource: {path[:100]}; this server answers /ping and /invocations",
-                                 "status": 404})
-        await _respond(send, *answer)
+    def ping(self) -> Answer | None:
+        return self.model.not_ready()
 
-    async def _admitted(self, scope, receive) -> tuple[int, bytes, dict]:
-        """The request's answer, or a 503 to retry where ``pending`` requests are in already: refused before its
-        body is read, so that refusing costs no memory."""
-        if self.admitted >= self.pending:
-            return _json(503, {"error": f"the server is busy ({self.pending} requests in progress); retry shortly",
-                               "status": 503}, {"retry-after": str(RETRY_AFTER_S)})
-        self.admitted += 1
-        try:
-            return await self._invocation(scope, receive)
-        finally:
-            self.admitted -= 1
-
-    def close(self) -> None:
-        """Drop the queued requests (their clients are gone with the server): the interpreter's exit would run
-        each of them, past the stop's grace period. Those running finish."""
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-    async def _invocation(self, scope, receive) -> tuple[int, bytes, dict]:
-        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        body = await self._body(headers, receive)
-        if body is None:
-            return _json(413, {"error": f"the request body is over the {self.limit:,}-byte limit (Request Entity Too "
-                                        "Large)", "status": 413})
+    async def answer(self, body: bytes, headers: dict) -> Answer:
         not_ready = self.model.not_ready()
         if not_ready:
             return not_ready
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, invoke, self.model.predictor, body, headers, self.default_accept)
 
-    async def _body(self, headers: dict, receive) -> bytes | None:
-        """The body, or None where it is over the limit (refused by its Content-Length before it is read)."""
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return None
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:  # chunked, with no length to refuse it by
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
-
-
-async def _respond(send, status: int, body: bytes, headers: dict) -> None:
-    raw = [(name.encode("latin-1"), str(value).encode("latin-1")) for name, value in headers.items()]
-    raw.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    def close(self) -> None:
+        """Drop the queued requests (their clients are gone with the server): the interpreter's exit would run
+        each of them, past the stop's grace period. Those running finish."""
+        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 from .. import env as envnames
@@ -23,14 +24,38 @@ from .precision_cache import DOGBREED_PRECISION_CACHE
 log = logging.getLogger("dogbreed.serve")
 
 
+class Unanswered:
+    """When each request not yet answered by the engine was submitted: a request the engine has held far past
+    the wait bound means a wedged forward pass (the request itself stopped waiting at the bound, with a 503)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.since: dict[int, float] = {}
+
+    def add(self, key: int, now: float) -> None:
+        with self.lock:
+            self.since[key] = now
+
+    def remove(self, key: int) -> None:
+        with self.lock:
+            self.since.pop(key, None)
+
+    def oldest_age(self, now: float) -> float:
+        with self.lock:
+            return now - min(self.since.values(), default=now)
+
+
 class _Reply:
     """One request's answer: the engine's batch thread gives it, the request's thread waits for it."""
 
-    def __init__(self):
+    def __init__(self, unanswered: Unanswered):
         self.done = threading.Event()
         self.answer: dict | None = None
+        self.unanswered = unanswered
+        unanswered.add(id(self), time.monotonic())
 
     def give(self, answer: dict) -> None:
+        self.unanswered.remove(id(self))
         self.answer = answer
         self.done.set()
 
@@ -43,20 +68,31 @@ class _Reply:
 class InProcessPredictor:
     """What ``predict_fn`` calls: the twin of :class:`~.engine.RemotePredictor`, with the engine in this process."""
 
-    def __init__(self, engine, model_dir: Path):
-        self.engine = engine
+    def __init__(self, engine, model_dir: Path, thread: threading.Thread):
+        self.engine, self.thread = engine, thread
+        self.unanswered = Unanswered()
         self.meta = read_meta(Path(model_dir))
         self.crop = EvalCrop.from_meta(self.meta)
         self.draft_size = self.crop.resize  # JPEGs decode at the reduced scale training decoded them at
         self.wait_s = wait_bound()
 
     def top_k(self, images, k: int = 5) -> list[list[dict]]:
-        reply = _Reply()
+        reply = _Reply(self.unanswered)
         self.engine.submit(self.crop.batch(images), int(k), reply.give)  # the engine's Predictor bounds k
         answer = reply.wait(self.wait_s)
         if "error" in answer:
             raise RuntimeError(answer["error"])
         return answer["predictions"]
+
+    def unhealthy(self) -> str | None:
+        """Why a request sent now would get no answer, or None: the engine's thread ended, or it has held a
+        request for twice the wait bound (a forward pass that does not end)."""
+        if not self.thread.is_alive():
+            return "the model engine stopped (its batch thread ended; see the log)"
+        held = self.unanswered.oldest_age(time.monotonic())
+        if held > 2 * self.wait_s:
+            return f"the model engine is stuck: a request has waited {held:.0f} s for its forward pass"
+        return None
 
     def describe(self) -> str:
         return f"model in this process: {self.engine.predictor.describe()}, batches of up to {self.engine.max_batch}"
@@ -71,8 +107,9 @@ def start_engine(model_dir: Path, state_dir: Path) -> InProcessPredictor:
     cache = Path(os.environ.get(DOGBREED_PRECISION_CACHE) or Path(state_dir) / "precision.json")
     engine = Engine(model_dir, batch, threads, cache)
     warn_of_idle_gpus()
-    threading.Thread(target=engine.run_batches, name="engine-batches", daemon=True).start()
-    return InProcessPredictor(engine, model_dir)
+    thread = threading.Thread(target=engine.run_batches, name="engine-batches", daemon=True)
+    thread.start()
+    return InProcessPredictor(engine, model_dir, thread)
 
 
 def warn_of_idle_gpus() -> None:
@@ -83,5 +120,5 @@ def warn_of_idle_gpus() -> None:
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count > 1:
         log.warning("%d GPUs visible, the native front serves on GPU 0 only: the other %d stay idle; the "
-                    "multi-model-server front (%s=mms, the default) runs one worker per GPU and uses them all",
+                    "multi-model-server front (%s=mms) runs one worker per GPU and uses them all",
                     count, count - 1, envnames.DOGBREED_SERVER)

@@ -1,8 +1,11 @@
-"""Start multi-model-server with our handler: the ``serve`` entry of the image and of ``local-serve``.
+"""The ``serve`` entry of the image and of ``local-serve``: the native front (the default, :mod:`.native`) or
+multi-model-server with our handler behind the same edge (``DOGBREED_SERVER=mms``, :mod:`.mms_edge`).
 
-Each server has its own config file and temp directory (MMS keys its worker sockets and pid file on
-the temp directory), runs in its own process group, and stops on SIGTERM within the grace period.
-A missing or corrupt model is reported in the log and by an unhealthy ``/ping`` (no crash loop).
+multi-model-server listens on loopback only (its inference and management APIs on ports of their own); the
+launcher answers the published port. Each server has its own config file and temp directory (MMS keys its
+worker sockets and pid file on the temp directory), runs in its own process group, and stops on SIGTERM within
+the grace period. A missing or corrupt model is reported in the log and by an unhealthy ``/ping`` (no crash
+loop).
 
 On CPU hosts (``DOGBREED_SERVE_ENGINE=auto``) the model lives in one engine process that batches the
 requests of all workers (:mod:`.engine`); the workers decode and preprocess. The server restarts the
@@ -11,7 +14,6 @@ engine if it dies; on GPU hosts each worker holds its own model, one worker per 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -20,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from .. import env as envnames
@@ -57,12 +58,14 @@ def default_workers(engine: bool = False, model_dir: Path | None = None) -> int:
     return visible_gpus() or max(1, cores // 2)
 
 
-FRONTS = ("mms", "native")
+FRONTS = ("native", "mms")
+DEFAULT_FRONT = "native"
 
 
 def front() -> str:
-    """``DOGBREED_SERVER``: ``mms`` (multi-model-server, the default the design names) or ``native`` (:mod:`.native`)."""
-    name = (os.environ.get(envnames.DOGBREED_SERVER) or "mms").strip().lower()
+    """``DOGBREED_SERVER``: ``native`` (the default: :mod:`.native`, no JVM, no netty) or ``mms``
+    (multi-model-server behind the same edge: :mod:`.mms_edge`)."""
+    name = (os.environ.get(envnames.DOGBREED_SERVER) or DEFAULT_FRONT).strip().lower()
     if name not in FRONTS:
         raise ValueError(f"{envnames.DOGBREED_SERVER}={name!r}: choose {' or '.join(FRONTS)}")
     return name
@@ -78,13 +81,13 @@ def engine_enabled() -> bool:
     return mode == "on"
 
 
-def loopback_port(inference_port: int) -> int:
-    """A free port on 127.0.0.1 for multi-model-server's management API: below 32768 (MMS refuses higher ones, so no
-    ephemeral port from the kernel), and never the inference port, which MMS itself binds only later."""
+def loopback_port(*taken: int) -> int:
+    """A free port on 127.0.0.1 for multi-model-server's inference or management API: below 32768 (MMS refuses
+    higher ones, so no ephemeral port from the kernel), and none of ``taken`` (ports chosen but not bound yet)."""
     import socket
 
     for candidate in range(29000 + os.getpid() % 3000, 32768):
-        if candidate == inference_port:
+        if candidate in taken:
             continue
         with socket.socket() as probe:
             try:
@@ -95,10 +98,12 @@ def loopback_port(inference_port: int) -> int:
     raise OSError("no free loopback port below 32768 for multi-model-server's management API")
 
 
-def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, timeout_s: int = RESPONSE_TIMEOUT_S) -> str:
+def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, timeout_s: int = RESPONSE_TIMEOUT_S,
+                   management_port: int | None = None) -> str:
     """The toolkit's defaults, then ours. The management API (register a model from any URL, unload, scale
     workers) goes to loopback on a port of its own: on the inference address anyone who reaches the endpoint could
     make the server fetch an archive and run its code. Only the start-up model is served."""
+    management_port = management_port or loopback_port(port)
     from sagemaker_inference import model_server  # in the serving image only (and its dev twin here)
 
     with open(model_server.DEFAULT_MMS_CONFIG_FILE) as handle:
@@ -106,7 +111,7 @@ def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, t
     return defaults + "\n".join(
         [
             f"inference_address=http://{host}:{port}",
-            f"management_address=http://127.0.0.1:{loopback_port(port)}",
+            f"management_address=http://127.0.0.1:{management_port}",
             f"default_workers_per_model={workers}",
             # multi-model-server hands its workers gpu_id round-robin below min(this, nvidia-smi's count); nvidia-smi
             # ignores CUDA_VISIBLE_DEVICES: bound it by what CUDA will show, so that every gpu_id opens in the worker
@@ -134,12 +139,15 @@ def check_model(model_dir: Path) -> str | None:
     return None
 
 
-def start_mms(model_dir: Path, host: str, port: int, workers: int, temp_dir: Path, config_path: Path) -> subprocess.Popen:
+def start_mms(model_dir: Path, port: int, management_port: int, workers: int, temp_dir: Path,
+              config_path: Path) -> subprocess.Popen:
+    """multi-model-server on loopback only: its inference API on ``port`` (the edge forwards to it), its management
+    API on ``management_port``."""
     from sagemaker_inference import model_server  # in the serving image only (and its dev twin here)
 
     max_bytes = int(os.environ.get(envnames.SAGEMAKER_MAX_REQUEST_SIZE, MAX_REQUEST_BYTES))
     config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(mms_properties(host, port, workers, max_bytes))
+    config_path.write_text(mms_properties("127.0.0.1", port, workers, max_bytes, management_port=management_port))
     temp_dir.mkdir(parents=True, exist_ok=True)
     environ = dict(os.environ)
     environ.update(
@@ -162,7 +170,7 @@ def start_mms(model_dir: Path, host: str, port: int, workers: int, temp_dir: Pat
     bindir = Path(sys.executable).parent
     if (bindir / "multi-model-server").exists():
         command[0] = str(bindir / "multi-model-server")
-    log.info("starting multi-model-server on %s:%d with %d worker(s)", host, port, workers)
+    log.info("starting multi-model-server on 127.0.0.1:%d with %d worker(s)", port, workers)
     return subprocess.Popen(command, env=environ, start_new_session=True, cwd=str(temp_dir))
 
 
@@ -187,63 +195,36 @@ def stop_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> int:
             pass
 
 
-class _Unhealthy(BaseHTTPRequestHandler):
-    reason = "model not loaded"
+def _edge_limits():
+    from .edge import EdgeLimits
 
-    def _answer(self, status: int) -> None:
-        body = json.dumps({"status": "Unhealthy", "error": self.reason}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        self._answer(503)
-
-    def do_POST(self):  # noqa: N802
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(min(length, MAX_REQUEST_BYTES))
-        self._answer(503)
-
-    def log_message(self, fmt, *args):
-        log.info("unhealthy server: " + fmt, *args)
+    return EdgeLimits.from_environ(int(os.environ.get(envnames.SAGEMAKER_MAX_REQUEST_SIZE, MAX_REQUEST_BYTES)))
 
 
-def _bind(host: str, port: int, handler, wait_s: float = 30) -> ThreadingHTTPServer:
-    """The port, once the front that held it is gone (its JVM may take a moment to let go)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            return ThreadingHTTPServer((host, port), handler)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+def _logged_signal(signum, frame) -> None:
+    """uvicorn stops on SIGTERM/SIGINT, then raises the signal again for the handler it found: this one, so that a
+    stop asked for by a signal returns instead of killing the process."""
+    log.info("signal %d: stopped", signum)
 
 
 def serve_unhealthy(host: str, port: int, reason: str) -> int:
-    """Answer /ping (and everything else) with 503 and the reason, until SIGTERM."""
-    handler = type("Unhealthy", (_Unhealthy,), {"reason": reason})
-    server = _bind(host, port, handler)
+    """Answer /ping and /invocations with 503 and the reason (the same edge as a serving front), until SIGTERM."""
+    from .edge import edge_server
+    from .mms_edge import Refusing
+
     log.error("cannot serve the model: %s (answering /ping with 503)", reason)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    while not stop.wait(0.5):
-        pass
-    server.shutdown()
+    signal.signal(signal.SIGTERM, _logged_signal)
+    signal.signal(signal.SIGINT, _logged_signal)
+    edge_server(Refusing(_edge_limits(), reason), host, port, STOP_GRACE_S).run()
     return 1
 
 
 def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, workers: int | None = None,  # nosec B104 - a container must listen on all interfaces
           state_dir: Path | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit code. With the engine, the front and its workers start
-    while the engine loads the model (the engine's load is the check); without it, the model is checked first.
-    ``DOGBREED_SERVER=native``: the native front instead of multi-model-server (:mod:`.native`)."""
+    """Serve until SIGTERM/SIGINT; returns the exit code. ``DOGBREED_SERVER=native`` (the default): one process,
+    the engine and the front (:mod:`.native`). ``mms``: multi-model-server on loopback behind the same edge
+    (:mod:`.mms_edge`); with the engine, the front and its workers start while the engine loads the model (the
+    engine's load is the check); without it, the model is checked first."""
     port = int(port or os.environ.get(envnames.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
     state_dir = Path(state_dir or os.environ.get(envnames.DOGBREED_SERVE_TEMP) or tempfile.mkdtemp(prefix="dogbreed-serve-"))
     if front() == "native":  # one process: the engine and the front together; it checks the model as it loads it
@@ -255,8 +236,14 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
     reason = None if use_engine else check_model(model_dir)
     if reason:
         return serve_unhealthy(host, port, reason)
+    return _serve_mms(model_dir, host, port, workers or default_workers(use_engine, model_dir), state_dir, use_engine)
+
+
+def _serve_mms(model_dir: Path, host: str, port: int, workers: int, state_dir: Path, use_engine: bool) -> int:
+    from .edge import edge_server
+    from .mms_edge import Health, MmsProxy, Prober
+
     config_path = Path(os.environ.get(envnames.DOGBREED_MMS_CONFIG) or state_dir / "mms.properties")
-    workers = workers or default_workers(use_engine, model_dir)
     supervisor = None
     if use_engine:
         supervisor = EngineSupervisor(model_dir, state_dir / "engine.sock")
@@ -264,43 +251,61 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
         os.environ[envnames.DOGBREED_ENGINE_SOCKET] = str(supervisor.socket_path)
     else:
         os.environ.pop(envnames.DOGBREED_ENGINE_SOCKET, None)
-    process = start_mms(model_dir, host, port, workers, state_dir / "tmp", config_path)
-    started = time.monotonic()
-    code, reason = _supervise(process, supervisor)
-    if reason:  # the engine cannot come back: let the waiting requests have their 503, then say why on /ping
-        time.sleep(min(wait_bound(), time.monotonic() - started) + 1)
-        if process.poll() is not None:  # a signal stopped it meanwhile
-            return 0
-        stop_group(process)
-        return serve_unhealthy(host, port, reason)
-    return code
-
-
-def _supervise(process: subprocess.Popen, supervisor: EngineSupervisor | None) -> tuple[int, str | None]:
-    """Run until the front exits or a signal stops it (exit code, None), or the engine gives up (1, reason)."""
-    stopping = {"signal": None}
-
-    def _stop(signum, frame):
-        stopping["signal"] = signum
-        log.info("signal %d: stopping the model server", signum)
-        threading.Thread(target=stop_group, args=(process,), daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    reason = None
-    while process.poll() is None and reason is None:
-        if supervisor is not None and not stopping["signal"]:
-            reason = supervisor.poll()
-        time.sleep(0.2)
+    backend = loopback_port(port)
+    management = loopback_port(port, backend)
+    process = start_mms(model_dir, backend, management, workers, state_dir / "tmp", config_path)
+    health, prober = Health(), Prober(backend)
+    app = MmsProxy(_edge_limits(), health, prober, RESPONSE_TIMEOUT_S + 5)
+    server = edge_server(app, host, port, STOP_GRACE_S)
+    signal.signal(signal.SIGTERM, _logged_signal)
+    signal.signal(signal.SIGINT, _logged_signal)
+    watcher = _Watcher(process, supervisor, health, (management, prober), server)
+    thread = threading.Thread(target=watcher.run, name="supervise", daemon=True)
+    thread.start()
+    log.info("edge on %s:%d in front of multi-model-server (127.0.0.1:%d); %s=mms", host, port, backend,
+             envnames.DOGBREED_SERVER)
+    server.run()  # until SIGTERM/SIGINT, or the watcher's should_exit when multi-model-server itself exits
+    watcher.stopping = True
+    app.close()
+    thread.join(timeout=5)
     if supervisor is not None:
         supervisor.stop()
-    if reason:
-        return 1, reason
-    try:  # the frontend is gone: make sure no worker is left behind
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    return (0 if stopping["signal"] else (process.returncode or 1)), None
+    stop_group(process)  # also the workers of a multi-model-server that exited on its own
+    return watcher.exit_code or 0
+
+
+class _Watcher:
+    """The supervising thread: restarts the engine (through its supervisor), keeps ``/ping``'s health current, and
+    stops the edge where multi-model-server itself exits (exit code 1: the container is replaced)."""
+
+    def __init__(self, process, supervisor: EngineSupervisor | None, health, checks: tuple, server):
+        self.process, self.supervisor, self.health = process, supervisor, health
+        self.checks, self.server = checks, server  # (management port, prober): mms_edge.why_not_ready
+        self.stopping, self.exit_code = False, None
+
+    def run(self) -> None:
+        from .mms_edge import why_not_ready
+
+        started = time.monotonic()
+        while not self.stopping:
+            if self.process.poll() is not None:
+                if not self.stopping:  # it exited on its own, not stopped by the edge's SIGTERM
+                    self.health.set(f"multi-model-server exited with {self.process.returncode}", final=True)
+                    log.error("multi-model-server exited with %s: stopping", self.process.returncode)
+                    self.exit_code, self.server.should_exit = self.process.returncode or 1, True
+                return
+            reason = self.supervisor.poll() if self.supervisor is not None else None
+            if reason:  # the engine cannot come back: let waiting requests have their 503, then free the memory
+                log.error("cannot serve the model: %s (answering /ping with 503)", reason)
+                self.health.set(reason, final=True)
+                self.exit_code = 1  # as a model that never loaded: the instance cannot serve
+                time.sleep(min(wait_bound(), time.monotonic() - started) + 1)
+                self.stopping = True
+                stop_group(self.process)
+                return
+            ready = None if self.supervisor is None else self.supervisor.ready
+            self.health.set(why_not_ready(ready, *self.checks))
+            time.sleep(1)
 
 
 def main(argv: list[str] | None = None) -> None:

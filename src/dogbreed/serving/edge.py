@@ -1,0 +1,265 @@
+"""The HTTP edge both fronts listen with: uvicorn + httptools, bounded, and only the serving contract.
+
+On the published port there is ``GET``/``HEAD /ping`` and ``POST /invocations``; any other method on them is a
+405, any other path a 404, and every error, down to a request the parser refuses, is the JSON
+``{"error": …, "status": …}``. What a client may hold is bounded: the request head (request line and headers)
+in bytes and in header count (431), the time its head and then its body take to arrive (408), and the number of
+``/invocations`` admitted at once (503 to retry past it, before the body is read).
+
+httptools (llhttp) has no bound on a head's size: it keeps a header value it has not seen the end of, however
+long. :class:`EdgeProtocol` therefore feeds the parser no more than the head's budget until the head is
+complete, and answers 431 and closes the connection past it, so that an 8 MiB header costs at most the budget.
+uvicorn has no timer on a head that never completes either (its keep-alive timer runs only between requests):
+the protocol keeps one from the head's first byte.
+
+A front is an :class:`Edge` with its own ``ping`` and ``answer`` (the native front runs the handler in process,
+the multi-model-server front forwards to it on loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .. import env as envnames
+from . import content_types as ct
+from .engine import RETRY_AFTER_S
+
+log = logging.getLogger("dogbreed.serve")
+
+KEEP_ALIVE_S = 60  # SageMaker's front keeps its connections open between requests
+ROUTES = {"/ping": ("GET", "HEAD"), "/invocations": ("POST",)}
+
+Answer = tuple[int, bytes, dict]
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What one client may hold: read once at start (:meth:`from_environ`)."""
+
+    max_body_bytes: int
+    max_head_bytes: int = 16 * 1024  # request line and headers; SageMaker's own requests carry well under 4 KiB
+    max_headers: int = 100
+    read_timeout_s: float = 30.0  # from a head's first byte to its end, and for the whole body
+    # /invocations admitted at once (reading their body, queued or running), each up to a body in memory: the native
+    # front's request threads twice over (a full pool and as many queued behind it); past it, a 503 to retry
+    pending: int = 32
+
+    @classmethod
+    def from_environ(cls, max_body_bytes: int) -> EdgeLimits:
+        environ = os.environ
+        return cls(
+            max_body_bytes=max_body_bytes,
+            max_head_bytes=int(environ.get(envnames.DOGBREED_MAX_HEAD_BYTES) or cls.max_head_bytes),
+            max_headers=int(environ.get(envnames.DOGBREED_MAX_HEADERS) or cls.max_headers),
+            read_timeout_s=float(environ.get(envnames.DOGBREED_READ_TIMEOUT_S) or cls.read_timeout_s),
+            pending=max(1, int(environ.get(envnames.DOGBREED_NATIVE_PENDING) or cls.pending)),
+        )
+
+
+def error(status: int, reason: str, headers: dict | None = None) -> Answer:
+    """The documented error answer: ``{"error": reason, "status": status}``."""
+    return status, json.dumps({"error": reason, "status": status}).encode(), {"content-type": ct.JSON, **(headers or {})}
+
+
+def busy(what: str) -> Answer:
+    return error(503, f"{what}; retry shortly", {"retry-after": str(RETRY_AFTER_S)})
+
+
+CLOSE = {"connection": "close"}  # the rest of this request's bytes are not read: the connection cannot go on
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a head past its bounds."""
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bounded head, a head read timeout and JSON errors. ``limits`` is set
+    on a subclass made per server (:func:`protocol_for`)."""
+
+    limits: EdgeLimits
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.head_left, self.in_head, self.refusal = self.limits.max_head_bytes, True, None
+        self.head_timer = self.loop.call_later(self.timeout_keep_alive, self._idle)  # connected, never sent a byte
+
+    def connection_lost(self, exc) -> None:
+        self.head_timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        while data and not self.transport.is_closing():
+            if self.in_head and self.head_left <= 0:
+                self._refuse(431, f"the request head is over {self.limits.max_head_bytes:,} bytes")
+                return
+            size = self.head_left if self.in_head else len(data)
+            piece, data = data[:size], data[size:]
+            if self.in_head:
+                self.head_left -= len(piece)
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:  # no upgrade on this server: the request is served as it is
+                return
+            except httptools.HttpParserError as exc:
+                self._refuse(*(self.refusal or (400, f"malformed HTTP request: {exc}")))
+                return
+            except Exception as exc:  # a callback's own failure on a hostile head (a path it cannot decode)
+                self._refuse(400, f"malformed HTTP request: {exc.__class__.__name__}")
+                return
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_left, self.in_head = self.limits.max_head_bytes, True
+        self.head_timer.cancel()
+        self.head_timer = self.loop.call_later(self.limits.read_timeout_s, self._head_timed_out)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= self.limits.max_headers:
+            self.refusal = (431, f"more than {self.limits.max_headers} request headers")
+            raise _Refused()
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_timer.cancel()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.head_left, self.in_head = self.limits.max_head_bytes, True
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, msg)
+
+    def _idle(self) -> None:
+        if self.in_head and not self.transport.is_closing():
+            self.transport.close()
+
+    def _head_timed_out(self) -> None:
+        if self.in_head and not self.transport.is_closing():
+            self._refuse(408, f"the request head did not arrive within {self.limits.read_timeout_s:g} s")
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer with the error JSON and close: what follows in the stream cannot be told from this request."""
+        if self.cycle is None or self.cycle.response_complete:  # else a request is being answered: just close
+            self.transport.write(raw_answer(*error(status, reason, CLOSE)))
+        log.info("refused a request: %d %s", status, reason)
+        self.transport.close()
+
+
+def raw_answer(status: int, body: bytes, headers: dict) -> bytes:
+    from http import HTTPStatus
+
+    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+    head += [f"{name}: {value}" for name, value in {**headers, "content-length": len(body)}.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+def protocol_for(limits: EdgeLimits) -> type[EdgeProtocol]:
+    return type("BoundedHttpToolsProtocol", (EdgeProtocol,), {"limits": limits})
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its body arrived: nobody to answer."""
+
+
+class Edge:
+    """The ASGI application of a front: routes, the admission bound, the body's size and read timeout. A front
+    says ``ping()`` (None where a request would be answered now, else its 503) and ``answer(body, headers)``."""
+
+    def __init__(self, limits: EdgeLimits):
+        self.limits = limits
+        # Requests admitted (reading their body, queued or running). Without a bound a burst of 6 MB bodies fills the
+        # process's memory, and queued requests outlive the client's 60 s. A counter suffices: only the event loop's
+        # thread touches it.
+        self.admitted = 0
+
+    def ping(self) -> Answer | None:
+        raise NotImplementedError
+
+    async def answer(self, body: bytes, headers: dict) -> Answer:
+        raise NotImplementedError
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        allowed = ROUTES.get(path)
+        if allowed is None:
+            answer = error(404, f"no such resource: {path[:100]}; this server answers /ping and /invocations")
+        elif method not in allowed:
+            answer = error(405, f"{method[:20]} is not allowed on {path}", {"allow": ", ".join(allowed)})
+        elif path == "/ping":
+            answer = self.ping() or (200, json.dumps({"status": "Healthy"}).encode(), {"content-type": ct.JSON})
+        else:
+            try:
+                answer = await self._admitted(scope, receive)
+            except ClientGone:
+                return
+        await respond(send, *answer)
+
+    async def _admitted(self, scope, receive) -> Answer:
+        """The request's answer, or a 503 to retry where ``pending`` requests are in already: refused before its
+        body is read, so that refusing costs no memory. A slow client holds its place until its read timeout."""
+        if self.admitted >= self.limits.pending:
+            return busy(f"the server is busy ({self.limits.pending} requests in progress)")
+        self.admitted += 1
+        try:
+            headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+            body = await self._body(headers, receive)
+            if isinstance(body, tuple):
+                return body
+            return await self.answer(body, headers)
+        finally:
+            self.admitted -= 1
+
+    async def _body(self, headers: dict, receive) -> bytes | Answer:
+        """The body, or the error answer: over the limit (refused by its Content-Length before it is read), or not
+        all there within the read timeout."""
+        limit = self.limits.max_body_bytes
+        too_large = error(413, f"the request body is over the {limit:,}-byte limit (Request Entity Too Large)", CLOSE)
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return too_large
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(self.limits.read_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientGone()
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:  # chunked, with no length to refuse it by
+                        return too_large
+                    chunks.append(chunk)
+                    if not message.get("more_body"):
+                        return b"".join(chunks)
+        except TimeoutError:
+            return error(408, f"the request body did not arrive within {self.limits.read_timeout_s:g} s", CLOSE)
+
+
+async def respond(send, status: int, body: bytes, headers: dict) -> None:
+    raw = [(name.encode("latin-1"), str(value).encode("latin-1")) for name, value in headers.items()]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def edge_server(app: Edge, host: str, port: int, grace_s: int):
+    """The uvicorn server of ``app``: ``run()`` listens until SIGTERM/SIGINT or ``should_exit`` (a port it cannot
+    listen on: uvicorn logs why and exits 1)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, http=protocol_for(app.limits), ws="none", lifespan="off",
+                            log_config=None, access_log=True, timeout_keep_alive=KEEP_ALIVE_S,
+                            timeout_graceful_shutdown=grace_s)
+    return uvicorn.Server(config)

@@ -1,0 +1,189 @@
+"""The multi-model-server front behind the edge: the launcher listens on the published port itself.
+
+multi-model-server's inference API goes to loopback on a port of its own; the launcher answers the port with the
+same edge as the native front (:mod:`.edge`: the method checks, bounded heads, read timeouts, JSON errors, no
+netty facing the client) and forwards each ``/invocations`` to it. ``/ping`` is answered from the launcher's view,
+not multi-model-server's (which says 200 while its body says "Unhealthy", and while the engine still loads):
+200 only with the engine ready (where there is one), at least one worker READY by multi-model-server's
+management API on loopback, and a request answered end to end within the last few seconds. That last check is
+needed: with its worker process killed, multi-model-server 1.1.11 keeps listing the workers READY (until a
+request fails on them) and then never brings them back, while every request hangs to its timeout. Where no
+client request was answered lately, the launcher sends a small probe image itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import io
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from . import content_types as ct
+from .edge import Answer, Edge, EdgeLimits, busy, error
+
+log = logging.getLogger("dogbreed.serve")
+
+MODEL_NAME = "model"  # the name the launcher registers the start-up model under (--models model=…)
+STARTING = "multi-model-server is starting"
+PROBE_EVERY_S = 5.0  # an answer older than this is confirmed by a probe request
+PROBE_TIMEOUT_S = 15.0  # a probe not answered by then: the server is not answering
+# Not forwarded: they describe the client's connection to the edge, not the request (the edge sets its own).
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host",
+              "content-length", "expect"}
+
+
+class Health:
+    """The launcher's view of the model server, set by its supervising thread, read by ``/ping``: None while a
+    request sent now would be answered, else why not. ``final``: the reason will not change (the model cannot be
+    served): requests get it at once instead of being forwarded."""
+
+    def __init__(self, reason: str | None = STARTING):
+        self.lock = threading.Lock()
+        self.reason, self.final = reason, False
+
+    def set(self, reason: str | None, final: bool = False) -> None:
+        with self.lock:
+            if not self.final:
+                if reason != self.reason:
+                    log.info("/ping: %s", reason or "healthy")
+                self.reason, self.final = reason, final
+
+    def answer(self) -> Answer | None:
+        reason = self.reason
+        if reason is None:
+            return None
+        return error(503, reason) if self.final else busy(reason)
+
+
+def live_workers(management_port: int, timeout: float = 5) -> int:
+    """Workers of the model that multi-model-server's management API (loopback) says are READY."""
+    connection = http.client.HTTPConnection("127.0.0.1", management_port, timeout=timeout)
+    try:
+        connection.request("GET", f"/models/{MODEL_NAME}")
+        response = connection.getresponse()
+        raw = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        return 0
+    described = json.loads(raw)
+    models = described if isinstance(described, list) else [described]
+    return sum(1 for model in models for worker in model.get("workers", []) if worker.get("status") == "READY")
+
+
+def _probe_image() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (127, 127, 127)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+class Prober:
+    """When multi-model-server last answered a request through a worker (a client's or the probe's)."""
+
+    def __init__(self, backend_port: int):
+        self.backend_port, self.image = backend_port, _probe_image()
+        self.answered_at: float | None = None
+
+    def note(self, status: int) -> None:
+        """A client's answer: a 2xx or 4xx came from the handler in a worker (a 5xx may be the server's own)."""
+        if status < 500:
+            self.answered_at = time.monotonic()
+
+    def why_not(self) -> str | None:
+        """None where a request was answered within ``PROBE_EVERY_S``, or the probe sent now is answered."""
+        if self.answered_at is not None and time.monotonic() - self.answered_at < PROBE_EVERY_S:
+            return None
+        status, raw, _ = forward(self.backend_port, self.image, {"content-type": ct.JPEG}, PROBE_TIMEOUT_S)
+        if status == 200:
+            self.answered_at = time.monotonic()
+            return None
+        why = json.loads(raw)["error"].removesuffix("; retry shortly")
+        return f"multi-model-server did not answer a probe request: {status} {why[:200]}"
+
+
+def why_not_ready(engine_ready: bool | None, management_port: int, prober: Prober) -> str | None:
+    """None where a request sent now would be answered. ``engine_ready``: None where there is no engine (each
+    worker holds the model: a READY worker has loaded it)."""
+    if engine_ready is False:
+        return "the model engine is loading (or restarting)"
+    try:
+        workers = live_workers(management_port)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return f"multi-model-server does not answer its management API ({exc.__class__.__name__})"
+    return prober.why_not() if workers else "no live multi-model-server worker"
+
+
+def as_error_json(status: int, raw: bytes) -> bytes:
+    """multi-model-server's own errors ({"code", "type", "message"}) in the documented shape; ours pass as they are."""
+    try:
+        answer = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        answer = None
+    if isinstance(answer, dict) and set(answer) == {"error", "status"}:
+        return raw
+    message = answer.get("message") if isinstance(answer, dict) else None
+    reason = str(message or raw[:300].decode("utf-8", "replace").strip() or f"HTTP {status} from the model server")
+    return json.dumps({"error": reason, "status": status}).encode()
+
+
+def forward(port: int, body: bytes, headers: dict, timeout: float) -> Answer:
+    """POST the request to multi-model-server on loopback: its answer (status, body, headers)."""
+    outgoing = {name: value for name, value in headers.items() if name not in HOP_BY_HOP}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("POST", "/invocations", body=body, headers=outgoing)
+        response = connection.getresponse()
+        status, raw = response.status, response.read()
+        answered = {name.lower(): value for name, value in response.getheaders()}
+    except (OSError, http.client.HTTPException) as exc:
+        return busy(f"the model server did not answer ({exc.__class__.__name__})")
+    finally:
+        connection.close()
+    kept = {name: answered[name] for name in ("content-type", "retry-after") if name in answered}
+    if status >= 400:
+        return status, as_error_json(status, raw), {**kept, "content-type": "application/json"}
+    return status, raw, kept
+
+
+class MmsProxy(Edge):
+    """The edge of the multi-model-server front: ``/ping`` from :class:`Health`, ``/invocations`` forwarded."""
+
+    def __init__(self, limits: EdgeLimits, health: Health, prober: Prober, timeout_s: float):
+        super().__init__(limits)
+        self.health, self.prober, self.timeout_s = health, prober, timeout_s
+        # a thread per admitted request: each waits on multi-model-server's answer, no more are admitted
+        self.pool = ThreadPoolExecutor(max_workers=limits.pending, thread_name_prefix="forward")
+
+    def ping(self) -> Answer | None:
+        return self.health.answer()
+
+    async def answer(self, body: bytes, headers: dict) -> Answer:
+        if self.health.final:
+            return self.health.answer()
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(self.pool, forward, self.prober.backend_port, body, headers, self.timeout_s)
+        self.prober.note(answer[0])
+        return answer
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Refusing(Edge):
+    """A front for a model that cannot be served: ``/ping`` and ``/invocations`` get 503 with the reason."""
+
+    def __init__(self, limits: EdgeLimits, reason: str):
+        super().__init__(limits)
+        self.reason = reason
+
+    def ping(self) -> Answer | None:
+        return error(503, self.reason)
+
+    async def answer(self, body: bytes, headers: dict) -> Answer:
+        return error(503, self.reason)
