@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import random
 import re
+import shutil
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -204,14 +206,88 @@ class Splits:
     class_folders: list[str]
     class_names: list[str]
     samples: dict[str, list[tuple[Path, int]]]
+    # split -> the classes (display names) it lacks: scores there say nothing about them; a warning, not an error
+    missing_classes: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The data's warnings as sentences (logged by :func:`load_splits`; for metrics.json's ``data_warnings``)."""
+        return [f"the {split!r} split has no image of {len(names)} class(es): {', '.join(names)}"
+                for split, names in sorted(self.missing_classes.items())]
+
+
+def channel_of(split_dir: Path, channels: dict[str, Path]) -> Path:
+    """The channel folder ``split_dir`` lies in (itself, or the channel holding train/ valid/ test/)."""
+    split_dir = Path(split_dir)
+    for channel in map(Path, channels.values()):
+        if split_dir == channel or channel in split_dir.parents:
+            return channel
+    return split_dir
+
+
+def link_leaving(path: Path, root: Path) -> Path | None:
+    """The symbolic link on ``path`` (the file or a folder above it, below ``root``) that leads out of ``root``,
+    else None. ``root`` itself may be a link (the SDK's local mode links channels to the user's folders)."""
+    real_root = Path(root).resolve()
+    if Path(path).resolve().is_relative_to(real_root):
+        return None
+    inside = [part for part in [Path(path), *Path(path).parents] if part != root and part.is_relative_to(root)]
+    for part in reversed(inside):  # the outermost link names what the user made
+        if part.is_symlink() and not part.resolve().is_relative_to(real_root):
+            return part
+    return Path(path)
+
+
+def refuse_links_out(samples: list[tuple[Path, int]], root: Path, split: str) -> None:
+    """Every image must lie in its channel: a link out of it would train on files nobody chose as data."""
+    for path, _ in samples:
+        link = link_leaving(path, root)
+        if link is not None:
+            raise DataError(f"the {split!r} split: {link} is a symbolic link to {link.resolve()}, outside the channel "
+                            f"{root}; copy the images into the channel instead")
+
+
+def first_readable(paths: list[Path]) -> Path | None:
+    for path in paths:
+        try:
+            open_rgb(path, draft_size=8)  # the smallest JPEG scale: a check, not a decode for training
+            return path
+        except Exception:  # noqa: BLE001 - any decode failure: try the class's next image
+            continue
+    return None
+
+
+def refuse_unreadable_classes(samples: list[tuple[Path, int]], class_folders: list[str]) -> None:
+    """A class with no readable training image would keep an output the model never learnt: refused, named."""
+    by_class: dict[int, list[Path]] = defaultdict(list)
+    for path, label in samples:
+        by_class[label].append(path)
+    unseen = [(class_folders[label], len(paths)) for label, paths in sorted(by_class.items()) if first_readable(paths) is None]
+    if unseen:
+        named = ", ".join(f"{folder!r} ({count} file(s))" for folder, count in unseen)
+        raise DataError(f"no readable training image in class {named}: every file failed to decode; replace them "
+                        f"or remove the class folder")
+
+
+def missing_classes(samples: dict[str, list[tuple[Path, int]]], class_folders: list[str]) -> dict[str, list[str]]:
+    """Per valid/test split, the classes it holds no image of (display names)."""
+    missing = {}
+    for split, found in samples.items():
+        labels = {label for _, label in found}
+        absent = [display_name(folder) for label, folder in enumerate(class_folders) if label not in labels]
+        if split != "train" and absent:
+            missing[split] = absent
+    return missing
 
 
 def load_splits(channels: dict[str, Path], fraction: float = 1.0, seed: int = 0) -> Splits:
     """The data set in ``channels`` (SageMaker channel name -> folder; see :func:`find_splits`).
 
     Takes a stratified, seeded ``fraction`` of every split. Returns :class:`Splits`: the class folders (sorted:
-    the label order), their display names, and per split the ``(path, label)`` samples. Raises DataError where
-    the train split has fewer than 2 classes, a split holds no images, or valid/test hold a class train lacks.
+    the label order), their display names, per split the ``(path, label)`` samples, and the classes valid/test
+    lack (logged as warnings). Raises DataError where the train split has fewer than 2 classes or a class without
+    one readable image, a split holds no images, valid/test hold a class train lacks, or a symbolic link leads
+    out of its channel.
     """
     dirs = find_splits(channels)
     class_folders = list_classes(dirs["train"])
@@ -220,8 +296,14 @@ def load_splits(channels: dict[str, Path], fraction: float = 1.0, seed: int = 0)
     samples = {}
     for split, path in dirs.items():
         found = list_samples(path, class_folders, split)
+        refuse_links_out(found, channel_of(path, channels), split)
         samples[split] = stratified_fraction(found, fraction, seed)
-    return Splits(class_folders, [display_name(f) for f in class_folders], samples)
+    refuse_unreadable_classes(samples["train"], class_folders)
+    splits = Splits(class_folders, [display_name(f) for f in class_folders], samples,
+                    missing_classes(samples, class_folders))
+    for warning in splits.warnings:
+        log.warning("%s: their scores leave these classes out", warning)
+    return splits
 
 
 # Loader workers start from forkserver's server, a fresh single-threaded process, never by forking the training process:
@@ -275,10 +357,20 @@ def make_loader(
     )
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows it (no space, and no symbolic link out of the channel, which
+    :func:`load_splits` refuses), else a copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def write_few_shot(source: Path, target: Path, shots: int = 5, valid_shots: int = 2, seed: int = 0) -> Path:
-    """A dogImages-layout subset of ``source`` in ``target``, made of symbolic links: per class ``shots`` train and
-    ``valid_shots`` valid images, drawn (seeded) from the source's own train split, so the two never share an image;
-    the source's test split linked whole, untouched. For measuring a recipe where data is scarce."""
+    """A dogImages-layout subset of ``source`` in ``target``, made of hard links (copies across file systems): per
+    class ``shots`` train and ``valid_shots`` valid images, drawn (seeded) from the source's own train split, so the two
+    never share an image; the source's test split whole, untouched. For measuring a recipe where data is scarce."""
     source, target = Path(source).resolve(), Path(target)
     train_dir = find_splits({"train": source}, required=("train", "test"))
     rng = random.Random(seed)
@@ -288,8 +380,9 @@ def write_few_shot(source: Path, target: Path, shots: int = 5, valid_shots: int 
             raise DataError(f"class {folder!r} has {len(files)} train images: fewer than {shots} + {valid_shots}")
         drawn = rng.sample(files, shots + valid_shots)
         for split, chosen in (("train", drawn[:shots]), ("valid", drawn[shots:])):
-            (target / split / folder).mkdir(parents=True, exist_ok=True)
             for path in chosen:
-                (target / split / folder / path.name).symlink_to(path)
-    (target / "test").symlink_to(train_dir["test"], target_is_directory=True)
+                _link_or_copy(path, target / split / folder / path.name)
+    for path in sorted(train_dir["test"].rglob("*")):
+        if path.is_file():
+            _link_or_copy(path, target / "test" / path.relative_to(train_dir["test"]))
     return target

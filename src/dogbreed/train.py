@@ -850,6 +850,7 @@ def finish(run: Run, state: dict) -> dict:
         "images": {k: len(v) for k, v in run.datasets.items()}, "accelerator": run.acc.describe(),
         "precision": run.acc.as_dict(), "world_size": run.dist.world_size, "recipe": recipe_record(run, state),
     }
+    summary["data_warnings"] = run.splits.warnings  # classes valid/test lack (data.Splits.missing_classes)
     if args.is_main and math.isfinite(state["best_valid_loss"]):
         # The kept model's scores last: SageMaker's tuner reads a metric's last value, not the last epoch's.
         print("kept model: " + metrics.format_line(valid_loss=state["best_valid_loss"],
