@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import accel, checkpoint, data, distributed, features, metrics, models, probe, wise
+from . import accel, checkpoint, data, distributed, errors, features, metrics, models, probe, wise
 from . import env as envnames
 from .common import configure_logging, steps_per_epoch, str2bool
 from .env import SageMakerEnv
@@ -891,12 +891,13 @@ def main(args: argparse.Namespace, local_rank: int = 0, hooks_factory=None) -> d
     Returns the summary also written to metrics.json; raises a DogbreedError the user can act on."""
     smenv = SageMakerEnv.from_environ()
     resolve_paths(args, smenv)
-    use_cuda = torch.cuda.is_available() and smenv.num_gpus > 0
+    use_cuda = accel.cuda_for_training(smenv.num_gpus)  # GPUs expected and CUDA broken: a GpuError, no CPU run
     dist_info = distributed.plan(smenv.hosts, smenv.current_host, smenv.num_gpus if use_cuda else 0, local_rank)
     args.is_main = dist_info.is_main
     distributed.init(dist_info, use_cuda)
     try:
-        return _train(Run(args, smenv, dist_info, use_cuda), hooks_factory)
+        with errors.naming_a_batch_that_fits(args.batch_size):  # CUDA out of memory: a GpuError naming a batch that fits
+            return _train(Run(args, smenv, dist_info, use_cuda), hooks_factory)
     finally:
         distributed.shutdown()
 
