@@ -634,7 +634,7 @@ def _state_of(run: Run, state: dict, epoch_done: int) -> dict:
 
 def save_checkpoint(run: Run, state: dict, epoch_done: int) -> None:
     """After a complete epoch only: a checkpoint never holds a half-trained epoch."""
-    if run.dist.local_rank == 0:
+    if distributed.writes_artifacts(run.dist):  # global rank 0: every host syncs to the one S3 prefix
         checkpoint.save(run.args.checkpoint_dir, epoch_done, _state_of(run, state, epoch_done))
 
 
