@@ -340,13 +340,14 @@ def make_loader(
     num_workers: int,
     pin_memory: bool = False,
     drop_last: bool = False,
+    collate_fn=collate_skipping,
 ) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_skipping,
+        collate_fn=collate_fn,
         pin_memory=pin_memory,
         multiprocessing_context=worker_context() if num_workers > 0 else None,
         drop_last=drop_last,

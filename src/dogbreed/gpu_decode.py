@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as F
 
-from .data import Unreadable
+from .data import Unreadable, make_loader
 
 JPEG_MAGIC = b"\xff\xd8"
 RATIO = (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop's aspect ratios
@@ -124,3 +124,26 @@ class BatchDecoder:
             return torch.empty(0, dtype=torch.uint8, device=self.device), labels[:0].to(self.device), lost
         images = torch.stack([self._crop(decoded[i], seeds[i]) for i in kept])
         return images, labels[kept].to(self.device, non_blocking=True), lost
+
+
+class DecodedLoader:
+    """A loader of encoded images that yields what the CPU path's loader yields, ``(images, labels, unreadable
+    indices)``, with the images decoded and cropped on the device: the training loop stays as it is."""
+
+    def __init__(self, loader, decoder: BatchDecoder):
+        self.loader, self.decoder = loader, decoder
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for encoded, labels, unreadable, indices, seeds in self.loader:
+            images, labels, lost = self.decoder(encoded, labels, indices, seeds)
+            yield images, labels, unreadable + lost
+
+
+def gpu_loader(samples, prep, device: torch.device, augment: bool, min_scale: float, batch_size: int, sampler,
+               workers: int) -> DecodedLoader:
+    """The GPU path's loader of ``samples`` (see :func:`decodes_on_gpu`): the workers read bytes, the device decodes."""
+    loader = make_loader(EncodedSamples(samples), batch_size, sampler, workers, collate_fn=collate_encoded)
+    return DecodedLoader(loader, BatchDecoder(prep, device, augment, min_scale))

@@ -78,3 +78,13 @@ def test_crop_boxes_lie_inside_the_image(height, width):
     for _ in range(200):
         top, left, h, w = gpu_decode.crop_box(height, width, (0.08, 1.0), rng)
         assert 0 <= top and 0 <= left and 0 < h and 0 < w and top + h <= height and left + w <= width
+
+
+def test_the_gpu_loader_yields_what_the_cpu_loader_yields(tmp_path):
+    samples = [(_jpeg(tmp_path / f"{i}.jpg", shade=30 * i), i % 2) for i in range(5)]
+    (tmp_path / "4.jpg").write_bytes(b"\xff\xd8 truncated")
+    loader = gpu_decode.gpu_loader(samples, PREP, torch.device("cpu"), augment=False, min_scale=0.08, batch_size=3,
+                                   sampler=data.ShardSampler(5), workers=0)
+    batches = list(loader)
+    assert len(loader) == 2 and [b[0].shape[0] for b in batches] == [3, 1]
+    assert torch.cat([b[1] for b in batches]).tolist() == [0, 1, 0, 1] and batches[1][2] == (4,)
