@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .common import available_cores  # noqa: F401 - re-exported: the training side takes it from here
-from .errors import ConfigError
+from .errors import ConfigError, GpuError
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,31 @@ def pick(precision: str = "auto", local_rank: int = 0, use_cuda: bool | None = N
         acc = _pick_cpu(precision, training, model, input_size)
     log.info("%s: %s", acc.describe(), acc.reason)
     return acc
+
+
+def cuda_start_failure() -> str | None:
+    """Why CUDA cannot start in this process, in words; None where it can."""
+    if torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) is a CPU-only build: the image needs torch's CUDA build"
+    if torch.cuda.is_available():
+        return None
+    try:
+        torch.cuda.init()  # raises with the driver's own reason (no driver, too old for this CUDA, no device)
+    except Exception as exc:  # noqa: BLE001 - any failure: its words are the reason
+        return f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return "torch.cuda.is_available() is False (no device visible: check CUDA_VISIBLE_DEVICES and the driver)"
+
+
+def cuda_for_training(expected_gpus: int) -> bool:
+    """Whether this job trains on CUDA. ``expected_gpus``: SM_NUM_GPUS, the GPUs the instance has. Where GPUs are
+    expected and CUDA cannot start, a GpuError naming the reason: falling back to the CPU would bill a GPU instance
+    for a run tens of times slower, silently."""
+    if expected_gpus <= 0:
+        return False
+    reason = cuda_start_failure()
+    if reason:
+        raise GpuError(f"this instance has {expected_gpus} GPU(s) (SM_NUM_GPUS) but CUDA cannot start: {reason}")
+    return True
 
 
 def cuda_native_bf16() -> bool:

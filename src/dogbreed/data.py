@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import random
 import re
+import shutil
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -203,14 +206,88 @@ class Splits:
     class_folders: list[str]
     class_names: list[str]
     samples: dict[str, list[tuple[Path, int]]]
+    # split -> the classes (display names) it lacks: scores there say nothing about them; a warning, not an error
+    missing_classes: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The data's warnings as sentences (logged by :func:`load_splits`; for metrics.json's ``data_warnings``)."""
+        return [f"the {split!r} split has no image of {len(names)} class(es): {', '.join(names)}"
+                for split, names in sorted(self.missing_classes.items())]
+
+
+def channel_of(split_dir: Path, channels: dict[str, Path]) -> Path:
+    """The channel folder ``split_dir`` lies in (itself, or the channel holding train/ valid/ test/)."""
+    split_dir = Path(split_dir)
+    for channel in map(Path, channels.values()):
+        if split_dir == channel or channel in split_dir.parents:
+            return channel
+    return split_dir
+
+
+def link_leaving(path: Path, root: Path) -> Path | None:
+    """The symbolic link on ``path`` (the file or a folder above it, below ``root``) that leads out of ``root``,
+    else None. ``root`` itself may be a link (the SDK's local mode links channels to the user's folders)."""
+    real_root = Path(root).resolve()
+    if Path(path).resolve().is_relative_to(real_root):
+        return None
+    inside = [part for part in [Path(path), *Path(path).parents] if part != root and part.is_relative_to(root)]
+    for part in reversed(inside):  # the outermost link names what the user made
+        if part.is_symlink() and not part.resolve().is_relative_to(real_root):
+            return part
+    return Path(path)
+
+
+def refuse_links_out(samples: list[tuple[Path, int]], root: Path, split: str) -> None:
+    """Every image must lie in its channel: a link out of it would train on files nobody chose as data."""
+    for path, _ in samples:
+        link = link_leaving(path, root)
+        if link is not None:
+            raise DataError(f"the {split!r} split: {link} is a symbolic link to {link.resolve()}, outside the channel "
+                            f"{root}; copy the images into the channel instead")
+
+
+def first_readable(paths: list[Path]) -> Path | None:
+    for path in paths:
+        try:
+            open_rgb(path, draft_size=8)  # the smallest JPEG scale: a check, not a decode for training
+            return path
+        except Exception:  # noqa: BLE001 - any decode failure: try the class's next image
+            continue
+    return None
+
+
+def refuse_unreadable_classes(samples: list[tuple[Path, int]], class_folders: list[str]) -> None:
+    """A class with no readable training image would keep an output the model never learnt: refused, named."""
+    by_class: dict[int, list[Path]] = defaultdict(list)
+    for path, label in samples:
+        by_class[label].append(path)
+    unseen = [(class_folders[label], len(paths)) for label, paths in sorted(by_class.items()) if first_readable(paths) is None]
+    if unseen:
+        named = ", ".join(f"{folder!r} ({count} file(s))" for folder, count in unseen)
+        raise DataError(f"no readable training image in class {named}: every file failed to decode; replace them "
+                        f"or remove the class folder")
+
+
+def missing_classes(samples: dict[str, list[tuple[Path, int]]], class_folders: list[str]) -> dict[str, list[str]]:
+    """Per valid/test split, the classes it holds no image of (display names)."""
+    missing = {}
+    for split, found in samples.items():
+        labels = {label for _, label in found}
+        absent = [display_name(folder) for label, folder in enumerate(class_folders) if label not in labels]
+        if split != "train" and absent:
+            missing[split] = absent
+    return missing
 
 
 def load_splits(channels: dict[str, Path], fraction: float = 1.0, seed: int = 0) -> Splits:
     """The data set in ``channels`` (SageMaker channel name -> folder; see :func:`find_splits`).
 
     Takes a stratified, seeded ``fraction`` of every split. Returns :class:`Splits`: the class folders (sorted:
-    the label order), their display names, and per split the ``(path, label)`` samples. Raises DataError where
-    the train split has fewer than 2 classes, a split holds no images, or valid/test hold a class train lacks.
+    the label order), their display names, per split the ``(path, label)`` samples, and the classes valid/test
+    lack (logged as warnings). Raises DataError where the train split has fewer than 2 classes or a class without
+    one readable image, a split holds no images, valid/test hold a class train lacks, or a symbolic link leads
+    out of its channel.
     """
     dirs = find_splits(channels)
     class_folders = list_classes(dirs["train"])
@@ -219,8 +296,41 @@ def load_splits(channels: dict[str, Path], fraction: float = 1.0, seed: int = 0)
     samples = {}
     for split, path in dirs.items():
         found = list_samples(path, class_folders, split)
+        refuse_links_out(found, channel_of(path, channels), split)
         samples[split] = stratified_fraction(found, fraction, seed)
-    return Splits(class_folders, [display_name(f) for f in class_folders], samples)
+    refuse_unreadable_classes(samples["train"], class_folders)
+    splits = Splits(class_folders, [display_name(f) for f in class_folders], samples,
+                    missing_classes(samples, class_folders))
+    for warning in splits.warnings:
+        log.warning("%s: their scores leave these classes out", warning)
+    return splits
+
+
+# Loader workers start from forkserver's server, a fresh single-threaded process, never by forking the training process:
+# that one runs threads (the profiler's SystemMonitor, gloo/NCCL, the queue feeders of other loaders' workers), and a
+# fork taken while one of them holds a lock leaves the child waiting on that lock forever (the DDP test's hang).
+# forkserver rather than spawn: the server imports torch and the decoders once, so each worker is a fork of a ready
+# process, not a new interpreter importing torch. Time to a loader's first batch, 2 busy cores: spawn 7 s (1 worker)
+# to 38 s (4 workers) for every loader; forkserver 6 s once per process, then 0.2-0.7 s; fork 0.1-0.7 s.
+WORKER_START_METHOD = "forkserver"
+WORKER_PRELOAD = ("torch", "torchvision.transforms", "PIL.Image", "dogbreed.data")
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The multiprocessing context every loader's workers start in (see WORKER_START_METHOD)."""
+    context = multiprocessing.get_context(WORKER_START_METHOD)
+    context.set_forkserver_preload(list(WORKER_PRELOAD))  # read once, when the server starts
+    return context
+
+
+def start_worker_server() -> None:
+    """Start the workers' server now (it is a new interpreter, safe to start beside threads), so that its imports
+    overlap the set-up instead of delaying the first loader."""
+    if WORKER_START_METHOD == "forkserver":
+        from multiprocessing import forkserver
+
+        worker_context()
+        forkserver.ensure_running()
 
 
 def make_loader(
@@ -230,14 +340,16 @@ def make_loader(
     num_workers: int,
     pin_memory: bool = False,
     drop_last: bool = False,
+    collate_fn=collate_skipping,
 ) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_skipping,
+        collate_fn=collate_fn,
         pin_memory=pin_memory,
+        multiprocessing_context=worker_context() if num_workers > 0 else None,
         drop_last=drop_last,
         # Workers live across epochs and evaluations (a restart costs seconds of imports per worker);
         # augmentations are seeded per image by the sampler, so this changes no result.
@@ -246,10 +358,20 @@ def make_loader(
     )
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows it (no space, and no symbolic link out of the channel, which
+    :func:`load_splits` refuses), else a copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def write_few_shot(source: Path, target: Path, shots: int = 5, valid_shots: int = 2, seed: int = 0) -> Path:
-    """A dogImages-layout subset of ``source`` in ``target``, made of symbolic links: per class ``shots`` train and
-    ``valid_shots`` valid images, drawn (seeded) from the source's own train split, so the two never share an image;
-    the source's test split linked whole, untouched. For measuring a recipe where data is scarce."""
+    """A dogImages-layout subset of ``source`` in ``target``, made of hard links (copies across file systems): per
+    class ``shots`` train and ``valid_shots`` valid images, drawn (seeded) from the source's own train split, so the two
+    never share an image; the source's test split whole, untouched. For measuring a recipe where data is scarce."""
     source, target = Path(source).resolve(), Path(target)
     train_dir = find_splits({"train": source}, required=("train", "test"))
     rng = random.Random(seed)
@@ -259,8 +381,9 @@ def write_few_shot(source: Path, target: Path, shots: int = 5, valid_shots: int 
             raise DataError(f"class {folder!r} has {len(files)} train images: fewer than {shots} + {valid_shots}")
         drawn = rng.sample(files, shots + valid_shots)
         for split, chosen in (("train", drawn[:shots]), ("valid", drawn[shots:])):
-            (target / split / folder).mkdir(parents=True, exist_ok=True)
             for path in chosen:
-                (target / split / folder / path.name).symlink_to(path)
-    (target / "test").symlink_to(train_dir["test"], target_is_directory=True)
+                _link_or_copy(path, target / split / folder / path.name)
+    for path in sorted(train_dir["test"].rglob("*")):
+        if path.is_file():
+            _link_or_copy(path, target / "test" / path.relative_to(train_dir["test"]))
     return target

@@ -2,7 +2,7 @@
 
 SM_HOSTS / SM_CURRENT_HOST / SM_NUM_GPUS give the hosts and GPUs; one process per GPU (one per
 host on CPUs). A launcher that already set RANK / WORLD_SIZE (torchrun) wins. NCCL on GPUs, gloo
-on CPUs.
+on CPUs, both on SM_NETWORK_INTERFACE_NAME. Global rank 0 alone writes checkpoints and artifacts.
 """
 
 from __future__ import annotations
@@ -65,9 +65,26 @@ def plan(hosts: list[str], current_host: str, num_gpus: int, local_rank: int = 0
     )
 
 
+def writes_artifacts(info: DistInfo) -> bool:
+    """Whether this process writes checkpoints and artifacts: global rank 0 alone. Every host syncs its checkpoint
+    folder to the job's one S3 prefix, so a writer per host (local rank 0) would race on the same names."""
+    return info.rank == 0
+
+
+def socket_env(environ) -> dict[str, str]:
+    """The socket interface of NCCL and gloo: SageMaker's SM_NETWORK_INTERFACE_NAME, unless the user chose one.
+    Left to themselves they may pick an interface the other hosts cannot reach (docker0, a VPC endpoint's)."""
+    interface = environ.get(envnames.SM_NETWORK_INTERFACE_NAME)
+    if not interface:
+        return {}
+    names = (envnames.NCCL_SOCKET_IFNAME, envnames.GLOO_SOCKET_IFNAME)
+    return {name: interface for name in names if not environ.get(name)}
+
+
 def init(info: DistInfo, use_cuda: bool, timeout_s: int = 600) -> None:
     if not info.enabled or dist.is_initialized():
         return
+    os.environ.update(socket_env(os.environ))  # read by NCCL and gloo when the process group starts
     dist.init_process_group(
         backend="nccl" if use_cuda else "gloo",
         init_method=f"tcp://{info.master_addr}:{info.master_port}",

@@ -6,6 +6,8 @@ A leaf module: it imports nothing from the package, so every layer can raise the
 
 from __future__ import annotations
 
+import contextlib
+
 
 class DogbreedError(Exception):
     """A failure whose message alone says what happened and what to do; the command exits with ``code``."""
@@ -25,6 +27,10 @@ class DataError(DogbreedError):
 
 class ModelError(DogbreedError):
     """A model name, weights file or model artifact that cannot be used."""
+
+
+class GpuError(DogbreedError):
+    """A GPU the job expects that CUDA cannot start, or work that does not fit its memory."""
 
 
 class InvokeError(DogbreedError):
@@ -65,8 +71,47 @@ def _describe_aws(exc: BaseException) -> str | None:
     return f"{text} ({hint})" if hint and hint not in message else text
 
 
-def describe(exc: BaseException) -> str:
-    """One line for the user: our own errors' message, AWS's code and message, else the class and message."""
+def is_cuda_out_of_memory(exc: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, or the RuntimeError older kernels and cuDNN raise with the same words. By name:
+    this module imports nothing (serving and the launchers use it without torch)."""
+    named = any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
+    return named or (isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc))
+
+
+def batch_that_fits(batch_size: int) -> int:
+    """Half the batch, down to a power of two: activations grow with the batch, so half leaves room whatever the
+    model; a power of two keeps the GPU's kernels on their fast shapes. 0 where no smaller batch exists."""
+    half = batch_size // 2
+    return 1 << (half.bit_length() - 1) if half >= 1 else 0
+
+
+def out_of_memory_message(batch_size: int | None = None) -> str:
+    if not batch_size:
+        return "CUDA out of memory: lower --batch-size (or --input-size, or train fewer layers)"
+    smaller = batch_that_fits(batch_size)
+    if not smaller:
+        return (f"CUDA out of memory at --batch-size {batch_size}: the model does not fit this GPU even so; use a "
+                f"smaller --model or --input-size, or an instance type with more GPU memory")
+    return (f"CUDA out of memory at --batch-size {batch_size} (images per batch and GPU): try --batch-size {smaller}, "
+            f"or an instance type with more GPU memory")
+
+
+@contextlib.contextmanager
+def naming_a_batch_that_fits(batch_size: int):
+    """Turn a CUDA out-of-memory error raised inside into a GpuError naming a batch size that fits."""
+    try:
+        yield
+    except Exception as exc:
+        if is_cuda_out_of_memory(exc):
+            raise GpuError(out_of_memory_message(batch_size)) from exc
+        raise
+
+
+def describe(exc: BaseException, batch_size: int | None = None) -> str:
+    """One line for the user: our own errors' message, AWS's code and message, a CUDA out-of-memory error with a
+    batch size that fits (``batch_size``: the one that failed), else the class and message."""
+    if is_cuda_out_of_memory(exc):
+        return out_of_memory_message(batch_size)
     aws = _describe_aws(exc)
     if aws is not None:
         return aws

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import accel, checkpoint, data, distributed, features, metrics, models, probe, wise
+from . import accel, checkpoint, data, distributed, errors, features, metrics, models, probe, wise
 from . import env as envnames
 from .common import configure_logging, steps_per_epoch, str2bool
 from .env import SageMakerEnv
@@ -634,7 +634,7 @@ def _state_of(run: Run, state: dict, epoch_done: int) -> dict:
 
 def save_checkpoint(run: Run, state: dict, epoch_done: int) -> None:
     """After a complete epoch only: a checkpoint never holds a half-trained epoch."""
-    if run.dist.local_rank == 0:
+    if distributed.writes_artifacts(run.dist):  # global rank 0: every host syncs to the one S3 prefix
         checkpoint.save(run.args.checkpoint_dir, epoch_done, _state_of(run, state, epoch_done))
 
 
@@ -850,6 +850,7 @@ def finish(run: Run, state: dict) -> dict:
         "images": {k: len(v) for k, v in run.datasets.items()}, "accelerator": run.acc.describe(),
         "precision": run.acc.as_dict(), "world_size": run.dist.world_size, "recipe": recipe_record(run, state),
     }
+    summary["data_warnings"] = run.splits.warnings  # classes valid/test lack (data.Splits.missing_classes)
     if args.is_main and math.isfinite(state["best_valid_loss"]):
         # The kept model's scores last: SageMaker's tuner reads a metric's last value, not the last epoch's.
         print("kept model: " + metrics.format_line(valid_loss=state["best_valid_loss"],
@@ -890,12 +891,13 @@ def main(args: argparse.Namespace, local_rank: int = 0, hooks_factory=None) -> d
     Returns the summary also written to metrics.json; raises a DogbreedError the user can act on."""
     smenv = SageMakerEnv.from_environ()
     resolve_paths(args, smenv)
-    use_cuda = torch.cuda.is_available() and smenv.num_gpus > 0
+    use_cuda = accel.cuda_for_training(smenv.num_gpus)  # GPUs expected and CUDA broken: a GpuError, no CPU run
     dist_info = distributed.plan(smenv.hosts, smenv.current_host, smenv.num_gpus if use_cuda else 0, local_rank)
     args.is_main = dist_info.is_main
     distributed.init(dist_info, use_cuda)
     try:
-        return _train(Run(args, smenv, dist_info, use_cuda), hooks_factory)
+        with errors.naming_a_batch_that_fits(args.batch_size):  # CUDA out of memory: a GpuError naming a batch that fits
+            return _train(Run(args, smenv, dist_info, use_cuda), hooks_factory)
     finally:
         distributed.shutdown()
 

@@ -178,3 +178,20 @@ def test_the_engine_batches_on_the_gpu_and_answers_as_the_in_process_model(sampl
         finally:
             engine.terminate()
             engine.wait(timeout=60)
+
+
+def test_jpegs_decode_and_crop_on_the_gpu_as_the_cpu_path_does(sample):
+    from dogbreed import data, gpu_decode
+    from dogbreed.presets import Preprocessing
+
+    prep = Preprocessing(input_size=64, resize=73)
+    paths = sorted((sample / "valid").rglob("*.jpg"))[:8]
+    samples = [(path, 0) for path in paths]
+    dataset = gpu_decode.EncodedSamples(samples)
+    encoded, labels, _, indices, seeds = gpu_decode.collate_encoded([dataset[i] for i in range(len(samples))])
+    device = torch.device("cuda", 0)
+    assert gpu_decode.decodes_on_gpu(device)
+    images, kept, lost = gpu_decode.BatchDecoder(prep, device, augment=False)(encoded, labels, indices, seeds)
+    assert images.device.type == "cuda" and images.shape == (8, 3, 64, 64) and not lost
+    cpu = torch.stack([data.ImageSamples(samples, prep.eval_transform(False))[i][0] for i in range(8)])
+    assert (images.cpu().float() - cpu.float()).abs().mean() < 6  # nvJPEG's and libjpeg's IDCTs, two resizers apart

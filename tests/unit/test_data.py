@@ -1,4 +1,5 @@
 import io
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -99,3 +100,59 @@ def test_an_augmentation_depends_on_the_seed_and_epoch_not_on_the_global_rng(tmp
     assert a.dtype == torch.uint8 and torch.equal(a, b)  # same (image, seed): same crop, whatever the global RNG
     later = [dataset[(0, data.sample_seed(9, epoch, 0))][0] for epoch in (2, 3, 4)]
     assert not all(torch.equal(a, other) for other in later)  # another epoch: another crop
+
+
+def test_a_class_without_one_readable_training_image_is_an_error_naming_it(tmp_path):
+    root = _tree(tmp_path / "d", n=2)
+    for image in (root / "train" / "002.Alaskan_malamute").iterdir():
+        image.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    with pytest.raises(data.DataError, match=r"no readable training image in class '002.Alaskan_malamute' \(2 file"):
+        data.load_splits({"train": root})
+    (root / "train" / "002.Alaskan_malamute" / "good.jpg").write_bytes((root / "train/001.Affenpinscher/img_0.jpg").read_bytes())
+    assert len(data.load_splits({"train": root}).samples["train"]) == 5  # one readable image is enough
+
+
+def test_a_class_missing_from_valid_or_test_is_a_warning_kept_for_the_metrics(tmp_path, caplog):
+    root = _tree(tmp_path / "d", classes=("001.Affenpinscher", "002.Alaskan_malamute", "003.Beagle"))
+    shutil.rmtree(root / "valid" / "003.Beagle")
+    for image in (root / "test" / "002.Alaskan_malamute").iterdir():
+        image.unlink()
+    with caplog.at_level("WARNING", logger="dogbreed.data"):
+        splits = data.load_splits({"train": root})
+    assert splits.missing_classes == {"valid": ["Beagle"], "test": ["Alaskan malamute"]}
+    assert splits.warnings == ["the 'test' split has no image of 1 class(es): Alaskan malamute",
+                               "the 'valid' split has no image of 1 class(es): Beagle"]
+    assert "'valid' split has no image of 1 class(es): Beagle" in caplog.text
+    assert data.load_splits({"train": _tree(tmp_path / "whole")}).warnings == []
+
+
+def test_symbolic_links_out_of_the_channel_are_refused_naming_the_link(tmp_path):
+    root = _tree(tmp_path / "d")
+    outside = _tree(tmp_path / "elsewhere", splits=("train",), classes=("009.Outsider",))
+    link = root / "train" / "001.Affenpinscher" / "stray.jpg"
+    link.symlink_to(outside / "train" / "009.Outsider" / "img_0.jpg")
+    with pytest.raises(data.DataError, match=f"{link} is a symbolic link to .*elsewhere.*outside the channel"):
+        data.load_splits({"train": root})
+    link.unlink()
+    folder_link = root / "valid" / "001.Affenpinscher"
+    shutil.rmtree(folder_link)
+    folder_link.symlink_to(outside / "train" / "009.Outsider", target_is_directory=True)
+    with pytest.raises(data.DataError, match=f"'valid' split: {folder_link} is a symbolic link"):  # the link, not a file
+        data.load_splits({"train": root / "train", "valid": root / "valid"})
+
+
+def test_links_inside_the_channel_and_a_linked_channel_are_accepted(tmp_path):
+    root = _tree(tmp_path / "d")
+    (root / "train" / "001.Affenpinscher" / "again.jpg").symlink_to(root / "valid" / "001.Affenpinscher" / "img_0.jpg")
+    channel = tmp_path / "channel"
+    channel.symlink_to(root, target_is_directory=True)  # as the SDK's local mode and local.layout link channels
+    splits = data.load_splits({"train": channel})
+    assert len(splits.samples["train"]) == 9
+
+
+def test_few_shot_subsets_hold_no_links_out_of_their_folder(tmp_path):
+    source = _tree(tmp_path / "full", n=8)
+    subset = data.write_few_shot(source, tmp_path / "few", shots=3, valid_shots=2, seed=0)
+    assert not [p for p in subset.rglob("*") if p.is_symlink()]
+    splits = data.load_splits({"train": subset})
+    assert [len(splits.samples[s]) for s in data.SPLITS] == [6, 4, 16]

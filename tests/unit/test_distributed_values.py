@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -27,3 +29,42 @@ def test_every_rank_gets_rank_zeros_numbers():
 
 def test_without_processes_the_numbers_are_their_own():
     assert distributed.from_rank_zero([1.5, 2.0], torch.device("cpu")) == [1.5, 2.0]
+
+
+def _host(index: int, hosts: list[str], port: int, checkpoints, out) -> None:
+    """One host of a two-host CPU job, as SageMaker starts it: its own SM_CURRENT_HOST, local rank 0."""
+    import os
+
+    from dogbreed import checkpoint
+
+    os.environ.update({"SM_HOSTS": json.dumps(hosts), "SM_CURRENT_HOST": hosts[index], "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port), "SM_NETWORK_INTERFACE_NAME": "lo"})
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
+        os.environ.pop(name, None)
+    info = distributed.plan(hosts, hosts[index], num_gpus=0)
+    distributed.init(info, use_cuda=False)
+    try:
+        if distributed.writes_artifacts(info):
+            checkpoint.save(checkpoints / hosts[index], 1, {"epoch": 1, "model": {}})
+        distributed.barrier()
+        out[index] = (info.rank, info.local_rank, os.environ["GLOO_SOCKET_IFNAME"], os.environ["NCCL_SOCKET_IFNAME"])
+    finally:
+        distributed.shutdown()
+
+
+def test_two_hosts_each_local_rank_zero_and_only_global_rank_zero_writes(tmp_path):
+    hosts = ["algo-2", "algo-1"]  # ranks follow the sorted names, not SM_HOSTS' order
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_host, args=(hosts, free_port(), tmp_path, out), nprocs=2, join=True)
+        assert dict(out) == {0: (1, 0, "lo", "lo"), 1: (0, 0, "lo", "lo")}  # two hosts, each a local rank 0
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.pth"))
+    assert written == ["algo-1/checkpoint-0001.pth"]  # the global rank 0's host alone
+
+
+def test_the_socket_interface_comes_from_sagemaker_unless_the_user_chose_one():
+    assert distributed.socket_env({"SM_NETWORK_INTERFACE_NAME": "eth0"}) == {"NCCL_SOCKET_IFNAME": "eth0",
+                                                                             "GLOO_SOCKET_IFNAME": "eth0"}
+    chosen = {"SM_NETWORK_INTERFACE_NAME": "eth0", "NCCL_SOCKET_IFNAME": "ens5"}
+    assert distributed.socket_env(chosen) == {"GLOO_SOCKET_IFNAME": "eth0"}
+    assert distributed.socket_env({}) == {}

@@ -9,7 +9,7 @@ from dogbreed import checkpoint, cli, errors, train
 from dogbreed.launch import data_prepare, jobs, validate
 
 
-@pytest.mark.parametrize("cls", [errors.ConfigError, errors.DataError, errors.ModelError, errors.InvokeError,
+@pytest.mark.parametrize("cls", [errors.ConfigError, errors.DataError, errors.ModelError, errors.InvokeError, errors.GpuError,
                                  train.TrainingError, train.Interrupted, checkpoint.CheckpointError,
                                  data_prepare.PrepareError, jobs.JobError, validate.ValidationError])
 def test_every_user_error_is_a_dogbreed_error(cls):

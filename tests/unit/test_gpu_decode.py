@@ -1,0 +1,90 @@
+"""The GPU decode path's logic, run on the CPU: torchvision's decoders and crops take the device as an argument, so
+the same code runs here with device=cpu; only the choice of path needs CUDA, and that is mocked."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+import torch
+from PIL import Image
+
+from dogbreed import data, gpu_decode
+from dogbreed.presets import Preprocessing
+
+PREP = Preprocessing(input_size=32, resize=36)
+
+
+def _jpeg(path, width=80, height=60, shade=0):
+    image = Image.new("RGB", (width, height))
+    image.putdata([((x * 3 + shade) % 256, (y * 4) % 256, (x + y) % 256) for y in range(height) for x in range(width)])
+    image.save(path, quality=95)
+    return path
+
+
+def _batch(samples, seeds=None):
+    dataset = gpu_decode.EncodedSamples(samples)
+    items = [dataset[(i, seed)] for i, seed in enumerate(seeds or [None] * len(samples))]
+    return gpu_decode.collate_encoded(items)
+
+
+def test_the_gpu_path_is_chosen_only_where_cuda_is_present(monkeypatch):
+    assert not gpu_decode.decodes_on_gpu(torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not gpu_decode.decodes_on_gpu(torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert gpu_decode.decodes_on_gpu(torch.device("cuda", 0))
+    assert not gpu_decode.decodes_on_gpu(torch.device("cpu"))  # the CPU path stays where the model is on the CPU
+
+
+def test_evaluation_batches_match_the_cpu_paths_crop(tmp_path):
+    samples = [(_jpeg(tmp_path / f"{i}.jpg", 80 + 10 * i, 60, shade=40 * i), i % 2) for i in range(3)]
+    encoded, labels, unreadable, indices, seeds = _batch(samples)
+    images, kept_labels, lost = gpu_decode.BatchDecoder(PREP, torch.device("cpu"), augment=False)(
+        encoded, labels, indices, seeds)
+    assert images.dtype == torch.uint8 and images.shape == (3, 3, 32, 32) and not lost and not unreadable
+    assert kept_labels.tolist() == [0, 1, 0]
+    cpu = torch.stack([data.ImageSamples(samples, PREP.eval_transform(False))[i][0] for i in range(3)])
+    assert (images.float() - cpu.float()).abs().mean() < 4  # the same crop; two resizers' rounding apart
+
+
+def test_training_crops_are_seeded_per_image(tmp_path):
+    samples = [(_jpeg(tmp_path / f"{i}.jpg"), 0) for i in range(4)]
+    decoder = gpu_decode.BatchDecoder(PREP, torch.device("cpu"), augment=True, min_scale=0.2)
+    first = decoder(*[_batch(samples, [1, 2, 3, 4])[k] for k in (0, 1, 3, 4)])[0]
+    again = decoder(*[_batch(samples, [1, 2, 3, 4])[k] for k in (0, 1, 3, 4)])[0]
+    other = decoder(*[_batch(samples, [5, 6, 7, 8])[k] for k in (0, 1, 3, 4)])[0]
+    assert first.shape == (4, 3, 32, 32) and torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_a_png_decodes_and_a_corrupt_file_is_reported_not_fatal(tmp_path):
+    good = _jpeg(tmp_path / "good.jpg")
+    png = tmp_path / "p.png"
+    Image.new("RGB", (50, 40), "blue").save(png)
+    broken = tmp_path / "broken.jpg"
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buffer, "JPEG")
+    broken.write_bytes(buffer.getvalue()[:30])
+    encoded, labels, _, indices, seeds = _batch([(good, 0), (png, 1), (broken, 1)])
+    images, kept, lost = gpu_decode.BatchDecoder(PREP, torch.device("cpu"), augment=False)(encoded, labels, indices, seeds)
+    assert images.shape == (2, 3, 32, 32) and kept.tolist() == [0, 1] and lost == (2,)
+    assert images[1, 2].float().mean() > 200  # the PNG's blue
+
+
+@pytest.mark.parametrize("height,width", [(60, 80), (400, 30), (30, 400)])
+def test_crop_boxes_lie_inside_the_image(height, width):
+    rng = random.Random(0)
+    for _ in range(200):
+        top, left, h, w = gpu_decode.crop_box(height, width, (0.08, 1.0), rng)
+        assert 0 <= top and 0 <= left and 0 < h and 0 < w and top + h <= height and left + w <= width
+
+
+def test_the_gpu_loader_yields_what_the_cpu_loader_yields(tmp_path):
+    samples = [(_jpeg(tmp_path / f"{i}.jpg", shade=30 * i), i % 2) for i in range(5)]
+    (tmp_path / "4.jpg").write_bytes(b"\xff\xd8 truncated")
+    loader = gpu_decode.gpu_loader(samples, PREP, torch.device("cpu"), augment=False, min_scale=0.08, batch_size=3,
+                                   sampler=data.ShardSampler(5), workers=0)
+    batches = list(loader)
+    assert len(loader) == 2 and [b[0].shape[0] for b in batches] == [3, 1]
+    assert torch.cat([b[1] for b in batches]).tolist() == [0, 1, 0, 1] and batches[1][2] == (4,)
