@@ -32,11 +32,11 @@ def hyperparameters_to_argv(hyperparameters: dict) -> list[str]:
 def main() -> None:
     from sagemaker_training import environment, errors  # in the training image only
 
-    from . import train  # torch loads in the process that trains, not in the toolkit's launcher (run_toolkit)
+    from .training.entry import run  # torch loads in the process that trains, not in the toolkit's launcher
 
     env = environment.Environment()
     os.environ.update(env.to_env_vars())
-    code, reason = train.run(hyperparameters_to_argv(env.hyperparameters))
+    code, reason = run(hyperparameters_to_argv(env.hyperparameters))
     if code:
         raise errors.ClientError(reason or f"training exited with code {code}")
 

@@ -1,7 +1,7 @@
 """Which runner local tuning picks: cached head-only trials in this process, unless asked for a process per trial
 (bench-tune measures the cache and the runner separately)."""
 
-from dogbreed.insight.local_tuning import InProcessRunner, TrialRunner, _choose_runner
+from dogbreed.launch.local_tuning import InProcessRunner, TrialRunner, _choose_runner
 
 HEAD_ONLY = {"train-layers": "head", "augment": "false"}
 
@@ -18,3 +18,29 @@ def test_a_process_per_trial_when_asked_with_the_same_cache(tmp_path):
     runner, _ = _choose_runner(tmp_path / "data", tmp_path, fixed, 4, 2, "no", "unused", "yes", in_process="no")
     assert type(runner) is TrialRunner
     assert fixed["feature-cache"] == str(tmp_path / "feature-cache")  # the same cache, another runner
+
+
+def test_an_in_process_trial_reports_through_the_summary_and_stops_through_a_hook(tmp_path):
+    """The in-process runner reads no stdout: the pruner sees each epoch's record through a training hook, stops
+    the trial by the hook's answer, and the objective comes from training's returned summary."""
+    from dogbreed.sample import make_sample
+
+    data = tmp_path / "data"
+    make_sample(data, classes=2, size=40, seed=1, per_split={"train": 6, "valid": 3, "test": 2})
+    runner = InProcessRunner(data, tmp_path / "work", None, 1)
+    hps = {**HEAD_ONLY, "model": "resnet18", "pretrained-weights": "none", "input-size": "32", "epochs": "4",
+           "batch-size": "4", "num-workers": "0", "profile": "false", "precision": "fp32",
+           "feature-cache": str(tmp_path / "cache")}
+    seen = []
+
+    def on_epoch(epoch, values):
+        seen.append((epoch, values["valid_loss"]))
+        return epoch == 2  # the pruner gives up after the second epoch
+
+    result = runner.run(0, hps, on_epoch)
+    assert result.code == 0 and result.stopped and result.epochs == 2
+    assert [epoch for epoch, _ in seen] == [1, 2]
+    assert result.values["valid_loss"] == min(loss for _, loss in seen)  # the kept model's
+    assert 0.0 <= result.values["valid_acc"] <= 1.0 and result.values["test_acc"] is not None
+    log = (tmp_path / "work/trial-000/trial.log").read_text()
+    assert "epoch=2 " in log and "epoch=3 " not in log  # the metric lines still reach the trial's log
