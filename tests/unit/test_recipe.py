@@ -143,3 +143,33 @@ def test_a_weight_mix_lies_between_the_probe_and_the_fine_tuned_model():
     assert halfway["bn1.num_batches_tracked"].item() == tuned_state["bn1.num_batches_tracked"].item() == 7
     with pytest.raises(ValueError, match="not one architecture"):
         wise.mix(models.build("resnet34", 3).state_dict(), tuned_state, 0.5)
+
+
+def test_every_training_step_is_checked_for_a_non_finite_loss():
+    """The host looks at the device every other step here (10 steps: an interval of 2), yet the failure names the
+    very step whose loss was nan: each step's loss is checked on the device, and read at the next look."""
+    from dogbreed import accel
+    from dogbreed.checkpoint import TerminationFlag
+    from dogbreed.training.config import LoopSettings
+    from dogbreed.training.errors import TrainingError
+    from dogbreed.training.loop import Trainer, train_one_epoch
+
+    class NanOnThirdStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls, self.inner = 0, nn.CrossEntropyLoss()
+
+        def forward(self, output, labels):
+            self.calls += 1
+            loss = self.inner(output, labels)
+            return loss * float("nan") if self.calls == 3 else loss
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    acc = accel.pick("fp32", use_cuda=False)
+    trainer = Trainer(model, NanOnThirdStep(), optimizer, scheduler, acc.grad_scaler(), acc)
+    loader = [(torch.randn(2, 4), torch.tensor([0, 1]), []) for _ in range(10)]
+    with pytest.raises(TrainingError, match="the train loss became nan at epoch 1 step 3: lower --lr"):
+        train_one_epoch(trainer, loader, 1, LoopSettings(), TerminationFlag())

@@ -15,6 +15,9 @@ from dogbreed.training.setup import warmup_cosine
     (["--epochs", "two"], "--epochs"),
     (["--pretrained-weights", "/no/such/file.pth"], "no such file"),
     (["--precision", "fp16"], "fp16"),
+    (["--momentum", "nan"], "--momentum: must be a finite number, got 'nan'"),
+    (["--warmup-epochs", "nan"], "--warmup-epochs"),
+    (["--epochs", "1e9"], "--epochs: invalid int value: '1e9'"),
 ])
 def test_bad_hyperparameters_fail_before_any_data_is_read(argv, needle):
     with pytest.raises(TrainingError) as info:
@@ -78,3 +81,38 @@ def test_the_configuration_has_one_field_a_flag():
     dests = [a.dest for a in args.get_args_parser()._actions if a.dest != "help"]
     assert list(config.FLAGS) == dests
 
+
+FLOAT_FLAGS = ["--lr", "--backbone-lr-ratio", "--weight-decay", "--momentum", "--label-smoothing", "--warmup-epochs",
+               "--data-fraction", "--min-crop-scale"]
+
+
+def test_the_float_flags_are_all_listed_here():
+    from dogbreed.training import args
+
+    defaults = {a.option_strings[0]: a.default for a in args.get_args_parser()._actions if a.option_strings}
+    floats = {flag for flag, default in defaults.items() if isinstance(default, float)} | {"--label-smoothing"}
+    assert floats == set(FLOAT_FLAGS)
+
+
+@pytest.mark.parametrize("flag", FLOAT_FLAGS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity"])
+def test_every_float_flag_refuses_non_finite_values_as_typed(flag, value):
+    with pytest.raises(TrainingError) as info:
+        parse_args(["--pretrained-weights", "none", f"{flag}={value}"])  # "-inf" alone would read as a flag
+    assert f"{flag}: must be a finite number, got '{value}'" in str(info.value)
+
+
+def test_the_toolkit_hands_numbers_over_as_they_were_typed(tmp_path):
+    """The toolkit JSON-decodes SageMaker's strings ("1e9" -> 1000000000.0); the flags keep the typed text."""
+    import json
+
+    from dogbreed.toolkit_entry import as_typed
+
+    written = tmp_path / "hyperparameters.json"
+    written.write_text(json.dumps({"epochs": "1e9", "lr": "0.010", "model": '"resnet18"', "augment": "false"}))
+    decoded = {"epochs": 1e9, "lr": 0.01, "model": "resnet18", "augment": False}
+    argv = hyperparameters_to_argv(as_typed(decoded, written))
+    assert argv == ["--augment", "false", "--epochs", "1e9", "--lr", "0.010", "--model", "resnet18"]
+    with pytest.raises(TrainingError, match="'1e9'"):
+        parse_args(argv)
+    assert as_typed(decoded, tmp_path / "missing.json") == decoded

@@ -8,6 +8,7 @@ anything is read, so that its reason reaches the failure file. The namespace is 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -20,37 +21,51 @@ from ..errors import DogbreedError
 from .errors import TrainingError
 
 
+def _number(kind, value: str):
+    """``value`` as ``kind``. A float must be finite: nan passes no range check and inf passes every lower bound, so
+    both are refused here, with the value as typed (argparse names the flag)."""
+    number = kind(value)
+    if isinstance(number, float) and not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value!r}")
+    return number
+
+
+def _named(parse, kind):
+    parse.__name__ = kind.__name__  # argparse's "invalid int value: '1e9'"
+    return parse
+
+
 def _positive(kind):
     def parse(value):
-        number = kind(value)
+        number = _number(kind, value)
         if not number > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value!r}")
         return number
 
-    return parse
+    return _named(parse, kind)
 
 
 def _non_negative(kind):
     def parse(value):
-        number = kind(value)
+        number = _number(kind, value)
         if number < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {value!r}")
         return number
 
-    return parse
+    return _named(parse, kind)
 
 
 def _fraction(value):
-    number = float(value)
+    number = _number(float, value)
     if not 0 < number <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value!r}")
     return number
 
 
 def _smoothing(value):
-    number = float(value)
+    number = _number(float, value)
     if not 0 <= number < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value!r}")
     return number
 
 

@@ -10,7 +10,11 @@ import math
 import time
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from .. import distributed, features, metrics, models
+from .errors import TrainingError
 from .recipe import recipe_record
 from .resume import FitState
 from .setup import Run
@@ -61,6 +65,15 @@ def _test(run: Run, summary: dict):
     return confusion
 
 
+def check_finite(model: nn.Module) -> None:
+    """A model with a nan or inf weight predicts nothing: no model.pth, no SUCCESS."""
+    bad = [name for name, value in model.state_dict().items()
+           if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise TrainingError(f"the kept model has non-finite weights ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}):"
+                            " lower --lr")
+
+
 def finish(run: Run, state: FitState) -> dict:
     """Best weights back in place, the test split, model.pth + model.json, metrics.json and the per-class reports."""
     config, full_model = run.config, run.chosen.full_model
@@ -68,6 +81,7 @@ def finish(run: Run, state: FitState) -> dict:
         run.model.load_state_dict(state.best_model)
     if run.chosen.use_cache:  # the trained head goes back into the whole model for the artifacts
         features.head_of(full_model).load_state_dict(run.model.state_dict())
+    check_finite(full_model)  # every rank holds the same weights: all stop together
     summary = _summary(run, state)
     if config.is_main and math.isfinite(state.best_valid_loss):
         # The kept model's scores last: SageMaker's tuner reads a metric's last value, not the last epoch's.

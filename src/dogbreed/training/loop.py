@@ -54,11 +54,13 @@ def _placeholder_batch(input_size: int):
     return torch.zeros(1, 3, input_size, input_size, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), 0.0
 
 
-def _look(loss_sum: torch.Tensor, seen: int, epoch: int, step: int) -> float:
-    """The one host sync of a logging interval: the mean loss so far, which must be finite."""
-    mean = loss_sum.item() / max(1, seen)
-    if not math.isfinite(mean):
-        raise TrainingError(f"the loss became {mean} by epoch {epoch} step {step}: lower --lr")
+def _look(loss_sum: torch.Tensor, first_bad: torch.Tensor, seen: int, epoch: int) -> float:
+    """The one host sync of a logging interval: the mean loss so far, and the first step whose loss was not finite
+    (every step is checked on the device, -1: none)."""
+    total, bad = torch.stack([loss_sum, first_bad.double()]).tolist()
+    mean = total / max(1, seen)
+    if bad >= 0 or not math.isfinite(mean):
+        raise TrainingError(f"the train loss became {mean} at epoch {epoch} step {int(bad)}: lower --lr")
     return mean
 
 
@@ -90,6 +92,7 @@ def train_one_epoch(trainer: Trainer, loader, epoch: int, settings: LoopSettings
     every = log_interval(steps)
     progress = Progress(settings.progress, steps, epoch, enabled=settings.show)
     loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=acc.device)  # the first step with a non-finite loss
     seen, step, unreadable, weight = 0, 0, [], 1.0
     start = time.perf_counter()
     for images, labels, lost in loader:
@@ -113,17 +116,18 @@ def train_one_epoch(trainer: Trainer, loader, epoch: int, settings: LoopSettings
         counted = int(labels.size(0) * weight)
         loss_sum += loss.detach().double() * counted
         seen, step, weight = seen + counted, step + 1, 1.0
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
         for hook in hooks:
             hook.end_step(loss.detach())
         if step % every == 0 or step >= steps:
-            progress.update(step, _look(loss_sum, seen, epoch, step))
+            progress.update(step, _look(loss_sum, first_bad, seen, epoch))
             if distributed.broadcast_flag(stop.requested, acc.device):
                 stop.requested = True
                 break
         if step >= steps:
             break
     progress.close()
-    _look(loss_sum, seen, epoch, step)
+    _look(loss_sum, first_bad, seen, epoch)
     elapsed = time.perf_counter() - start
     sums = distributed.all_reduce_sum([loss_sum.item(), seen], acc.device)
     return sums[0] / max(1, sums[1]), int(sums[1]), unreadable, elapsed

@@ -5,6 +5,7 @@ epochs of one learning rate. Early stopping on the valid loss; a checkpoint afte
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from torch import nn
 
 from .. import data, distributed, features, metrics, probe, wise
 from .config import RunConfig
-from .errors import Interrupted
+from .errors import Interrupted, TrainingError
 from .loop import train_one_epoch
 from .resume import FitState, interrupted, save_checkpoint
 from .setup import Chosen, Inputs, Run
@@ -49,6 +50,9 @@ def fit_probe(config: RunConfig, inputs: Inputs, chosen: Chosen) -> dict | None:
     # Scored in the precision the model's head runs in: the probe's valid numbers are compared with fine-tuned epochs'.
     dtype = chosen.acc.autocast_dtype
     fitted = probe.fit(computed["train"][:2], computed["valid"][:2], inputs.num_classes, dtype=dtype)
+    if not math.isfinite(fitted.valid_loss):
+        raise TrainingError(f"the linear probe's valid loss is {fitted.valid_loss}: the frozen features are not finite "
+                            f"(check --pretrained-weights {config.pretrained_weights})")
     head = features.head_of(chosen.full_model)
     with torch.no_grad():
         head.weight.copy_(fitted.weight)
@@ -77,7 +81,7 @@ def improved(lp_ft: bool, state: FitState, valid_loss: float, valid_acc: float) 
     """A lower valid loss; under LP-FT also an accuracy at least as high: both must prefer the fine-tuned weights over
     the best so far (the probe at first). Two measures agreeing keep a small valid split's noise from trading a sound
     probe for a worse fine-tuned model."""
-    if valid_loss >= state.best_valid_loss:
+    if not math.isfinite(valid_loss) or valid_loss >= state.best_valid_loss:
         return False
     return not lp_ft or valid_acc >= state.best_valid_acc
 
@@ -125,6 +129,9 @@ def run_epoch(run: Run, state: FitState, epoch: int, stop) -> bool:
                                   images_per_sec=rate), flush=True)
     record = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "valid_acc": valid_acc, "lr": lr,
               "images_per_sec": rate, "new_unreadable": new_unreadable}
+    if not math.isfinite(valid_loss):  # every rank has the same (reduced) loss: all stop together
+        raise TrainingError(f"the valid loss became {valid_loss} after epoch {epoch} (train loss {train_loss}): "
+                            "lower --lr")
     state.history.append(record)
     if improved(run.lp_ft, state, valid_loss, valid_acc):
         state.best_valid_loss, state.best_valid_acc, state.best_epoch, state.bad_epochs = valid_loss, valid_acc, epoch, 0
