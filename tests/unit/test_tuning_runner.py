@@ -1,6 +1,9 @@
 """Which runner local tuning picks: cached head-only trials in this process, unless asked for a process per trial
 (bench-tune measures the cache and the runner separately)."""
 
+import pytest
+
+from dogbreed import metrics
 from dogbreed.launch.local_tuning import InProcessRunner, TrialRunner, _choose_runner
 
 HEAD_ONLY = {"train-layers": "head", "augment": "false"}
@@ -21,8 +24,9 @@ def test_a_process_per_trial_when_asked_with_the_same_cache(tmp_path):
 
 
 def test_an_in_process_trial_reports_through_the_summary_and_stops_through_a_hook(tmp_path):
-    """The in-process runner reads no stdout: the pruner sees each epoch's record through a training hook, stops
-    the trial by the hook's answer, and the objective comes from training's returned summary."""
+    """The in-process runner reads no stdout: the pruner sees each epoch's record through a training hook and stops
+    the trial by the hook's answer (abandoned: no test split, no model); a finished trial's objective comes from
+    training's returned summary."""
     from dogbreed.sample import make_sample
 
     data = tmp_path / "data"
@@ -38,9 +42,13 @@ def test_an_in_process_trial_reports_through_the_summary_and_stops_through_a_hoo
         return epoch == 2  # the pruner gives up after the second epoch
 
     result = runner.run(0, hps, on_epoch)
-    assert result.code == 0 and result.stopped and result.epochs == 2
+    assert result.code == 0 and result.stopped and result.epochs == 2 and result.values == {}
     assert [epoch for epoch, _ in seen] == [1, 2]
-    assert result.values["valid_loss"] == min(loss for _, loss in seen)  # the kept model's
-    assert 0.0 <= result.values["valid_acc"] <= 1.0 and result.values["test_acc"] is not None
     log = (tmp_path / "work/trial-000/trial.log").read_text()
-    assert "epoch=2 " in log and "epoch=3 " not in log  # the metric lines still reach the trial's log
+    assert "epoch=2 " in log and "epoch=3 " not in log and "test_acc" not in log  # the metric lines reach the log
+    assert not (tmp_path / "work/trial-000/model/model.pth").exists()
+    finished = runner.run(1, hps, lambda epoch, values: False)
+    assert finished.code == 0 and not finished.stopped and finished.epochs == 4
+    assert finished.values["valid_loss"] == pytest.approx(metrics.last(
+        (tmp_path / "work/trial-001/trial.log").read_text(), "valid_loss"), rel=1e-3)  # the kept model's, printed last
+    assert 0.0 <= finished.values["valid_acc"] <= 1.0 and finished.values["test_acc"] is not None

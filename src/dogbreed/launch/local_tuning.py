@@ -198,7 +198,8 @@ class InProcessRunner(TrialRunner):
                 package.removeHandler(file_log)
                 package.setLevel(saved[0])
                 package.propagate = saved[1]
-        return TrialResult(code, pruner.stopped, kept_values(summary) if summary else {}, pruner.epochs)
+        finished = summary and not summary.get("stopped_by_hook")
+        return TrialResult(code, pruner.stopped, kept_values(summary) if finished else {}, pruner.epochs)
 
 
 def tune(data: Path, work: Path, ranges: dict, fixed: dict, objective: str = "valid_loss", max_trials: int = 8,

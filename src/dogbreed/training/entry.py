@@ -25,7 +25,7 @@ from .args import parse_args
 from .artifacts import finish
 from .errors import Interrupted, TrainingError
 from .hooks import hooks_from_environment
-from .recipe import ensemble_weights, fit, fit_probe, initial_state
+from .recipe import HOOK, ensemble_weights, fit, fit_probe, initial_state
 from .resume import resume
 from .setup import Run, choose_model_and_precision, load_data, make_loaders, make_trainer, seed_everything
 
@@ -83,7 +83,8 @@ def _train(config: configuration.RunConfig, hooks_factory) -> dict:
         run = _build_run(config, hooks_factory, stop)
         state = initial_state(run)
         resume(run, state)
-        fit(run, state, stop)
+        if fit(run, state, stop) == HOOK:  # abandoned (a pruned tuning trial): no test split, no model
+            return {"stopped_by_hook": True, "epochs_run": len(state.history), "history": state.history}
         ensemble_weights(run, state, stop)
         return finish(run, state)
     finally:

@@ -103,8 +103,12 @@ def _set_hooks_mode(run: Run, mode: str) -> None:
         hook.set_mode(mode)
 
 
-def run_epoch(run: Run, state: FitState, epoch: int, stop) -> bool:
-    """Train and validate one epoch, keep the best weights, checkpoint. Returns True to stop early."""
+# Why fitting stopped before its last epoch: the valid loss stopped improving, or a hook asked (a pruned trial).
+PATIENCE, HOOK = "patience", "hook"
+
+
+def run_epoch(run: Run, state: FitState, epoch: int, stop) -> str | None:
+    """Train and validate one epoch, keep the best weights, checkpoint. Returns why to stop early, or None."""
     config = run.config
     torch.manual_seed(config.seed + epoch)  # per-epoch seeds: a resumed run repeats the epoch it lost exactly
     run.train_sampler.set_epoch(epoch)
@@ -144,25 +148,28 @@ def run_epoch(run: Run, state: FitState, epoch: int, stop) -> bool:
     return _stops_early(run, state, record)
 
 
-def _stops_early(run: Run, state: FitState, record: dict) -> bool:
+def _stops_early(run: Run, state: FitState, record: dict) -> str | None:
     """Early stopping on the valid loss, or a hook that wants no more epochs (local tuning's pruner)."""
     wanted = [hook.end_epoch(record) for hook in run.hooks]  # every hook sees every epoch
     if distributed.broadcast_flag(any(wanted), run.trainer.acc.device):  # every rank stops at the same epoch
         log.info("stopped after epoch %d: a training hook asked to", record["epoch"])
-        return True
+        return HOOK
     patience = run.config.patience
     if patience and state.bad_epochs >= patience:
         log.info("early stopping: valid_loss has not improved for %d epochs (best at epoch %d)", patience,
                  state.best_epoch)
-        return True
-    return False
+        return PATIENCE
+    return None
 
 
-def fit(run: Run, state: FitState, stop) -> None:
+def fit(run: Run, state: FitState, stop) -> str | None:
+    """The epochs; returns why they stopped early (:data:`PATIENCE`, :data:`HOOK`), or None."""
     try:
         for epoch in range(state.epoch + 1, run.config.epochs + 1):
-            if run_epoch(run, state, epoch, stop):
-                break
+            reason = run_epoch(run, state, epoch, stop)
+            if reason:
+                return reason
+        return None
     finally:
         for hook in run.hooks:
             hook.close()
