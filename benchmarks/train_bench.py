@@ -20,9 +20,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dogbreed import accel, checkpoint, data, models, train
+from dogbreed import accel, checkpoint, data, models
 from dogbreed.presets import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from dogbreed.sample import make_sample
+from dogbreed.training.config import LoopSettings
+from dogbreed.training.loop import Trainer, train_one_epoch
 
 from . import report
 
@@ -94,11 +96,9 @@ def ours(arch, root, batch, workers, warmup, steps, num_classes):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     criterion, stop = nn.CrossEntropyLoss(label_smoothing=0.1), checkpoint.TerminationFlag()
     rate = 0.0
+    trainer = Trainer(model, criterion, optimizer, scheduler, acc.grad_scaler(), acc, prep.normalize_batch, prep.input_size)
     for epoch, cap in enumerate((warmup, steps), start=1):
-        args = argparse.Namespace(max_steps_per_epoch=cap, progress="none", is_main=True, freeze_bn="false")
-        _, seen, _, seconds = train.train_one_epoch(model, criterion, optimizer, scheduler, acc.grad_scaler(), loader, acc,
-                                                    epoch, args, stop, normalize=prep.normalize_batch,
-                                                    input_size=prep.input_size)
+        _, seen, _, seconds = train_one_epoch(trainer, loader, epoch, LoopSettings(max_steps_per_epoch=cap), stop)
         rate = seen / seconds
     return rate, acc.describe()
 

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dogbreed.insight.local_tuning import tune
+from dogbreed.launch.local_tuning import tune
 
 from . import report
 

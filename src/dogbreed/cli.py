@@ -169,7 +169,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_tune_local(args) -> int:
-    from .insight.local_tuning import tune  # torch: see above
+    from .launch.local_tuning import tune  # torch: see above
 
     config = load(args.config, {"tuning.max_jobs": args.max_jobs, "tuning.max_parallel_jobs": args.max_parallel_jobs,
                                 "tuning.objective": args.objective, "tuning.strategy": args.strategy,

@@ -8,8 +8,10 @@ ClientError so that the failure file holds our readable reason, not a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from pathlib import Path
 
 from . import env as envnames
 
@@ -29,14 +31,27 @@ def hyperparameters_to_argv(hyperparameters: dict) -> list[str]:
     return argv
 
 
+def as_typed(hyperparameters: dict, written: Path) -> dict:
+    """The hyperparameters with each number and boolean as it was typed. SageMaker writes every value as a string
+    (``written``: hyperparameters.json), and the toolkit JSON-decodes them: ``"1e9"`` becomes ``1000000000.0``, which
+    a message would then show. Strings stay as the toolkit decoded them (their JSON quotes removed)."""
+    try:
+        raw = json.loads(written.read_text())
+    except (OSError, ValueError):
+        return dict(hyperparameters)
+    return {key: raw[key] if isinstance(raw.get(key), str) and not isinstance(value, str) else value
+            for key, value in hyperparameters.items()}
+
+
 def main() -> None:
     from sagemaker_training import environment, errors  # in the training image only
 
-    from . import train  # torch loads in the process that trains, not in the toolkit's launcher (run_toolkit)
+    from .training.entry import run  # torch loads in the process that trains, not in the toolkit's launcher
 
     env = environment.Environment()
     os.environ.update(env.to_env_vars())
-    code, reason = train.run(hyperparameters_to_argv(env.hyperparameters))
+    typed = as_typed(env.hyperparameters, Path(env.input_config_dir) / "hyperparameters.json")
+    code, reason = run(hyperparameters_to_argv(typed))
     if code:
         raise errors.ClientError(reason or f"training exited with code {code}")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, NoRegionError
 
-from dogbreed import checkpoint, cli, errors, train
+from dogbreed import checkpoint, cli, errors
 from dogbreed.launch import data_prepare, jobs, validate
+from dogbreed.training import entry as train  # its TrainingError, Interrupted and reason_of
 
 
 @pytest.mark.parametrize("cls", [errors.ConfigError, errors.DataError, errors.ModelError, errors.InvokeError, errors.GpuError,

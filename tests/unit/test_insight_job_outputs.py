@@ -6,7 +6,7 @@ import pytest
 
 from dogbreed.errors import DataError
 from dogbreed.insight import job_outputs
-from dogbreed.insight.hooks import parse_collections, trial_config
+from dogbreed.training.hooks import parse_collections, trial_config
 
 
 def _trial(path):
@@ -69,7 +69,7 @@ def _smdebug_run(checkpoints, monkeypatch):
 
     import torch
 
-    from dogbreed.insight.hooks import make_debug_hook
+    from dogbreed.training.hooks import make_debug_hook
 
     monkeypatch.setenv("DOGBREED_DEBUG_COLLECTIONS", "losses=1")
     model, criterion = torch.nn.Linear(3, 2), torch.nn.CrossEntropyLoss()

@@ -1,13 +1,20 @@
 """The default recipe's parts: the L-BFGS linear probe, the backbone's learning rate, frozen batch norm, the choice."""
 
-import argparse
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from dogbreed import data, models, probe, train, wise
+from dogbreed import data, models, probe, wise
+from dogbreed.distributed import DistInfo
+from dogbreed.env import SageMakerEnv
 from dogbreed.sample import make_sample
+from dogbreed.training import config as configuration
+from dogbreed.training.args import parse_args
+from dogbreed.training.recipe import improved
+from dogbreed.training.resume import FitState
+from dogbreed.training.setup import make_optimizer
 
 
 def blobs(n_per_class: int, classes: int = 4, dim: int = 16, seed: int = 0, offset: float = 5.0):
@@ -45,14 +52,18 @@ def test_stronger_l2_gives_smaller_weights():
     assert strong.norm() < weak.norm() / 2
 
 
-def _args(**overrides):
-    args = train.parse_args(["--model", "resnet18", "--pretrained-weights", "none"])
-    return argparse.Namespace(**{**vars(args), **overrides})
+def config_of(argv, tmp_path=None) -> configuration.RunConfig:
+    """The run configuration of ``argv`` on one process, with paths under ``tmp_path`` (or nowhere in particular)."""
+    base = tmp_path or Path("/nonexistent")
+    smenv = SageMakerEnv(base=base, model_dir=base / "model", output_data_dir=base / "out", output_dir=base / "o",
+                         checkpoint_dir=base / "ckpt")
+    return configuration.build(parse_args(argv), smenv, DistInfo(), use_cuda=False)
 
 
 def test_the_backbone_learns_at_a_fraction_of_the_heads_rate():
     model = models.build("resnet18", 3)
-    optimizer = train.make_optimizer(_args(lr=0.01), model, backbone_ratio=0.1)
+    config = config_of(["--model", "resnet18", "--pretrained-weights", "none", "--lr", "0.01"])
+    optimizer = make_optimizer(config, model, backbone_ratio=0.1)
     head_params = {id(p) for p in model.fc.parameters()}
     for group in optimizer.param_groups:
         in_head = {id(p) in head_params for p in group["params"]}
@@ -65,17 +76,18 @@ def test_the_backbone_learns_at_a_fraction_of_the_heads_rate():
 def test_auto_is_lp_ft_only_with_pretrained_weights(tmp_path):
     weights = tmp_path / "w.pth"
     torch.save(models.build("resnet18", 3).state_dict(), weights)
-    scratch = train.parse_args(["--model", "resnet18", "--pretrained-weights", "none"])
-    pretrained = train.parse_args(["--model", "resnet18", "--pretrained-weights", str(weights)])
-    explicit = train.parse_args(["--model", "resnet18", "--pretrained-weights", str(weights), "--train-layers", "last"])
-    assert (train.is_lp_ft(scratch), train.is_lp_ft(pretrained), train.is_lp_ft(explicit)) == (False, True, False)
-    assert (train.layers_of(scratch), train.layers_of(pretrained), train.layers_of(explicit)) == ("all", "all", "last")
-    assert (scratch.epochs, pretrained.epochs, explicit.epochs) == (train.EPOCHS, train.LP_FT_EPOCHS, train.EPOCHS)
+    scratch = config_of(["--model", "resnet18", "--pretrained-weights", "none"])
+    pretrained = config_of(["--model", "resnet18", "--pretrained-weights", str(weights)])
+    explicit = config_of(["--model", "resnet18", "--pretrained-weights", str(weights), "--train-layers", "last"])
+    assert (scratch.lp_ft, pretrained.lp_ft, explicit.lp_ft) == (False, True, False)
+    assert (scratch.layers, pretrained.layers, explicit.layers) == ("all", "all", "last")
+    assert (scratch.epochs, pretrained.epochs, explicit.epochs) == (configuration.EPOCHS, configuration.LP_FT_EPOCHS,
+                                                                    configuration.EPOCHS)
     assert (scratch.label_smoothing, pretrained.label_smoothing, explicit.label_smoothing) == (0.1, 0.0, 0.1)
-    assert train.bn_frozen(pretrained) and not train.bn_frozen(scratch)
-    big = train.parse_args(["--model", "resnet18", "--pretrained-weights", str(weights), "--batch-size", "128"])
-    assert not train.bn_frozen(big)
-    assert train.parse_args(["--model", "resnet18", "--pretrained-weights", "none", "--epochs", "4"]).epochs == 4
+    assert pretrained.bn_frozen and not scratch.bn_frozen
+    big = config_of(["--model", "resnet18", "--pretrained-weights", str(weights), "--batch-size", "128"])
+    assert not big.bn_frozen
+    assert config_of(["--model", "resnet18", "--pretrained-weights", "none", "--epochs", "4"]).epochs == 4
 
 
 def test_frozen_batchnorm_keeps_its_statistics_while_its_weights_train():
@@ -96,9 +108,8 @@ def test_frozen_batchnorm_keeps_its_statistics_while_its_weights_train():
     (False, 0.4, 0.70, True),  # single-stage training: the loss alone decides, as before
 ])
 def test_fine_tuning_is_kept_only_where_validation_prefers_it(lp_ft, loss, acc, expected):
-    run = argparse.Namespace(lp_ft=lp_ft)
-    state = {"best_valid_loss": 0.5, "best_valid_acc": 0.75}
-    assert train.improved(run, state, loss, acc) is expected
+    state = FitState(best_valid_loss=0.5, best_valid_acc=0.75)
+    assert improved(lp_ft, state, loss, acc) is expected
 
 
 def test_few_shot_subset_draws_train_and_valid_from_train_and_links_test(tmp_path):
@@ -132,3 +143,33 @@ def test_a_weight_mix_lies_between_the_probe_and_the_fine_tuned_model():
     assert halfway["bn1.num_batches_tracked"].item() == tuned_state["bn1.num_batches_tracked"].item() == 7
     with pytest.raises(ValueError, match="not one architecture"):
         wise.mix(models.build("resnet34", 3).state_dict(), tuned_state, 0.5)
+
+
+def test_every_training_step_is_checked_for_a_non_finite_loss():
+    """The host looks at the device every other step here (10 steps: an interval of 2), yet the failure names the
+    very step whose loss was nan: each step's loss is checked on the device, and read at the next look."""
+    from dogbreed import accel
+    from dogbreed.checkpoint import TerminationFlag
+    from dogbreed.training.config import LoopSettings
+    from dogbreed.training.errors import TrainingError
+    from dogbreed.training.loop import Trainer, train_one_epoch
+
+    class NanOnThirdStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls, self.inner = 0, nn.CrossEntropyLoss()
+
+        def forward(self, output, labels):
+            self.calls += 1
+            loss = self.inner(output, labels)
+            return loss * float("nan") if self.calls == 3 else loss
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    acc = accel.pick("fp32", use_cuda=False)
+    trainer = Trainer(model, NanOnThirdStep(), optimizer, scheduler, acc.grad_scaler(), acc)
+    loader = [(torch.randn(2, 4), torch.tensor([0, 1]), []) for _ in range(10)]
+    with pytest.raises(TrainingError, match="the train loss became nan at epoch 1 step 3: lower --lr"):
+        train_one_epoch(trainer, loader, 1, LoopSettings(), TerminationFlag())

@@ -1,1 +1,2 @@
-"""Insight: smdebug hook and rules, profiling and its report, local tuning."""
+"""Insight: the Debugger rules, the profile report, and reading a job's outputs (the hooks that write them live in
+training.hooks)."""

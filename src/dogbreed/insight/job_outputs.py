@@ -2,7 +2,7 @@
 where a trial lies when the path given holds none.
 
 Without the Debugger service the training program writes its trial to ``debug/`` beside its checkpoints
-(``/opt/ml/checkpoints/<job>/debug``, see insight.hooks); SageMaker syncs ``/opt/ml/checkpoints`` to the job's
+(``/opt/ml/checkpoints/<job>/debug``, see training.hooks); SageMaker syncs ``/opt/ml/checkpoints`` to the job's
 ``CheckpointConfig.S3Uri`` while it runs, so the trial is at ``<S3Uri>/<job>/debug/`` (a tuning trial's S3Uri is
 the tuning job's prefix, and its own name is the sub-folder all the same). With the Debugger service, the trial
 is at ``<DebugHookConfig.S3OutputPath>/<job>/debug-output/``. The profile (system samples, step split,
@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from ..errors import DataError
-from .hooks import RESTART_SUFFIX, TRIAL_FOLDER
+from ..training.hooks import RESTART_SUFFIX, TRIAL_FOLDER
 
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 TRIAL_MARKS = ("index", "collections")  # the folders smdebug writes in a trial (with events/)
@@ -116,7 +116,7 @@ def download_prefix(s3, uri: str, target: Path) -> int:
 
 def runs_of(s3, prefix: str) -> list[str]:
     """The trial prefixes of each run of the job, newest first: ``prefix`` (``.../<job>/debug/``) and, for a spot
-    job that SageMaker restarted, its ``debug-restart-N/`` siblings (see insight.hooks.trial_dir)."""
+    job that SageMaker restarted, its ``debug-restart-N/`` siblings (see training.hooks.trial_dir)."""
     parent, _, folder = prefix.rstrip("/").rpartition("/")
     if folder != TRIAL_FOLDER:
         return [prefix]

@@ -2,7 +2,7 @@
 
 AWS closed Debugger to new customers on 2026-07-30, and SageMaker Profiler ends on 2027-06-30. By default a job
 asks for neither: the training program writes its smdebug trial to ``debug/`` beside its checkpoints (asked for
-through DOGBREED_DEBUG_COLLECTIONS, see insight.hooks), and its torch.profiler traces and system samples to
+through DOGBREED_DEBUG_COLLECTIONS, see training.hooks), and its torch.profiler traces and system samples to
 its output; ``dogbreed debug report JOB`` and ``dogbreed profile report JOB`` read them. For accounts that still
 have the services, ``--debugger-service`` and ``--profiler-service`` add their configs to the CreateTrainingJob
 request: SDK v3's ModelTrainer has no such fields, only the low-level CreateTrainingJob (``TrainingJob.create``)

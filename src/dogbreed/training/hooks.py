@@ -1,8 +1,8 @@
 """Training hooks: the smdebug hook (Debugger) and the profiler (system use, step split, torch trace).
 
-``hooks_from_environment`` is the factory the training program calls; each hook gets
-``set_mode``, ``begin_step`` (a batch arrived), ``end_step`` (the optimizer stepped), ``record_eval``
-and ``close``.
+``hooks_from_environment`` is the factory the training program calls with the model, its losses and the run
+configuration; each hook gets ``set_mode``, ``begin_step`` (a batch arrived), ``end_step`` (the optimizer
+stepped), ``record_eval``, ``end_epoch`` (the epoch's record; True asks for no more epochs) and ``close``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..env import DOGBREED_DEBUG_COLLECTIONS, SageMakerEnv, base_dir
+from ..env import DOGBREED_DEBUG_COLLECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ class Hook:
     def begin_step(self) -> None: ...
     def end_step(self, loss: float) -> None: ...
     def record_eval(self, loss: float) -> None: ...
+    def end_epoch(self, record: dict) -> bool:
+        return False
     def close(self) -> None: ...
 
 
@@ -84,16 +86,12 @@ def trial_dir(checkpoints: Path) -> Path:
     return out_dir
 
 
-def _hook_beside_checkpoints(smd, args, base: Path):
+def _hook_beside_checkpoints(smd, checkpoints: Path):
     """Without the Debugger service: the launcher's DOGBREED_DEBUG_COLLECTIONS asks for a trial in ``debug/``
     beside the job's checkpoints, which SageMaker syncs to the job's checkpoint S3 prefix while it runs."""
     spec = os.environ.get(DOGBREED_DEBUG_COLLECTIONS)
     if not spec:
         return None
-    checkpoints = getattr(args, "checkpoint_dir", None)
-    if not checkpoints:
-        smenv = SageMakerEnv.from_environ()
-        checkpoints = smenv.checkpoint_dir / smenv.job_name if smenv.job_name else smenv.checkpoint_dir
     out_dir = trial_dir(Path(checkpoints))
     config = Path(tempfile.mkdtemp(prefix="dogbreed-debug-")) / DEBUG_CONFIG_NAME
     config.write_text(json.dumps(trial_config(out_dir, parse_collections(spec))))
@@ -101,25 +99,27 @@ def _hook_beside_checkpoints(smd, args, base: Path):
     return smd.Hook.create_from_json_file(str(config))
 
 
-def make_debug_hook(model, criteria, args, base: Path):
+def make_debug_hook(model, criteria, config, base: Path):
     """From SageMaker's debughookconfig.json when present (the Debugger service), else from --debug-out (local
-    runs), else beside the checkpoints when the launcher asked for it (DOGBREED_DEBUG_COLLECTIONS)."""
-    config = base / "input" / "config" / DEBUG_CONFIG_NAME
+    runs), else beside the checkpoints when the launcher asked for it (DOGBREED_DEBUG_COLLECTIONS).
+    ``config``: the run's configuration (:class:`.config.RunConfig`); ``base``: SageMaker's /opt/ml."""
+    service_config = base / "input" / "config" / DEBUG_CONFIG_NAME
     try:
         import smdebug.pytorch as smd
     except ImportError:
         log.warning("smdebug is not installed: no Debugger data")
         return None
-    if config.is_file():
-        hook = smd.Hook.create_from_json_file(str(config))
-        log.info("smdebug hook from %s", config)
-    elif getattr(args, "debug_out", None):
-        collections = [c.strip() for c in str(args.debug_collections).split(",") if c.strip()]
-        hook = smd.Hook(out_dir=str(args.debug_out), save_config=smd.SaveConfig(save_interval=int(args.debug_interval)),
+    if service_config.is_file():
+        hook = smd.Hook.create_from_json_file(str(service_config))
+        log.info("smdebug hook from %s", service_config)
+    elif config.debug_out:
+        collections = [c.strip() for c in str(config.debug_collections).split(",") if c.strip()]
+        hook = smd.Hook(out_dir=str(config.debug_out), save_config=smd.SaveConfig(save_interval=int(config.debug_interval)),
                         include_collections=collections)
-        log.info("smdebug hook writing %s every %s steps to %s", ",".join(collections), args.debug_interval, args.debug_out)
+        log.info("smdebug hook writing %s every %s steps to %s", ",".join(collections), config.debug_interval,
+                 config.debug_out)
     else:
-        hook = _hook_beside_checkpoints(smd, args, base)
+        hook = _hook_beside_checkpoints(smd, config.checkpoint_dir)
         if hook is None:
             return None
     return DebugHook(hook, model, criteria)
@@ -235,13 +235,14 @@ class ProfileHook(Hook):
             json.dumps({"cpus": os.cpu_count(), "wall_s": time.perf_counter() - self.start_time}))
 
 
-def hooks_from_environment(model, criteria, args) -> list[Hook]:
+def hooks_from_environment(model, criteria, config) -> list[Hook]:
+    """The main rank's hooks: the Debugger's where asked for, the profiler's unless ``--profile false``."""
     hooks: list[Hook] = []
-    if not getattr(args, "is_main", True):
+    if not config.is_main:
         return hooks
-    debug = make_debug_hook(model, criteria, args, base_dir())
+    debug = make_debug_hook(model, criteria, config, config.smenv.base)
     if debug:
         hooks.append(debug)
-    if getattr(args, "profile", False):
-        hooks.append(ProfileHook(Path(args.output_data_dir) / "profile"))
+    if config.profile:
+        hooks.append(ProfileHook(Path(config.output_data_dir) / "profile"))
     return hooks

@@ -1,18 +1,18 @@
 """``dogbreed tune --local``: hyperparameter tuning on this machine, with the same training entry.
 
 Trials run the training image (``docker run IMAGE train``) where docker and the image are present,
-else the same entry locally (``local-train``). The objective is read from each trial's log with the
-same metric regexes SageMaker uses. Search: Bayesian (optuna's TPE) or random, over the same ranges as
-the SageMaker tuner; parallel trials bounded by the cores; hopeless trials are stopped early (median
-rule on the per-epoch objective). Output: a leaderboard, a plot, and ``best_hyperparameters.json`` for
-``dogbreed train --from-tuning FILE``.
+else the same entry locally (``local-train``); the objective is read from each such trial's log with the
+same metric regexes SageMaker uses. Cached head-only trials run :func:`dogbreed.training.entry.main` in this
+process: its summary gives the objective, and a training hook sees every epoch. Search: Bayesian (optuna's
+TPE) or random, over the same ranges as the SageMaker tuner; parallel trials bounded by the cores; hopeless
+trials are stopped early (median rule on the per-epoch objective). Output: a leaderboard, a plot, and
+``best_hyperparameters.json`` for ``dogbreed train --from-tuning FILE``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import logging
 import math
@@ -23,12 +23,14 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import metrics, train
+from .. import metrics
 from ..common import LOG_FORMAT, format_table, hyperparameter_flags, str2bool
 from ..env import DOGBREED_THREADS
 from ..local import channels_for, entry_command, flags_to_hyperparameters, layout, train_env
+from ..training.hooks import Hook
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,22 @@ def docker_image_ready(image: str) -> bool:
         return subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+# What a trial reports: the objectives (metrics.OBJECTIVES) of the model it kept.
+REPORTED = tuple(metrics.OBJECTIVES)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    code: int  # the training program's exit code
+    stopped: bool  # stopped early by the pruner
+    values: dict = field(default_factory=dict)  # objective -> the kept model's value (None: not reported)
+    epochs: int = 0  # epoch lines (the probe's epoch 0 included)
+
+
+def _epoch_values(line: str) -> dict:
+    return {name: metrics.last(line, name) for name in REPORTED}
 
 
 class TrialRunner:
@@ -88,8 +106,9 @@ class TrialRunner:
         return entry_command(), train_env(base, {DOGBREED_THREADS: str(self.threads),
                                                  "OMP_NUM_THREADS": str(self.threads)}), trial_dir
 
-    def run(self, number: int, hyperparameters: dict, on_epoch) -> tuple[int, str, bool]:
-        """(exit code, log, stopped early); ``on_epoch(epoch, value)`` returns True to stop the trial."""
+    def run(self, number: int, hyperparameters: dict, on_epoch) -> TrialResult:
+        """Runs the trial's process; ``on_epoch(epoch, values)`` returns True to stop the trial. The values are read
+        from its log with SageMaker's metric regexes, the kept model's last."""
         command, env, trial_dir = self.command(number, hyperparameters)
         trial_dir.mkdir(parents=True, exist_ok=True)
         log_path = trial_dir / "trial.log"
@@ -103,42 +122,46 @@ class TrialRunner:
                 lines.append(line)
                 if line.startswith("epoch="):
                     epoch = metrics.last(line, "epoch")
-                    if not stopped and on_epoch(int(epoch), line):
+                    if not stopped and on_epoch(int(epoch), _epoch_values(line)):
                         stopped = True
                         try:
                             os.killpg(process.pid, signal.SIGTERM)
                         except ProcessLookupError:
                             pass
             code = process.wait()
-        return code, "".join(lines), stopped
+        text = "".join(lines)
+        return TrialResult(code, stopped, _epoch_values(text), len(metrics.parse(text, "epoch")))
 
 
-class TrialStopped(Exception):
-    """Raised from the trial's output stream when the pruner stops it."""
+class PrunerHook(Hook):
+    """A training hook that shows each epoch's record to the pruner, and asks training to stop when it says so."""
+
+    def __init__(self, on_epoch):
+        self.on_epoch, self.epochs, self.stopped = on_epoch, 0, False
+
+    def end_epoch(self, record: dict) -> bool:
+        self.epochs += 1
+        if not self.stopped and self.on_epoch(record["epoch"], record):
+            self.stopped = True
+        return self.stopped
 
 
-class _TrialOutput(io.TextIOBase):
-    """The in-process trial's stdout: a log file, the lines, and the pruner called on every epoch line."""
-
-    def __init__(self, handle, on_epoch):
-        self.handle, self.on_epoch, self.lines, self.partial = handle, on_epoch, [], ""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self.handle.write(text)
-        self.partial += text
-        *complete, self.partial = self.partial.split("\n")
-        for line in complete:
-            self.lines.append(line + "\n")
-            if line.startswith("epoch=") and self.on_epoch(int(metrics.last(line, "epoch")), line):
-                raise TrialStopped(line)
-        return len(text)
+def kept_values(summary: dict) -> dict:
+    """The objectives of the model a finished run kept, from its summary (what metrics.json holds)."""
+    recipe, history = summary.get("recipe") or {}, summary.get("history") or []
+    valid_acc = None
+    if recipe.get("mix_alpha") is not None:
+        valid_acc = next(m["valid_acc"] for m in recipe["mixes"] if m["alpha"] == recipe["mix_alpha"])
+    elif summary.get("best_epoch"):
+        valid_acc = next(h["valid_acc"] for h in history if h["epoch"] == summary["best_epoch"])
+    elif recipe.get("probe"):
+        valid_acc = recipe["probe"]["valid_acc"]
+    return {"valid_loss": summary.get("best_valid_loss"), "valid_acc": valid_acc, "test_acc": summary.get("test_acc"),
+            "test_loss": summary.get("test_loss")}
 
 
 class InProcessRunner(TrialRunner):
-    """Runs cached head-only trials of the same training program (``dogbreed.train``) in this process.
+    """Runs cached head-only trials of the same training program (``dogbreed.training``) in this process.
 
     With the frozen features cached, a trial is a few seconds of Linear-head training; a new process
     per trial (interpreter, torch, the toolkit, the model) would cost more than the trial itself. Trials
@@ -147,17 +170,18 @@ class InProcessRunner(TrialRunner):
 
     kind = "in-process"
 
-    def run(self, number: int, hyperparameters: dict, on_epoch) -> tuple[int, str, bool]:
+    def run(self, number: int, hyperparameters: dict, on_epoch) -> TrialResult:
+        from ..training import args, entry  # torch: only where trials run here
+
         trial_dir = self.fresh_trial_dir(number)
         trial_dir.mkdir(parents=True)
         argv = hyperparameter_flags(hyperparameters)
         argv += ["--data-dir", str(self.data), "--model-dir", str(trial_dir / "model"),
                  "--output-data-dir", str(trial_dir / "output"), "--checkpoint-dir", str(trial_dir / "checkpoints"),
                  "--progress", "none"]
-        stopped, code = False, 0
-        with open(trial_dir / "trial.log", "w") as handle:
-            output = _TrialOutput(handle, on_epoch)
-            file_log = logging.StreamHandler(output)
+        pruner, code, summary = PrunerHook(on_epoch), 0, {}
+        with open(trial_dir / "trial.log", "w", buffering=1) as handle:
+            file_log = logging.StreamHandler(handle)
             file_log.setFormatter(logging.Formatter(LOG_FORMAT))
             package = logging.getLogger("dogbreed")  # the trial's log gets what a training process logs
             saved = package.level, package.propagate
@@ -165,18 +189,17 @@ class InProcessRunner(TrialRunner):
             package.propagate = False
             package.addHandler(file_log)
             try:
-                with contextlib.redirect_stdout(output):
-                    train.main(train.parse_args(argv))
-            except TrialStopped:
-                stopped = True
+                with contextlib.redirect_stdout(handle):  # the metric lines into the trial's log, as a process's
+                    summary = entry.main(args.parse_args(argv), hooks_factory=lambda *_: [pruner])
             except Exception as exc:  # a failed trial is a result of the search, not the end of it
                 code = 1
-                handle.write(f"training failed: {train.reason_of(exc)}\n")
+                handle.write(f"training failed: {entry.reason_of(exc)}\n")
             finally:
                 package.removeHandler(file_log)
                 package.setLevel(saved[0])
                 package.propagate = saved[1]
-        return code, "".join(output.lines), stopped
+        finished = summary and not summary.get("stopped_by_hook")
+        return TrialResult(code, pruner.stopped, kept_values(summary) if finished else {}, pruner.epochs)
 
 
 def tune(data: Path, work: Path, ranges: dict, fixed: dict, objective: str = "valid_loss", max_trials: int = 8,
@@ -251,8 +274,8 @@ def _run_trials(study, runner: TrialRunner, ranges: dict, fixed: dict, objective
             trial = study.ask()
             tuned = suggest(trial, ranges)
 
-        def on_epoch(epoch: int, line: str) -> bool:
-            value = metrics.last(line, objective)
+        def on_epoch(epoch: int, values: dict) -> bool:
+            value = values.get(objective)
             if value is None or math.isnan(value):
                 return False
             with lock:
@@ -261,21 +284,21 @@ def _run_trials(study, runner: TrialRunner, ranges: dict, fixed: dict, objective
 
         start = time.perf_counter()
         flags = hyperparameter_flags({**fixed, **tuned})
-        code, text, stopped = runner.run(trial.number, flags_to_hyperparameters(flags), on_epoch)
-        value = metrics.last(text, objective)  # the kept model's, printed last: what SageMaker's tuner reads too
+        result = runner.run(trial.number, flags_to_hyperparameters(flags), on_epoch)
+        value = result.values.get(objective)  # the kept model's: what SageMaker's tuner reads too
         with lock:
-            if stopped:
+            if result.stopped:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 state = "stopped early"
-            elif code != 0 or value is None:
+            elif result.code != 0 or value is None or not math.isfinite(value):
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                state = f"failed ({code})"
+                state = f"failed ({result.code})"
             else:
                 study.tell(trial, value)
                 state = "complete"
             records.append({"trial": trial.number, "state": state, objective: value,
-                            "valid_acc": metrics.last(text, "valid_acc"), **tuned,
-                            "epochs": len(metrics.parse(text, "epoch")), "seconds": round(time.perf_counter() - start, 1)})
+                            "valid_acc": result.values.get("valid_acc"), **tuned,
+                            "epochs": result.epochs, "seconds": round(time.perf_counter() - start, 1)})
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         list(pool.map(one, range(max_trials)))

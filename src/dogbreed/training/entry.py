@@ -1,0 +1,160 @@
+"""The process entry: ``main`` (torchvision's name) trains one model in this process; :func:`run` is the edge
+where every failure becomes a line in the failure file and an exit code; :func:`launch` starts one process per
+GPU where a host has several (DDP).
+
+SageMaker's environment is read once per process (``SageMakerEnv.from_environ``) and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from .. import accel, checkpoint, distributed
+from .. import env as envnames
+from ..common import configure_logging
+from ..env import SageMakerEnv
+from ..errors import DogbreedError
+from . import config as configuration
+from .args import parse_args
+from .artifacts import finish
+from .errors import Interrupted, TrainingError
+from .hooks import hooks_from_environment
+from .recipe import HOOK, ensemble_weights, fit, fit_probe, initial_state
+from .resume import resume
+from .setup import Run, choose_model_and_precision, load_data, make_loaders, make_trainer, seed_everything
+
+log = logging.getLogger("dogbreed.train")
+
+
+def main(args: argparse.Namespace, local_rank: int = 0, hooks_factory=None, smenv: SageMakerEnv | None = None) -> dict:
+    """Train one model as ``args`` say.
+
+    ``args``: the namespace of :func:`.args.parse_args` (paths left unset default to SageMaker's ``SM_*``);
+    ``local_rank``: this process's GPU on its host (one process per GPU); ``hooks_factory``: makes the training
+    hooks, ``(model, criteria, config) -> [hooks]``, or None for none; ``smenv``: SageMaker's environment, read
+    here where not given. Returns the summary also written to metrics.json; raises a DogbreedError the user can
+    act on."""
+    smenv = smenv or SageMakerEnv.from_environ()
+    use_cuda = torch.cuda.is_available() and smenv.num_gpus > 0
+    dist_info = distributed.plan(smenv.hosts, smenv.current_host, smenv.num_gpus if use_cuda else 0, local_rank)
+    config = configuration.build(args, smenv, dist_info, use_cuda)
+    distributed.init(dist_info, use_cuda)
+    try:
+        return _train(config, hooks_factory)
+    finally:
+        distributed.shutdown()
+
+
+def _set_threads(config: configuration.RunConfig) -> None:
+    if not config.use_cuda:
+        per_process = config.smenv.num_cpus // configuration.procs_per_host(config.smenv, config.use_cuda)
+        accel.set_threads(int(os.environ.get(envnames.DOGBREED_THREADS) or max(1, per_process)))
+
+
+def _build_run(config: configuration.RunConfig, hooks_factory, stop) -> Run:
+    """The data, the model, the probe, the loaders and the optimizer, in that order."""
+    inputs = load_data(config)
+    chosen = choose_model_and_precision(config, inputs)
+    probe_record = fit_probe(config, inputs, chosen)
+    if distributed.broadcast_flag(stop.requested, chosen.acc.device):  # every rank, or one waits for the others
+        raise Interrupted("stopped by SIGTERM before the first epoch (during the set-up or the linear probe); no "
+                          "epoch had finished: a restart of this job starts again")
+    feed = make_loaders(config, inputs, chosen)
+    trainer = make_trainer(config, inputs, feed, chosen.lp_ft)
+    eval_criterion = torch.nn.CrossEntropyLoss()
+    hooks = hooks_factory(feed.model, [trainer.criterion, eval_criterion], config) if hooks_factory else []
+    return Run(config, inputs, chosen, feed.loaders, feed.train_sampler, trainer, eval_criterion, tuple(hooks),
+               probe_record)
+
+
+def _train(config: configuration.RunConfig, hooks_factory) -> dict:
+    _set_threads(config)
+    seed_everything(config.seed)
+    # Installed before the set-up: a SIGTERM during the precision probe or the linear probe's feature pass is a
+    # clean stop (exit 143, a reason in the failure file) once that pass is over, not a death by the signal.
+    stop = checkpoint.TerminationFlag().install()
+    try:
+        run = _build_run(config, hooks_factory, stop)
+        state = initial_state(run)
+        resume(run, state)
+        if fit(run, state, stop) == HOOK:  # abandoned (a pruned tuning trial): no test split, no model
+            return {"stopped_by_hook": True, "epochs_run": len(state.history), "history": state.history}
+        ensemble_weights(run, state, stop)
+        return finish(run, state)
+    finally:
+        stop.uninstall()
+
+
+def reason_of(exc: BaseException) -> str:
+    """The failure file's line: our own errors' message, a hint for memory, else the class and message."""
+    if isinstance(exc, DogbreedError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory: lower --batch-size or --num-workers"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def write_failure(reason: str, path: Path) -> Path | None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(reason.rstrip() + "\n")
+        return path
+    except OSError:
+        return None
+
+
+def _worker(local_rank: int, argv: list[str]) -> None:
+    """One process per GPU (mp.spawn): its failure reason reaches the parent as its exit code and the failure file."""
+    configure_logging(force=True)
+    smenv = SageMakerEnv.from_environ()  # this process's own read
+    try:
+        main(parse_args(argv), local_rank=local_rank, hooks_factory=hooks_from_environment, smenv=smenv)
+    except DogbreedError as exc:
+        if local_rank == 0:
+            write_failure(str(exc), smenv.failure_file)
+        log.error("rank %d: %s", local_rank, exc)
+        sys.exit(143 if isinstance(exc, Interrupted) else 1)
+
+
+def launch(argv: list[str], smenv: SageMakerEnv) -> None:
+    """Parse, then train in this process, or one process per GPU where a host has several."""
+    args = parse_args(argv)
+    if torch.cuda.is_available() and smenv.num_gpus > 1 and envnames.RANK not in os.environ:
+        codes = distributed.spawn_forwarding_sigterm(_worker, (list(argv),), smenv.num_gpus)
+        failed = [code for code in codes if code]
+        if failed:
+            written = smenv.failure_file.read_text().strip() if smenv.failure_file.is_file() else ""
+            reason = written or f"a training process exited with code {failed[0]}"
+            raise (Interrupted if 143 in failed else TrainingError)(reason)
+        return
+    main(args, hooks_factory=hooks_from_environment, smenv=smenv)
+
+
+def run(argv: list[str] | None = None) -> tuple[int, str]:
+    """Train; returns (exit code, reason). A failure's reason is written to the failure file."""
+    configure_logging(force=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    smenv = SageMakerEnv.from_environ()
+    try:
+        launch(argv, smenv)
+        return 0, ""
+    except BaseException as exc:  # the edge: every failure becomes a readable reason and an exit code
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            return 0, ""
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else reason_of(exc)
+        if not isinstance(exc, (DogbreedError, KeyboardInterrupt)):
+            log.exception("training failed")
+        path = write_failure(reason, smenv.failure_file)
+        log.error("training failed: %s%s", reason, f" (written to {path})" if path else "")
+        return (143 if isinstance(exc, Interrupted) else 1), reason
+
+
+def cli() -> None:
+    code, _ = run()
+    sys.exit(code)

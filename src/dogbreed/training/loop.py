@@ -1,0 +1,166 @@
+"""The epoch loop: ``train_one_epoch`` and ``evaluate`` (torchvision's names), and the progress display."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .. import accel, distributed, models
+from ..common import steps_per_epoch
+from .config import LoopSettings
+from .errors import TrainingError
+
+
+class Progress:
+    """A tqdm bar in an interactive terminal, a few plain lines otherwise; updated once per logging interval."""
+
+    def __init__(self, mode: str, total: int, epoch: int, enabled: bool):
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "lines"
+        self.mode = mode if enabled else "none"
+        self.total, self.epoch, self.bar, self.shown = total, epoch, None, 0
+        if self.mode == "bar":
+            from tqdm import tqdm  # only for an interactive terminal
+
+            self.bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, file=sys.stderr)
+
+    def update(self, step: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.shown)
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+        elif self.mode == "lines":
+            print(f"[progress] e{self.epoch} {step}/{self.total} loss {loss:.4f}", file=sys.stderr, flush=True)
+        self.shown = step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def log_interval(steps: int) -> int:
+    """Steps between the host's looks at the device (loss check, progress, the SIGTERM vote): about 5 an epoch."""
+    return max(1, min(50, steps // 5))
+
+
+def _placeholder_batch(input_size: int):
+    """What a DDP rank whose batch lost every image trains on: one black image whose loss counts zero.
+    Every rank must take the same steps, or the gradient all-reduce waits forever."""
+    return torch.zeros(1, 3, input_size, input_size, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), 0.0
+
+
+def _look(loss_sum: torch.Tensor, first_bad: torch.Tensor, seen: int, epoch: int) -> float:
+    """The one host sync of a logging interval: the mean loss so far, and the first step whose loss was not finite
+    (every step is checked on the device, -1: none)."""
+    total, bad = torch.stack([loss_sum, first_bad.double()]).tolist()
+    mean = total / max(1, seen)
+    if bad >= 0 or not math.isfinite(mean):
+        raise TrainingError(f"the train loss became {mean} at epoch {epoch} step {int(bad)}: lower --lr")
+    return mean
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """What one optimizer step runs on: the model as it trains (DDP-wrapped where several processes train), its loss,
+    the optimizer, the schedule, the grad scaler, the accelerator, and the batches' normalization and crop size."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: object
+    acc: accel.Accelerator
+    normalize: Callable | None = None
+    input_size: int = 224
+
+
+def train_one_epoch(trainer: Trainer, loader, epoch: int, settings: LoopSettings, stop, hooks=()):
+    """One pass over ``loader``. Returns (mean loss over all ranks, images seen, unreadable indices, seconds).
+
+    The host waits for the device once per logging interval, never per step, so a GPU's queue stays full."""
+    model, acc = trainer.model, trainer.acc
+    model.train()
+    models.frozen_modules_eval(models.unwrap(model))
+    if settings.freeze_bn:  # small batches: the pretrained statistics are better estimates than each batch's
+        models.batchnorm_eval(models.unwrap(model))
+    steps = steps_per_epoch(len(loader), settings.max_steps_per_epoch)
+    every = log_interval(steps)
+    progress = Progress(settings.progress, steps, epoch, enabled=settings.show)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=acc.device)  # the first step with a non-finite loss
+    seen, step, unreadable, weight = 0, 0, [], 1.0
+    start = time.perf_counter()
+    for images, labels, lost in loader:
+        unreadable.extend(lost)
+        if labels.numel() == 0:
+            if not distributed.is_enabled():
+                continue
+            images, labels, weight = _placeholder_batch(trainer.input_size)
+        for hook in hooks:
+            hook.begin_step()
+        images = acc.prepare_batch(images)
+        images = trainer.normalize(images) if trainer.normalize else images
+        labels = labels.to(acc.device, non_blocking=True)
+        with acc.autocast():
+            loss = trainer.criterion(model(images), labels)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.scaler.scale(loss * weight).backward()
+        trainer.scaler.step(trainer.optimizer)
+        trainer.scaler.update()
+        trainer.scheduler.step()
+        counted = int(labels.size(0) * weight)
+        loss_sum += loss.detach().double() * counted
+        seen, step, weight = seen + counted, step + 1, 1.0
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        for hook in hooks:
+            hook.end_step(loss.detach())
+        if step % every == 0 or step >= steps:
+            progress.update(step, _look(loss_sum, first_bad, seen, epoch))
+            if distributed.broadcast_flag(stop.requested, acc.device):
+                stop.requested = True
+                break
+        if step >= steps:
+            break
+    progress.close()
+    _look(loss_sum, first_bad, seen, epoch)
+    elapsed = time.perf_counter() - start
+    sums = distributed.all_reduce_sum([loss_sum.item(), seen], acc.device)
+    return sums[0] / max(1, sums[1]), int(sums[1]), unreadable, elapsed
+
+
+@torch.inference_mode()
+def evaluate(model, criterion, loader, acc, num_classes: int, with_confusion: bool = False, normalize=None):
+    """Returns (loss, accuracy, unreadable indices, confusion matrix or None) over the whole split (all ranks).
+    Sums stay on the device until the end: one host sync per evaluation."""
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
+    correct = torch.zeros((), dtype=torch.int64, device=acc.device)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=acc.device)
+    seen, unreadable = 0, []
+    for images, labels, lost in loader:
+        unreadable.extend(lost)
+        if labels.numel() == 0:
+            continue
+        images = acc.prepare_batch(images)
+        images = normalize(images) if normalize else images
+        labels = labels.to(acc.device, non_blocking=True)
+        with acc.autocast():
+            output = model(images)
+        output = output.float()
+        total_loss += criterion(output, labels).double() * labels.size(0)
+        predicted = output.argmax(dim=1)
+        correct += (predicted == labels).sum()
+        seen += labels.size(0)
+        if with_confusion:
+            confusion += torch.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes)
+    sums = distributed.all_reduce_sum([total_loss.item(), correct.item(), seen], acc.device)
+    matrix = None
+    if with_confusion:
+        matrix = distributed.all_reduce_tensor(confusion).cpu().view(num_classes, num_classes)
+    seen = max(1, sums[2])
+    return sums[0] / seen, sums[1] / seen, unreadable, matrix
