@@ -70,6 +70,13 @@ def system_libraries() -> set[str]:
     return set(re.findall(r"^\s+(\S+) \(", listing, flags=re.M))
 
 
+def _is_elf(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"\x7fELF"
+
+
 def search_dir(elf: Path) -> Path:
     """Where the loader looks first for ELF's dependencies: its first existing RPATH/RUNPATH folder."""
     found = re.search(r"\((?:RPATH|RUNPATH)\)\s+Library r(?:un)?path: \[([^\]]*)\]", readelf("-d", str(elf)))
@@ -84,7 +91,7 @@ def wanted(site: Path) -> tuple[dict[str, dict[str, str | None]], dict[str, Path
     """soname -> {symbol: version} for each library that torch/torchvision name and nobody here provides,
     and soname -> the folder its stub goes to."""
     elves = [p for p in (*site.glob("torch/lib/*.so*"), *site.glob("torch/*.so"), *site.glob("torchvision/*.so"),
-                         *site.glob("torchvision.libs/*.so*")) if p.is_file()]
+                         *site.glob("torchvision.libs/*.so*")) if _is_elf(p)]
     present = {p.name for p in elves} | system_libraries()
     stubs: dict[str, dict[str, str | None]] = {}
     places: dict[str, Path] = {}
