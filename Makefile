@@ -12,7 +12,9 @@ REVISION ?= $(shell scripts/build_images.sh --revision)
 # DEFAULT_BASE_IMAGE and the torch, torchvision and Python it holds (base-local builds its twin)
 include docker/base/versions.env
 BASE_IMAGE ?= $(DEFAULT_BASE_IMAGE)
+CPU_BASE_IMAGE ?= $(DEFAULT_CPU_BASE_IMAGE)
 LOCAL_BASE ?= dogbreed-base:local
+LOCAL_CPU_BASE ?= dogbreed-base-cpu:local
 EXTRA_CA ?=
 PYTEST_ARGS ?=
 
@@ -51,12 +53,15 @@ lint: install
 	$(VENV)/bin/bandit -q -c pyproject.toml -r src
 
 ## images
-## base-local: a twin of DEFAULT_BASE_IMAGE (same torch, torchvision, Python minor) from Debian's packages and PyPI
+## base-local: a twin of DEFAULT_BASE_IMAGE (same torch, torchvision, Python minor) from Debian's packages and PyPI,
+## and one of DEFAULT_CPU_BASE_IMAGE (slim Python, same Python minor); then: make build BASE_IMAGE=$(LOCAL_BASE) CPU_BASE_IMAGE=$(LOCAL_CPU_BASE)
 base-local:
 	scripts/build_local_base.sh $(LOCAL_BASE) "$(EXTRA_CA)"
+	scripts/build_local_base.sh --cpu $(LOCAL_CPU_BASE) "$(EXTRA_CA)"
 
+## build: dogbreed-train, dogbreed-serve (CUDA) and dogbreed-serve-cpu (IMAGES="train serve" for some of them)
 build:
-	BASE_IMAGE=$(BASE_IMAGE) REVISION=$(REVISION) EXTRA_CA="$(EXTRA_CA)" scripts/build_images.sh
+	BASE_IMAGE=$(BASE_IMAGE) CPU_BASE_IMAGE=$(CPU_BASE_IMAGE) REVISION=$(REVISION) EXTRA_CA="$(EXTRA_CA)" scripts/build_images.sh
 
 push:
 	REVISION=$(REVISION) scripts/build_and_push.sh

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# make push: push the training and serving images to ECR and print the image URIs the launchers use.
+# make push: push the training image and both serving images (CUDA: dogbreed-serve, CPU: dogbreed-serve-cpu) to ECR
+# and print the image URIs the launchers use (train_image_uri, serve_image_uri, serve_image_cpu_uri).
+#   IMAGES: which of them (default "train serve serve-cpu", as make build builds them).
 #
 #   account from STS; region as the launchers take it: `region` in the config, then AWS_REGION / AWS_DEFAULT_REGION
 #   (DOGBREED_CONFIG, or ./dogbreed.toml: the file the launchers read), or the AWS profile's; repositories created if
@@ -28,23 +30,33 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 REVISION="${REVISION:-$(scripts/build_images.sh --revision)}"
 TRAIN_REPO="${TRAIN_REPO:-dogbreed-train}"
 SERVE_REPO="${SERVE_REPO:-dogbreed-serve}"
-SERVE_CPU_REPO="${SERVE_CPU_REPO:-dogbreed-serve-cpu}"  # the CPU serve image (serve_image_cpu); pushed where built
+SERVE_CPU_REPO="${SERVE_CPU_REPO:-dogbreed-serve-cpu}"
+IMAGES="${IMAGES:-train serve serve-cpu}"
 PLATFORM=linux/amd64
 DOCKER_V2=application/vnd.docker.distribution.manifest.v2+json
 
 command -v docker >/dev/null 2>&1 || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "no docker daemon answers (is dockerd running? are you in the docker group?)"
 [ "$REVISION" != latest ] || die "REVISION=latest is not an immutable tag: give a revision"
+repos=()
+names=()  # the name of each image's output line
+for kind in $IMAGES; do
+  case "$kind" in
+    train) repos+=("$TRAIN_REPO"); names+=(train_image_uri) ;;
+    serve) repos+=("$SERVE_REPO"); names+=(serve_image_uri) ;;
+    serve-cpu) repos+=("$SERVE_CPU_REPO"); names+=(serve_image_cpu_uri) ;;
+    *) die "IMAGES: unknown image '$kind' (train, serve, serve-cpu)" ;;
+  esac
+done
+[ "${#repos[@]}" -gt 0 ] || die "IMAGES names no image"
 if [ "${BUILD:-0}" = 1 ]; then
-  REVISION="$REVISION" scripts/build_images.sh >&2 || die "the image build failed"
+  REVISION="$REVISION" IMAGES="$IMAGES" scripts/build_images.sh >&2 || die "the image build failed"
 fi
-for repo in "$TRAIN_REPO" "$SERVE_REPO"; do
+for repo in "${repos[@]}"; do
   platform="$(docker image inspect "$repo:$REVISION" --format '{{.Os}}/{{.Architecture}}' 2>/dev/null)" \
     || die "no local image $repo:$REVISION: run make build first"
   [ "$platform" = "$PLATFORM" ] || die "$repo:$REVISION is $platform; SageMaker runs $PLATFORM (make build builds it)"
 done
-repos=("$TRAIN_REPO" "$SERVE_REPO")
-! docker image inspect "$SERVE_CPU_REPO:$REVISION" >/dev/null 2>&1 || repos+=("$SERVE_CPU_REPO")
 
 errors="$(mktemp)"
 trap 'rm -f "$errors"' EXIT
@@ -74,10 +86,6 @@ for repo in "${repos[@]}"; do
   [ "$media" = "$DOCKER_V2" ] || die "$uri was pushed as $media, not a Docker v2 schema 2 manifest (SageMaker refuses it): build without attestations (buildx --provenance=false --sbom=false) and without the containerd image store"
   uris+=("$uri")
 done
-echo "train_image_uri=${uris[0]}"
-echo "serve_image_uri=${uris[1]}"
-if [ "${#uris[@]}" -ge 3 ]; then
-  echo "serve_image_cpu_uri=${uris[2]}"
-else  # said last: a failed push keeps its one line
-  echo "push: no local $SERVE_CPU_REPO:$REVISION: CPU endpoints and transforms will run the CUDA serve image" >&2
-fi
+for i in "${!uris[@]}"; do
+  echo "${names[$i]}=${uris[$i]}"
+done

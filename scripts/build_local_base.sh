@@ -5,6 +5,9 @@
 # from PyPI (the CUDA build: it runs on CPUs too), installed inside the container.
 #
 #   scripts/build_local_base.sh [TAG] [EXTRA_CA_FILE]
+#   scripts/build_local_base.sh --cpu [TAG] [EXTRA_CA_FILE]
+#       the twin of the CPU serving image's base instead (DEFAULT_CPU_BASE_IMAGE, python:3.11-slim-bookworm;
+#       default tag dogbreed-base-cpu:local): the same rootfs and Python minor, no torch (docker/base/Dockerfile.cpu).
 #
 # The versions live in ONE place, docker/base/versions.env (the tests read it too). Where they were read, in the real
 # image's published build definition (github.com/pytorch/pytorch):
@@ -21,7 +24,12 @@
 # The Debian mirror is the one this machine's apt uses (or DEBIAN_MIRROR). The image is linux/amd64 (as SageMaker's).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TAG="${1:-dogbreed-base:local}"
+CPU=0
+if [ "${1:-}" = --cpu ]; then
+  CPU=1
+  shift
+fi
+if [ "$CPU" = 1 ]; then TAG="${1:-dogbreed-base-cpu:local}"; else TAG="${1:-dogbreed-base:local}"; fi
 EXTRA_CA="${2:-${EXTRA_CA:-}}"
 die() { echo "build_local_base: $*" >&2; exit 1; }
 
@@ -36,6 +44,7 @@ DEFAULT_BASE_IMAGE="$(pin DEFAULT_BASE_IMAGE)"
 BASE_TORCH_VERSION="$(pin BASE_TORCH_VERSION)"
 BASE_TORCHVISION_VERSION="$(pin BASE_TORCHVISION_VERSION)"
 BASE_PYTHON_VERSION="$(pin BASE_PYTHON_VERSION)"
+DEFAULT_CPU_BASE_IMAGE="$(pin DEFAULT_CPU_BASE_IMAGE)"
 SUITE="${DEBIAN_SUITE:-$(pin BASE_DEBIAN_SUITE)}"
 
 command -v docker >/dev/null || die "docker is not installed"
@@ -66,11 +75,26 @@ fi
 
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
-cp "$ROOT/docker/base/Dockerfile" "$ctx/Dockerfile"
+if [ "$CPU" = 1 ]; then
+  cp "$ROOT/docker/base/Dockerfile.cpu" "$ctx/Dockerfile"
+else
+  cp "$ROOT/docker/base/Dockerfile" "$ctx/Dockerfile"
+fi
 mkdir -p "$ctx/certs"
 if [ -n "$EXTRA_CA" ]; then
   [ -f "$EXTRA_CA" ] || die "extra CA file $EXTRA_CA not found"
   cp "$EXTRA_CA" "$ctx/certs/extra-ca.crt"
+fi
+if [ "$CPU" = 1 ]; then
+  echo "== docker build $TAG: twin of $DEFAULT_CPU_BASE_IMAGE (Python $BASE_PYTHON_VERSION, no torch)"
+  docker build --platform linux/amd64 \
+    --build-arg "ROOTFS=$ROOTFS_TAG" \
+    --build-arg "DEFAULT_CPU_BASE_IMAGE=$DEFAULT_CPU_BASE_IMAGE" \
+    --build-arg "BASE_PYTHON_VERSION=$BASE_PYTHON_VERSION" \
+    -t "$TAG" "$ctx"
+  docker image prune -f >/dev/null 2>&1 || true
+  docker image inspect "$TAG" --format "$TAG: {{.Size}} bytes" | awk '{printf "%s %.2f GB\n", $1, $2/1e9}'
+  exit 0
 fi
 echo "== docker build $TAG: twin of $DEFAULT_BASE_IMAGE (torch $BASE_TORCH_VERSION, torchvision $BASE_TORCHVISION_VERSION, Python $BASE_PYTHON_VERSION)"
 docker build --platform linux/amd64 \

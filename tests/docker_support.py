@@ -1,5 +1,6 @@
 """Docker helpers shared by the docker tests: build the images once per session (on the local twin of the default
-BASE_IMAGE unless DOGBREED_TEST_BASE_IMAGE names another base), run commands, clean up after the session."""
+BASE_IMAGE unless DOGBREED_TEST_BASE_IMAGE names another base; the CPU serving image on the local twin of the default
+CPU_BASE_IMAGE unless DOGBREED_TEST_CPU_BASE_IMAGE names another), run commands, clean up after the session."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from tests.conftest import ROOT
 TAG = "test"
 TRAIN_IMAGE = f"dogbreed-train:{TAG}"
 SERVE_IMAGE = f"dogbreed-serve:{TAG}"
+SERVE_CPU_IMAGE = f"dogbreed-serve-cpu:{TAG}"
 LOCAL_BASE = "dogbreed-base:local"
 BASE = os.environ.get("DOGBREED_TEST_BASE_IMAGE", LOCAL_BASE)
+LOCAL_CPU_BASE = "dogbreed-base-cpu:local"
+CPU_BASE = os.environ.get("DOGBREED_TEST_CPU_BASE_IMAGE", LOCAL_CPU_BASE)
 VERSIONS = ROOT / "docker" / "base" / "versions.env"
 # what an image answers: its torch, its torchvision, its Python minor
 VERSIONS_PROBE = ("import sys, torch, torchvision; "
@@ -64,14 +68,32 @@ def build_images():
         sh(str(ROOT / "scripts/build_local_base.sh"), BASE, _extra_ca(), timeout=3000)
     elif not _image_exists(BASE):
         pytest.fail(f"base image {BASE} is not present")
-    env = {**os.environ, "BASE_IMAGE": BASE, "REVISION": TAG, "EXTRA_CA": _extra_ca()}
+    env = {**os.environ, "BASE_IMAGE": BASE, "REVISION": TAG, "EXTRA_CA": _extra_ca(), "IMAGES": "train serve"}
     build = sh(str(ROOT / "scripts/build_images.sh"), env=env, cwd=ROOT, timeout=3000)
     assert f"{TRAIN_IMAGE}  " in build.stdout and "GB" in build.stdout and "linux/amd64" in build.stdout  # sizes printed
     return {"train": TRAIN_IMAGE, "serve": SERVE_IMAGE}
 
 
+def build_cpu_image() -> str:
+    """The CPU serving image (docker/Dockerfile.serve-cpu), built as make build builds it, on CPU_BASE."""
+    if CPU_BASE == LOCAL_CPU_BASE:
+        # always, as for the CUDA twin: seconds when it is up to date (it shares the CUDA twin's Debian rootfs)
+        sh(str(ROOT / "scripts/build_local_base.sh"), "--cpu", CPU_BASE, _extra_ca(), timeout=3000)
+    elif not _image_exists(CPU_BASE):
+        pytest.fail(f"CPU base image {CPU_BASE} is not present")
+    env = {**os.environ, "CPU_BASE_IMAGE": CPU_BASE, "REVISION": TAG, "EXTRA_CA": _extra_ca(), "IMAGES": "serve-cpu"}
+    build = sh(str(ROOT / "scripts/build_images.sh"), env=env, cwd=ROOT, timeout=3000)
+    assert f"{SERVE_CPU_IMAGE}  " in build.stdout and "linux/amd64" in build.stdout, build.stdout[-2000:]
+    return SERVE_CPU_IMAGE
+
+
+def image_size(image: str) -> int:
+    """Bytes, as `docker images` shows them (uncompressed)."""
+    return int(sh("docker", "image", "inspect", image, "--format", "{{.Size}}").stdout.strip())
+
+
 def remove_containers():
-    for image in (TRAIN_IMAGE, SERVE_IMAGE, BASE):  # exited containers of this session's images
+    for image in (TRAIN_IMAGE, SERVE_IMAGE, SERVE_CPU_IMAGE, BASE, CPU_BASE):  # exited containers of this session's images
         ids = sh("docker", "ps", "-aq", "--filter", f"ancestor={image}", check=False).stdout.split()
         if ids:
             sh("docker", "rm", "-f", *ids, check=False)

@@ -111,7 +111,8 @@ def refusing_registry():
 
 def _env(moto_url=None, **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"AWS_REGION": "eu-west-1", "REVISION": TAG, "PYTHON": os.sys.executable})
+    # the images this session builds (the CPU serving image has tests of its own: test_cpu_image.py)
+    env.update({"AWS_REGION": "eu-west-1", "REVISION": TAG, "PYTHON": os.sys.executable, "IMAGES": "train serve"})
     if moto_url:
         env.update({"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
     env.update(extra)

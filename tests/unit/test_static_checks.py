@@ -35,6 +35,7 @@ def test_bandit_is_clean():
 
 
 def test_dockerfiles_pass_hadolint():
-    files = ["docker/Dockerfile.train", "docker/Dockerfile.serve", "docker/base/Dockerfile"]
+    files = ["docker/Dockerfile.train", "docker/Dockerfile.serve", "docker/Dockerfile.serve-cpu", "docker/base/Dockerfile",
+             "docker/base/Dockerfile.cpu"]
     result = subprocess.run([_tool("hadolint"), *files], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
