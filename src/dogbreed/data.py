@@ -247,14 +247,16 @@ def refuse_links_out(samples: list[tuple[Path, int]], root: Path, split: str) ->
                             f"{root}; copy the images into the channel instead")
 
 
+def readable(path: Path) -> bool:
+    try:
+        open_rgb(path, draft_size=8)  # the smallest JPEG scale: a check, not a decode for training
+    except Exception:  # noqa: BLE001 - any decode failure makes the image unreadable
+        return False
+    return True
+
+
 def first_readable(paths: list[Path]) -> Path | None:
-    for path in paths:
-        try:
-            open_rgb(path, draft_size=8)  # the smallest JPEG scale: a check, not a decode for training
-            return path
-        except Exception:  # noqa: BLE001 - any decode failure: try the class's next image
-            continue
-    return None
+    return next((path for path in paths if readable(path)), None)
 
 
 def refuse_unreadable_classes(samples: list[tuple[Path, int]], class_folders: list[str]) -> None:

@@ -47,7 +47,7 @@ def test_a_folder_of_photos_one_answer_an_object(images, compose, trained, sampl
     outputs = run_local_transform(job)
     assert len(outputs) == len(photos)
     expected = _in_process(trained, [path for path, _ in photos])
-    for (path, _), wanted in zip(photos, expected):
+    for (path, _), wanted in zip(photos, expected, strict=True):
         out = tmp_path / "out" / f"{path.name}.out"
         answer = json.loads(out.read_text())["predictions"][0]
         assert _agrees(answer, wanted), (path, answer, wanted)
@@ -70,5 +70,5 @@ def test_json_lines_multirecord_one_answer_line_per_record_in_order(images, comp
     assert "error" in lines[bad] and lines[bad]["status"] == 400, lines[bad]
     answers = lines[:bad] + lines[bad + 1:]
     expected = _in_process(trained, [path for path, _ in photos])
-    for (path, _), answer, wanted in zip(photos, answers, expected):
+    for (path, _), answer, wanted in zip(photos, answers, expected, strict=True):
         assert _agrees(answer["predictions"][0], wanted), (path, answer, wanted)

@@ -64,7 +64,8 @@ def _session(port: int, root: Path):
     from sagemaker.core.local.local_session import LocalSession
 
     # local mode needs a region to build its session; nothing here calls AWS (file:// data, a local image)
-    boto = boto3.Session(region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
+    boto = boto3.Session(region_name="us-east-1", aws_access_key_id="local",
+                         aws_secret_access_key="local")  # nosec B106 - placeholders: local mode calls no AWS
     session = LocalSession(boto_session=boto)
     session.config = {"local": {"local_code": True, "serving_port": port, "container_root": str(root)}}
     return session
