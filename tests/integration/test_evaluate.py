@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dogbreed import calibration
 from dogbreed.data import display_name, list_classes
-from dogbreed.evaluation import calibration
 from dogbreed.evaluation.evaluate import evaluate, main
 from dogbreed.serving.decoders import decode_image
 from dogbreed.serving.predictor import Predictor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dogbreed.evaluation import calibration as cal
+from dogbreed import calibration as cal
 
 
 def calibrated_set(n: int = 6000, classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import calibration
 from ..data import IMAGE_EXTENSIONS, display_name, list_classes
 from ..errors import DataError
 from ..serving.archive import model_dir_from
 from ..serving.decoders import decode_image
 from ..serving.errors import RequestError
 from ..serving.predictor import Predictor
-from . import calibration, figures, metrics, report
+from . import figures, metrics, report
 from .arguments import HELP, add_arguments
 
 BATCH = 16

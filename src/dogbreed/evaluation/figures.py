@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calibration import Bin, Calibration
 from ..presets import open_rgb
-from .calibration import Bin, Calibration
 
 THUMBNAIL = 160  # pixels, the longer side
 
