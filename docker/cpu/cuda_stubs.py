@@ -12,7 +12,8 @@ getters a message. torch then finds no CUDA device (torch.cuda.is_available() is
     python cuda_stubs.py SITE_PACKAGES     (binutils' readelf and gcc on PATH)
 
 Each stub goes where the first library that names it looks (the first existing folder of its RPATH/RUNPATH):
-torch/lib for torch's, torchvision.libs for the CUDA runtime and nvJPEG that torchvision's wheel bundles.
+torch/lib for torch's; torchvision/ (its image.so's $ORIGIN) for the CUDA runtime and nvJPEG that torchvision's
+wheel bundles in torchvision.libs (the Dockerfile removes those two first).
 
 Which libraries are stubbed is read from the ELF files (DT_NEEDED names that neither torch nor the system holds):
 a torch that links one more NVIDIA library gets one more stub, and a symbol left out fails the import check that

@@ -14,7 +14,17 @@ import pytest
 
 from dogbreed.serving.client import wait_until_correct
 from tests.conftest import free_port
-from tests.docker_support import base_pins, build_cpu_image, image_size, image_versions, remove_containers, sh
+from tests.docker_support import (
+    TAG,
+    base_pins,
+    build_cpu_image,
+    image_size,
+    image_versions,
+    remove_containers,
+    remove_images,
+    sh,
+)
+from tests.integration.test_push import DOCKER_V2, SCRIPT, _env, _manifest, registry  # noqa: F401 - the fixture
 from tests.serving_helpers import get, post
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -128,3 +138,23 @@ def test_the_cpu_image_serves_a_trained_model_from_cold_and_stops_on_sigterm(cpu
         assert code == "0", sh("docker", "logs", name, check=False).stderr[-2000:]
     finally:
         sh("docker", "rm", "-f", name, check=False)
+
+
+def test_make_push_pushes_the_cpu_image_as_sagemaker_takes_it(cpu_image, moto_endpoint, registry):  # noqa: F811
+    """scripts/build_and_push.sh (IMAGES=serve-cpu) against moto's ECR API and a registry on loopback: the ECR
+    repository is created, the image is one Docker v2 schema 2 manifest, and serve_cpu_image_uri names it."""
+    import boto3
+
+    result = sh(SCRIPT, env=_env(moto_endpoint, REGISTRY=registry, IMAGES="serve-cpu"), timeout=1800)
+    pushed = f"{registry}/dogbreed-serve-cpu:{TAG}"
+    try:
+        assert result.stdout.strip().splitlines()[-1] == f"serve_cpu_image_uri={pushed}", result.stdout
+        ecr = boto3.client("ecr", region_name="eu-west-1", endpoint_url=moto_endpoint,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        assert {r["repositoryName"] for r in ecr.describe_repositories()["repositories"]} == {"dogbreed-serve-cpu"}
+        content_type, manifest = _manifest(registry, "dogbreed-serve-cpu", TAG)
+        assert content_type == DOCKER_V2 and "manifests" not in manifest
+        compressed = sum(layer["size"] for layer in manifest["layers"])
+        print(f"\n{cpu_image}: {compressed / 1e9:.2f} GB compressed in the registry")
+    finally:
+        remove_images(pushed)
