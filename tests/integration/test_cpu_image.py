@@ -142,13 +142,13 @@ def test_the_cpu_image_serves_a_trained_model_from_cold_and_stops_on_sigterm(cpu
 
 def test_make_push_pushes_the_cpu_image_as_sagemaker_takes_it(cpu_image, moto_endpoint, registry):  # noqa: F811
     """scripts/build_and_push.sh (IMAGES=serve-cpu) against moto's ECR API and a registry on loopback: the ECR
-    repository is created, the image is one Docker v2 schema 2 manifest, and serve_cpu_image_uri names it."""
+    repository is created, the image is one Docker v2 schema 2 manifest, and serve_image_cpu_uri names it."""
     import boto3
 
     result = sh(SCRIPT, env=_env(moto_endpoint, REGISTRY=registry, IMAGES="serve-cpu"), timeout=1800)
     pushed = f"{registry}/dogbreed-serve-cpu:{TAG}"
     try:
-        assert result.stdout.strip().splitlines()[-1] == f"serve_cpu_image_uri={pushed}", result.stdout
+        assert result.stdout.strip().splitlines()[-1] == f"serve_image_cpu_uri={pushed}", result.stdout
         ecr = boto3.client("ecr", region_name="eu-west-1", endpoint_url=moto_endpoint,
                            aws_access_key_id="testing", aws_secret_access_key="testing")
         assert {r["repositoryName"] for r in ecr.describe_repositories()["repositories"]} == {"dogbreed-serve-cpu"}
