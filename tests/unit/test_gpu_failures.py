@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dogbreed import accel, errors, train
+from dogbreed import accel, errors
+from dogbreed.training import entry as train
 
 
 def _broken_cuda(monkeypatch, reason="Found no NVIDIA driver on your system."):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .. import distributed, features, metrics, models
+from .calibrate import calibration_of
 from .errors import TrainingError
 from .recipe import recipe_record
 from .resume import FitState
@@ -49,6 +50,7 @@ def _summary(run: Run, state: FitState) -> dict:
         "hyperparameters": run.config.hyperparameters(),
         "images": {k: len(v) for k, v in run.inputs.datasets.items()}, "accelerator": acc.describe(),
         "precision": acc.as_dict(), "world_size": run.config.dist.world_size, "recipe": recipe_record(run, state),
+        "data_warnings": run.inputs.splits.warnings,  # classes that valid or test lack
     }
 
 
@@ -83,6 +85,10 @@ def finish(run: Run, state: FitState) -> dict:
         features.head_of(full_model).load_state_dict(run.model.state_dict())
     check_finite(full_model)  # every rank holds the same weights: all stop together
     summary = _summary(run, state)
+    summary["calibration"] = calibration_of(run)  # the temperature serving applies; test ECE/NLL before and after
+    if config.is_main and summary["calibration"]:
+        log.info("calibration: %s", ", ".join(f"{k}={v:.4g}" for k, v in summary["calibration"].items()
+                                               if isinstance(v, float)))
     if config.is_main and math.isfinite(state.best_valid_loss):
         # The kept model's scores last: SageMaker's tuner reads a metric's last value, not the last epoch's.
         print("kept model: " + metrics.format_line(valid_loss=state.best_valid_loss, valid_acc=state.best_valid_acc),
@@ -95,7 +101,8 @@ def finish(run: Run, state: FitState) -> dict:
         trained = {k: summary[k] for k in ("best_epoch", "best_valid_loss", "recipe") if k in summary}
         class_names = run.inputs.splits.class_names
         models.save_artifacts(config.model_dir, full_model, config.model, class_names, run.inputs.prep,
-                              extra={"trained": trained, "precision": summary["precision"]})
+                              extra={"trained": trained, "precision": summary["precision"],
+                                     "temperature": (summary["calibration"] or {}).get("temperature", 1.0)})
         write_reports(config.output_data_dir, class_names, confusion, summary)
         log.info("model written to %s", config.model_dir)
     distributed.barrier()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .. import accel, checkpoint, distributed
+from .. import accel, checkpoint, distributed, errors
 from .. import env as envnames
 from ..common import configure_logging
 from ..env import SageMakerEnv
@@ -41,12 +41,13 @@ def main(args: argparse.Namespace, local_rank: int = 0, hooks_factory=None, smen
     here where not given. Returns the summary also written to metrics.json; raises a DogbreedError the user can
     act on."""
     smenv = smenv or SageMakerEnv.from_environ()
-    use_cuda = torch.cuda.is_available() and smenv.num_gpus > 0
+    use_cuda = accel.cuda_for_training(smenv.num_gpus)  # GPUs expected and CUDA broken: a GpuError, no CPU run
     dist_info = distributed.plan(smenv.hosts, smenv.current_host, smenv.num_gpus if use_cuda else 0, local_rank)
     config = configuration.build(args, smenv, dist_info, use_cuda)
     distributed.init(dist_info, use_cuda)
     try:
-        return _train(config, hooks_factory)
+        with errors.naming_a_batch_that_fits(config.batch_size):  # CUDA out of memory: a batch size that fits
+            return _train(config, hooks_factory)
     finally:
         distributed.shutdown()
 
