@@ -145,7 +145,7 @@ def test_a_16_bit_photo_gets_the_answer_of_its_8_bit_equivalent(served, mode):
 # After the burst the server's processes together hold at most this much more than before (PSS: shared pages
 # counted once across the processes). Before the decoded-pixel budget one 100-byte PNG added 2-3 GB for good; before
 # predict_fn trimmed the heap, this burst left the native front 1.6 GB up. Measured with both (2 cores, loopback):
-# multi-model-server +96 to +125 MB (its JVM and workers), native +18 to +20 MB.
+# multi-model-server +83 to +125 MB (its JVM and workers), native +18 to +68 MB.
 MEMORY_MARGIN_MB = 200
 BURST_ROUNDS, BURST_CONCURRENCY = 2, 4
 SETTLE_S = 30
