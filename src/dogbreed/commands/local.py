@@ -1,0 +1,102 @@
+"""The verbs that run on this machine: make-sample, local-train, local-serve, invoke (a local server, or an
+endpoint by name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError, DataError, DogbreedError
+from ..launch.config import load
+from ..sample import make_sample
+from ..serving.client import invoke_and_print
+
+# Some verbs import torch (seconds): each imports it when it runs, not for `dogbreed --help`. Those modules import
+# nothing from the command, so these imports are for start-up time, not to break a cycle.
+
+
+def cmd_make_sample(args) -> int:
+    counts = make_sample(Path(args.dir), classes=args.classes, size=args.size, seed=args.seed)
+    print(f"sample written to {args.dir}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
+def cmd_local_train(args, training_flags: list[str]) -> int:
+    from ..local import failure_reason, local_train  # torch: see the note at the top
+
+    if not Path(args.data).is_dir():
+        raise DataError(f"--data {args.data}: no such directory")
+    code, archive = local_train(Path(args.data), Path(args.work_dir), training_flags)
+    if code != 0:
+        reason = failure_reason(Path(args.work_dir)) or f"the train entry exited with code {code}"
+        raise DogbreedError(f"training failed: {reason.splitlines()[0] if reason else code}")
+    print(f"model: {archive}")
+    return 0
+
+
+def cmd_local_serve(args) -> int:
+    from ..serving.local import serve_forever  # torch: see the note at the top
+
+    return serve_forever(Path(args.model), port=args.port, workers=args.workers)
+
+
+def cmd_invoke(args) -> int:
+    if not args.endpoint:
+        if args.async_:
+            raise ConfigError("--async needs --endpoint NAME (an endpoint deployed with --async)")
+        return invoke_and_print(args)
+    import boto3  # the AWS SDK loads when a verb talks to AWS
+
+    from ..launch import invocations
+
+    # the endpoint's region as the launchers take it: --region, the config, AWS_REGION
+    config = load(args.config, {"region": args.region, "bucket": args.bucket, "prefix": args.prefix})
+    boto = boto3.Session(region_name=config["region"])  # none set: the AWS profile's, as before
+    args.region = boto.region_name
+    paths = [Path(name) for name in args.images]
+    if args.async_:
+        return invocations.invoke_async(boto, config, args.endpoint, paths, args.top_k, poll_s=args.poll_s,
+                                        timeout_s=args.wait_s, as_json=args.json)
+    invocations.check_sizes(paths, invocations.endpoint_mode(boto.client("sagemaker"), args.endpoint))
+    return invoke_and_print(args)
+
+
+
+def add_verbs(sub) -> None:
+    p = sub.add_parser("make-sample", help="generate the synthetic sample set (dogImages layout)")
+    p.add_argument("dir")
+    p.add_argument("--classes", type=int, default=5)
+    p.add_argument("--size", type=int, default=160)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_sample)
+
+    p = sub.add_parser(
+        "local-train",
+        help="SageMaker-style training run here; other flags are training flags (see `python -m dogbreed.train -h`)",
+    )
+    p.add_argument("--data", required=True, help="a folder holding train/ valid/ test/")
+    p.add_argument("--work-dir", required=True, help="where the /opt/ml tree and model.tar.gz go")
+    p.set_defaults(func=cmd_local_train, passes_training_flags=True)
+
+    p = sub.add_parser("local-serve", help="the serving stack on loopback")
+    p.add_argument("--model", required=True, help="model.tar.gz or a model directory")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=cmd_local_serve)
+
+    p = sub.add_parser("invoke", help="classify images with a local server or a SageMaker endpoint")
+    p.add_argument("images", nargs="+")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--url", default=None, help="server base URL (default http://127.0.0.1:8080)")
+    target.add_argument("--endpoint", default=None, help="SageMaker endpoint name")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--region", default=None)
+    p.add_argument("--config", default=None, help="TOML config (default ./dogbreed.toml): --endpoint's region")
+    p.add_argument("--json", action="store_true", help="print the raw JSON answers")
+    p.add_argument("--async", dest="async_", action="store_true",
+                   help="an async endpoint: upload each image to S3 (the config's bucket), InvokeEndpointAsync, wait for "
+                        "the answers")
+    p.add_argument("--bucket", default=None, help="--async: the bucket the images go to (default: the config's)")
+    p.add_argument("--prefix", default=None)
+    p.add_argument("--wait-s", type=float, default=3600.0, help="--async: how long to wait for the answers")
+    p.add_argument("--poll-s", type=float, default=5.0, help="--async: how often to look for them")
+    p.set_defaults(func=cmd_invoke)
