@@ -1,14 +1,17 @@
 """The verbs that run on this machine: make-sample, local-train, local-serve, invoke (a local server, or an
-endpoint by name)."""
+endpoint by name), evaluate (a model here, or a training job's)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, DogbreedError
+from ..evaluation import arguments as evaluation_arguments
 from ..launch.config import load
 from ..sample import make_sample
 from ..serving.client import invoke_and_print
+from .options import add_report_common, fetch_job_model
 
 # Some verbs import torch (seconds): each imports it when it runs, not for `dogbreed --help`. Those modules import
 # nothing from the command, so these imports are for start-up time, not to break a cycle.
@@ -61,6 +64,28 @@ def cmd_invoke(args) -> int:
 
 
 
+def cmd_evaluate(args) -> int:
+    from ..evaluation.evaluate import run  # torch: see the note at the top
+
+    if bool(args.model) == bool(args.training_job):
+        raise ConfigError("give --model model.tar.gz|DIR or --training-job NAME (one of them)")
+    if not args.training_job:
+        return run(args)
+    with tempfile.TemporaryDirectory(prefix="dogbreed-evaluate-job-") as scratch:
+        args.model = str(fetch_job_model(args, Path(scratch)))
+        return run(args)
+
+
+def _add_evaluate_verb(sub) -> None:
+    p = evaluation_arguments.add_arguments(sub.add_parser("evaluate", help=evaluation_arguments.HELP))
+    # --training-job stands in for --model: argparse has no public way to relax a flag another module added
+    next(a for a in p._actions if "--model" in a.option_strings).required = False
+    p.add_argument("--training-job", default=None, metavar="JOB",
+                   help="evaluate this SageMaker training job's model.tar.gz (instead of --model)")
+    add_report_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
 def add_verbs(sub) -> None:
     p = sub.add_parser("make-sample", help="generate the synthetic sample set (dogImages layout)")
     p.add_argument("dir")
@@ -100,3 +125,5 @@ def add_verbs(sub) -> None:
     p.add_argument("--wait-s", type=float, default=3600.0, help="--async: how long to wait for the answers")
     p.add_argument("--poll-s", type=float, default=5.0, help="--async: how often to look for them")
     p.set_defaults(func=cmd_invoke)
+
+    _add_evaluate_verb(sub)

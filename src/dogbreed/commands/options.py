@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..insight.job_outputs import split_s3
 from ..launch.config import load
+from ..launch.jobs import model_data_of
 from ..launch.session import boto_session
 
 
@@ -18,6 +22,18 @@ def job_clients(args):
     """SageMaker and S3 clients for a report on a job (region from --region, the config or AWS_REGION)."""
     boto = boto_session(config_of(args))
     return boto.client("sagemaker"), boto.client("s3")
+
+
+def fetch_job_model(args, target: Path) -> Path:
+    """``--training-job JOB``: the job's model.tar.gz (its ModelArtifacts) downloaded into ``target``."""
+    sagemaker, s3 = job_clients(args)
+    uri = model_data_of(sagemaker, args.training_job)
+    bucket, key = split_s3(uri)
+    target.mkdir(parents=True, exist_ok=True)
+    local = target / "model.tar.gz"
+    s3.download_file(bucket, key, str(local))
+    print(f"model of {args.training_job}: {uri}")
+    return local
 
 
 def add_common(parser) -> None:
