@@ -1,4 +1,5 @@
-"""The SageMaker verbs: data prepare, train, tune (or tune --local), deploy, delete, transform."""
+"""The SageMaker verbs: data prepare, train, tune (or tune --local), deploy, delete, transform (or transform
+--local, in local.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from ..errors import ConfigError, DataError
 from ..launch import jobs
 from ..launch.config import load
 from ..launch.session import boto_session, sagemaker_session
+from .local import cmd_transform_local
 from .options import add_common, config_of
 
 # Some verbs import torch (seconds): each imports it when it runs, not for `dogbreed --help`. Those modules import
@@ -151,6 +153,11 @@ def _async_settings(args) -> dict:
 def cmd_transform(args) -> int:
     from ..launch import transform
 
+    if args.local:
+        return cmd_transform_local(args)
+    if args.model:
+        raise ConfigError("--model is for --local (a model.tar.gz or folder here): on SageMaker give --model-data "
+                          "S3_URI or --training-job NAME")
     config = config_of(args, serve_image=args.image, serve_image_cpu=args.image, **{
         f"transform.{key}": getattr(args, key) for key in ("instance_type", "instance_count", "content_type", "split_type",
                                                             "batch_strategy", "max_payload_mb")})
@@ -270,14 +277,21 @@ def _add_endpoint_verbs(sub) -> None:
 
 
 def _add_transform_verb(sub) -> None:
-    p = sub.add_parser("transform", help="a Batch Transform job: classify every photo under an S3 prefix")
+    p = sub.add_parser("transform", help="a Batch Transform job: classify every photo under an S3 prefix "
+                                         "(--local: a folder, in the serve image here)")
     add_common(p)
-    source = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--local", action="store_true",
+                   help="run the job here with the SageMaker SDK's local mode and docker: --input and --output are "
+                        "folders, the model --model model.tar.gz|DIR")
+    source = p.add_mutually_exclusive_group()
     source.add_argument("--training-job", default=None, help="take model.tar.gz from this training job")
-    source.add_argument("--model-data", default=None, metavar="S3URI", help="S3 URI of model.tar.gz")
-    p.add_argument("--input", required=True, metavar="S3URI", help="the prefix of the photos (or JSON-lines files)")
-    p.add_argument("--output", required=True, metavar="S3URI", help="where the answers go (<input key>.out each)")
-    p.add_argument("--image", default=None, help="serving image URI (default: by instance type, as deploy)")
+    source.add_argument("--model-data", default=None, metavar="S3URI", help="S3 URI of model.tar.gz (--local: its path)")
+    source.add_argument("--model", default=None, metavar="PATH", help="--local: model.tar.gz or a model directory")
+    p.add_argument("--input", required=True, metavar="S3URI|DIR", help="the prefix of the photos (or JSON-lines "
+                                                                       "files); --local: a folder (not its subfolders)")
+    p.add_argument("--output", required=True, metavar="S3URI|DIR", help="where the answers go (<input key>.out each)")
+    p.add_argument("--image", default=None, help="serving image URI (default: by instance type, as deploy; --local: "
+                                                 "serve_image_cpu, serve_image, or dogbreed-serve:latest)")
     p.add_argument("--instance-type", default=None)
     p.add_argument("--instance-count", type=int, default=None)
     p.add_argument("--content-type", default=None, help="default application/x-image; JSON lines: application/jsonlines")

@@ -1,5 +1,6 @@
 """The verbs that run on this machine: make-sample, local-train, local-serve, invoke (a local server, or an
-endpoint by name), evaluate (a model here, or a training job's)."""
+endpoint by name), evaluate (a model here, or a training job's), and ``transform --local`` (the serve image here, on
+a folder of photos; its flags are the AWS transform's, in aws.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from ..evaluation import arguments as evaluation_arguments
 from ..launch.config import load
 from ..sample import make_sample
 from ..serving.client import invoke_and_print
-from .options import add_report_common, fetch_job_model
+from .options import add_report_common, config_of, fetch_job_model
+
+LOCAL_SERVE_IMAGE = "dogbreed-serve:latest"  # what `make images` tags here
 
 # Some verbs import torch (seconds): each imports it when it runs, not for `dogbreed --help`. Those modules import
 # nothing from the command, so these imports are for start-up time, not to break a cycle.
@@ -74,6 +77,49 @@ def cmd_evaluate(args) -> int:
     with tempfile.TemporaryDirectory(prefix="dogbreed-evaluate-job-") as scratch:
         args.model = str(fetch_job_model(args, Path(scratch)))
         return run(args)
+
+
+def _local_model(args, scratch: Path) -> Path:
+    """``--model`` or ``--model-data`` as a path here, or ``--training-job``'s archive fetched into ``scratch``."""
+    if args.training_job:
+        return fetch_job_model(args, scratch)
+    given = args.model or args.model_data
+    if not given:
+        raise ConfigError("transform --local needs --model model.tar.gz|DIR (or --training-job NAME)")
+    if given.startswith("s3://"):
+        raise ConfigError(f"transform --local takes a model here, not {given}: --model model.tar.gz|DIR")
+    if not Path(given).exists():
+        raise DataError(f"--model {given}: no such file or directory")
+    return Path(given)
+
+
+def local_transform_job(args, config, model: Path):
+    """The LocalTransform the flags ask for; a flag left out takes the config's [transform] value."""
+    from ..launch.local_transform import LocalTransform
+
+    settings = config["transform"]
+    split = args.split_type or settings.get("split_type") or "None"
+    image = args.image or config.get("serve_image_cpu") or config.get("serve_image") or LOCAL_SERVE_IMAGE
+    return LocalTransform(
+        image=image, model=model, input_dir=Path(args.input), output_dir=Path(args.output),
+        content_type=args.content_type or settings.get("content_type") or "application/x-image", split_type=split,
+        batch_strategy=args.batch_strategy or settings.get("batch_strategy") or "SingleRecord",
+        max_payload_mb=int(args.max_payload_mb or settings.get("max_payload_mb") or 6),
+        accept="application/jsonlines" if split == "Line" else "application/json")
+
+
+def cmd_transform_local(args) -> int:
+    from ..launch import local_transform  # the SDK's local mode loads when the job runs
+
+    if not Path(args.input).is_dir():
+        raise DataError(f"--input {args.input}: no such folder (transform --local reads the files of a folder)")
+    with tempfile.TemporaryDirectory(prefix="dogbreed-transform-model-") as scratch:
+        job = local_transform_job(args, config_of(args), _local_model(args, Path(scratch)))
+        print(f"image={job.image}")
+        outputs = local_transform.run_local_transform(job, args.job_name)
+    print(f"outputs={len(outputs)}")
+    print(f"output={job.output_dir}")
+    return 0
 
 
 def _add_evaluate_verb(sub) -> None:
