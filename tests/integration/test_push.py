@@ -15,11 +15,12 @@ import urllib.request
 import pytest
 
 from tests.conftest import ROOT, free_port
-from tests.docker_support import TAG, remove_images, sh
+from tests.docker_support import TAG, build_cpu_image, remove_images, sh
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 SCRIPT = str(ROOT / "scripts/build_and_push.sh")
-REPOS = ("dogbreed-train", "dogbreed-serve")
+REPOS = ("dogbreed-train", "dogbreed-serve")  # what the tests push (IMAGES="train serve"), but the last one's
+CPU_REPO = "dogbreed-serve-cpu"  # the default IMAGES ("train serve serve-cpu") pushes it too
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 ACCEPT = ", ".join([  # what a client that takes any of them asks for: the registry answers what it holds
     "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
@@ -76,7 +77,7 @@ def registry(tmp_path_factory):
         shutil.rmtree(tmp_path / "registry-data", ignore_errors=True)  # gigabytes of layers
         sh("docker", "logout", f"127.0.0.1:{port}", check=False)  # no stale entry per run in ~/.docker/config.json
         # the pushed tags name this session's port: drop them, or every run would leave two more
-        remove_images(*(f"127.0.0.1:{port}/{repo}:{tag}" for repo in REPOS
+        remove_images(*(f"127.0.0.1:{port}/{repo}:{tag}" for repo in (*REPOS, CPU_REPO)
                         for tag in {line.split(":")[-1] for line in sh("docker", "images", "--format", "{{.Tag}}",
                                                                        f"127.0.0.1:{port}/{repo}").stdout.split()}))
 
@@ -111,7 +112,7 @@ def refusing_registry():
 
 def _env(moto_url=None, **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    # the images this session builds (the CPU serving image has tests of its own: test_cpu_image.py)
+    # the images the `images` fixture builds; the default (all three, the CPU serving image too) is the last test's
     env.update({"AWS_REGION": "eu-west-1", "REVISION": TAG, "PYTHON": os.sys.executable, "IMAGES": "train serve"})
     if moto_url:
         env.update({"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
@@ -226,3 +227,34 @@ def test_the_printed_tags_are_the_git_revision_never_latest(images, moto_endpoin
         assert ":latest" not in result.stdout
     finally:
         remove_images(*local)
+
+
+@pytest.fixture(scope="module")
+def cpu_image(docker):
+    return build_cpu_image()  # as test_cpu_image.py builds it: docker's layer cache when it is up to date
+
+
+def _ecr_names(moto_url: str) -> set[str]:
+    import boto3
+
+    ecr = boto3.client("ecr", region_name="eu-west-1", endpoint_url=moto_url,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    return {r["repositoryName"] for r in ecr.describe_repositories()["repositories"]}
+
+
+def test_the_default_pushes_the_cpu_serving_image_too(images, cpu_image, moto_endpoint, registry):
+    """make push with no IMAGES: the training image and both serving images, each URI on its own line; the
+    launchers read serve_image_cpu_uri for CPU instances and serverless. (Last in the file: the first test counts
+    the ECR repositories it creates on the session's moto server.)"""
+    env = _env(moto_endpoint, REGISTRY=registry)
+    env.pop("IMAGES")
+    result = sh(SCRIPT, env=env, timeout=1800)
+    lines = dict(line.split("=", 1) for line in result.stdout.strip().splitlines() if "=" in line)
+    assert lines == {"train_image_uri": f"{registry}/dogbreed-train:{TAG}",
+                     "serve_image_uri": f"{registry}/dogbreed-serve:{TAG}",
+                     "serve_image_cpu_uri": f"{registry}/{CPU_REPO}:{TAG}"}, result.stdout
+    assert {*REPOS, CPU_REPO} <= _ecr_names(moto_endpoint)
+    content_type, manifest = _manifest(registry, CPU_REPO, TAG)
+    assert content_type == DOCKER_V2 and manifest["mediaType"] == DOCKER_V2, (content_type, manifest.get("mediaType"))
+    config = _blob(registry, CPU_REPO, manifest["config"]["digest"])
+    assert (config["os"], config["architecture"]) == ("linux", "amd64")
