@@ -331,7 +331,7 @@ def main(argv=None) -> int:
         peers = run_peers(args, model_dir, work, bodies)
         rows = [row for run in ours + peers for row in run["rows"]]
         results = {"in_process": pure, "servers": [{k: v for k, v in run.items() if k != "rows"} for run in ours + peers]}
-        photo = "synthetic" if args.quick or not Path("../shared/data/dogs10/test").is_dir() else "real dog"
+        photo = "synthetic dog drawing" if args.quick or not Path("../shared/data/dogs10/test").is_dir() else "real dog"
         notes = [f"Model: {args.model}, 133 classes, {len(bodies[0]) // 1024} KB 224-px JPEG of a {photo}; ours: decoding "
                  f"workers and one batching model engine ({pure['setup']} in process, {threads} threads); "
                  f"{args.requests} timed requests per row (at least {per_client(args.requests)} per client) after a warm-up.",

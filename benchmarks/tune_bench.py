@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     rows.append(["the in-process runner alone (both cached)", f"**{runner_alone:.1f}x**", "", "", "", ""])
     rows.append(["both (the default)", f"**{speedup:.1f}x** faster", "", "", f"gap {100 * gap:.1f} points", ""])
     written = report.save("tune", {
-        "title": f"Local tuning: head-only, {args.trials} trials, frozen-feature cache vs none",
+        "title": f"Local tuning: head-only, {args.trials} trial{'s' * (args.trials != 1)}, frozen-feature cache vs none",
         "headers": ["arm", "wall s", "trials", "stopped early", "best valid_acc", "best valid_loss"],
         "rows": rows, "results": results,
         "notes": [f"{what}, head only, no augmentation, {args.epochs} epochs per trial, Bayesian (TPE) search "
