@@ -78,20 +78,29 @@ $(PEER_VENV)/.installed: requirements/torchserve-peer.txt requirements/constrain
 	$(PEER_VENV)/bin/pip install -q -r requirements/torchserve-peer.txt
 	touch $@
 
+# Each bench takes its flags from BENCH_<NAME>_ARGS and BENCH_ARGS (all of them): BENCH_ARGS=--quick tries every
+# bench out in a few minutes on tiny synthetic data (what tests/integration/test_benches.py runs in CI); a quick run
+# writes its table to a temporary file (or --out FILE), never to BENCHMARKS.md.
+BENCH_ARGS ?=
+QUICK_BENCH = $(findstring --quick,$(BENCH_ARGS) $(BENCH_SERVE_ARGS))
+
+## bench-train: training images/s, ours beside the seed's loop, and the loader alone; BENCH_TRAIN_ARGS=--quick to try it out
 bench-train: install
-	$(PY) -m benchmarks.train_bench
+	$(PY) -m benchmarks.train_bench $(BENCH_ARGS) $(BENCH_TRAIN_ARGS)
 
-## bench-serve: ours (multi-model-server and native fronts) beside the TorchServe peer; BENCH_SERVE_ARGS=--quick to try it out
-bench-serve: install torchserve-peer
-	$(PY) -m benchmarks.serve_bench $(BENCH_SERVE_ARGS)
+## bench-serve: ours (multi-model-server and native fronts) beside the TorchServe peer; BENCH_SERVE_ARGS=--quick to try it out (no peer)
+bench-serve: install $(if $(QUICK_BENCH),,torchserve-peer)
+	$(PY) -m benchmarks.serve_bench $(BENCH_ARGS) $(BENCH_SERVE_ARGS)
 
+## bench-tune: local tuning with and without the feature cache; BENCH_TUNE_ARGS=--quick to try it out
 bench-tune: install
-	$(PY) -m benchmarks.tune_bench
+	$(PY) -m benchmarks.tune_bench $(BENCH_ARGS) $(BENCH_TUNE_ARGS)
 
 ## bench-accuracy: the default recipe's test accuracy beside the linear probe (dogs10, its 5-shot subset, the sample)
 bench-accuracy: install
-	$(PY) -m benchmarks.accuracy_bench
+	$(PY) -m benchmarks.accuracy_bench $(BENCH_ARGS) $(BENCH_ACCURACY_ARGS)
 
+## bench: all four (BENCH_ARGS=--quick: all four tried out)
 bench: bench-train bench-serve bench-tune bench-accuracy
 
 test-reliability: install

@@ -15,8 +15,9 @@ written as training would write it, then:
   start of a restart;
 - identical top-1 answers on real photos, and the serve container's cold start where docker has the image.
 
-``--quick`` (few requests, few photos, no container, no real-weights check) is for trying the bench out; the
-figures in BENCHMARKS.md come from a full run on an idle machine.
+``--quick`` (what CI runs: ResNet18, few requests, few photos, no container, no real-weights check, no TorchServe
+peer, the report in a temporary file) checks that the bench runs; the figures in BENCHMARKS.md come from a full run
+on an idle machine.
 """
 
 from __future__ import annotations
@@ -65,10 +66,11 @@ def _jpeg(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def test_images(count: int) -> list[bytes]:
-    """Real dog photos as 224-px-wide JPEGs (the synthetic sample where ../shared is absent)."""
+def test_images(count: int, quick: bool = False) -> list[bytes]:
+    """Real dog photos as 224-px-wide JPEGs (the synthetic sample where ../shared is absent, and in --quick, so that
+    a try-out runs the same everywhere)."""
     shared = Path("../shared/data/dogs10/test")
-    if shared.is_dir():
+    if shared.is_dir() and not quick:
         paths = [p for folder in sorted(shared.iterdir()) for p in sorted(folder.iterdir())[:3]]
         images = [Image.open(path).convert("RGB") for path in paths[:count]]
         return [_jpeg(image.resize((224, int(224 * image.height / image.width)))) for image in images]
@@ -270,15 +272,16 @@ def cost_table(runs: list[dict]) -> str:
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description="Our fronts beside the official AWS PyTorch serving stack, the same model on the same machine")
-    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--model", default=None, help="default: resnet50 (--quick: resnet18)")
     parser.add_argument("--requests", type=int, default=int(os.environ.get("BENCH_REQUESTS", 60)),
                         help="timed requests per row")
     parser.add_argument("--port", type=int, default=28080)
     parser.add_argument("--image", default=os.environ.get("SERVE_IMAGE", "dogbreed-serve:latest"))
     parser.add_argument("--answers", type=int, default=20, help="real photos whose top-1 answers are compared")
-    parser.add_argument("--quick", action="store_true",
-                        help="a try-out: 8 requests per row, 4 photos, no container, no real-weights check")
+    report.add_arguments(parser, "ResNet18, 8 requests per row, 4 photos, no container, no real-weights check, "
+                                 "no TorchServe peer")
     args = parser.parse_args(argv)
+    args.model = args.model or ("resnet18" if args.quick else "resnet50")
     if args.quick:
         args.requests, args.answers = min(args.requests, QUICK_REQUESTS), min(args.answers, 4)
     return args
@@ -303,6 +306,9 @@ def run_peers(args, model_dir: Path, work: Path, bodies: list[bytes]) -> list[di
     all cores; each of our figures is set beside the better of the two."""
     from . import torchserve_peer
 
+    if args.quick:  # its venv takes minutes to build: a try-out (and CI) does without it
+        print("TorchServe peer: skipped: --quick runs ours only", flush=True)
+        return []
     if not torchserve_peer.available():
         print("TorchServe peer: skipped: no peer venv here (make torchserve-peer)", flush=True)
         return []
@@ -312,19 +318,21 @@ def run_peers(args, model_dir: Path, work: Path, bodies: list[bytes]) -> list[di
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    where = report.destination(args)
     threads = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     try:
         model_dir = make_model(args.model, work / "model")
-        bodies = test_images(args.answers)
-        pure = in_process(model_dir, bodies[0], rounds=20, threads=threads)
+        bodies = test_images(args.answers, args.quick)
+        pure = in_process(model_dir, bodies[0], rounds=3 if args.quick else 20, threads=threads)
         print(f"in process: decode+preprocess {pure['decode_ms']:.1f} ms, forward {pure['forward_ms']:.1f} ms "
               f"({pure['setup']}, {threads} threads)", flush=True)
         ours = run_servers(args, work, work, bodies, pure["top1"])
         peers = run_peers(args, model_dir, work, bodies)
         rows = [row for run in ours + peers for row in run["rows"]]
         results = {"in_process": pure, "servers": [{k: v for k, v in run.items() if k != "rows"} for run in ours + peers]}
-        notes = [f"Model: {args.model}, 133 classes, {len(bodies[0]) // 1024} KB 224-px JPEG of a real dog; ours: decoding "
+        photo = "synthetic dog drawing" if args.quick or not Path("../shared/data/dogs10/test").is_dir() else "real dog"
+        notes = [f"Model: {args.model}, 133 classes, {len(bodies[0]) // 1024} KB 224-px JPEG of a {photo}; ours: decoding "
                  f"workers and one batching model engine ({pure['setup']} in process, {threads} threads); "
                  f"{args.requests} timed requests per row (at least {per_client(args.requests)} per client) after a warm-up.",
                  "Cold start: process start to the first correct answer, nothing kept from an earlier start; restart: "
@@ -339,7 +347,8 @@ def main(argv=None) -> int:
             notes += ["Targets (issue #13): " + "; ".join(targets(ours, peers)) + "."]
             notes += peer_notes(args, ours, peers, bodies, work, results)
         else:
-            notes.append("Peer: not measured (no TorchServe peer venv here: make torchserve-peer).")
+            notes.append("Peer: not measured (" + ("skipped by --quick" if args.quick else
+                                                   "no TorchServe peer venv here: make torchserve-peer") + ").")
         if not args.quick:
             docker_cold = container_cold_start(model_dir, bodies[0], pure["top1"], args.image, args.port + 1)
             results["cold_start_container_s"] = docker_cold
@@ -350,8 +359,8 @@ def main(argv=None) -> int:
         report.save("serve", {"title": "Serving latency, throughput, cold start and memory (loopback HTTP), beside the "
                                        "AWS PyTorch serving stack",
                               "headers": ["server", "concurrency", "p50 ms", "p99 ms", "req/s", "errors"],
-                              "rows": rows, "results": results, "notes": notes})
-        print(f"wrote {report.REPORT}")
+                              "rows": rows, "results": results, "notes": notes}, where)
+        print(f"wrote {where.report}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
