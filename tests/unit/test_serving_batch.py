@@ -41,9 +41,10 @@ def test_the_payload_in_mb_wins_over_the_request_size_up_and_down():
     assert _settings({envnames.SAGEMAKER_MAX_REQUEST_SIZE: "1000"}).max_body_bytes == 1000
     assert _settings(TWENTY).scale == pytest.approx(20 / 6)
     assert _settings({envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB: "4"}).scale == 1.0  # budgets never shrink
+    assert _settings({envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB: "0"}).payload_mb == 100  # a job's chunked, unbounded bodies
 
 
-@pytest.mark.parametrize("raw", ["0", "101", "twenty", "-3"])
+@pytest.mark.parametrize("raw", ["101", "twenty", "-3"])
 def test_a_payload_out_of_range_is_refused_by_name(raw):
     with pytest.raises(ValueError, match=envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB):
         _settings({envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB: raw})

@@ -2,8 +2,9 @@
 down: the body limit, the response timeout, Batch Transform's mode and what ``GET /execution-parameters`` says.
 
 - **Body limit.** ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (Batch Transform sets it from the job's MaxPayloadInMB, up to
-  100; ``dogbreed deploy`` sets 4 for serverless) wins where set; else ``SAGEMAKER_MAX_REQUEST_SIZE`` in bytes;
-  else 6 MB, a real-time endpoint's limit. MB are MiB here, as the 6 MB default always was.
+  100, or 0 for chunked bodies of no stated bound: 100 here; ``dogbreed deploy`` sets 4 for serverless) wins
+  where set; else ``SAGEMAKER_MAX_REQUEST_SIZE`` in bytes; else 6 MB, a real-time endpoint's limit. MB are MiB
+  here, as the 6 MB default always was.
 - **Pixel budget.** A request's decoded pixels (decoders.MAX_REQUEST_PIXELS) and images (decoders.MAX_BATCH) scale
   with the body limit above 6 MB: a 20 MB JSON-lines batch holds about 3.3 times the photos of a 6 MB request, and
   refusing it for their pixels would fail a job whose every record is a plain photo. Per byte of body the bound
@@ -64,7 +65,9 @@ class ServingSettings:
                      pending: int = 32) -> ServingSettings:
         """Raises ValueError with the variable's name for a value out of its range (the server exits on it)."""
         environ = os.environ if environ is None else environ
-        payload_mb = _int(environ, envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB, 1, MAX_PAYLOAD_MB)
+        payload_mb = _int(environ, envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB, 0, MAX_PAYLOAD_MB)
+        if payload_mb == 0:  # MaxPayloadInMB=0: chunked bodies of no stated bound; 100 MB is still ours
+            payload_mb = MAX_PAYLOAD_MB
         request_size = _int(environ, envnames.SAGEMAKER_MAX_REQUEST_SIZE, 1)
         max_body = payload_mb * MIB if payload_mb else (request_size or DEFAULT_MAX_BODY_BYTES)
         batch = (environ.get(envnames.SAGEMAKER_BATCH) or "").strip().lower() in ("1", "true", "yes")
