@@ -210,6 +210,8 @@ def _malformed_requests():
         ("npy garbage", b"\x93NUMPY garbage", "application/x-npy", {}),
         ("npy object array", npy_obj.getvalue(), "application/x-npy", {}),
         ("npy bad channels", npy_bad_shape.getvalue(), "application/x-npy", {}),
+        ("jsonlines empty", b"", "application/jsonlines", {}),  # a bad record is an error line: 200 (test_serving_batch)
+        ("jsonlines blank lines only", b"\n  \n\n", "application/jsonlines", {}),
         ("decompression bomb", bomb.getvalue(), "image/png", {}),
         ("unacceptable accept", good, "image/jpeg", {"Accept": "text/csv"}),
         ("bad top_k attribute", good, "image/jpeg", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=abc"}),

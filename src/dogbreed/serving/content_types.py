@@ -8,9 +8,11 @@ X_IMAGE = "application/x-image"
 IMAGE_TYPES = (JPEG, PNG, X_IMAGE, "image/webp", "image/bmp", "image/gif", "image/tiff")
 JSON = "application/json"
 NPY = "application/x-npy"
+JSONLINES = "application/jsonlines"  # one JSON record a line (Batch Transform's SplitType=Line): jsonlines.py
+JSONLINES_TYPES = (JSONLINES, "application/jsonl", "application/x-jsonlines")
 ANY = "*/*"
-REQUEST_TYPES = (*IMAGE_TYPES, JSON, NPY)
-RESPONSE_TYPES = (JSON,)
+REQUEST_TYPES = (*IMAGE_TYPES, JSON, NPY, JSONLINES)
+RESPONSE_TYPES = (JSON, JSONLINES)
 
 
 def base(content_type: str | None) -> str:
@@ -26,6 +28,8 @@ def pick_response(accept: str | None) -> str:
         kind = base(part)
         if kind in RESPONSE_TYPES:
             return kind
+        if kind in JSONLINES_TYPES:
+            return JSONLINES
         if kind in (ANY, "application/*"):
             return JSON
     return None
@@ -38,4 +42,16 @@ def header(headers: dict | None, name: str):
     for key, value in (headers or {}).items():
         if str(key).lower() == wanted:
             return value
+    return None
+
+
+def pick_lines_response(accept: str | None) -> str | None:
+    """The response type of a JSON-lines request: JSON lines for an Accept of JSON lines, JSON (the fronts turn an
+    absent Accept and ``*/*`` into the default, JSON, before the handler sees it: the lines are JSON each), or
+    any; None otherwise."""
+    if not accept:
+        return JSONLINES
+    for part in accept.split(","):
+        if base(part) in (*JSONLINES_TYPES, JSON, ANY, "application/*"):
+            return JSONLINES
     return None

@@ -34,6 +34,16 @@ MAX_ASPECT = 10
 # 0.19 MP for a model that resizes to 256), so 64 of them fit many times over; 6 MB of PNG photos hold ~3 MP. Only
 # flat, synthetic images pack more into a body: 200 MP of them fit in 6 MB of PNG (600 MB decoded, per request).
 MAX_REQUEST_PIXELS = 50_000_000
+# Both budgets above are for a 6 MB body; a larger body limit (SAGEMAKER_MAX_PAYLOAD_IN_MB, Batch Transform) scales
+# them by ``scale`` (settings.ServingSettings.scale): a 20 MB batch of photos holds 3.3 times as many.
+
+
+def request_pixels(scale: float = 1.0) -> int:
+    return int(MAX_REQUEST_PIXELS * max(1.0, scale))
+
+
+def request_images(scale: float = 1.0) -> int:
+    return int(MAX_BATCH * max(1.0, scale))
 
 
 def check_pixels(width: int, height: int, what: str = "image") -> None:
@@ -48,7 +58,7 @@ def check_pixels(width: int, height: int, what: str = "image") -> None:
         raise BadRequest(f"{what} of {width}x{height} pixels is narrower than 1:{MAX_ASPECT}; send a photo")
 
 
-def _as_bytes(body) -> bytes:
+def as_bytes(body) -> bytes:
     if body is None:
         return b""
     if isinstance(body, str):
@@ -58,9 +68,11 @@ def _as_bytes(body) -> bytes:
     raise BadRequest(f"unexpected request body of type {type(body).__name__}")
 
 
-def decode_image(data: bytes, draft_size: int | None = None, pixels_left: int = MAX_REQUEST_PIXELS) -> Image.Image:
-    """One image body as RGB. ``pixels_left``: what the request's budget still allows, checked against the size
-    the image will decode at (a JPEG's reduced draft scale) before it is decoded."""
+def decode_image(data: bytes, draft_size: int | None = None, pixels_left: int | None = None) -> Image.Image:
+    """One image body as RGB. ``pixels_left``: what the request's budget still allows (all of a 6 MB request's
+    by default), checked against the size the image will decode at (a JPEG's reduced draft scale) before it is
+    decoded."""
+    pixels_left = MAX_REQUEST_PIXELS if pixels_left is None else pixels_left
     if not data:
         raise BadRequest("empty request body: send an image")
     try:
@@ -70,7 +82,8 @@ def decode_image(data: bytes, draft_size: int | None = None, pixels_left: int = 
             check_pixels(*image.size)
             width, height = apply_draft(image, draft_size).size
             if width * height > pixels_left:
-                raise PayloadTooLarge(f"the request's images hold over {MAX_REQUEST_PIXELS:,} pixels in all")
+                raise PayloadTooLarge("the request's images hold over its pixel budget in all "
+                                      f"({MAX_REQUEST_PIXELS:,} pixels for each 6 MB of the body limit)")
             rgb = to_rgb(image, draft_size)
             rgb.load()
             return rgb
@@ -95,9 +108,13 @@ def _b64(text, where: str) -> bytes:
         raise BadRequest(f"{where}: not valid base64 ({exc})") from exc
 
 
-def decode_json(body, draft_size: int | None = None) -> tuple[list[Image.Image], dict]:
-    """``{"image": b64}``, ``{"instances": [b64 | {"b64": b64}, ...]}`` or a bare list; options such as ``top_k``."""
-    text = _as_bytes(body)
+def decode_json(body, draft_size: int | None = None, pixels: int | None = None,
+                max_images: int | None = None) -> tuple[list[Image.Image], dict]:
+    """``{"image": b64}``, ``{"instances": [b64 | {"b64": b64}, ...]}`` or a bare list; options such as ``top_k``.
+    ``pixels``: the request's budget (a 6 MB request's by default); ``max_images``: its images."""
+    pixels_left = MAX_REQUEST_PIXELS if pixels is None else pixels
+    max_images = MAX_BATCH if max_images is None else max_images
+    text = as_bytes(body)
     if not text.strip():
         raise BadRequest("empty JSON body")
     try:
@@ -119,14 +136,14 @@ def decode_json(body, draft_size: int | None = None) -> tuple[list[Image.Image],
         raise BadRequest("JSON must be an object or a list")
     if not isinstance(items, list) or not items:
         raise BadRequest('"instances" must be a non-empty list')
-    if len(items) > MAX_BATCH:
-        raise PayloadTooLarge(f"{len(items)} images in one request; at most {MAX_BATCH}")
-    images, pixels = [], 0
+    if len(items) > max_images:
+        raise PayloadTooLarge(f"{len(items)} images in one request; at most {max_images}")
+    images = []
     for index, item in enumerate(items):
         if isinstance(item, dict):
             item = item.get("b64", item.get("image"))
-        image = decode_image(_b64(item, f"instance {index}"), draft_size, MAX_REQUEST_PIXELS - pixels)
-        pixels += image.width * image.height
+        image = decode_image(_b64(item, f"instance {index}"), draft_size, pixels_left)
+        pixels_left -= image.width * image.height
         images.append(image)
     return images, options
 
@@ -150,29 +167,29 @@ def _channels_first(shape: tuple) -> bool:
     return len(shape) == 3 and shape[0] in (1, 3) and shape[-1] not in (1, 3, 4)
 
 
-def _check_npy_shape(shape: tuple, dtype: np.dtype) -> None:
+def _check_npy_shape(shape: tuple, dtype: np.dtype, scale: float = 1.0) -> None:
     if dtype.kind not in "uif" or dtype.hasobject or len(shape) not in (2, 3, 4):
         raise BadRequest(f"expected a numeric array HxW, HxWxC, CxHxW or NxHxWxC, got {dtype.str} {tuple(shape)}")
     if any(int(side) == 0 for side in shape):
         raise BadRequest(f"image array has no pixels (shape {tuple(shape)})")
     count = int(shape[0]) if len(shape) == 4 else 1
-    if count > MAX_BATCH:
-        raise PayloadTooLarge(f"{count} images in one request; at most {MAX_BATCH}")
+    if count > request_images(scale):
+        raise PayloadTooLarge(f"{count} images in one request; at most {request_images(scale)}")
     item = tuple(int(side) for side in (shape[1:] if len(shape) == 4 else shape))
     if len(item) == 3 and not _channels_first(item) and item[-1] not in (1, 3, 4):
         raise BadRequest(f"an image array needs 1, 3 or 4 channels, got shape {item}")
     height, width = item[1:3] if _channels_first(item) else item[:2]
     check_pixels(width, height, "image array")
-    if count * width * height > MAX_REQUEST_PIXELS:
-        raise PayloadTooLarge(f"the request's arrays hold over {MAX_REQUEST_PIXELS:,} pixels in all")
+    if count * width * height > request_pixels(scale):
+        raise PayloadTooLarge(f"the request's arrays hold over {request_pixels(scale):,} pixels in all")
 
 
-def decode_npy(body) -> list[Image.Image]:
-    data = _as_bytes(body)
+def decode_npy(body, scale: float = 1.0) -> list[Image.Image]:
+    data = as_bytes(body)
     if not data:
         raise BadRequest("empty request body: send a .npy array")
     shape, _, dtype = _npy_header(data)
-    _check_npy_shape(shape, dtype)
+    _check_npy_shape(shape, dtype, scale)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # a body shorter than its header says
@@ -194,14 +211,17 @@ def decode_npy(body) -> list[Image.Image]:
     return images
 
 
-def decode(body, content_type: str, draft_size: int | None = None) -> tuple[list[Image.Image], dict]:
+def decode(body, content_type: str, draft_size: int | None = None,
+           scale: float = 1.0) -> tuple[list[Image.Image], dict]:
+    """One request's images and options. ``scale``: how many 6 MB requests the body limit allows (the budgets
+    scale with it). JSON lines (several records) are :mod:`.jsonlines`'s."""
     kind = ct.base(content_type)
     if kind in ct.IMAGE_TYPES:
-        return [decode_image(_as_bytes(body), draft_size)], {}
+        return [decode_image(as_bytes(body), draft_size, request_pixels(scale))], {}
     if kind == ct.JSON:
-        return decode_json(body, draft_size)
+        return decode_json(body, draft_size, request_pixels(scale), request_images(scale))
     if kind == ct.NPY:
-        return decode_npy(body), {}
+        return decode_npy(body, scale), {}
     raise UnsupportedMediaType(
         f"content type {ascii(content_type[:60]) if content_type else '(none)'} is not supported; "
         f"send one of {', '.join(ct.REQUEST_TYPES)}"

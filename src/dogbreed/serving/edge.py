@@ -1,10 +1,11 @@
 """The HTTP edge both fronts listen with: uvicorn + httptools, bounded, and only the serving contract.
 
-On the published port there is ``GET``/``HEAD /ping`` and ``POST /invocations``; any other method on them is a
-405, any other path a 404, and every error, down to a request the parser refuses, is the JSON
-``{"error": …, "status": …}``. What a client may hold is bounded: the request head (request line and headers)
-in bytes and in header count (431), the time its head and then its body take to arrive (408), and the number of
-``/invocations`` admitted at once (503 to retry past it, before the body is read).
+On the published port there is ``GET``/``HEAD /ping``, ``POST /invocations`` and ``GET /execution-parameters``
+(what Batch Transform asks before a job: :mod:`.settings`); any other method on them is a 405, any other path
+a 404, and every error, down to a request the parser refuses, is the JSON ``{"error": …, "status": …}``. What
+a client may hold is bounded: the request head (request line and headers) in bytes and in header count (431),
+the time its head and then its body take to arrive (408), and the number of ``/invocations`` admitted at once
+(503 to retry past it, before the body is read).
 
 httptools (llhttp) has no bound on a head's size: it keeps a header value it has not seen the end of, however
 long. :class:`EdgeProtocol` therefore feeds the parser no more than the head's budget until the head is
@@ -30,11 +31,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .. import env as envnames
 from . import content_types as ct
 from .engine import RETRY_AFTER_S
+from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
 
 KEEP_ALIVE_S = 60  # SageMaker's front keeps its connections open between requests
-ROUTES = {"/ping": ("GET", "HEAD"), "/invocations": ("POST",)}
+ROUTES = {"/ping": ("GET", "HEAD"), "/invocations": ("POST",), "/execution-parameters": ("GET",)}
 
 Answer = tuple[int, bytes, dict]
 
@@ -175,8 +177,9 @@ class Edge:
     """The ASGI application of a front: routes, the admission bound, the body's size and read timeout. A front
     says ``ping()`` (None where a request would be answered now, else its 503) and ``answer(body, headers)``."""
 
-    def __init__(self, limits: EdgeLimits):
+    def __init__(self, limits: EdgeLimits, settings: ServingSettings | None = None):
         self.limits = limits
+        self.settings = settings or ServingSettings(max_body_bytes=limits.max_body_bytes)
         # Requests admitted (reading their body, queued or running). Without a bound a burst of 6 MB bodies fills the
         # process's memory, and queued requests outlive the client's 60 s. A counter suffices: only the event loop's
         # thread touches it.
@@ -194,11 +197,13 @@ class Edge:
         path, method = scope["path"], scope["method"]
         allowed = ROUTES.get(path)
         if allowed is None:
-            answer = error(404, f"no such resource: {path[:100]}; this server answers /ping and /invocations")
+            answer = error(404, f"no such resource: {path[:100]}; this server answers {', '.join(ROUTES)}")
         elif method not in allowed:
             answer = error(405, f"{method[:20]} is not allowed on {path}", {"allow": ", ".join(allowed)})
         elif path == "/ping":
             answer = self.ping() or (200, json.dumps({"status": "Healthy"}).encode(), {"content-type": ct.JSON})
+        elif path == "/execution-parameters":
+            answer = 200, json.dumps(self.settings.execution_parameters()).encode(), {"content-type": ct.JSON}
         else:
             try:
                 answer = await self._admitted(scope, receive)

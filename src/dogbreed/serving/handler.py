@@ -13,10 +13,11 @@ import re
 
 from .. import env as envnames
 from . import content_types as ct
-from . import heap
-from .decoders import decode
+from . import decoders, heap
 from .engine import RemotePredictor
 from .errors import BadRequest, NotAcceptable
+from .jsonlines import answer_lines, decode_records
+from .settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,15 @@ def _workers() -> int:
 
 # One model per worker process (multi-model-server): the decode scale of the model this worker serves.
 _draft_size: int | None = None
+# How many 6 MB requests the body limit allows (ServingSettings.scale): the decoders' budgets scale with it.
+_scale: float = 1.0
+
+
+def configure(settings: ServingSettings) -> None:
+    """The serving settings this process's requests are decoded under. ``model_fn`` reads them (a worker of
+    multi-model-server); a front that loads its model itself (the native one) passes its own."""
+    global _scale
+    _scale = settings.scale
 
 
 def set_draft_size(size: int | None) -> None:
@@ -68,6 +78,7 @@ def model_fn(model_dir, context=None):
         warn_if_cuda_is_missing(torch.cuda.is_available())
         predictor = Predictor(model_dir, threads=threads_per_worker(_workers()), gpu_id=gpu_id_of(context))
     set_draft_size(predictor.draft_size)
+    configure(ServingSettings.from_environ(cores=1, gpus=0))  # the worker's settings: its concurrency is not asked
     log.info("model %s loaded from %s (%s)", predictor.meta["arch"], model_dir, predictor.describe())
     return predictor
 
@@ -120,9 +131,29 @@ def input_fn(input_data, content_type, context=None):
 
     ``top_k`` comes from a JSON body's ``top_k``, else the ``X-Amzn-SageMaker-Custom-Attributes`` header
     (``top_k=3``), else 5. An unreadable body or an unsupported type raises the 4xx error the server answers with.
+    JSON lines (:mod:`.jsonlines`) add ``"records"``: each record's span of the images, or its error.
     """
-    images, options = decode(input_data, content_type, draft_size=_draft_size)
-    return {"images": images, "top_k": top_k_from(_header(context, CUSTOM_ATTRIBUTES), options)}
+    attributes = _header(context, CUSTOM_ATTRIBUTES)
+    if ct.base(content_type) in ct.JSONLINES_TYPES:
+        return _records(input_data, top_k_from(attributes, {}))
+    images, options = decoders.decode(input_data, content_type, draft_size=_draft_size, scale=_scale)
+    return {"images": images, "top_k": top_k_from(attributes, options)}
+
+
+def _records(body, default_top_k: int) -> dict:
+    """A JSON-lines body: each line a JSON request of its own, under one pixel budget for the whole body (a record
+    past it gets its 413 line, as any unreadable record gets its error line)."""
+    pixels_left = decoders.request_pixels(_scale)
+
+    def record(line: bytes):
+        nonlocal pixels_left
+        images, options = decoders.decode_json(line, _draft_size, pixels_left)
+        pixels_left -= sum(image.width * image.height for image in images)
+        return images, ({"top_k": top_k_from(None, options)} if "top_k" in options else {})
+
+    records = decode_records(decoders.as_bytes(body), record, default_top_k, decoders.request_images(_scale))
+    top_k = max([slot[2] for slot in records.slots if isinstance(slot, tuple)], default=default_top_k)
+    return {"images": records.images, "top_k": top_k, "records": records.slots}
 
 
 def predict_fn(data, model):
@@ -130,7 +161,11 @@ def predict_fn(data, model):
     are freed, and handed back to the system, before its answer is written (the caller holds ``data`` until then)."""
     images = data.pop("images")
     pixels = sum(image.width * image.height for image in images)
-    prediction = {"predictions": model.top_k(images, data["top_k"]), "model": model.meta["arch"]}
+    # JSON lines whose every record was refused: nothing to run, each record has its error line
+    predictions = model.top_k(images, data["top_k"]) if images or "records" not in data else []
+    prediction = {"predictions": predictions, "model": model.meta["arch"]}
+    if "records" in data:
+        prediction["records"] = data["records"]
     del images
     if pixels > TRIM_AFTER_PIXELS:
         heap.trim()
@@ -138,7 +173,11 @@ def predict_fn(data, model):
 
 
 def output_fn(prediction, accept):
-    kind = ct.pick_response(accept)
+    """JSON; JSON lines where asked (one line); a JSON-lines request's answer is JSON lines, one a record."""
+    records = prediction.get("records")
+    kind = ct.pick_response(accept) if records is None else ct.pick_lines_response(accept)
     if kind is None:
         raise NotAcceptable(f"cannot answer in {accept!r}; this endpoint answers {', '.join(ct.RESPONSE_TYPES)}")
-    return json.dumps(prediction), kind
+    if records is not None:
+        return answer_lines(records, prediction["predictions"], prediction["model"]), kind
+    return json.dumps(prediction) + ("\n" if kind == ct.JSONLINES else ""), kind

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from .errors import BadRequest, RequestError
+from . import content_types as ct
+from .errors import BadRequest, PayloadTooLarge, RequestError
 
-JSONLINES = "application/jsonlines"
-ALIASES = (JSONLINES, "application/jsonl", "application/x-jsonlines")
+JSONLINES = ct.JSONLINES
+ALIASES = ct.JSONLINES_TYPES
 
 
 @dataclass
@@ -44,7 +45,7 @@ def decode_records(body: bytes, decode_record, default_top_k: int, max_images: i
         try:
             images, options = decode_record(line)
             if len(records.images) + len(images) > max_images:
-                raise BadRequest(f"the request's records hold over {max_images} images; send fewer lines a request")
+                raise PayloadTooLarge(f"the request's records hold over {max_images} images; send fewer lines a request")
             top_k = options.get("top_k", default_top_k)
         except RequestError as exc:
             records.slots.append({"error": f"record {number}: {exc.message}", "status": int(exc.status)})

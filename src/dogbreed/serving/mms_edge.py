@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import content_types as ct
 from .edge import Answer, Edge, EdgeLimits, busy, error
+from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
 
@@ -154,8 +155,9 @@ def forward(port: int, body: bytes, headers: dict, timeout: float) -> Answer:
 class MmsProxy(Edge):
     """The edge of the multi-model-server front: ``/ping`` from :class:`Health`, ``/invocations`` forwarded."""
 
-    def __init__(self, limits: EdgeLimits, health: Health, prober: Prober, timeout_s: float):
-        super().__init__(limits)
+    def __init__(self, limits: EdgeLimits, health: Health, prober: Prober, timeout_s: float,
+                 settings: ServingSettings | None = None):
+        super().__init__(limits, settings)
         self.health, self.prober, self.timeout_s = health, prober, timeout_s
         # a thread per admitted request: each waits on multi-model-server's answer, no more are admitted
         self.pool = ThreadPoolExecutor(max_workers=limits.pending, thread_name_prefix="forward")
@@ -178,8 +180,8 @@ class MmsProxy(Edge):
 class Refusing(Edge):
     """A front for a model that cannot be served: ``/ping`` and ``/invocations`` get 503 with the reason."""
 
-    def __init__(self, limits: EdgeLimits, reason: str):
-        super().__init__(limits)
+    def __init__(self, limits: EdgeLimits, reason: str, settings: ServingSettings | None = None):
+        super().__init__(limits, settings)
         self.reason = reason
 
     def ping(self) -> Answer | None:

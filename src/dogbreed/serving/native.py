@@ -6,7 +6,7 @@ the front's), loads the model on a thread meanwhile (:mod:`.native_engine`), and
 a request has gone through the handler end to end, and again with the reason if the engine's thread ends or a
 forward pass does not end (:meth:`~.native_engine.InProcessPredictor.unhealthy`). The SageMaker contract is
 the multi-model-server front's: port 8080 or ``SAGEMAKER_BIND_TO_PORT``, 6 MB bodies
-(``SAGEMAKER_MAX_REQUEST_SIZE``), custom attributes, the same error JSON,
+(``SAGEMAKER_MAX_REQUEST_SIZE``, or ``SAGEMAKER_MAX_PAYLOAD_IN_MB``: :mod:`.settings`), custom attributes, the same error JSON,
 SIGTERM stops it (in-flight requests finish within the grace period) with exit code 0.
 """
 
@@ -23,9 +23,10 @@ from .. import env as envnames
 from ..errors import ModelError
 from . import content_types as ct
 from . import handler
-from .edge import EdgeLimits, edge_server
+from .edge import edge_server
 from .native_app import Model, NativeApp, invoke
 from .native_engine import start_engine
+from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
 
@@ -42,10 +43,12 @@ def _warm_request() -> bytes:
     return buffer.getvalue()
 
 
-def load(model: Model, model_dir: Path, state_dir: Path) -> None:
+def load(model: Model, model_dir: Path, state_dir: Path, settings: ServingSettings) -> None:
     """Load and warm the model, then send one request through the handler; only then is the model ready."""
     try:
         predictor = start_engine(model_dir, state_dir)
+        predictor.wait_s = settings.engine_wait_s  # the native front's request timeout: under the response timeout
+        handler.configure(settings)
         # One model per process, as in a multi-model-server worker: the JPEG draft scale that handler.model_fn sets.
         handler.set_draft_size(predictor.draft_size)
         status, body, _ = invoke(predictor, _warm_request(), {"content-type": ct.JPEG}, ct.JSON)
@@ -68,13 +71,16 @@ def _ignore_raised(signum, frame) -> None:
     log.info("signal %d: stopped", signum)
 
 
-def serve_native(model_dir: Path, host: str, port: int, state_dir: Path, max_request_bytes: int, grace_s: int) -> int:
+def serve_native(model_dir: Path, host: str, port: int, state_dir: Path, configuration: tuple, grace_s: int) -> int:
+    """``configuration``: (settings, limits), read once at start (server.configured)."""
+    settings, limits = configuration
     model = Model()
-    app = NativeApp(model, EdgeLimits.from_environ(max_request_bytes), REQUEST_THREADS)
+    app = NativeApp(model, limits, REQUEST_THREADS, settings)
     server = edge_server(app, host, port, grace_s)
     signal.signal(signal.SIGTERM, _ignore_raised)
     signal.signal(signal.SIGINT, _ignore_raised)
-    loader = threading.Thread(target=load, args=(model, Path(model_dir), Path(state_dir)), name="model-load", daemon=True)
+    loader = threading.Thread(target=load, args=(model, Path(model_dir), Path(state_dir), settings), name="model-load",
+                              daemon=True)
     loader.start()
     log.info("native front (uvicorn) on %s:%d; %s=native", host, port, envnames.DOGBREED_SERVER)
     server.run()  # until SIGTERM/SIGINT (a port it cannot listen on: uvicorn logs why and exits 1)

@@ -21,6 +21,7 @@ from sagemaker_inference.errors import BaseInferenceToolkitError, GenericInferen
 from . import content_types as ct
 from . import handler
 from .edge import Answer, Edge, EdgeLimits, busy, error
+from .settings import ServingSettings
 from .transformer import JsonErrorTransformer
 
 log = logging.getLogger("dogbreed.serve")
@@ -103,8 +104,8 @@ def invoke(predictor, body: bytes, headers: dict, default_accept: str) -> tuple[
 class NativeApp(Edge):
     """The native front: the edge, with the handler run in this process on a thread pool."""
 
-    def __init__(self, model: Model, limits: EdgeLimits, threads: int):
-        super().__init__(limits)
+    def __init__(self, model: Model, limits: EdgeLimits, threads: int, settings: ServingSettings | None = None):
+        super().__init__(limits, settings)
         self.model = model
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="request")
         self.default_accept = Environment().default_accept

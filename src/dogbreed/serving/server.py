@@ -29,8 +29,9 @@ from ..common import configure_logging
 from ..errors import ModelError
 from .archive import model_dir_from
 from .capacity import plan_workers
-from .engine import wait_bound
+from .engine import DOGBREED_ENGINE_WAIT_S
 from .hardware import available_cores, visible_gpus
+from .settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_S, ServingSettings
 from .supervisor import EngineSupervisor
 
 log = logging.getLogger("dogbreed.serve")
@@ -39,8 +40,8 @@ HANDLER_SERVICE = "dogbreed.serving.handler_service"
 HANDLER_MODULE = "dogbreed.serving.handler"
 DEFAULT_PORT = 8080
 STOP_GRACE_S = 20
-RESPONSE_TIMEOUT_S = 60  # multi-model-server's answer timeout; the engine wait bound stays under it
-MAX_REQUEST_BYTES = 6 * 1024 * 1024  # SageMaker real-time endpoints take at most 6 MB
+RESPONSE_TIMEOUT_S = DEFAULT_TIMEOUT_S  # the answer timeout by default (settings.py); the engine waits half of it
+MAX_REQUEST_BYTES = DEFAULT_MAX_BODY_BYTES  # SageMaker real-time endpoints take at most 6 MB
 
 
 def default_workers(engine: bool = False, model_dir: Path | None = None) -> int:
@@ -119,10 +120,23 @@ def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, t
             f"default_service_handler={HANDLER_SERVICE}",
             f"default_response_timeout={timeout_s}",
             f"max_request_size={max_request_bytes}",
+            f"max_response_size={max(max_request_bytes, DEFAULT_MAX_BODY_BYTES)}",  # a batch's answer lines
             "vmargs=-XX:+UseContainerSupport -XX:InitialRAMPercentage=8.0 -XX:MaxRAMPercentage=10.0 -XX:-UseLargePages",
             "",
         ]
     )
+
+
+def mms_config(settings: ServingSettings, port: int, workers: int, management_port: int) -> str:
+    """multi-model-server's config on loopback under the serving settings: its body limit and response timeout."""
+    return mms_properties("127.0.0.1", port, workers, settings.max_body_bytes, settings.response_timeout_s,
+                          management_port=management_port)
+
+
+def forward_timeout(settings: ServingSettings) -> float:
+    """How long the edge waits for multi-model-server's answer: its own response timeout, and a margin for its
+    504 to arrive first."""
+    return settings.response_timeout_s + 5
 
 
 def check_model(model_dir: Path) -> str | None:
@@ -140,14 +154,13 @@ def check_model(model_dir: Path) -> str | None:
 
 
 def start_mms(model_dir: Path, port: int, management_port: int, workers: int, temp_dir: Path,
-              config_path: Path) -> subprocess.Popen:
+              config_path: Path, settings: ServingSettings) -> subprocess.Popen:
     """multi-model-server on loopback only: its inference API on ``port`` (the edge forwards to it), its management
     API on ``management_port``."""
     from sagemaker_inference import model_server  # in the serving image only (and its dev twin here)
 
-    max_bytes = int(os.environ.get(envnames.SAGEMAKER_MAX_REQUEST_SIZE, MAX_REQUEST_BYTES))
     config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(mms_properties("127.0.0.1", port, workers, max_bytes, management_port=management_port))
+    config_path.write_text(mms_config(settings, port, workers, management_port))
     temp_dir.mkdir(parents=True, exist_ok=True)
     environ = dict(os.environ)
     environ.update(
@@ -156,6 +169,7 @@ def start_mms(model_dir: Path, port: int, management_port: int, workers: int, te
             "TMPDIR": str(temp_dir),
             "SAGEMAKER_PROGRAM": HANDLER_MODULE,
             envnames.SAGEMAKER_MODEL_SERVER_WORKERS: str(workers),
+            DOGBREED_ENGINE_WAIT_S: str(settings.engine_wait_s),  # the workers' wait: under the response timeout
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": environ.get("OMP_NUM_THREADS", "1"),
         }
@@ -195,10 +209,12 @@ def stop_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> int:
             pass
 
 
-def _edge_limits():
+def configured() -> tuple[ServingSettings, object]:
+    """The serving settings and the edge's limits, read once at start (ValueError for a value out of range)."""
     from .edge import EdgeLimits
 
-    return EdgeLimits.from_environ(int(os.environ.get(envnames.SAGEMAKER_MAX_REQUEST_SIZE, MAX_REQUEST_BYTES)))
+    settings = ServingSettings.from_environ(pending=EdgeLimits.from_environ(DEFAULT_MAX_BODY_BYTES).pending)
+    return settings, EdgeLimits.from_environ(settings.max_body_bytes)
 
 
 def _logged_signal(signum, frame) -> None:
@@ -215,7 +231,8 @@ def serve_unhealthy(host: str, port: int, reason: str) -> int:
     log.error("cannot serve the model: %s (answering /ping with 503)", reason)
     signal.signal(signal.SIGTERM, _logged_signal)
     signal.signal(signal.SIGINT, _logged_signal)
-    edge_server(Refusing(_edge_limits(), reason), host, port, STOP_GRACE_S).run()
+    settings, limits = configured()
+    edge_server(Refusing(limits, reason, settings), host, port, STOP_GRACE_S).run()
     return 1
 
 
@@ -227,19 +244,21 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
     engine's load is the check); without it, the model is checked first."""
     port = int(port or os.environ.get(envnames.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
     state_dir = Path(state_dir or os.environ.get(envnames.DOGBREED_SERVE_TEMP) or tempfile.mkdtemp(prefix="dogbreed-serve-"))
+    settings, limits = configured()
     if front() == "native":  # one process: the engine and the front together; it checks the model as it loads it
         from .native import serve_native
 
-        max_bytes = int(os.environ.get(envnames.SAGEMAKER_MAX_REQUEST_SIZE, MAX_REQUEST_BYTES))
-        return serve_native(model_dir, host, port, state_dir, max_bytes, STOP_GRACE_S)
+        return serve_native(model_dir, host, port, state_dir, (settings, limits), STOP_GRACE_S)
     use_engine = engine_enabled()
     reason = None if use_engine else check_model(model_dir)
     if reason:
         return serve_unhealthy(host, port, reason)
-    return _serve_mms(model_dir, host, port, workers or default_workers(use_engine, model_dir), state_dir, use_engine)
+    workers = workers or default_workers(use_engine, model_dir)
+    return _serve_mms(model_dir, host, port, workers, state_dir, use_engine, (settings, limits))
 
 
-def _serve_mms(model_dir: Path, host: str, port: int, workers: int, state_dir: Path, use_engine: bool) -> int:
+def _serve_mms(model_dir: Path, host: str, port: int, workers: int, state_dir: Path, use_engine: bool,
+               configuration: tuple) -> int:
     from .edge import edge_server
     from .mms_edge import Health, MmsProxy, Prober
 
@@ -253,13 +272,15 @@ def _serve_mms(model_dir: Path, host: str, port: int, workers: int, state_dir: P
         os.environ.pop(envnames.DOGBREED_ENGINE_SOCKET, None)
     backend = loopback_port(port)
     management = loopback_port(port, backend)
-    process = start_mms(model_dir, backend, management, workers, state_dir / "tmp", config_path)
+    settings, limits = configuration
+    process = start_mms(model_dir, backend, management, workers, state_dir / "tmp", config_path, settings)
     health, prober = Health(), Prober(backend)
-    app = MmsProxy(_edge_limits(), health, prober, RESPONSE_TIMEOUT_S + 5)
+    app = MmsProxy(limits, health, prober, forward_timeout(settings), settings)
     server = edge_server(app, host, port, STOP_GRACE_S)
     signal.signal(signal.SIGTERM, _logged_signal)
     signal.signal(signal.SIGINT, _logged_signal)
     watcher = _Watcher(process, supervisor, health, (management, prober), server)
+    watcher.wait_s = settings.engine_wait_s
     thread = threading.Thread(target=watcher.run, name="supervise", daemon=True)
     thread.start()
     log.info("edge on %s:%d in front of multi-model-server (127.0.0.1:%d); %s=mms", host, port, backend,
@@ -282,6 +303,7 @@ class _Watcher:
         self.process, self.supervisor, self.health = process, supervisor, health
         self.checks, self.server = checks, server  # (management port, prober): mms_edge.why_not_ready
         self.stopping, self.exit_code = False, None
+        self.wait_s = DEFAULT_TIMEOUT_S / 2  # the engine's wait bound (settings.engine_wait_s)
 
     def run(self) -> None:
         from .mms_edge import why_not_ready
@@ -299,7 +321,7 @@ class _Watcher:
                 log.error("cannot serve the model: %s (answering /ping with 503)", reason)
                 self.health.set(reason, final=True)
                 self.exit_code = 1  # as a model that never loaded: the instance cannot serve
-                time.sleep(min(wait_bound(), time.monotonic() - started) + 1)
+                time.sleep(min(self.wait_s, time.monotonic() - started) + 1)
                 self.stopping = True
                 stop_group(self.process)
                 return

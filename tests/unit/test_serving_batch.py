@@ -1,0 +1,245 @@
+"""Batch Transform and async on the serving side, below HTTP: the settings snapshot, ``/execution-parameters`` and
+the body limit on the shared edge (driven as ASGI), JSON lines through the handler, and each front's timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from dogbreed import env as envnames
+from dogbreed.serving import content_types as ct
+from dogbreed.serving import handler, native, server
+from dogbreed.serving.edge import Edge, EdgeLimits
+from dogbreed.serving.errors import NotAcceptable
+from dogbreed.serving.native_app import Model, invoke
+from dogbreed.serving.settings import MIB, ServingSettings
+
+TWENTY = {envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB: "20"}
+
+
+def _settings(environ: dict, cores: int = 4, gpus: int = 0, pending: int = 32) -> ServingSettings:
+    return ServingSettings.from_environ(environ, cores=cores, gpus=gpus, pending=pending)
+
+
+# --- the settings ---------------------------------------------------------------------------------------------------
+
+
+def test_the_defaults_are_a_real_time_endpoints():
+    settings = _settings({})
+    assert settings.max_body_bytes == 6 * MIB and settings.payload_mb == 6 and settings.scale == 1.0
+    assert settings.response_timeout_s == 60 and settings.engine_wait_s == 30 and not settings.batch
+
+
+def test_the_payload_in_mb_wins_over_the_request_size_up_and_down():
+    assert _settings({**TWENTY, envnames.SAGEMAKER_MAX_REQUEST_SIZE: "1000"}).max_body_bytes == 20 * MIB
+    assert _settings({envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB: "4"}).max_body_bytes == 4 * MIB  # serverless
+    assert _settings({envnames.SAGEMAKER_MAX_REQUEST_SIZE: "1000"}).max_body_bytes == 1000
+    assert _settings(TWENTY).scale == pytest.approx(20 / 6)
+    assert _settings({envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB: "4"}).scale == 1.0  # budgets never shrink
+    assert _settings({envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB: "0"}).payload_mb == 100  # a job's chunked, unbounded bodies
+
+
+@pytest.mark.parametrize("raw", ["101", "twenty", "-3"])
+def test_a_payload_out_of_range_is_refused_by_name(raw):
+    with pytest.raises(ValueError, match=envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB):
+        _settings({envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB: raw})
+
+
+def test_the_response_timeout_is_the_setting_else_longer_in_a_batch_job():
+    assert _settings({envnames.SAGEMAKER_BATCH: "true"}).response_timeout_s == 600
+    asynchronous = _settings({envnames.SAGEMAKER_MODEL_SERVER_TIMEOUT: "3600"})
+    assert asynchronous.response_timeout_s == 3600 and asynchronous.engine_wait_s == 1800
+    explicit = _settings({envnames.SAGEMAKER_MODEL_SERVER_TIMEOUT: "3600", envnames.SAGEMAKER_BATCH: "true"})
+    assert explicit.response_timeout_s == 3600 and explicit.batch
+    assert _settings({"DOGBREED_ENGINE_WAIT_S": "12"}).engine_wait_s == 12
+
+
+def test_max_concurrent_transforms_is_the_cores_at_least_two_a_gpu_within_the_admission_bound():
+    assert _settings({}, cores=8).concurrent_transforms == 8
+    assert _settings({}, cores=4, gpus=4).concurrent_transforms == 8
+    assert _settings({}, cores=96, pending=32).concurrent_transforms == 32
+    assert _settings({}, cores=1).concurrent_transforms == 1
+
+
+# --- the edge, as ASGI ----------------------------------------------------------------------------------------------
+
+
+class _Echo(Edge):
+    """A front that answers every admitted body with its length."""
+
+    def ping(self):
+        return None
+
+    async def answer(self, body, headers):
+        return 200, str(len(body)).encode(), {"content-type": "text/plain"}
+
+
+def _call(app: Edge, method: str, path: str, body: bytes = b"", headers: tuple = ()) -> tuple[int, dict, bytes]:
+    sent, chunks = [], [body[i : i + MIB] for i in range(0, len(body), MIB)] or [b""]
+
+    async def receive():
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "path": path, "method": method,
+             "headers": [(name.encode(), value.encode()) for name, value in headers]}
+    asyncio.run(app(scope, receive, send))
+    head = {name.decode(): value.decode() for name, value in sent[0]["headers"]}
+    return sent[0]["status"], head, sent[1]["body"]
+
+
+def _edge(environ: dict, cores: int = 4) -> _Echo:
+    settings = _settings(environ, cores=cores)
+    return _Echo(EdgeLimits(max_body_bytes=settings.max_body_bytes), settings)
+
+
+def test_execution_parameters_answer_the_settings():
+    status, head, body = _call(_edge(TWENTY, cores=3), "GET", "/execution-parameters")
+    assert status == 200 and head["content-type"] == ct.JSON
+    assert json.loads(body) == {"MaxConcurrentTransforms": 3, "BatchStrategy": "MultiRecord", "MaxPayloadInMB": 20}
+    assert json.loads(_call(_edge({}), "GET", "/execution-parameters")[2])["MaxPayloadInMB"] == 6
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "HEAD"])
+def test_other_methods_on_execution_parameters_are_405(method):
+    status, head, body = _call(_edge({}), method, "/execution-parameters")
+    assert status == 405 and head["allow"] == "GET" and json.loads(body)["status"] == 405
+
+
+@pytest.mark.parametrize("declared", [True, False])  # by its Content-Length, and chunked with none
+def test_a_20_mb_body_is_admitted_under_a_20_mb_payload_and_413_without(declared):
+    body = b"x" * (20 * 1000 * 1000)
+    headers = (("content-length", str(len(body))),) if declared else ()
+    status, _, answer = _call(_edge(TWENTY), "POST", "/invocations", body, headers)
+    assert status == 200 and int(answer) == len(body)
+    status, _, answer = _call(_edge({}), "POST", "/invocations", body, headers)
+    assert status == 413 and json.loads(answer)["status"] == 413
+
+
+# --- JSON lines through the handler ---------------------------------------------------------------------------------
+
+
+class _Model:
+    """k rows an image, each naming the image's colour (its red value) so that the answers can be told apart."""
+
+    meta = {"arch": "fake"}
+    draft_size = None
+    wait_s = 30.0
+
+    def __init__(self):
+        self.calls = []
+
+    def describe(self) -> str:
+        return "a fake model"
+
+    def top_k(self, images, k):
+        self.calls.append((len(images), k))
+        return [[{"breed": f"red {image.getpixel((0, 0))[0]}", "probability": 1.0 / (rank + 1)} for rank in range(k)]
+                for image in images]
+
+
+def _record(red: int, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), (red, 0, 0)).save(buffer, "PNG")
+    return json.dumps({"image": base64.b64encode(buffer.getvalue()).decode(), **options}).encode()
+
+
+def _answer(body: bytes, accept: str | None = None) -> tuple[list[dict], str]:
+    model = _Model()
+    data = handler.input_fn(body, ct.JSONLINES)
+    text, kind = handler.output_fn(handler.predict_fn(data, model), accept)
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()], kind
+
+
+@pytest.fixture(autouse=True)
+def _real_time_budgets():
+    handler.configure(ServingSettings())
+    yield
+    handler.configure(ServingSettings())
+
+
+def test_json_lines_answer_one_line_a_record_in_order_a_bad_record_in_its_place():
+    body = b"\n".join([_record(10), b'{"image": "not base64!"}', _record(30, top_k=2), b"{not json", _record(50),
+                       _record(60, top_k="many")]) + b"\n"
+    lines, kind = _answer(body)
+    assert kind == ct.JSONLINES and len(lines) == 6
+    assert [line["predictions"][0][0]["breed"] for line in (lines[0], lines[2], lines[4])] == ["red 10", "red 30", "red 50"]
+    assert len(lines[0]["predictions"][0]) == 5 and len(lines[2]["predictions"][0]) == 2  # each record's own k
+    for index in (1, 3, 5):
+        assert set(lines[index]) == {"error", "status"} and lines[index]["status"] == 400
+        assert lines[index]["error"].startswith(f"record {index + 1}:")
+
+
+@pytest.mark.parametrize("accept", [None, ct.ANY, ct.JSONLINES, "application/jsonl", ct.JSON])
+def test_json_lines_are_answered_in_json_lines_for_what_a_front_may_pass(accept):
+    assert _answer(_record(1) + b"\n", accept)[1] == ct.JSONLINES
+
+
+def test_json_lines_refuse_an_accept_they_cannot_answer():
+    with pytest.raises(NotAcceptable):
+        _answer(_record(1), "text/csv")
+
+
+def test_json_lines_of_only_bad_records_run_nothing_and_answer_every_error():
+    model = _Model()
+    data = handler.input_fn(b"[]\n{}\n", "application/jsonlines")
+    text, _ = handler.output_fn(handler.predict_fn(data, model), None)
+    assert model.calls == [] and [json.loads(line)["status"] for line in text.splitlines()] == [400, 400]
+
+
+def test_the_images_of_a_json_lines_request_scale_with_the_payload():
+    body = b"\n".join([_record(index % 250) for index in range(100)])  # past a 6 MB request's 64 images
+    lines, _ = _answer(body)
+    assert [("error" in line) for line in lines] == [False] * 64 + [True] * 36
+    assert lines[64]["status"] == 413
+    handler.configure(_settings(TWENTY))  # 20 MB: 213 images
+    lines, _ = _answer(body)
+    assert not any("error" in line for line in lines) and len(lines) == 100
+
+
+def test_a_single_request_may_ask_for_json_lines():
+    prediction = handler.predict_fn(handler.input_fn(_record(7), ct.JSON), _Model())
+    text, kind = handler.output_fn(prediction, ct.JSONLINES)
+    assert kind == ct.JSONLINES and text.endswith("\n") and json.loads(text)["predictions"][0][0]["breed"] == "red 7"
+
+
+def test_the_native_front_answers_json_lines_with_their_type():
+    status, body, headers = invoke(_Model(), _record(5) + b"\n" + b"oops\n", {"content-type": ct.JSONLINES}, ct.JSON)
+    assert status == 200 and headers["content-type"] == ct.JSONLINES
+    assert [("error" in json.loads(line)) for line in body.decode().splitlines()] == [False, True]
+
+
+# --- each front's timeouts ------------------------------------------------------------------------------------------
+
+
+def _config(text: str) -> dict:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_the_mms_front_takes_the_timeout_and_the_payload():
+    pytest.importorskip("sagemaker_inference")
+    settings = _settings({**TWENTY, envnames.SAGEMAKER_MODEL_SERVER_TIMEOUT: "3600"})
+    config = _config(server.mms_config(settings, 29001, 2, 29002))
+    assert config["default_response_timeout"] == "3600"
+    assert config["max_request_size"] == str(20 * MIB) and int(config["max_response_size"]) >= 20 * MIB
+    assert server.forward_timeout(settings) > 3600  # the edge outwaits multi-model-server's own timeout
+    default = _config(server.mms_config(_settings({}), 29001, 2, 29002))
+    assert default["default_response_timeout"] == "60" and default["max_request_size"] == str(6 * MIB)
+
+
+def test_the_native_front_waits_for_the_engine_within_the_timeout(monkeypatch, tmp_path):
+    model, fake = Model(), _Model()
+    monkeypatch.setattr(native, "start_engine", lambda model_dir, state_dir: fake)
+    native.load(model, tmp_path, tmp_path, _settings({envnames.SAGEMAKER_MODEL_SERVER_TIMEOUT: "3600", **TWENTY}))
+    assert model.reason is None and model.predictor is fake and fake.wait_s == 1800
+    assert fake.calls == [(1, 5)]  # the warm-up request went through
+    assert handler.input_fn(b"\n".join([_record(1)] * 100), ct.JSONLINES)["images"].__len__() == 100  # 20 MB budget
