@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dogbreed import calibration
 from dogbreed.data import display_name, list_classes
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.slow
 def evaluated(trained, sample_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluation")
     summary = evaluate(trained["model_dir"], sample_dir, out, progress=False)
-    return {"summary": summary, "out": out, "html": (out / "report.html").read_text()}
+    return {"summary": summary, "out": out, "html": (out / "report.html").read_text(), "model_dir": trained["model_dir"]}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,8 @@ def direct(trained, sample_dir):
     for folder in list_classes(sample_dir / "test"):
         for path in sorted((sample_dir / "test" / folder).glob("*.jpg")):
             image = decode_image(path.read_bytes(), predictor.draft_size)
-            probs.append(predictor.probabilities([image])[0].numpy())
+            logits = predictor.tensor_logits(predictor.tensor([image]))  # before the model's temperature
+            probs.append(torch.softmax(logits, dim=1)[0].numpy())
             labels.append(index[display_name(folder)])
     return np.stack(probs), np.asarray(labels)
 
@@ -66,8 +68,10 @@ def test_the_numbers_are_the_predictors_own(evaluated, direct):
     assert summary["top1"] == pytest.approx(top1, abs=1e-9)
     assert summary["top5"] == pytest.approx(top5, abs=1e-9)
     assert f'id="top1">{top1:.4f}<' in evaluated["html"]
-    cal = summary["calibration"]  # no temperature in model.json yet: fitted on this split, said so
-    assert "fitted on the evaluated data" in cal["temperature_source"]
+    cal = summary["calibration"]  # training fitted the temperature on the valid split: the report reads it
+    assert "model.json" in cal["temperature_source"]
+    temperature = json.loads((evaluated["model_dir"] / "model.json").read_text())["temperature"]
+    assert cal["temperature"] == pytest.approx(temperature)
     assert cal["ece_before"] == pytest.approx(calibration.ece(probs, labels), abs=2e-3)
     log_p = np.log(np.clip(probs, 1e-38, None))
     assert cal["nll_before"] == pytest.approx(calibration.nll(log_p, labels), rel=1e-3)

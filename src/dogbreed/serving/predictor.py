@@ -108,9 +108,12 @@ class Predictor(ModelInputs):
 
     def top_k_tensors(self, batch: torch.Tensor, k: int = 5) -> list[list[dict]]:
         """Top-k of preprocessed images (what :meth:`tensor` makes)."""
-        probs = self.tensor_probabilities(batch)
+        logits = self.tensor_logits(batch)
+        probs = torch.softmax(logits / self.temperature, dim=1)
         k = max(1, min(int(k), len(self.class_names)))
-        values, indices = probs.topk(k, dim=1)
+        # ranked by the logits: probabilities that underflow to equal zeros would leave their order to chance
+        indices = logits.topk(k, dim=1).indices
+        values = probs.gather(1, indices)
         return [
             [
                 {"breed": self.class_names[i], "index": int(i), "probability": round(float(p), 6)}
