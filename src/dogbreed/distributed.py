@@ -7,6 +7,7 @@ on CPUs, both on SM_NETWORK_INTERFACE_NAME. Global rank 0 alone writes checkpoin
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from dataclasses import dataclass, replace
@@ -19,6 +20,8 @@ import torch.multiprocessing as mp
 from . import env as envnames
 from .accel import PRECISIONS
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 29500
 
@@ -71,11 +74,23 @@ def writes_artifacts(info: DistInfo) -> bool:
     return info.rank == 0
 
 
-def socket_env(environ) -> dict[str, str]:
+def host_interfaces() -> set[str]:
+    import socket
+
+    return {name for _, name in socket.if_nameindex()}
+
+
+def socket_env(environ, interfaces: set[str] | None = None) -> dict[str, str]:
     """The socket interface of NCCL and gloo: SageMaker's SM_NETWORK_INTERFACE_NAME, unless the user chose one.
-    Left to themselves they may pick an interface the other hosts cannot reach (docker0, a VPC endpoint's)."""
+    Left to themselves they may pick an interface the other hosts cannot reach (docker0, a VPC endpoint's). An
+    interface this host lacks is left out: the SDK's local mode names ``ethwe`` (SageMaker's old overlay network)
+    in containers that have only eth0, and gloo refuses to start on a missing interface."""
     interface = environ.get(envnames.SM_NETWORK_INTERFACE_NAME)
     if not interface:
+        return {}
+    if interface not in (host_interfaces() if interfaces is None else interfaces):
+        log.warning("%s=%s: no such interface here; NCCL and gloo choose their own",
+                    envnames.SM_NETWORK_INTERFACE_NAME, interface)
         return {}
     names = (envnames.NCCL_SOCKET_IFNAME, envnames.GLOO_SOCKET_IFNAME)
     return {name: interface for name in names if not environ.get(name)}

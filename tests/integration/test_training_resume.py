@@ -174,7 +174,7 @@ def test_an_unreadable_image_is_counted_once_over_epochs(sample_dir, tmp_path):
     assert "fp32 asked for on the CPU" in log
 
 
-def test_two_ddp_ranks_on_an_uneven_split_end_with_identical_weights(sample_dir, tmp_path):
+def test_two_ddp_ranks_on_an_uneven_split_take_every_step_together(sample_dir, tmp_path):
     # 201 train images (one unreadable) on 2 ranks, batch 1: the shards are uneven before padding, and a
     # rank meets a batch that lost its only image. Both ranks must take every step together.
     data = _corrupt_copy(sample_dir, tmp_path / "data")

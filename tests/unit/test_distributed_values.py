@@ -63,8 +63,12 @@ def test_two_hosts_each_local_rank_zero_and_only_global_rank_zero_writes(tmp_pat
 
 
 def test_the_socket_interface_comes_from_sagemaker_unless_the_user_chose_one():
-    assert distributed.socket_env({"SM_NETWORK_INTERFACE_NAME": "eth0"}) == {"NCCL_SOCKET_IFNAME": "eth0",
-                                                                             "GLOO_SOCKET_IFNAME": "eth0"}
+    here = {"lo", "eth0"}
+    assert distributed.socket_env({"SM_NETWORK_INTERFACE_NAME": "eth0"}, here) == {"NCCL_SOCKET_IFNAME": "eth0",
+                                                                                   "GLOO_SOCKET_IFNAME": "eth0"}
     chosen = {"SM_NETWORK_INTERFACE_NAME": "eth0", "NCCL_SOCKET_IFNAME": "ens5"}
-    assert distributed.socket_env(chosen) == {"GLOO_SOCKET_IFNAME": "eth0"}
-    assert distributed.socket_env({}) == {}
+    assert distributed.socket_env(chosen, here) == {"GLOO_SOCKET_IFNAME": "eth0"}
+    assert distributed.socket_env({}, here) == {}
+    # the SDK's local mode names SageMaker's old overlay interface, which its containers lack
+    assert distributed.socket_env({"SM_NETWORK_INTERFACE_NAME": "ethwe"}, here) == {}
+    assert "lo" in distributed.host_interfaces()
