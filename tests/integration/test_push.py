@@ -124,12 +124,14 @@ def test_push_creates_the_repositories_pushes_and_the_image_pulls_back_and_runs(
     moto_server = moto_endpoint
     import boto3
 
-    result = sh(SCRIPT, env=_env(moto_server, REGISTRY=registry), timeout=1800)
+    # a region of its own on the session's moto server: other tests (the CPU image's) push there too
+    region = "eu-north-1"
+    result = sh(SCRIPT, env=_env(moto_server, REGISTRY=registry, AWS_REGION=region), timeout=1800)
     lines = dict(line.split("=", 1) for line in result.stdout.strip().splitlines() if "=" in line)
     assert lines["train_image_uri"] == f"{registry}/dogbreed-train:{TAG}"
     assert lines["serve_image_uri"] == f"{registry}/dogbreed-serve:{TAG}"
     assert result.stderr.count("created ECR repository") == 2, result.stderr
-    ecr = boto3.client("ecr", region_name="eu-west-1", endpoint_url=moto_server,
+    ecr = boto3.client("ecr", region_name=region, endpoint_url=moto_server,
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     names = {r["repositoryName"] for r in ecr.describe_repositories()["repositories"]}
     assert names == {"dogbreed-train", "dogbreed-serve"}
@@ -148,7 +150,7 @@ def test_push_creates_the_repositories_pushes_and_the_image_pulls_back_and_runs(
     ran = sh("docker", "run", "--rm", "--entrypoint", "python", pushed, "-c", "import dogbreed.serving.server; print('ok')")
     assert ran.stdout.strip() == "ok"
     # a second push finds the repositories and creates nothing
-    again = sh(SCRIPT, env=_env(moto_server, REGISTRY=registry), timeout=1800)
+    again = sh(SCRIPT, env=_env(moto_server, REGISTRY=registry, AWS_REGION=region), timeout=1800)
     assert "created ECR repository" not in again.stderr
 
 
