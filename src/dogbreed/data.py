@@ -107,7 +107,23 @@ def stratified_fraction(samples: list[tuple[Path, int]], fraction: float, seed: 
     return sorted(chosen, key=lambda s: (s[1], str(s[0])))  # the order of the draw is no part of the result
 
 
-class ImageSamples(Dataset):
+class Samples(Dataset):
+    """A split's (path, label) pairs, indexed as the sampler hands them over: an index, or ``(index, seed)``."""
+
+    def __init__(self, samples):
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def sample(self, item) -> tuple[int, int | None, Path, int]:
+        """(index, seed or None, path, label)."""
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        path, label = self.samples[index]
+        return index, seed, path, label
+
+
+class ImageSamples(Samples):
     """(image, label, index) triples; an image that cannot be decoded yields ``Unreadable(index)``.
 
     The sampler may hand over ``(index, seed)``: the transform then draws its randomness from that
@@ -117,16 +133,12 @@ class ImageSamples(Dataset):
     """
 
     def __init__(self, samples, transform, draft_size: int | None = None):
-        self.samples = list(samples)
+        super().__init__(samples)
         self.transform = transform
         self.draft_size = draft_size
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def __getitem__(self, item):
-        index, seed = item if isinstance(item, tuple) else (item, None)
-        path, label = self.samples[index]
+        index, seed, path, label = self.sample(item)
         try:
             image = open_rgb(path, self.draft_size)
         except Exception as exc:  # any decode failure: the image is skipped and counted, never fatal

@@ -13,11 +13,10 @@ import math
 import random
 
 import torch
-from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as F
 
-from .data import Unreadable, make_loader
+from .data import Samples, Unreadable, make_loader
 
 JPEG_MAGIC = b"\xff\xd8"
 RATIO = (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop's aspect ratios
@@ -29,18 +28,11 @@ def decodes_on_gpu(device: torch.device) -> bool:
     return torch.device(device).type == "cuda" and torch.cuda.is_available()
 
 
-class EncodedSamples(Dataset):
+class EncodedSamples(Samples):
     """(file bytes, label, index, seed) per image; a file that cannot be read yields ``Unreadable(index)``."""
 
-    def __init__(self, samples):
-        self.samples = list(samples)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def __getitem__(self, item):
-        index, seed = item if isinstance(item, tuple) else (item, None)
-        path, label = self.samples[index]
+        index, seed, path, label = self.sample(item)
         try:
             return read_file(str(path)), label, index, seed
         except (OSError, RuntimeError):
