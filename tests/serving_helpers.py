@@ -263,3 +263,23 @@ def exchange(url: str, data: bytes, timeout: float = 30) -> tuple[int, dict, byt
     headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:]) if value}
     length = int(headers.get("content-length", len(body)))
     return int(lines[0].split(" ", 2)[1]), headers, body[:length], closed
+
+
+def send(port: int, body: bytes, content_type: str | None, headers: dict | None = None, timeout=120):
+    """(status, parsed JSON or raw bytes): the header names go out exactly as written (urllib would capitalize
+    them), and no Content-Type at all where ``content_type`` is None."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.putrequest("POST", "/invocations", skip_accept_encoding=True)
+        for name, value in {**({"Content-Type": content_type} if content_type else {}), **(headers or {})}.items():
+            connection.putheader(name, value)
+        connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        status, raw = response.status, response.read()
+    finally:
+        connection.close()
+    try:
+        return status, json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return status, raw

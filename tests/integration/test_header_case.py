@@ -1,13 +1,11 @@
 """Header names are case-insensitive in HTTP (RFC 9110 §5.1): `CONTENT-TYPE` and `ACCEPT` in capitals are the
 same headers on both fronts."""
 
-import http.client
-import json
 
 import pytest
 
 from tests.conftest import free_port
-from tests.serving_helpers import FRONTS, local_server, probe_for
+from tests.serving_helpers import FRONTS, local_server, probe_for, send
 
 pytestmark = pytest.mark.slow
 
@@ -19,16 +17,6 @@ def test_upper_case_header_names_are_honoured(trained, tmp_path, front):
     with local_server(trained["archive"], free_port(), tmp_path / "server.log", front=front) as (url, _):
         port = int(url.rsplit(":", 1)[1])
         for names in (("CONTENT-TYPE", "ACCEPT"), ("content-type", "accept"), ("Content-Type", "Accept")):
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            try:
-                connection.putrequest("POST", "/invocations", skip_accept_encoding=True)
-                connection.putheader(names[0], "image/jpeg")
-                connection.putheader(names[1], "application/json")
-                connection.putheader("Content-Length", str(len(body)))
-                connection.endheaders(body)
-                response = connection.getresponse()
-                status, answer = response.status, response.read()
-            finally:
-                connection.close()
-            assert status == 200, (names, answer[:300])
-            assert json.loads(answer)["predictions"][0][0]["index"] == index
+            status, answer = send(port, body, None, {names[0]: "image/jpeg", names[1]: "application/json"}, timeout=60)
+            assert status == 200, (names, answer)
+            assert answer["predictions"][0][0]["index"] == index

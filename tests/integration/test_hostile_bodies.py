@@ -4,9 +4,7 @@ its 8-bit equivalent's answer; and after a burst of the worst bodies, the server
 
 from __future__ import annotations
 
-import http.client
 import io
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from dogbreed.serving import handler
 from dogbreed.serving.predictor import Predictor
 from tests import hostile
 from tests.conftest import DOGS10, free_port
-from tests.serving_helpers import FRONTS, local_server, probe_for
+from tests.serving_helpers import FRONTS, local_server, probe_for, send
 
 pytestmark = pytest.mark.slow
 
@@ -50,26 +48,6 @@ def served(trained, tmp_path_factory, request):
 @pytest.fixture(scope="module")
 def predictor(trained):
     return Predictor(trained["model_dir"])
-
-
-def send(port: int, body: bytes, content_type: str | None, headers: dict | None = None, timeout=120):
-    """(status, parsed JSON or raw bytes): the header names go out exactly as written (urllib would capitalize
-    them), and no Content-Type at all where ``content_type`` is None."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.putrequest("POST", "/invocations", skip_accept_encoding=True)
-        for name, value in {**({"Content-Type": content_type} if content_type else {}), **(headers or {})}.items():
-            connection.putheader(name, value)
-        connection.putheader("Content-Length", str(len(body)))
-        connection.endheaders(body)
-        response = connection.getresponse()
-        status, raw = response.status, response.read()
-    finally:
-        connection.close()
-    try:
-        return status, json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return status, raw
 
 
 def _breeds(predictions) -> list[list[str]]:

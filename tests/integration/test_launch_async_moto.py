@@ -9,17 +9,14 @@ import json
 import pytest
 
 from tests.integration.conftest import REGION
-from tests.integration.test_launch_moto import ROLE, SERVE_IMAGE, _cli
+from tests.integration.test_launch_moto import _cli, serving_config
 
 ANSWER = {"predictions": [[{"index": 3, "breed": "Beagle", "probability": 0.9}]]}
 
 
 @pytest.fixture
 def config(tmp_path) -> str:
-    path = tmp_path / "dogbreed.toml"
-    path.write_text(f'region = "{REGION}"\nrole = "{ROLE}"\nbucket = "dogbreed-test"\nprefix = "runs"\n'
-                    f'serve_image = "{SERVE_IMAGE}"\n[wait]\npoll_s = 0\n')
-    return str(path)
+    return str(serving_config(tmp_path, cpu_image=False))
 
 
 def _photo(tmp_path, name: str = "dog.jpg", size: int = 2000):

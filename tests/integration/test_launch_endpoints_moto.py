@@ -14,9 +14,8 @@ from botocore.exceptions import ClientError
 from dogbreed.launch import endpoints, jobs
 from dogbreed.launch.waits import JobError
 from tests.integration.conftest import REGION
-from tests.integration.test_launch_moto import ROLE, SERVE_IMAGE, _call, _session_capturing
+from tests.integration.test_launch_moto import SERVE_IMAGE, SERVE_IMAGE_CPU, _call, _session_capturing, serving_config
 
-SERVE_IMAGE_CPU = SERVE_IMAGE.replace("dogbreed-serve:", "dogbreed-serve-cpu:")
 MODEL_DATA = "s3://dogbreed-test/runs/models/job/output/model.tar.gz"
 ENDPOINT = "dogbreed-redeploy"
 
@@ -25,10 +24,7 @@ ENDPOINT = "dogbreed-redeploy"
 def config(tmp_path):
     from dogbreed.launch.config import load
 
-    path = tmp_path / "dogbreed.toml"
-    path.write_text(f'region = "{REGION}"\nrole = "{ROLE}"\nbucket = "dogbreed-test"\nprefix = "runs"\n'
-                    f'serve_image = "{SERVE_IMAGE}"\nserve_image_cpu = "{SERVE_IMAGE_CPU}"\n[wait]\npoll_s = 0\n')
-    return load(str(path))
+    return load(str(serving_config(tmp_path)))
 
 
 class Updates:

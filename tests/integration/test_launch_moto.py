@@ -16,6 +16,16 @@ from tests.integration.conftest import REGION
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
 TRAIN_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/dogbreed-train:abc123"
 SERVE_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/dogbreed-serve:abc123"
+SERVE_IMAGE_CPU = SERVE_IMAGE.replace("dogbreed-serve:", "dogbreed-serve-cpu:")
+
+
+def serving_config(folder, cpu_image: bool = True):
+    """A dogbreed.toml for the serving launchers (deploy, invoke, transform): the serve images, no waiting."""
+    path = folder / "dogbreed.toml"
+    cpu = f'serve_image_cpu = "{SERVE_IMAGE_CPU}"\n' if cpu_image else ""
+    path.write_text(f'region = "{REGION}"\nrole = "{ROLE}"\nbucket = "dogbreed-test"\nprefix = "runs"\n'
+                    f'serve_image = "{SERVE_IMAGE}"\n{cpu}[wait]\npoll_s = 0\n')
+    return path
 
 
 @pytest.fixture

@@ -7,19 +7,15 @@ import pytest
 
 from dogbreed.launch import apimodel
 from tests.integration.conftest import REGION
-from tests.integration.test_launch_moto import ROLE, SERVE_IMAGE, _cli
+from tests.integration.test_launch_moto import SERVE_IMAGE, SERVE_IMAGE_CPU, _cli, serving_config
 
-SERVE_IMAGE_CPU = SERVE_IMAGE.replace("dogbreed-serve:", "dogbreed-serve-cpu:")
 MODEL = ["--model-data", "s3://dogbreed-test/runs/models/j/output/model.tar.gz"]
 IO = ["--input", "s3://dogbreed-test/photos/", "--output", "s3://dogbreed-test/answers/"]
 
 
 @pytest.fixture
 def config(tmp_path) -> str:
-    path = tmp_path / "dogbreed.toml"
-    path.write_text(f'region = "{REGION}"\nrole = "{ROLE}"\nbucket = "dogbreed-test"\nprefix = "runs"\n'
-                    f'serve_image = "{SERVE_IMAGE}"\nserve_image_cpu = "{SERVE_IMAGE_CPU}"\n[wait]\npoll_s = 0\n')
-    return str(path)
+    return str(serving_config(tmp_path))
 
 
 @pytest.fixture
