@@ -87,23 +87,14 @@ if [ -n "$EXTRA_CA" ]; then
 fi
 if [ "$CPU" = 1 ]; then
   echo "== docker build $TAG: twin of $DEFAULT_CPU_BASE_IMAGE (Python $BASE_PYTHON_VERSION, no torch)"
-  docker build --platform linux/amd64 \
-    --build-arg "ROOTFS=$ROOTFS_TAG" \
-    --build-arg "DEFAULT_CPU_BASE_IMAGE=$DEFAULT_CPU_BASE_IMAGE" \
-    --build-arg "BASE_PYTHON_VERSION=$BASE_PYTHON_VERSION" \
-    -t "$TAG" "$ctx"
-  docker image prune -f >/dev/null 2>&1 || true
-  docker image inspect "$TAG" --format "$TAG: {{.Size}} bytes" | awk '{printf "%s %.2f GB\n", $1, $2/1e9}'
-  exit 0
+  pins=(--build-arg "DEFAULT_CPU_BASE_IMAGE=$DEFAULT_CPU_BASE_IMAGE")
+else
+  echo "== docker build $TAG: twin of $DEFAULT_BASE_IMAGE (torch $BASE_TORCH_VERSION, torchvision $BASE_TORCHVISION_VERSION, Python $BASE_PYTHON_VERSION)"
+  pins=(--build-arg "DEFAULT_BASE_IMAGE=$DEFAULT_BASE_IMAGE" --build-arg "BASE_TORCH_VERSION=$BASE_TORCH_VERSION"
+        --build-arg "BASE_TORCHVISION_VERSION=$BASE_TORCHVISION_VERSION")
 fi
-echo "== docker build $TAG: twin of $DEFAULT_BASE_IMAGE (torch $BASE_TORCH_VERSION, torchvision $BASE_TORCHVISION_VERSION, Python $BASE_PYTHON_VERSION)"
-docker build --platform linux/amd64 \
-  --build-arg "ROOTFS=$ROOTFS_TAG" \
-  --build-arg "DEFAULT_BASE_IMAGE=$DEFAULT_BASE_IMAGE" \
-  --build-arg "BASE_TORCH_VERSION=$BASE_TORCH_VERSION" \
-  --build-arg "BASE_TORCHVISION_VERSION=$BASE_TORCHVISION_VERSION" \
-  --build-arg "BASE_PYTHON_VERSION=$BASE_PYTHON_VERSION" \
-  -t "$TAG" "$ctx"
+docker build --platform linux/amd64 --build-arg "ROOTFS=$ROOTFS_TAG" --build-arg "BASE_PYTHON_VERSION=$BASE_PYTHON_VERSION" \
+  "${pins[@]}" -t "$TAG" "$ctx"
 # a rebuild leaves the previous base untagged: drop it (and any other dangling image) so that disks do not fill
 docker image prune -f >/dev/null 2>&1 || true
 docker image inspect "$TAG" --format "$TAG: {{.Size}} bytes" | awk '{printf "%s %.2f GB\n", $1, $2/1e9}'

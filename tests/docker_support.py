@@ -106,3 +106,15 @@ def remove_images(*names: str):
     sh("docker", "image", "prune", "-f", check=False)  # whatever became dangling
 
 
+def assert_native_front_stops_cleanly(name: str, what: str) -> None:
+    """A container serving with the native front: one Python process and no JVM, stopped by SIGTERM within the
+    30 s grace, exit code 0."""
+    import time
+
+    processes = sh("docker", "top", name).stdout
+    assert "java" not in processes and "dogbreed.serving.server" in processes, processes
+    start = time.perf_counter()
+    sh("docker", "stop", "-t", "30", name)
+    assert time.perf_counter() - start < 30, f"{what} did not stop on SIGTERM within 30 s"
+    code = sh("docker", "inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()
+    assert code == "0", sh("docker", "logs", name, check=False).stderr[-2000:]

@@ -16,6 +16,7 @@ from dogbreed.serving.client import wait_until_correct
 from tests.conftest import free_port
 from tests.docker_support import (
     TAG,
+    assert_native_front_stops_cleanly,
     base_pins,
     build_cpu_image,
     image_size,
@@ -129,13 +130,7 @@ def test_the_cpu_image_serves_a_trained_model_from_cold_and_stops_on_sigterm(cpu
         status, answer, _ = post(f"http://127.0.0.1:{port}", body, headers={"X-Amzn-SageMaker-Custom-Attributes": "top_k=2"})
         assert status == 200 and answer["predictions"][0][0]["index"] == index and len(answer["predictions"][0]) == 2
         assert get(f"http://127.0.0.1:{port}", "/ping")[0] == 200
-        processes = sh("docker", "top", name).stdout
-        assert "java" not in processes and "dogbreed.serving.server" in processes, processes
-        stop = time.perf_counter()
-        sh("docker", "stop", "-t", "30", name)
-        assert time.perf_counter() - stop < 30, "the CPU image did not stop on SIGTERM within 30 s"
-        code = sh("docker", "inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()
-        assert code == "0", sh("docker", "logs", name, check=False).stderr[-2000:]
+        assert_native_front_stops_cleanly(name, "the CPU image")
     finally:
         sh("docker", "rm", "-f", name, check=False)
 

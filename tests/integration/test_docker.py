@@ -17,7 +17,7 @@ import pytest
 
 from dogbreed.local import layout
 from tests.conftest import free_port
-from tests.docker_support import BASE, HPS, LOCAL_BASE, base_pins, image_versions, sh
+from tests.docker_support import BASE, HPS, LOCAL_BASE, assert_native_front_stops_cleanly, base_pins, image_versions, sh
 from tests.serving_helpers import get, post
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -161,13 +161,7 @@ def test_docker_run_serve_native_answers_and_exits_0_on_sigterm(images, trained)
         assert [r["breed"] for r in answer["predictions"][0]] == expected[:2]
         assert get(url, "/ping")[0] == 200
         _assert_no_management_api(name, url)
-        processes = sh("docker", "top", name).stdout
-        assert "java" not in processes and "dogbreed.serving.server" in processes, processes
-        start = time.time()
-        sh("docker", "stop", "-t", "30", name)
-        assert time.time() - start < 30, "native serve did not stop on SIGTERM within 30 s"
-        code = sh("docker", "inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()
-        assert code == "0", sh("docker", "logs", name, check=False).stderr[-2000:]
+        assert_native_front_stops_cleanly(name, "native serve")
     finally:
         sh("docker", "rm", "-f", name, check=False)
 

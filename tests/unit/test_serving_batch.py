@@ -15,7 +15,7 @@ from dogbreed import env as envnames
 from dogbreed.serving import content_types as ct
 from dogbreed.serving import handler, native, server
 from dogbreed.serving.edge import Edge, EdgeLimits
-from dogbreed.serving.errors import NotAcceptable
+from dogbreed.serving.errors import NotAcceptable, PayloadTooLarge
 from dogbreed.serving.native_app import Model, invoke
 from dogbreed.serving.settings import MIB, ServingSettings
 
@@ -198,9 +198,8 @@ def test_json_lines_of_only_bad_records_run_nothing_and_answer_every_error():
 
 def test_the_images_of_a_json_lines_request_scale_with_the_payload():
     body = b"\n".join([_record(index % 250) for index in range(100)])  # past a 6 MB request's 64 images
-    lines, _ = _answer(body)
-    assert [("error" in line) for line in lines] == [False] * 64 + [True] * 36
-    assert lines[64]["status"] == 413
+    with pytest.raises(PayloadTooLarge, match="100 records in one request; at most 64"):  # whole: no silent holes
+        _answer(body)
     handler.configure(_settings(TWENTY))  # 20 MB: 213 images
     lines, _ = _answer(body)
     assert not any("error" in line for line in lines) and len(lines) == 100
@@ -243,3 +242,17 @@ def test_the_native_front_waits_for_the_engine_within_the_timeout(monkeypatch, t
     assert model.reason is None and model.predictor is fake and fake.wait_s == 1800
     assert fake.calls == [(1, 5)]  # the warm-up request went through
     assert handler.input_fn(b"\n".join([_record(1)] * 100), ct.JSONLINES)["images"].__len__() == 100  # 20 MB budget
+
+
+def test_a_body_of_blank_records_is_refused_before_any_is_decoded():
+    decoded = []
+
+    def decode_record(line):
+        decoded.append(line)
+        return [], {}
+
+    from dogbreed.serving.jsonlines import decode_records
+
+    with pytest.raises(PayloadTooLarge):  # 6 MB of "{}" lines once cost 1.6 GB of answer lines
+        decode_records(b"{}\n" * 2_000_000, decode_record, 5, 64)
+    assert decoded == []

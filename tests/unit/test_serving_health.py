@@ -66,3 +66,14 @@ def test_the_native_front_is_the_default(monkeypatch):
     assert server.front() == "native"
     monkeypatch.setenv(DOGBREED_SERVER, "MMS")
     assert server.front() == "mms"
+
+
+def test_only_an_answer_through_the_model_counts_as_a_sign_of_life_on_the_mms_front():
+    from dogbreed.serving.mms_edge import Prober
+
+    prober = Prober(backend_port=1)
+    for status in (400, 413, 415, 503):  # refused before the model: a client sending garbage keeps /ping honest
+        prober.note(status)
+    assert prober.answered_at is None
+    prober.note(200)
+    assert prober.answered_at is not None

@@ -119,7 +119,9 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.head_left, self.in_head = self.limits.max_head_bytes, True
+        # head_left is not reset here: the piece that began this message was already counted against it (set anew
+        # at connection_made and on_message_complete)
+        self.in_head = True
         self.head_timer.cancel()
         self.head_timer = self.loop.call_later(self.limits.read_timeout_s, self._head_timed_out)
 

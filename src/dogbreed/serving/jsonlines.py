@@ -39,9 +39,16 @@ def lines_of(body: bytes) -> list[bytes]:
 
 def decode_records(body: bytes, decode_record, default_top_k: int, max_images: int) -> Records:
     """Each line through ``decode_record(line) -> (images, options)`` (the JSON decoder), its error kept in its
-    place; the request's k for records that name none."""
+    place; the request's k for records that name none. A body of more records than it may hold images is refused
+    whole, before any is decoded: each record, even a refused one, costs an answer line, and a few MB of ``{}``
+    lines would otherwise cost gigabytes."""
+    if body.count(b"\n") > 4 * max_images + 1:  # counted before splitting: blank lines are few in a real body
+        raise PayloadTooLarge(f"over {max_images} records in one request; send fewer lines a request")
+    lines = lines_of(body)
+    if len(lines) > max_images:
+        raise PayloadTooLarge(f"{len(lines)} records in one request; at most {max_images}")
     records = Records()
-    for number, line in enumerate(lines_of(body), start=1):
+    for number, line in enumerate(lines, start=1):
         try:
             images, options = decode_record(line)
             if len(records.images) + len(images) > max_images:

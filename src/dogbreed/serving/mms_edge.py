@@ -92,8 +92,9 @@ class Prober:
         self.answered_at: float | None = None
 
     def note(self, status: int) -> None:
-        """A client's answer: a 2xx or 4xx came from the handler in a worker (a 5xx may be the server's own)."""
-        if status < 500:
+        """A client's answer: only a 2xx went through the model (a 4xx is refused by input_fn before it, so a
+        client sending garbage must not keep /ping green)."""
+        if 200 <= status < 300:
             self.answered_at = time.monotonic()
 
     def why_not(self) -> str | None:

@@ -326,7 +326,11 @@ class _Watcher:
                 stop_group(self.process)
                 return
             ready = None if self.supervisor is None else self.supervisor.ready
-            self.health.set(why_not_ready(ready, *self.checks))
+            try:
+                self.health.set(why_not_ready(ready, *self.checks))
+            except Exception as exc:  # an unexpected management answer must not end the watch with /ping frozen
+                log.exception("health check failed")
+                self.health.set(f"health check failed: {exc.__class__.__name__}: {exc}")
             time.sleep(1)
 
 
