@@ -40,12 +40,25 @@ def nll(logits, labels, temperature: float = 1.0) -> float:
     return float(-log_p[np.arange(len(labels)), labels].mean())
 
 
-def fit_temperature(logits, labels) -> float:
-    """The T that minimises the NLL of softmax(logits / T): a one-dimensional fit over log T (unimodal there,
-    as the NLL is convex in 1/T), bounded, so that it cannot run away on separable data."""
+def unfit_reason(logits, labels) -> str | None:
+    """Why these logits cannot calibrate anything (None where they can): no labels, a non-finite logit (an fp16
+    overflow), or every answer right, where the likelihood only grows as T falls and any fitted T is the bound's."""
     logits, labels = _as_arrays(logits, labels)
     if len(labels) == 0:
+        return "no labelled images"
+    if not np.isfinite(logits).all():
+        return "non-finite logits"
+    if (logits.argmax(axis=1) == labels).all():
+        return "every answer right: nothing to fit a temperature on"
+    return None
+
+
+def fit_temperature(logits, labels) -> float:
+    """The T that minimises the NLL of softmax(logits / T): a one-dimensional fit over log T (unimodal there,
+    as the NLL is convex in 1/T), bounded. 1 (no change) where :func:`unfit_reason` names one."""
+    if unfit_reason(logits, labels):
         return 1.0
+    logits, labels = _as_arrays(logits, labels)
     found = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=LOG_T_BOUNDS,
                             method="bounded", options={"xatol": 1e-5})
     return float(np.exp(found.x))

@@ -75,3 +75,15 @@ def test_a_given_temperature_is_used_and_named():
     result = cal.calibrate(logits, labels, temperature=2.0, source="model.json")
     assert result.temperature == 2.0 and result.source == "model.json"
     assert result.nll_after == pytest.approx(cal.nll(logits, labels, 2.0))
+
+
+def test_no_temperature_is_fitted_on_logits_that_cannot_calibrate():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 200)
+    all_right = rng.normal(size=(200, 5))
+    all_right[np.arange(200), labels] += 10  # every answer right: the likelihood grows as T falls, without end
+    assert cal.unfit_reason(all_right, labels).startswith("every answer right")
+    assert cal.fit_temperature(all_right, labels) == 1.0
+    broken = rng.normal(size=(200, 5))
+    broken[3, 1] = np.nan  # an fp16 overflow
+    assert cal.unfit_reason(broken, labels) == "non-finite logits" and cal.fit_temperature(broken, labels) == 1.0

@@ -85,3 +85,14 @@ def test_the_largest_batch_follows_the_gpu_memory():
     assert instances.largest_batch("resnet50", "ml.p4de.24xlarge") == 1024  # an A100, 80 GB
     assert instances.largest_batch("resnet50", "ml.m5.large") is None  # no GPU: nothing to check
     assert instances.largest_batch("some-new-net", "ml.g4dn.xlarge") is None
+
+
+def test_families_without_batch_transform_get_no_transform_ami_and_say_so():
+    import botocore.session
+
+    offered = botocore.session.get_session().get_service_model("sagemaker").shape_for("TransformInstanceType").enum
+    for family, known in instances.GPU_FAMILIES.items():
+        has_transform = any(kind.split(".")[1] == family for kind in offered)
+        assert (known.transform_ami is not None) == (has_transform and not known.unsupported), family
+    assert instances.transform_ami("ml.p5.48xlarge") == {}
+    assert "offers no TransformAmiVersion" in instances.ami_problem("ml.p5.48xlarge", None, "TransformAmiVersion")

@@ -51,12 +51,12 @@ GPU_FAMILIES: dict[str, Family] = {
     "g5": Family("A10G", 24),
     "g6": Family("L4", 24),
     "g6e": Family("L40S", 48),
-    "g7e": Family("RTX PRO 6000 Blackwell", 96),
-    "p4d": Family("A100", 40),
-    "p4de": Family("A100", 80),
-    "p5": Family("H100", 80),
-    "p5e": Family("H200", 141),
-    "p5en": Family("H200", 141),
+    "g7e": Family("RTX PRO 6000 Blackwell", 96, transform_ami=None),  # no Batch Transform on it
+    "p4d": Family("A100", 40, transform_ami=None),  # no Batch Transform on it
+    "p4de": Family("A100", 80, transform_ami=None),  # no Batch Transform on it
+    "p5": Family("H100", 80, transform_ami=None),  # no Batch Transform on it
+    "p5e": Family("H200", 141, transform_ami=None),  # no Batch Transform on it
+    "p5en": Family("H200", 141, transform_ami=None),  # no Batch Transform on it
     "p2": Family("K80", 12, None, None, unsupported=f"the K80 (sm_37): {NO_KERNELS}"),
     "p3": Family("V100", 16, None, None, unsupported=f"the V100 (sm_70): {NO_KERNELS}"),
 }
@@ -97,6 +97,8 @@ def ami_problem(instance_type: str, ami: str | None, field: str) -> str | None:
     if known is None:
         return f"{instance_type} has no GPU: send no {field}" if ami else None
     wanted = known.inference_ami if field == "InferenceAmiVersion" else known.transform_ami
+    if wanted is None:
+        return f"{instance_type} ({known.gpu}) offers no {field}: SageMaker runs no such job on this family"
     if ami != wanted:
         return f"{instance_type} ({known.gpu}) needs {field} {wanted} (its driver runs CUDA {CUDA_OF_IMAGE}), not {ami!r}"
     return None

@@ -106,4 +106,9 @@ def run_local_transform(job: LocalTransform, name: str | None = None) -> list[Pa
         status = client.describe_transform_job(TransformJobName=name)["TransformJobStatus"]
     if status != "Completed":
         raise RuntimeError(f"local transform {name} ended {status}")
-    return sorted(job.output_dir.rglob("*.out"))
+    # this job's answers only (an earlier run's may share the folder): one per file directly in the input folder
+    outputs = [job.output_dir / f"{path.name}.out" for path in sorted(job.input_dir.iterdir()) if path.is_file()]
+    missing = [path.name for path in outputs if not path.is_file()]
+    if missing:
+        raise RuntimeError(f"local transform {name} left no answer for {len(missing)} input(s): {', '.join(missing[:3])}")
+    return outputs

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .. import distributed
-from ..calibration import calibrate, fit_temperature
+from ..calibration import calibrate, fit_temperature, unfit_reason
 from .setup import Run
 
 
@@ -46,13 +46,14 @@ def calibration_of(run: Run) -> dict | None:
     valid_logits, valid_labels = split_logits(run, "valid")
     if len(valid_labels) == 0:
         return None
+    reason = unfit_reason(valid_logits, valid_labels)
     temperature = fit_temperature(valid_logits, valid_labels)
-    record = {"temperature": temperature, "temperature_source": "fitted on the valid split",
-              "valid_images": int(len(valid_labels))}
+    source = f"not fitted ({reason}): 1" if reason else "fitted on the valid split"
+    record = {"temperature": temperature, "temperature_source": source, "valid_images": int(len(valid_labels))}
     if "test" in run.loaders:
         test_logits, test_labels = split_logits(run, "test")
         if len(test_labels):
-            figures = calibrate(test_logits, test_labels, temperature, "fitted on the valid split").as_dict()
+            figures = calibrate(test_logits, test_labels, temperature, source).as_dict()
             record.update({f"test_{key}": value for key, value in figures.items()
                            if key not in ("temperature", "temperature_source")})
     return record
