@@ -40,6 +40,8 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Global rank 0: the one process that logs the metrics and writes checkpoints and artifacts. Every host
+        syncs its checkpoint folder to the job's one S3 prefix, so a writer per host (local rank 0) would race."""
         return self.rank == 0
 
 
@@ -66,12 +68,6 @@ def plan(hosts: list[str], current_host: str, num_gpus: int, local_rank: int = 0
         master_addr=environ.get(envnames.MASTER_ADDR, hosts[0]),
         master_port=port,
     )
-
-
-def writes_artifacts(info: DistInfo) -> bool:
-    """Whether this process writes checkpoints and artifacts: global rank 0 alone. Every host syncs its checkpoint
-    folder to the job's one S3 prefix, so a writer per host (local rank 0) would race on the same names."""
-    return info.rank == 0
 
 
 def host_interfaces() -> set[str]:

@@ -44,7 +44,7 @@ def _host(index: int, hosts: list[str], port: int, checkpoints, out) -> None:
     info = distributed.plan(hosts, hosts[index], num_gpus=0)
     distributed.init(info, use_cuda=False)
     try:
-        if distributed.writes_artifacts(info):
+        if info.is_main:
             checkpoint.save(checkpoints / hosts[index], 1, {"epoch": 1, "model": {}})
         distributed.barrier()
         out[index] = (info.rank, info.local_rank, os.environ["GLOO_SOCKET_IFNAME"], os.environ["NCCL_SOCKET_IFNAME"])

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import checkpoint, distributed
+from .. import checkpoint
 from .args import get_args_parser
 from .errors import Interrupted, TrainingError
 from .setup import Run
@@ -55,7 +55,7 @@ def fingerprint(run: Run) -> dict:
 
 def save_checkpoint(run: Run, state: FitState, epoch_done: int) -> None:
     """After a complete epoch only: a checkpoint never holds a half-trained epoch."""
-    if not distributed.writes_artifacts(run.config.dist):  # global rank 0: every host syncs to the one S3 prefix
+    if not run.config.dist.is_main:  # global rank 0 alone: every host syncs to the one S3 prefix
         return
     trainer = run.trainer
     saved = {**state.as_dict(), "epoch": epoch_done, "fingerprint": fingerprint(run), "model": run.model.state_dict(),
