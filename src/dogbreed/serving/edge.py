@@ -270,3 +270,27 @@ def edge_server(app: Edge, host: str, port: int, grace_s: int):
                             log_config=None, access_log=True, timeout_keep_alive=KEEP_ALIVE_S,
                             timeout_graceful_shutdown=grace_s)
     return uvicorn.Server(config)
+
+
+def sample_jpeg() -> bytes:
+    """A small grey JPEG: the request a front warms its model with, or probes it with."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (127, 127, 127)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _logged_signal(signum, frame) -> None:
+    log.info("signal %d: stopped", signum)
+
+
+def stop_on_signals() -> None:
+    """uvicorn stops on SIGTERM/SIGINT, then raises the signal again for the handler it found: this one, so that a
+    stop asked for by a signal returns (and the process exits 0) instead of dying by the signal."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _logged_signal)
+    signal.signal(signal.SIGINT, _logged_signal)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import io
 import json
 import logging
 import threading
@@ -23,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import content_types as ct
-from .edge import Answer, Edge, EdgeLimits, busy, error
+from .edge import Answer, Edge, EdgeLimits, busy, error, sample_jpeg
 from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
@@ -76,19 +75,11 @@ def live_workers(management_port: int, timeout: float = 5) -> int:
     return sum(1 for model in models for worker in model.get("workers", []) if worker.get("status") == "READY")
 
 
-def _probe_image() -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (127, 127, 127)).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
 class Prober:
     """When multi-model-server last answered a request through a worker (a client's or the probe's)."""
 
     def __init__(self, backend_port: int):
-        self.backend_port, self.image = backend_port, _probe_image()
+        self.backend_port, self.image = backend_port, sample_jpeg()
         self.answered_at: float | None = None
 
     def note(self, status: int) -> None:

@@ -12,10 +12,8 @@ SIGTERM stops it (in-flight requests finish within the grace period) with exit c
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import signal
 import threading
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from .. import env as envnames
 from ..errors import ModelError
 from . import content_types as ct
 from . import handler
-from .edge import edge_server
+from .edge import edge_server, sample_jpeg, stop_on_signals
 from .native_app import Model, NativeApp, invoke
 from .native_engine import start_engine
 from .settings import ServingSettings
@@ -35,14 +33,6 @@ log = logging.getLogger("dogbreed.serve")
 REQUEST_THREADS = 16
 
 
-def _warm_request() -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (127, 127, 127)).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
 def load(model: Model, model_dir: Path, state_dir: Path, settings: ServingSettings) -> None:
     """Load and warm the model, then send one request through the handler; only then is the model ready."""
     try:
@@ -51,7 +41,7 @@ def load(model: Model, model_dir: Path, state_dir: Path, settings: ServingSettin
         handler.configure(settings)
         # One model per process, as in a multi-model-server worker: the JPEG draft scale that handler.model_fn sets.
         handler.set_draft_size(predictor.draft_size)
-        status, body, _ = invoke(predictor, _warm_request(), {"content-type": ct.JPEG}, ct.JSON)
+        status, body, _ = invoke(predictor, sample_jpeg(), {"content-type": ct.JPEG}, ct.JSON)
         if status != 200:
             raise RuntimeError(f"the warm-up request got {status}: {body[:300].decode('utf-8', 'replace')}")
     except ModelError as exc:
@@ -65,20 +55,13 @@ def load(model: Model, model_dir: Path, state_dir: Path, settings: ServingSettin
     log.info("ready: %s", predictor.describe())
 
 
-def _ignore_raised(signum, frame) -> None:
-    """uvicorn stops on SIGTERM/SIGINT, then raises the signal again for the handler it found: this one, so that a
-    stop asked for by a signal exits 0."""
-    log.info("signal %d: stopped", signum)
-
-
 def serve_native(model_dir: Path, host: str, port: int, state_dir: Path, configuration: tuple, grace_s: int) -> int:
     """``configuration``: (settings, limits), read once at start (server.configured)."""
     settings, limits = configuration
     model = Model()
     app = NativeApp(model, limits, REQUEST_THREADS, settings)
     server = edge_server(app, host, port, grace_s)
-    signal.signal(signal.SIGTERM, _ignore_raised)
-    signal.signal(signal.SIGINT, _ignore_raised)
+    stop_on_signals()
     loader = threading.Thread(target=load, args=(model, Path(model_dir), Path(state_dir), settings), name="model-load",
                               daemon=True)
     loader.start()

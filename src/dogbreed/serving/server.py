@@ -217,20 +217,13 @@ def configured() -> tuple[ServingSettings, object]:
     return settings, EdgeLimits.from_environ(settings.max_body_bytes)
 
 
-def _logged_signal(signum, frame) -> None:
-    """uvicorn stops on SIGTERM/SIGINT, then raises the signal again for the handler it found: this one, so that a
-    stop asked for by a signal returns instead of killing the process."""
-    log.info("signal %d: stopped", signum)
-
-
 def serve_unhealthy(host: str, port: int, reason: str) -> int:
     """Answer /ping and /invocations with 503 and the reason (the same edge as a serving front), until SIGTERM."""
-    from .edge import edge_server
+    from .edge import edge_server, stop_on_signals
     from .mms_edge import Refusing
 
     log.error("cannot serve the model: %s (answering /ping with 503)", reason)
-    signal.signal(signal.SIGTERM, _logged_signal)
-    signal.signal(signal.SIGINT, _logged_signal)
+    stop_on_signals()
     settings, limits = configured()
     edge_server(Refusing(limits, reason, settings), host, port, STOP_GRACE_S).run()
     return 1
@@ -259,7 +252,7 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
 
 def _serve_mms(model_dir: Path, host: str, port: int, workers: int, state_dir: Path, use_engine: bool,
                configuration: tuple) -> int:
-    from .edge import edge_server
+    from .edge import edge_server, stop_on_signals
     from .mms_edge import Health, MmsProxy, Prober
 
     config_path = Path(os.environ.get(envnames.DOGBREED_MMS_CONFIG) or state_dir / "mms.properties")
@@ -277,8 +270,7 @@ def _serve_mms(model_dir: Path, host: str, port: int, workers: int, state_dir: P
     health, prober = Health(), Prober(backend)
     app = MmsProxy(limits, health, prober, forward_timeout(settings), settings)
     server = edge_server(app, host, port, STOP_GRACE_S)
-    signal.signal(signal.SIGTERM, _logged_signal)
-    signal.signal(signal.SIGINT, _logged_signal)
+    stop_on_signals()
     watcher = _Watcher(process, supervisor, health, (management, prober), server)
     watcher.wait_s = settings.engine_wait_s
     thread = threading.Thread(target=watcher.run, name="supervise", daemon=True)
