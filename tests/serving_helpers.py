@@ -233,10 +233,10 @@ class Load:
         return threads
 
 
-def exchange(url: str, data: bytes, timeout: float = 30) -> tuple[int, dict, bytes, bool]:
-    """Send raw bytes on a fresh connection and read until the server closes it or goes quiet: (status of the first
-    answer, its headers, its body, whether the server closed the connection). A server that resets the
-    connection while the bytes are still being sent (it refused the head) may already have answered: read on."""
+def exchange_raw(url: str, data: bytes, timeout: float = 30) -> tuple[bytes, bool]:
+    """Send raw bytes on a fresh connection and read until the server closes it or goes quiet: (every byte it sent
+    back, whether it closed the connection). A server that resets the connection while the bytes are still being
+    sent (it refused the head) may already have answered: read on."""
     import socket
     from urllib.parse import urlsplit
 
@@ -258,6 +258,12 @@ def exchange(url: str, data: bytes, timeout: float = 30) -> tuple[int, dict, byt
             pass
     finally:
         sock.close()
+    return received, closed
+
+
+def exchange(url: str, data: bytes, timeout: float = 30) -> tuple[int, dict, bytes, bool]:
+    """:func:`exchange_raw`, read as its first answer: (status, headers, body, whether the server closed)."""
+    received, closed = exchange_raw(url, data, timeout)
     head, _, body = received.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:]) if value}

@@ -9,7 +9,7 @@ import pytest
 
 from dogbreed.env import DOGBREED_NATIVE_PENDING, DOGBREED_READ_TIMEOUT_S
 from tests.conftest import free_port
-from tests.serving_helpers import FRONTS, exchange, local_server, post, probe_for
+from tests.serving_helpers import FRONTS, exchange, exchange_raw, local_server, post, probe_for
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +130,8 @@ def test_request_smuggling_is_refused_and_the_connection_closed(server):
                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n%s" % (5 + len(hidden), hidden))
     status, headers, body, closed = exchange(server[0], smuggled)
     assert status == 400 and _is_error_json(status, headers, body) and closed
-    assert b"Healthy" not in body
+    received, _ = exchange_raw(server[0], smuggled)  # the whole stream: no second answer after the 400's body
+    assert received.count(b"HTTP/1.1 ") == 1 and b"Healthy" not in received, received[:500]
 
 
 class _Slow:
