@@ -12,7 +12,9 @@ import pytest
 
 from tests.conftest import ROOT
 
-TAG = "test"
+# DOGBREED_TEST_TAG: a tag of its own for each pytest session that builds images at once (two worktrees on one
+# daemon would otherwise test each other's images)
+TAG = os.environ.get("DOGBREED_TEST_TAG", "test")
 TRAIN_IMAGE = f"dogbreed-train:{TAG}"
 SERVE_IMAGE = f"dogbreed-serve:{TAG}"
 SERVE_CPU_IMAGE = f"dogbreed-serve-cpu:{TAG}"
@@ -93,7 +95,10 @@ def image_size(image: str) -> int:
 
 
 def remove_containers():
-    for image in (TRAIN_IMAGE, SERVE_IMAGE, SERVE_CPU_IMAGE, BASE, CPU_BASE):  # exited containers of this session's images
+    # exited containers of this session's images; the bases' only under the default tag (under a tag of its own, a
+    # session shares the daemon, and "ancestor=BASE" would match the other sessions' containers too)
+    bases = (BASE, CPU_BASE) if TAG == "test" else ()
+    for image in (TRAIN_IMAGE, SERVE_IMAGE, SERVE_CPU_IMAGE, *bases):
         ids = sh("docker", "ps", "-aq", "--filter", f"ancestor={image}", check=False).stdout.split()
         if ids:
             sh("docker", "rm", "-f", *ids, check=False)
