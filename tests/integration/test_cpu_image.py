@@ -130,6 +130,8 @@ def test_the_cpu_image_serves_a_trained_model_from_cold_and_stops_on_sigterm(cpu
         status, answer, _ = post(f"http://127.0.0.1:{port}", body, headers={"X-Amzn-SageMaker-Custom-Attributes": "top_k=2"})
         assert status == 200 and answer["predictions"][0][0]["index"] == index and len(answer["predictions"][0]) == 2
         assert get(f"http://127.0.0.1:{port}", "/ping")[0] == 200
+        status, page = get(f"http://127.0.0.1:{port}", "/")  # the page to try a photo, run locally (homepage.py)
+        assert status == 200 and page.startswith("<!doctype html>") and "/invocations" in page
         assert_native_front_stops_cleanly(name, "the CPU image")
     finally:
         sh("docker", "rm", "-f", name, check=False)

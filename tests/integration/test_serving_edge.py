@@ -53,6 +53,7 @@ def _answers_correctly(server) -> None:
 @pytest.mark.parametrize(("method", "path", "allowed"), [
     ("GET", "/invocations", "POST"), ("PUT", "/invocations", "POST"), ("DELETE", "/invocations", "POST"),
     ("POST", "/ping", "GET, HEAD"), ("PUT", "/ping", "GET, HEAD"), ("DELETE", "/ping", "GET, HEAD"),
+    ("POST", "/", "GET, HEAD"), ("PUT", "/", "GET, HEAD"),
 ])
 def test_the_method_is_checked_on_every_path(server, method, path, allowed):
     status, headers, body, _ = exchange(server[0], _request(method, path))

@@ -84,4 +84,5 @@ def test_the_package_each_image_installs_holds_no_benchmark(dockerfile, tmp_path
     (wheel,) = (tmp_path / "wheel").glob("dogbreed-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "dogbreed/serving/engine.py" in names and "dogbreed/cli.py" in names
+    assert "dogbreed/serving/page/index.html" in names, "the page GET / answers is not package data"
     assert not [n for n in names if is_benchmark(n)], f"the installed package holds benchmark code: {names}"

@@ -14,7 +14,8 @@ uvicorn has no timer on a head that never completes either (its keep-alive timer
 the protocol keeps one from the head's first byte.
 
 A front is an :class:`Edge` with its own ``ping`` and ``answer`` (the native front runs the handler in process,
-the multi-model-server front forwards to it on loopback).
+the multi-model-server front forwards to it on loopback). ``GET``/``HEAD /`` answers a page to try a photo on
+(:mod:`.homepage`), for local use.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .. import env as envnames
 from . import content_types as ct
+from . import homepage
 from .engine import RETRY_AFTER_S
 from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
 
 KEEP_ALIVE_S = 60  # SageMaker's front keeps its connections open between requests
-ROUTES = {"/ping": ("GET", "HEAD"), "/invocations": ("POST",), "/execution-parameters": ("GET",)}
+ROUTES = {"/": ("GET", "HEAD"), "/ping": ("GET", "HEAD"), "/invocations": ("POST",), "/execution-parameters": ("GET",)}
 
 Answer = tuple[int, bytes, dict]
 
@@ -204,6 +206,8 @@ class Edge:
             answer = error(405, f"{method[:20]} is not allowed on {path}", {"allow": ", ".join(allowed)})
         elif path == "/ping":
             answer = self.ping() or (200, json.dumps({"status": "Healthy"}).encode(), {"content-type": ct.JSON})
+        elif path == "/":
+            answer = homepage.page()
         elif path == "/execution-parameters":
             answer = 200, json.dumps(self.settings.execution_parameters()).encode(), {"content-type": ct.JSON}
         else:
