@@ -1,7 +1,8 @@
 """"Is this a dog?": one score per photo from the served model's own pooled features, and its threshold.
 
 The pretrained weights carry ImageNet's 1000-class head, trained on 1.2 M photos of which 118 classes are dog breeds
-(151 Chihuahua .. 268 Mexican hairless) and the rest include wolves, foxes, cats and every other look-alike. Training
+(151 Chihuahua .. 268 Mexican hairless), and the dingo (273) that ImageNet files among the wild canids; the rest
+include wolves, coyotes, dholes, foxes, cats and every other look-alike. Training
 keeps that head beside the breed head (``imagenet_head.pth``), and the served model's head becomes :class:`DogHead`:
 breed logits plus one column, log P(dog class) - log P(any other class), from the same features. The batched engine,
 the frozen graph and the remote engine then carry the score with no second pass; it costs one linear layer.
@@ -23,7 +24,8 @@ from torch import nn
 HEAD_FILE = "imagenet_head.pth"
 META_KEY = "dog"
 IMAGENET_CLASSES = 1000
-DOG_CLASSES = slice(151, 269)  # ImageNet-1k indices of the dog breeds, 268 included
+# ImageNet-1k's dogs: the breeds 151-268, and the dingo (273), a dog (and a breed of dogs10) though filed as wild
+DOG_CLASSES = (*range(151, 269), 273)
 DOG_RATE = 0.02  # the share of dog photos the threshold may flag as not dogs (issue 22 §3)
 IMAGENET_METHOD = "imagenet-dog-classes"
 ENERGY_METHOD = "breed-energy"
@@ -31,9 +33,10 @@ ENERGY_METHOD = "breed-energy"
 
 def imagenet_dog_score(imagenet_logits: torch.Tensor) -> torch.Tensor:
     """log P(one of the dog classes) - log P(any other class), under ImageNet's softmax: > 0 where a dog is likelier."""
-    dog = torch.logsumexp(imagenet_logits[:, DOG_CLASSES], dim=1)
-    rest = torch.logsumexp(torch.cat([imagenet_logits[:, : DOG_CLASSES.start], imagenet_logits[:, DOG_CLASSES.stop :]],
-                                     dim=1), dim=1)
+    is_dog = torch.zeros(imagenet_logits.shape[1], dtype=torch.bool, device=imagenet_logits.device)
+    is_dog[list(DOG_CLASSES)] = True
+    dog = torch.logsumexp(imagenet_logits[:, is_dog], dim=1)
+    rest = torch.logsumexp(imagenet_logits[:, ~is_dog], dim=1)
     return dog - rest
 
 

@@ -20,7 +20,9 @@ def _logits_peaking_at(index: int, height: float = 12.0) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("index, dog", [(151, True), (207, True), (268, True),  # Chihuahua, golden retriever, hairless
-                                        (269, False), (277, False), (281, False),  # timber wolf, red fox, tabby cat
+                                        (273, True),  # dingo: a dog (and a breed of dogs10), filed by ImageNet as wild
+                                        (269, False), (272, False), (274, False),  # timber wolf, coyote, dhole
+                                        (277, False), (281, False),  # red fox, tabby cat
                                         (150, False), (817, False)])  # sea lion, sports car
 def test_the_imagenet_score_is_positive_for_dog_classes_only(index, dog):
     assert (float(dogness.imagenet_dog_score(_logits_peaking_at(index))[0]) > 0) == dog
@@ -28,7 +30,7 @@ def test_the_imagenet_score_is_positive_for_dog_classes_only(index, dog):
 
 def test_the_imagenet_score_is_the_log_odds_of_the_dog_classes():
     logits = torch.randn(4, dogness.IMAGENET_CLASSES, generator=torch.Generator().manual_seed(0))
-    p_dog = torch.softmax(logits, 1)[:, 151:269].sum(1)
+    p_dog = torch.softmax(logits, 1)[:, list(range(151, 269)) + [273]].sum(1)
     assert torch.allclose(dogness.imagenet_dog_score(logits), torch.log(p_dog / (1 - p_dog)), atol=1e-5)
 
 
