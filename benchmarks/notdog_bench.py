@@ -23,7 +23,10 @@ TARGETS = {"not dogs": 0.95, "dogs": 0.02}  # at least this share of non-dogs fl
 
 
 def photos(root: Path) -> list[Path]:
-    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in PHOTOS)
+    found = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in PHOTOS)
+    if not found:
+        raise SystemExit(f"no photos in {root}: a share of nothing is no figure")
+    return found
 
 
 def flagged(predictor, paths: list[Path], batch: int = 16) -> list[dict]:
@@ -60,7 +63,8 @@ def rows(result: dict) -> list[list]:
     return cells
 
 
-def save(result: dict, where: report.Destination, note: str = "") -> Path:
+def save(result: dict, where: report.Destination, note: str = "",
+         source: str = "trained on dogs10 by the default recipe (bench-accuracy's run)") -> Path:
     fitted = result.get("fitted") or {}
     threshold = "none (a model saved before the check)" if result["threshold"] is None else f"{result['threshold']:.3f}"
     return report.save("notdog", {
@@ -70,13 +74,14 @@ def save(result: dict, where: report.Destination, note: str = "") -> Path:
         "results": {k: v for k, v in result.items() if k != "sets"} | {
             "sets": {n: {k: v for k, v in s.items() if k != "scores"} for n, s in result["sets"].items()}},
         "notes": [
-            f"{result['model']} trained on dogs10 by the default recipe; method `{result['method']}` "
-            f"(log-odds of ImageNet's 118 dog classes from the served features), threshold {threshold} "
+            f"{result['model']}, {source}; method `{result['method']}` "
+            f"(log-odds of ImageNet's dog classes, the dingo among them, from the served features), threshold {threshold} "
             f"set at the end of training from the valid split's {fitted.get('valid_images', '?')} dog photos "
             f"(the quantile flagging {fitted.get('dog_rate', 0.02):.0%}). Verdicts read from the served answer "
             "(Predictor: preprocessing, frozen graph, dog head).",
-            "The non-dogs here are cats only; wolves, foxes and other look-alikes are among ImageNet's other 882 "
-            "classes the score counts against, but no such photos are in ../shared to measure them.",
+            "The non-dogs here are cats only; wolves, foxes and other look-alikes are among ImageNet's other 881 "
+            "classes the score counts against (wolves, coyotes, dholes, foxes), but no such photos are in ../shared "
+            "to measure them.",
         ] + ([note] if note else []),
     }, where)
 
@@ -91,7 +96,7 @@ def main(argv=None) -> int:
     result = measure(args.model, args.notdogs, args.dogs)
     for cells in rows(result):
         print(" | ".join(str(c) for c in cells))
-    print(f"wrote {save(result, report.destination(args))}")
+    print(f"wrote {save(result, report.destination(args), source=f'the model in {args.model}')}")
     return 0
 
 

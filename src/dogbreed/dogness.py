@@ -116,7 +116,8 @@ def threshold_for(scores, rate: float = DOG_RATE) -> float:
     values = torch.as_tensor(scores, dtype=torch.float64).flatten()
     if values.numel() == 0:
         raise ValueError("no dog scores to set a threshold from")
-    return float(torch.quantile(values, rate))
+    # "lower": a photo of the set itself, so that at most ``rate`` of the set falls under it, however few photos
+    return float(torch.quantile(values, rate, interpolation="lower"))
 
 
 @dataclass(frozen=True)

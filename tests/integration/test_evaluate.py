@@ -172,7 +172,7 @@ def test_a_folder_of_breed_folders_with_an_unreadable_photo(trained, sample_dir,
 def test_the_worst_errors_and_confused_pairs_carry_the_endpoints_explanation_overlay(evaluated):
     html, summary = evaluated["html"], evaluated["summary"]
     assert summary["worst_errors"], "the quick model makes errors on the sample: something to explain"
-    overlays = re.findall(r'<img class="overlay" alt="why [^"]*"\s+src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', html)
+    overlays = re.findall(r'<img class="overlay"\s+alt="why [^"]*"\s+src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', html)
     assert len(overlays) >= len(summary["worst_errors"]) + 1  # each worst error, and at least one confused pair
     assert "explanation" not in json.dumps(summary)  # the pictures stay in the report, not in evaluation.json
 
