@@ -25,7 +25,7 @@ from dogbreed.data import write_few_shot
 from dogbreed.local import local_train
 from dogbreed.sample import make_sample
 
-from . import report
+from . import notdog_bench, report
 
 DATA = Path("../shared/data/dogs10")
 WEIGHTS = Path("../shared/weights/tf_efficientnet_lite0.in1k.pth")
@@ -106,6 +106,8 @@ def main(argv=None) -> int:
             cells, results[name] = row(name, measure(data, work / f"run{index}", flags))
             rows.append(cells)
             print(" | ".join(str(c) for c in cells), flush=True)
+        if not args.quick:  # the not-a-dog rows (a section of their own), on the model run0 trained on dogs10
+            notdog_bench.save(notdog_bench.measure(work / "run0/opt_ml/model"), where)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     shots, valid_shots, source = (2, 1, "the sample") if args.quick else (args.shots, 2, "dogs10")

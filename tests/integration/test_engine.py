@@ -134,13 +134,14 @@ def test_a_request_larger_than_max_batch_runs_in_chunks_of_max_batch(trained, sa
     from dogbreed.serving.pixels import EvalCrop, read_meta
 
     engine = Engine(trained["model_dir"], max_batch=8, threads=2)
-    sizes, forward = [], engine.predictor.top_k_tensors
-    engine.predictor.top_k_tensors = lambda batch, k: (sizes.append(len(batch)), forward(batch, k))[1]
+    sizes, forward = [], engine.predictor.answer_tensors
+    engine.predictor.answer_tensors = lambda batch, k: (sizes.append(len(batch)), forward(batch, k))[1]
     images = _images(sample_dir, 12)
     replies = []
     engine.submit(EvalCrop.from_meta(read_meta(trained["model_dir"])).batch(images), 2, replies.append)
     engine.run_batch()
     assert sizes == [8, 4]
+    assert len(replies[0]["dog"]) == 12 and "explanations" not in replies[0]  # the verdicts of both chunks, in order
     local = Predictor(trained["model_dir"], precision=engine.predictor.acc.precision, graph="eager")
     assert [[a["breed"] for a in row] for row in replies[0]["predictions"]] == \
         [[e["breed"] for e in row] for row in local.top_k(images, 2)]

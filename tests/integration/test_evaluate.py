@@ -167,3 +167,21 @@ def test_a_folder_of_breed_folders_with_an_unreadable_photo(trained, sample_dir,
     assert summary["images"] == photos
     assert [Path(s["path"]).name for s in summary["skipped"]] == ["broken.jpg"]
     assert "broken.jpg" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_the_worst_errors_and_confused_pairs_carry_the_endpoints_explanation_overlay(evaluated):
+    html, summary = evaluated["html"], evaluated["summary"]
+    assert summary["worst_errors"], "the quick model makes errors on the sample: something to explain"
+    overlays = re.findall(r'<img class="overlay"\s+alt="why [^"]*"\s+src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', html)
+    assert len(overlays) >= len(summary["worst_errors"]) + 1  # each worst error, and at least one confused pair
+    assert "explanation" not in json.dumps(summary)  # the pictures stay in the report, not in evaluation.json
+
+
+def test_the_not_a_dog_figures_are_the_served_verdicts(evaluated, sample_dir):
+    predictor = Predictor(evaluated["model_dir"])
+    paths = sorted((sample_dir / "test").rglob("*.jpg"))
+    verdicts = [predictor.answer([decode_image(p.read_bytes(), predictor.draft_size)], 1)["dog"][0] for p in paths]
+    dog = evaluated["summary"]["dog"]
+    assert dog["images"] == len(paths) and dog["threshold"] == predictor.dog_check.threshold is not None
+    assert dog["flagged"] == pytest.approx(np.mean([not v["is_dog"] for v in verdicts]))
+    assert 'id="not-a-dog-figures"' in evaluated["html"]

@@ -12,8 +12,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "dogbreed"
 
 # The core: what every layer may import; it imports no layer above it.
-CORE = {"dogbreed", "accel", "checkpoint", "common", "data", "distributed", "env", "errors", "features", "local", "metrics",
-        "images", "models", "presets", "probe", "sample"}
+CORE = {"dogbreed", "accel", "checkpoint", "common", "data", "distributed", "dogness", "env", "errors", "explain",
+        "features", "local", "metrics", "images", "models", "presets", "probe", "sample"}
 LAYERS = ("cli", "commands", "launch", "insight", "serving", "train", "training", "toolkit_entry", "bench")
 
 MAX_LINES = 80

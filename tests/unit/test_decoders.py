@@ -269,8 +269,8 @@ def test_predict_fn_frees_the_decoded_images_before_the_answer_is_written():
     class Model:
         meta = {"arch": "stub"}
 
-        def top_k(self, images, k):
-            return [[{"breed": "x", "probability": 1.0}] for _ in images]
+        def answer(self, images, k, explain=False):
+            return {"predictions": [[{"breed": "x", "probability": 1.0}] for _ in images], "dog": [{}] * len(images)}
 
     data = handler.input_fn(hostile.png("L", (3000, 2000), 90), "image/png")
     alive = weakref.ref(data["images"][0])

@@ -145,6 +145,10 @@ class _Model:
         return [[{"breed": f"red {image.getpixel((0, 0))[0]}", "probability": 1.0 / (rank + 1)} for rank in range(k)]
                 for image in images]
 
+    def answer(self, images, k, explain=False):
+        return {"predictions": self.top_k(images, k), "dog": [{"is_dog": True, "score": 1.0, "threshold": 0.0}
+                                                               for _ in images]}
+
 
 def _record(red: int, **options) -> bytes:
     buffer = io.BytesIO()

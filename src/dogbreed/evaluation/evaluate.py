@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from .. import calibration
@@ -29,6 +28,7 @@ from ..serving.errors import RequestError
 from ..serving.predictor import Predictor
 from . import figures, metrics, report
 from .arguments import HELP, add_arguments
+from .explanations import add_overlays, dog_figures
 
 BATCH = 16
 CONFUSION_CSV = "confusion.csv"
@@ -63,6 +63,7 @@ class Predictions:
     paths: list[Path] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     scores: list[np.ndarray] = field(default_factory=list)  # raw logits (up to a constant per row), one per photo
+    dog_scores: list[float] = field(default_factory=list)  # the served dog head's score, one per photo
     skipped: list[dict] = field(default_factory=list)
 
 
@@ -72,11 +73,6 @@ def _decode(predictor: Predictor, path: Path):
         return decode_image(path.read_bytes(), predictor.draft_size), None
     except (RequestError, OSError) as exc:
         return None, str(exc).splitlines()[0][:200]
-
-
-def raw_scores(predictor: Predictor, batch: torch.Tensor) -> torch.Tensor:
-    """The logits before any temperature: the calibration is fitted and judged on them."""
-    return predictor.tensor_logits(batch)
 
 
 def _chunks(samples: list, size: int) -> Iterator[list]:
@@ -99,10 +95,11 @@ def run_model(predictor: Predictor, samples: list[tuple[Path, int]], progress: b
                     images.append(image)
                     kept.append((path, label))
             if images:
-                scores = raw_scores(predictor, predictor.tensor(images)).float().numpy()
+                logits, dogs = predictor.tensor_outputs(predictor.tensor(images))  # the logits before any temperature
                 found.paths += [p for p, _ in kept]
                 found.labels += [label for _, label in kept]
-                found.scores += list(scores)
+                found.scores += list(logits.float().numpy())
+                found.dog_scores += dogs.tolist()
             bar.update(len(chunk))
     if not found.paths:
         raise DataError("no photo of the split could be read")
@@ -143,12 +140,16 @@ def report_context(results: dict, class_names: list[str], settings: list, model:
             "summary": {"top1": results["top1"], "top5": results["top5"]}, "calibration": cal.as_dict(),
             "reliability_png": figures.reliability_diagram(cal), "confusion_csv": CONFUSION_CSV,
             "heatmap_png": figures.confusion_heatmap(results["matrix"], class_names, heatmap_breeds),
-            "pairs": results["pairs"], "errors": errors, "per_breed": results["per_breed"], "settings": settings}
+            "pairs": results["pairs"], "errors": errors, "per_breed": results["per_breed"], "settings": settings,
+            "dog": results.get("dog")}
 
 
 def results_json(results: dict) -> dict:
     """``evaluation.json``: the figures without the pictures, for scripts and benchmarks."""
     kept = {k: v for k, v in results.items() if k not in ("calibration", "matrix")}
+    pictures = ("explanation", "example")  # base64 PNGs: the report shows them
+    for key in ("worst_errors", "pairs"):
+        kept[key] = [{k: v for k, v in row.items() if k not in pictures} for row in kept[key]]
     return dict(kept, calibration=results["calibration"].as_dict())
 
 
@@ -165,6 +166,9 @@ def evaluate(model: Path, data_dir: Path, out_dir: Path, progress: bool = True) 
         found = run_model(predictor, samples, progress)
         meta = predictor.meta
         results = scores_of(found, predictor.class_names, meta.get("temperature"))
+        results["dog"] = dog_figures(predictor.dog_check, found.dog_scores)
+        predicted = np.stack(found.scores).argmax(axis=1)  # the temperature changes no answer
+        add_overlays(model_dir, predictor, results, found.paths, np.asarray(found.labels), predicted)
         settings = _settings(meta, predictor, Path(model), folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics.write_confusion_csv(out_dir / CONFUSION_CSV, results["matrix"], predictor.class_names)

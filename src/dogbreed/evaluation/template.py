@@ -65,18 +65,32 @@ Calibrated probabilities are softmax(logits / T); serving applies the T that mod
 <div class="tiles">{% for e in errors %}<div class="tile"><img alt="{{ e.name }}" src="data:image/jpeg;base64,{{ e.thumbnail }}">
 <b>{{ e.predicted }}</b> {{ "%.1f" | format(100 * e.confidence) }} %<br>true: {{ e.true }}<br>
 <span class="note">{{ e.name }}</span>
-<!-- EXPLANATION OVERLAY (issue 22 §4): the heatmap of this photo goes here --></div>
+{% if e.explanation %}<img class="overlay" alt="why {{ e.predicted }}: {{ e.name }}"
+ src="data:image/png;base64,{{ e.explanation }}"><br><span class="note">why {{ e.predicted }}</span>{% endif %}</div>
 {% else %}<p>No errors.</p>{% endfor %}</div>
 </section>
 
 <section id="explanations"><h2>Explanations</h2>
-<!-- PLACEHOLDER (issue 22 §4, later work): explanation overlays of the confused pairs and the worst errors. -->
-<div class="placeholder">Explanation overlays: not yet produced by this version.</div>
+<p class="note">Grad-CAM of the answered breed over the photo as the endpoint crops it (the same code as the
+endpoint's <code>explain=true</code>): one photo of each of the most confused pairs; the worst errors carry theirs
+above.</p>
+<div class="tiles">{% for p in pairs if p.example %}<div class="tile"><img class="overlay"
+ alt="why {{ p.predicted }}: {{ p.example.name }}" src="data:image/png;base64,{{ p.example.explanation }}">
+<b>{{ p.true }}</b> answered as <b>{{ p.predicted }}</b><br><span class="note">{{ p.example.name }}</span></div>
+{% else %}<p>No confusions to explain.</p>{% endfor %}</div>
 </section>
 
 <section id="not-a-dog"><h2>Not a dog</h2>
-<!-- PLACEHOLDER (issue 22 §3, later work): the not-a-dog score's figures (share flagged, threshold, rates). -->
-<div class="placeholder">Not-a-dog figures: not yet produced by this version.</div>
+{% if dog %}<table id="not-a-dog-figures">
+<tr><th>method</th><td>{{ dog.method }}</td></tr>
+<tr><th>threshold</th><td class="num">{{ "none (a model saved before the check)" if dog.threshold is none
+ else "%.3f" | format(dog.threshold) }}</td></tr>
+<tr><th>photos of this split (all dogs) flagged as not a dog</th><td class="num">{{ "%.1f" | format(100 * dog.flagged) }} %
+ of {{ dog.images }}</td></tr>
+</table>
+<p class="note">The dog score is the served model's own (one column of its head); the threshold was set at the end of
+training to flag 2 % of the valid split's dogs. The endpoint's answers carry it as <code>dog</code>.</p>
+{% else %}<p>No not-a-dog figures.</p>{% endif %}
 </section>
 
 <section id="per-breed"><h2>Per breed</h2>

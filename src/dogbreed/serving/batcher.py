@@ -81,13 +81,13 @@ class Engine:
         self.predictor.warm_up()
         release_freed_memory()
         self.max_batch = max(1, max_batch)
-        self.pending: queue.Queue = queue.Queue()  # (answer, uint8 NCHW pixels or float32 tensors, top_k)
+        self.pending: queue.Queue = queue.Queue()  # (answer, uint8 NCHW pixels or float32 tensors, top_k, explain)
         self.batches = 0
         self.recent: collections.deque = collections.deque([1], maxlen=4)  # requests in the last batches
 
-    def submit(self, pixels, top_k: int, answer: Answer) -> None:
+    def submit(self, pixels, top_k: int, answer: Answer, explain: bool = False) -> None:
         """Queue one request (a NCHW numpy batch); ``answer`` gets its reply once its batch has run. The model bounds k."""
-        self.pending.put((answer, pixels, int(top_k)))
+        self.pending.put((answer, pixels, int(top_k), bool(explain)))
 
     def run_batches(self) -> None:
         """The batch loop, forever, on the calling thread: the only thread that runs torch (see :meth:`_tensor`).
@@ -116,8 +116,8 @@ class Engine:
         answer = functools.partial(_send_answer, connection, threading.Lock())
         try:
             while True:
-                array, top_k = decode_request(read_frame(connection))
-                self.submit(array, top_k, answer)  # torch only on the batch thread (see _tensor)
+                array, top_k, explain = decode_request(read_frame(connection))
+                self.submit(array, top_k, answer, explain)  # torch only on the batch thread (see _tensor)
         except (ConnectionError, OSError, ValueError, RuntimeError) as exc:  # a worker went away or sent garbage: drop it
             log.debug("connection closed: %s", exc)
             connection.close()
@@ -160,16 +160,30 @@ class Engine:
             # One request may hold up to decoders.MAX_BATCH images: the forward pass never takes more than
             # max_batch at once, the size the memory plan (capacity.py) counts on.
             top_k = max(item[2] for item in work)
-            rows = [row for start in range(0, len(batch), self.max_batch)
-                    for row in self.predictor.top_k_tensors(batch[start : start + self.max_batch], top_k)]
+            chunks = [self.predictor.answer_tensors(batch[start : start + self.max_batch], top_k)
+                      for start in range(0, len(batch), self.max_batch)]
+            rows = [row for chunk in chunks for row in chunk["predictions"]]
+            dogs = [dog for chunk in chunks for dog in chunk["dog"]]
             answers, start = [], 0
-            for _, tensor, top_k in work:
-                answers.append({"predictions": [row[:top_k] for row in rows[start : start + len(tensor)]]})
-                start += len(tensor)
+            for _, tensor, top_k, explain in work:
+                stop = start + len(tensor)
+                answer = {"predictions": [row[:top_k] for row in rows[start:stop]], "dog": dogs[start:stop]}
+                if explain:  # its own eager pass with gradients, one photo at a time, after the batch's forward pass
+                    answer = self._explained(answer, batch[start:stop])
+                answers.append(answer)
+                start = stop
             return answers
         except Exception as exc:  # a failure answers every request of the batch, and the engine goes on
             log.exception("batch of %d failed", len(work))
             return [{"error": f"{exc.__class__.__name__}: {exc}"}] * len(work)
+
+    def _explained(self, answer: dict, tensors: torch.Tensor) -> dict:
+        """The answer with its explanations; an explanation that fails answers its own request with the error."""
+        try:
+            return {**answer, "explanations": self.predictor.explain_tensors(tensors, answer["predictions"])}
+        except Exception as exc:
+            log.exception("explanation failed")
+            return {"error": f"explanation failed: {exc.__class__.__name__}: {exc}"}
 
     def run_batch(self) -> None:
         """One forward pass for what has queued (waiting for a first request), each request answered."""
@@ -178,7 +192,7 @@ class Engine:
         self.batches += 1
         if len(work) > 1:
             log.debug("batch %d: %d requests, %d images", self.batches, len(work), images)
-        for (answer, _, _), reply in zip(work, answers, strict=True):
+        for (answer, *_), reply in zip(work, answers, strict=True):
             try:
                 answer(reply)
             except Exception:  # one request's answer that cannot be given must not stop the engine

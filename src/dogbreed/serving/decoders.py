@@ -123,7 +123,7 @@ def decode_json(body, draft_size: int | None = None, pixels: int | None = None,
         raise BadRequest(f"malformed JSON: {str(exc)[:200]}") from exc
     options: dict = {}
     if isinstance(payload, dict):
-        options = {k: payload[k] for k in ("top_k",) if k in payload}
+        options = {k: payload[k] for k in ("top_k", "explain", "reject_non_dogs") if k in payload}
         if "image" in payload:
             items = [payload["image"]]
         elif "instances" in payload:

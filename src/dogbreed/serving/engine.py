@@ -7,8 +7,8 @@ process that holds the model (:mod:`.batcher`): while a forward pass runs, the r
 queue up, and the next pass takes all of them. A worker then costs a Python process with Pillow and
 NumPy, not a copy of torch.
 
-Frames on the socket: 4-byte big-endian length, then a JSON header line (shape, dtype, top_k) and the raw
-array (request), or a JSON answer (response).
+Frames on the socket: 4-byte big-endian length, then a JSON header line (shape, dtype, top_k, explain) and the raw
+array (request), or a JSON answer (response: predictions, dog, and explanations where asked).
 """
 
 from __future__ import annotations
@@ -58,23 +58,25 @@ def read_frame(sock: socket.socket) -> bytes:
     return _read_exactly(sock, length)
 
 
-def encode_request(batch, top_k: int) -> bytes:
-    """A NCHW batch: uint8 pixels (the workers') or float32 tensors already normalized (numpy or CPU torch)."""
+def encode_request(batch, top_k: int, explain: bool = False) -> bytes:
+    """A NCHW batch: uint8 pixels (the workers') or float32 tensors already normalized (numpy or CPU torch);
+    ``explain``: the answer also carries the top breed's heatmap (un-batched, in the engine)."""
     array = np.asarray(batch)
     if array.dtype.name not in DTYPES:
         array = array.astype(np.float32)
     array = np.ascontiguousarray(array)
-    header = json.dumps({"shape": list(array.shape), "dtype": array.dtype.name, "top_k": int(top_k)}).encode()
+    header = json.dumps({"shape": list(array.shape), "dtype": array.dtype.name, "top_k": int(top_k),
+                         "explain": bool(explain)}).encode()
     return header + b"\n" + array.tobytes()
 
 
-def decode_request(payload: bytes) -> tuple[np.ndarray, int]:
+def decode_request(payload: bytes) -> tuple[np.ndarray, int, bool]:
     header, _, data = payload.partition(b"\n")
     meta = json.loads(header)
     dtype = meta.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ValueError(f"unexpected dtype {dtype!r}")
-    return np.frombuffer(data, dtype=dtype).reshape(meta["shape"]), int(meta["top_k"])
+    return np.frombuffer(data, dtype=dtype).reshape(meta["shape"]), int(meta["top_k"]), meta.get("explain") is True
 
 
 class EngineUnavailable(BaseInferenceToolkitError):
@@ -136,10 +138,14 @@ class EngineClient:
                 time.sleep(0.1)
 
     def top_k(self, batch, top_k: int) -> list:
-        answer = self._ask(encode_request(batch, top_k), time.monotonic() + self.wait_s)
+        return self.answer(batch, top_k)["predictions"]
+
+    def answer(self, batch, top_k: int, explain: bool = False) -> dict:
+        """The engine's answer: ``{"predictions", "dog"}``, and ``"explanations"`` where asked."""
+        answer = self._ask(encode_request(batch, top_k, explain), time.monotonic() + self.wait_s)
         if "error" in answer:
             raise RuntimeError(answer["error"])
-        return answer["predictions"]
+        return answer
 
 
 class RemotePredictor:
@@ -154,7 +160,10 @@ class RemotePredictor:
         self.socket_path = socket_path
 
     def top_k(self, images, k: int = 5) -> list[list[dict]]:
-        return self.client.top_k(self.crop.batch(images), k)  # the engine's Predictor bounds k
+        return self.answer(images, k)["predictions"]
+
+    def answer(self, images, k: int = 5, explain: bool = False) -> dict:
+        return self.client.answer(self.crop.batch(images), k, explain)  # the engine's Predictor bounds k
 
     def warm_up(self, rounds: int = 1) -> None:
         """The preprocessing only: the engine warms its own model, and may still be loading it."""

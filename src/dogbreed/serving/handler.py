@@ -14,6 +14,7 @@ import re
 from .. import env as envnames
 from . import content_types as ct
 from . import decoders, heap
+from .answers import refuse_non_dogs
 from .engine import RemotePredictor
 from .errors import BadRequest, NotAcceptable
 from .jsonlines import answer_lines, decode_records
@@ -97,14 +98,33 @@ def _header(context, name: str):
     return ct.header(properties, name)
 
 
+def _attribute(attributes: str | None, names: tuple[str, ...]):
+    """The value of ``name=value`` in SageMaker's CustomAttributes (comma- or semicolon-separated), or None."""
+    raw = None
+    for part in str(attributes or "").replace(";", ",").split(","):
+        key, _, value = part.partition("=")
+        if key.strip().lower() in names:
+            raw = value.strip()
+    return raw
+
+
+def flag_from(attributes: str | None, options: dict, name: str) -> bool:
+    """A yes/no option from the JSON body (``true``/``false``) or the ``name=true`` custom attribute; off by default."""
+    raw = options.get(name)
+    if raw is None:
+        raw = _attribute(attributes, (name, name.replace("_", "-")))
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "yes", "false", "0", "no", ""):
+        return raw.strip().lower() in ("true", "1", "yes")
+    raise BadRequest(f"{name} must be true or false, got {str(raw)[:40]!r}")
+
+
 def top_k_from(attributes: str | None, options: dict) -> int:
     """k from the JSON body's ``top_k`` or the ``top_k=K`` custom attribute (SageMaker's CustomAttributes)."""
     raw = options.get("top_k")
     if raw is None and attributes:
-        for part in str(attributes).replace(";", ",").split(","):
-            key, _, value = part.partition("=")
-            if key.strip().lower() in ("top_k", "top-k", "k"):
-                raw = value.strip()
+        raw = _attribute(attributes, ("top_k", "top-k", "k"))
     if raw is None:
         return DEFAULT_TOP_K
     k = _integer(raw)
@@ -126,21 +146,28 @@ def _integer(raw) -> int | None:
     return None
 
 
-def input_fn(input_data, content_type, context=None):
-    """The request body (bytes) and its Content-Type, decoded: ``{"images": [RGB PIL images], "top_k": int}``.
+FLAGS = ("explain", "reject_non_dogs")
 
-    ``top_k`` comes from a JSON body's ``top_k``, else the ``X-Amzn-SageMaker-Custom-Attributes`` header
-    (``top_k=3``), else 5. An unreadable body or an unsupported type raises the 4xx error the server answers with.
-    JSON lines (:mod:`.jsonlines`) add ``"records"``: each record's span of the images, or its error.
+
+def input_fn(input_data, content_type, context=None):
+    """The request body (bytes) and its Content-Type, decoded: ``{"images": [RGB PIL images], "top_k": int,
+    "explain": bool, "reject_non_dogs": bool}``.
+
+    Each option comes from a JSON body's key, else the ``X-Amzn-SageMaker-Custom-Attributes`` header (``top_k=3``,
+    ``explain=true``), else its default (5, false, false). An unreadable body or an unsupported type raises the 4xx
+    error the server answers with. JSON lines (:mod:`.jsonlines`) add ``"records"``: each record's span of the
+    images and its options, or its error.
     """
     attributes = _header(context, CUSTOM_ATTRIBUTES)
+    flags = {name: flag_from(attributes, {}, name) for name in FLAGS}
     if ct.base(content_type) in ct.JSONLINES_TYPES:
-        return _records(input_data, top_k_from(attributes, {}))
+        return _records(input_data, top_k_from(attributes, {}), flags)
     images, options = decoders.decode(input_data, content_type, draft_size=_draft_size, scale=_scale)
-    return {"images": images, "top_k": top_k_from(attributes, options)}
+    return {"images": images, "top_k": top_k_from(attributes, options),
+            **{name: flag_from(attributes, options, name) for name in FLAGS}}
 
 
-def _records(body, default_top_k: int) -> dict:
+def _records(body, default_top_k: int, flags: dict) -> dict:
     """A JSON-lines body: each line a JSON request of its own, under one pixel budget for the whole body (a record
     past it gets its 413 line, as any unreadable record gets its error line)."""
     pixels_left = decoders.request_pixels(_scale)
@@ -149,23 +176,33 @@ def _records(body, default_top_k: int) -> dict:
         nonlocal pixels_left
         images, options = decoders.decode_json(line, _draft_size, pixels_left)
         pixels_left -= sum(image.width * image.height for image in images)
-        return images, ({"top_k": top_k_from(None, options)} if "top_k" in options else {})
+        own = {name: flag_from(None, options, name) for name in FLAGS if name in options}
+        return images, ({"top_k": top_k_from(None, options)} if "top_k" in options else {}) | own
 
-    records = decode_records(decoders.as_bytes(body), record, default_top_k, decoders.request_images(_scale))
-    top_k = max([slot[2] for slot in records.slots if isinstance(slot, tuple)], default=default_top_k)
-    return {"images": records.images, "top_k": top_k, "records": records.slots}
+    records = decode_records(decoders.as_bytes(body), record, default_top_k, decoders.request_images(_scale), flags)
+    spans = [slot for slot in records.slots if isinstance(slot, tuple)]
+    top_k = max([slot[2] for slot in spans], default=default_top_k)
+    explain = any(slot[3]["explain"] for slot in spans)
+    return {"images": records.images, "top_k": top_k, "explain": explain, "reject_non_dogs": False,
+            "records": records.slots}
 
 
 def predict_fn(data, model):
-    """The model's top k. The decoded images are dropped from ``data`` once cropped, so that a big request's pixels
-    are freed, and handed back to the system, before its answer is written (the caller holds ``data`` until then)."""
+    """The model's top k and dog verdicts (and explanations where asked). The decoded images are dropped from
+    ``data`` once cropped, so that a big request's pixels are freed, and handed back to the system, before its
+    answer is written (the caller holds ``data`` until then)."""
     images = data.pop("images")
     pixels = sum(image.width * image.height for image in images)
     # JSON lines whose every record was refused: nothing to run, each record has its error line
-    predictions = model.top_k(images, data["top_k"]) if images or "records" not in data else []
-    prediction = {"predictions": predictions, "model": model.meta["arch"]}
+    ran = images or "records" not in data
+    answer = model.answer(images, data["top_k"], data.get("explain", False)) if ran else {"predictions": [], "dog": []}
+    prediction = {"predictions": answer["predictions"], "model": model.meta["arch"], "dog": answer["dog"]}
+    if "explanations" in answer:
+        prediction["explanations"] = answer["explanations"]
     if "records" in data:
         prediction["records"] = data["records"]
+    elif data.get("reject_non_dogs"):
+        prediction = refuse_non_dogs(prediction)
     del images
     if pixels > TRIM_AFTER_PIXELS:
         heap.trim()
@@ -179,5 +216,5 @@ def output_fn(prediction, accept):
     if kind is None:
         raise NotAcceptable(f"cannot answer in {accept!r}; this endpoint answers {', '.join(ct.RESPONSE_TYPES)}")
     if records is not None:
-        return answer_lines(records, prediction["predictions"], prediction["model"]), kind
+        return answer_lines(records, prediction), kind
     return json.dumps(prediction) + ("\n" if kind == ct.JSONLINES else ""), kind

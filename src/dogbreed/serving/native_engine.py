@@ -77,12 +77,16 @@ class InProcessPredictor:
         self.wait_s = wait_bound()
 
     def top_k(self, images, k: int = 5) -> list[list[dict]]:
+        return self.answer(images, k)["predictions"]
+
+    def answer(self, images, k: int = 5, explain: bool = False) -> dict:
+        """The engine's ``{"predictions", "dog"}`` (and ``"explanations"`` where asked)."""
         reply = _Reply(self.unanswered)
-        self.engine.submit(self.crop.batch(images), int(k), reply.give)  # the engine's Predictor bounds k
+        self.engine.submit(self.crop.batch(images), int(k), reply.give, explain)  # the engine's Predictor bounds k
         answer = reply.wait(self.wait_s)
         if "error" in answer:
             raise RuntimeError(answer["error"])
-        return answer["predictions"]
+        return answer
 
     def unhealthy(self) -> str | None:
         """Why a request sent now would get no answer, or None: the engine's thread ended, or it has held a

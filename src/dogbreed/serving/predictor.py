@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .. import accel
+from .. import accel, dogness
 from ..env import DOGBREED_SERVE_GRAPH, DOGBREED_SERVE_THREADS
-from ..models import load_artifacts
 from ..presets import to_rgb
 from . import graph
 
@@ -32,6 +31,7 @@ class ModelInputs:
         self.draft_size = prep.resize  # JPEGs decode at the reduced scale training decoded them at
         # fitted on the valid split at the end of training (evaluation.calibration); 1 for models saved before it
         self.temperature = float(meta.get("temperature") or 1.0)
+        self.dog_check = dogness.DogCheck.from_meta(meta)  # threshold set at the end of training (dogness)
 
     def tensor(self, images) -> torch.Tensor:
         return torch.stack([self.transform(to_rgb(image, self.draft_size)) for image in images])
@@ -47,8 +47,11 @@ class Predictor(ModelInputs):
 
     def __init__(self, model_dir: Path, precision: str = "auto", threads: int | None = None, graph: str | None = None,
                  gpu_id: int | None = None, channels_last: bool | None = None):
-        self.model, meta, prep = load_artifacts(Path(model_dir))
+        # the served head also gives the dog score (dogness.DogHead): one column more, no second pass
+        self.model, meta, prep = dogness.load_served(Path(model_dir))
         super().__init__(meta, prep)
+        self.model_dir = Path(model_dir)
+        self._explainer = None  # loaded on the first request that asks for an explanation
         if threads:
             torch.set_num_threads(max(1, int(threads)))
         mode = graph or os.environ.get(DOGBREED_SERVE_GRAPH, "auto")
@@ -92,11 +95,15 @@ class Predictor(ModelInputs):
         return self.tensor_probabilities(self.tensor(images))
 
     @torch.inference_mode()
-    def tensor_logits(self, batch: torch.Tensor) -> torch.Tensor:
+    def tensor_outputs(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(breed logits, dog scores) of one forward pass."""
         batch = self.acc.prepare_batch(batch)
         with self.acc.autocast():
-            logits = self.model(batch)
-        return logits.float().cpu()
+            outputs = self.model(batch)
+        return dogness.split(outputs.float().cpu())
+
+    def tensor_logits(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.tensor_outputs(batch)[0]
 
     @torch.inference_mode()
     def tensor_probabilities(self, batch: torch.Tensor) -> torch.Tensor:
@@ -108,19 +115,40 @@ class Predictor(ModelInputs):
 
     def top_k_tensors(self, batch: torch.Tensor, k: int = 5) -> list[list[dict]]:
         """Top-k of preprocessed images (what :meth:`tensor` makes)."""
-        logits = self.tensor_logits(batch)
+        return self.answer_tensors(batch, k)["predictions"]
+
+    def answer(self, images, k: int = 5, explain: bool = False) -> dict:
+        """``{"predictions", "dog"}``, and ``"explanations"`` where asked (docs/serving.md, the answer's fields)."""
+        batch = self.tensor(images)
+        answer = self.answer_tensors(batch, k)
+        if explain:
+            answer["explanations"] = self.explain_tensors(batch, answer["predictions"])
+        return answer
+
+    def explain_tensors(self, batch: torch.Tensor, predictions: list[list[dict]]) -> list[dict]:
+        """The top breed's heatmap over each photo: its own eager pass with gradients (never the frozen graph)."""
+        from ..explain import Explainer
+
+        if self._explainer is None:
+            self._explainer = Explainer(self.model_dir, self.acc.device)
+        return self._explainer.explain(batch, [rows[0]["index"] for rows in predictions], self.class_names)
+
+    def answer_tensors(self, batch: torch.Tensor, k: int = 5) -> dict:
+        """Top-k and the dog verdicts of preprocessed images, from one forward pass."""
+        logits, scores = self.tensor_outputs(batch)
         probs = torch.softmax(logits / self.temperature, dim=1)
         k = max(1, min(int(k), len(self.class_names)))
         # ranked by the logits: probabilities that underflow to equal zeros would leave their order to chance
         indices = logits.topk(k, dim=1).indices
         values = probs.gather(1, indices)
-        return [
+        predictions = [
             [
                 {"breed": self.class_names[i], "index": int(i), "probability": round(float(p), 6)}
                 for p, i in zip(row_values.tolist(), row_indices.tolist(), strict=True)
             ]
             for row_values, row_indices in zip(values, indices, strict=True)
         ]
+        return {"predictions": predictions, "dog": self.dog_check.verdicts(scores.tolist())}
 
     def warm_up(self, rounds: int = 3) -> None:
         """Run the forward pass so that oneDNN's kernels are chosen (and a frozen graph is profiled and

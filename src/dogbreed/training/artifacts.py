@@ -16,6 +16,7 @@ from torch import nn
 from .. import distributed, features, metrics, models
 from .calibrate import calibration_of
 from .errors import TrainingError
+from .notdog import fit_dog_check, save_head
 from .recipe import recipe_record
 from .resume import FitState
 from .setup import Run
@@ -100,9 +101,11 @@ def finish(run: Run, state: FitState) -> dict:
     if config.is_main:
         trained = {k: summary[k] for k in ("best_epoch", "best_valid_loss", "recipe") if k in summary}
         class_names = run.inputs.splits.class_names
+        summary["dog"], imagenet_head = fit_dog_check(run, full_model)  # the not-a-dog threshold, from the valid split
         models.save_artifacts(config.model_dir, full_model, config.model, class_names, run.inputs.prep,
-                              extra={"trained": trained, "precision": summary["precision"],
+                              extra={"trained": trained, "precision": summary["precision"], "dog": summary["dog"],
                                      "temperature": (summary["calibration"] or {}).get("temperature", 1.0)})
+        save_head(config.model_dir, imagenet_head)
         write_reports(config.output_data_dir, class_names, confusion, summary)
         log.info("model written to %s", config.model_dir)
     distributed.barrier()
