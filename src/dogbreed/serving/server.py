@@ -7,9 +7,9 @@ worker sockets and pid file on the temp directory), runs in its own process grou
 the grace period. A missing or corrupt model is reported in the log and by an unhealthy ``/ping`` (no crash
 loop).
 
-On CPU hosts (``DOGBREED_SERVE_ENGINE=auto``) the model lives in one engine process that batches the
-requests of all workers (:mod:`.engine`); the workers decode and preprocess. The server restarts the
-engine if it dies; on GPU hosts each worker holds its own model, one worker per GPU.
+By default (``DOGBREED_SERVE_ENGINE=auto``) the model lives in one engine process that batches the requests of
+all workers (:mod:`.engine`), with one engine per GPU in it on a GPU host; the workers decode and preprocess.
+The server restarts the engine if it dies. ``off``: each worker holds its own model, one worker per GPU.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from ..common import configure_logging
 from ..errors import ModelError
 from .archive import model_dir_from
 from .capacity import plan_workers
-from .engine import DOGBREED_ENGINE_WAIT_S
 from .hardware import available_cores, visible_gpus
 from .settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_S, ServingSettings
 from .supervisor import EngineSupervisor
@@ -41,7 +40,6 @@ HANDLER_MODULE = "dogbreed.serving.handler"
 DEFAULT_PORT = 8080
 STOP_GRACE_S = 20
 RESPONSE_TIMEOUT_S = DEFAULT_TIMEOUT_S  # the answer timeout by default (settings.py); the engine waits half of it
-MAX_REQUEST_BYTES = DEFAULT_MAX_BODY_BYTES  # SageMaker real-time endpoints take at most 6 MB
 
 
 def default_workers(engine: bool = False, model_dir: Path | None = None) -> int:
@@ -73,13 +71,12 @@ def front() -> str:
 
 
 def engine_enabled() -> bool:
-    """``auto``: the batching engine where no GPU is visible (found without torch: :mod:`.hardware`)."""
+    """``auto`` and ``on``: the batching engine process (one engine per GPU in it, else one on the CPU), its
+    workers only decode; ``off``: each worker holds its own model and answers one request at a time."""
     mode = (os.environ.get(envnames.DOGBREED_SERVE_ENGINE) or "auto").lower()
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"{envnames.DOGBREED_SERVE_ENGINE}={mode!r}: choose auto, on or off")
-    if mode == "auto":
-        return visible_gpus() == 0
-    return mode == "on"
+    return mode != "off"
 
 
 def loopback_port(*taken: int) -> int:
@@ -169,7 +166,7 @@ def start_mms(model_dir: Path, port: int, management_port: int, workers: int, te
             "TMPDIR": str(temp_dir),
             "SAGEMAKER_PROGRAM": HANDLER_MODULE,
             envnames.SAGEMAKER_MODEL_SERVER_WORKERS: str(workers),
-            DOGBREED_ENGINE_WAIT_S: str(settings.engine_wait_s),  # the workers' wait: under the response timeout
+            envnames.DOGBREED_ENGINE_WAIT_S: str(settings.engine_wait_s),  # the workers' wait: under the response timeout
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": environ.get("OMP_NUM_THREADS", "1"),
         }
@@ -213,18 +210,22 @@ def configured() -> tuple[ServingSettings, object]:
     """The serving settings and the edge's limits, read once at start (ValueError for a value out of range)."""
     from .edge import EdgeLimits
 
-    settings = ServingSettings.from_environ(pending=EdgeLimits.from_environ(DEFAULT_MAX_BODY_BYTES).pending)
-    return settings, EdgeLimits.from_environ(settings.max_body_bytes)
+    settings = ServingSettings.from_environ()
+    return settings, EdgeLimits.from_settings(settings)
 
 
 def serve_unhealthy(host: str, port: int, reason: str) -> int:
     """Answer /ping and /invocations with 503 and the reason (the same edge as a serving front), until SIGTERM."""
-    from .edge import edge_server, stop_on_signals
+    from .edge import EdgeLimits, edge_server, stop_on_signals
     from .mms_edge import Refusing
 
     log.error("cannot serve the model: %s (answering /ping with 503)", reason)
     stop_on_signals()
-    settings, limits = configured()
+    try:
+        settings, limits = configured()
+    except ValueError:  # a setting out of range too: the model's reason is the one to answer with
+        settings = ServingSettings()
+        limits = EdgeLimits.from_settings(settings)
     edge_server(Refusing(limits, reason, settings), host, port, STOP_GRACE_S).run()
     return 1
 
@@ -237,8 +238,13 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
     engine's load is the check); without it, the model is checked first."""
     port = int(port or os.environ.get(envnames.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
     state_dir = Path(state_dir or os.environ.get(envnames.DOGBREED_SERVE_TEMP) or tempfile.mkdtemp(prefix="dogbreed-serve-"))
-    settings, limits = configured()
-    if front() == "native":  # one process: the engine and the front together; it checks the model as it loads it
+    try:
+        settings, limits = configured()
+        chosen = front()
+    except ValueError as exc:  # a setting out of range: refuse to start, rather than refuse every request
+        log.error("refusing to start: %s", exc)
+        return 2
+    if chosen == "native":  # one process: the engine and the front together; it checks the model as it loads it
         from .native import serve_native
 
         return serve_native(model_dir, host, port, state_dir, (settings, limits), STOP_GRACE_S)
@@ -258,7 +264,7 @@ def _serve_mms(model_dir: Path, host: str, port: int, workers: int, state_dir: P
     config_path = Path(os.environ.get(envnames.DOGBREED_MMS_CONFIG) or state_dir / "mms.properties")
     supervisor = None
     if use_engine:
-        supervisor = EngineSupervisor(model_dir, state_dir / "engine.sock")
+        supervisor = EngineSupervisor(model_dir, state_dir / "engine.sock", configuration[0])
         supervisor.start()
         os.environ[envnames.DOGBREED_ENGINE_SOCKET] = str(supervisor.socket_path)
     else:
