@@ -61,6 +61,7 @@ DOGBREED_MAX_CONNECTIONS = "DOGBREED_MAX_CONNECTIONS"  # connections open at onc
 DOGBREED_KEEP_ALIVE_S = "DOGBREED_KEEP_ALIVE_S"  # an idle connection is closed after it
 DOGBREED_ENGINE_WAIT_S = "DOGBREED_ENGINE_WAIT_S"  # the longest a request waits for the engine (then a 503)
 DOGBREED_SERVE_CPU_FALLBACK = "DOGBREED_SERVE_CPU_FALLBACK"  # serve on the CPU where CUDA cannot start
+DOGBREED_PRECISION_CACHE = "DOGBREED_PRECISION_CACHE"  # the measured precision and layout, kept across starts
 
 # --- torch.distributed -----------------------------------------------------------------------------
 MASTER_ADDR = "MASTER_ADDR"

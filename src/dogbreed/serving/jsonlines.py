@@ -18,7 +18,6 @@ from . import content_types as ct
 from .errors import BadRequest, PayloadTooLarge, RequestError
 
 JSONLINES = ct.JSONLINES
-ALIASES = ct.JSONLINES_TYPES
 
 
 @dataclass

@@ -14,7 +14,6 @@ forward pass instead of holding the queue, which is bounded (a 503 to retry past
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -23,7 +22,6 @@ from pathlib import Path
 from .engine import EngineUnavailable
 from .hardware import available_cores
 from .interface import EngineFed
-from .precision_cache import DOGBREED_PRECISION_CACHE
 from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
@@ -106,7 +104,7 @@ def start_engine(model_dir: Path, state_dir: Path, settings: ServingSettings) ->
     """Load, warm and start the engines (torch is imported here, not before: the front listens meanwhile)."""
     from .batcher import start_engines
 
-    cache = Path(os.environ.get(DOGBREED_PRECISION_CACHE) or Path(state_dir) / "precision.json")
+    cache = Path(settings.precision_cache or Path(state_dir) / "precision.json")
     # A queue of its own per engine, as long as the requests the edge admits: those that stopped waiting (the
     # engine is slower than the wait bound) hold places until the engine drops them, and a 503 to retry then
     # tells the client at once rather than after another wait bound.

@@ -30,25 +30,23 @@ from ..errors import ModelError
 from .archive import model_dir_from
 from .capacity import plan_workers
 from .hardware import available_cores, visible_gpus
-from .settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_S, ServingSettings
+from .settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, DEFAULT_TIMEOUT_S, FRONTS, ServingSettings  # noqa: F401 - FRONTS for the tests
 from .supervisor import EngineSupervisor
 
 log = logging.getLogger("dogbreed.serve")
 
 HANDLER_SERVICE = "dogbreed.serving.handler_service"
 HANDLER_MODULE = "dogbreed.serving.handler"
-DEFAULT_PORT = 8080
 STOP_GRACE_S = 20
 RESPONSE_TIMEOUT_S = DEFAULT_TIMEOUT_S  # the answer timeout by default (settings.py); the engine waits half of it
 
 
-def default_workers(engine: bool = False, model_dir: Path | None = None) -> int:
-    """SAGEMAKER_MODEL_SERVER_WORKERS, else: with the engine, twice the cores (workers that only decode, enough to
-    keep a batch in the engine) as far as the container's memory carries them (:mod:`.capacity`); one per GPU;
-    half the cores otherwise."""
-    configured = os.environ.get(envnames.SAGEMAKER_MODEL_SERVER_WORKERS)
+def default_workers(engine: bool = False, model_dir: Path | None = None, configured: int | None = None) -> int:
+    """``configured`` (SAGEMAKER_MODEL_SERVER_WORKERS), else: with the engine, twice the cores (workers that only
+    decode, enough to keep a batch in the engine) as far as the container's memory carries them
+    (:mod:`.capacity`); one per GPU; half the cores otherwise."""
     if configured:
-        return max(1, int(configured))
+        return configured
     cores = available_cores()
     if engine:
         plan = plan_workers(cores, model_dir)
@@ -57,26 +55,21 @@ def default_workers(engine: bool = False, model_dir: Path | None = None) -> int:
     return visible_gpus() or max(1, cores // 2)
 
 
-FRONTS = ("native", "mms")
-DEFAULT_FRONT = "native"
+def _start_settings() -> ServingSettings:
+    """The settings without the hardware's count (what the start's choices need)."""
+    return ServingSettings.from_environ(cores=1, gpus=0)
 
 
 def front() -> str:
     """``DOGBREED_SERVER``: ``native`` (the default: :mod:`.native`, no JVM, no netty) or ``mms``
     (multi-model-server behind the same edge: :mod:`.mms_edge`)."""
-    name = (os.environ.get(envnames.DOGBREED_SERVER) or DEFAULT_FRONT).strip().lower()
-    if name not in FRONTS:
-        raise ValueError(f"{envnames.DOGBREED_SERVER}={name!r}: choose {' or '.join(FRONTS)}")
-    return name
+    return _start_settings().front
 
 
-def engine_enabled() -> bool:
+def engine_enabled(settings: ServingSettings | None = None) -> bool:
     """``auto`` and ``on``: the batching engine process (one engine per GPU in it, else one on the CPU), its
     workers only decode; ``off``: each worker holds its own model and answers one request at a time."""
-    mode = (os.environ.get(envnames.DOGBREED_SERVE_ENGINE) or "auto").lower()
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"{envnames.DOGBREED_SERVE_ENGINE}={mode!r}: choose auto, on or off")
-    return mode != "off"
+    return (settings or _start_settings()).engine_mode != "off"
 
 
 def loopback_port(*taken: int) -> int:
@@ -236,23 +229,22 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
     the engine and the front (:mod:`.native`). ``mms``: multi-model-server on loopback behind the same edge
     (:mod:`.mms_edge`); with the engine, the front and its workers start while the engine loads the model (the
     engine's load is the check); without it, the model is checked first."""
-    port = int(port or os.environ.get(envnames.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
-    state_dir = Path(state_dir or os.environ.get(envnames.DOGBREED_SERVE_TEMP) or tempfile.mkdtemp(prefix="dogbreed-serve-"))
     try:
         settings, limits = configured()
-        chosen = front()
     except ValueError as exc:  # a setting out of range: refuse to start, rather than refuse every request
         log.error("refusing to start: %s", exc)
         return 2
-    if chosen == "native":  # one process: the engine and the front together; it checks the model as it loads it
+    port = int(port or settings.port)
+    state_dir = Path(state_dir or settings.state_dir or tempfile.mkdtemp(prefix="dogbreed-serve-"))
+    if settings.front == "native":  # one process: the engine and the front together; it checks the model as it loads it
         from .native import serve_native
 
         return serve_native(model_dir, host, port, state_dir, (settings, limits), STOP_GRACE_S)
-    use_engine = engine_enabled()
+    use_engine = engine_enabled(settings)
     reason = None if use_engine else check_model(model_dir)
     if reason:
         return serve_unhealthy(host, port, reason)
-    workers = workers or default_workers(use_engine, model_dir)
+    workers = workers or default_workers(use_engine, model_dir, settings.workers)
     return _serve_mms(model_dir, host, port, workers, state_dir, use_engine, (settings, limits))
 
 
@@ -261,7 +253,7 @@ def _serve_mms(model_dir: Path, host: str, port: int, workers: int, state_dir: P
     from .edge import edge_server, stop_on_signals
     from .mms_edge import Health, MmsProxy, Prober
 
-    config_path = Path(os.environ.get(envnames.DOGBREED_MMS_CONFIG) or state_dir / "mms.properties")
+    config_path = Path(configuration[0].mms_config or state_dir / "mms.properties")
     supervisor = None
     if use_engine:
         supervisor = EngineSupervisor(model_dir, state_dir / "engine.sock", configuration[0])

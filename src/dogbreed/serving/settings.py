@@ -39,6 +39,10 @@ MAX_PAYLOAD_MB = 100  # Batch Transform's largest MaxPayloadInMB
 DEFAULT_TIMEOUT_S = 60  # multi-model-server's and SageMaker's real-time default
 BATCH_TIMEOUT_S = 600  # Batch Transform's default InvocationsTimeoutInSeconds
 DEFAULT_BATCH = 8  # images in one forward pass of the engine
+DEFAULT_PORT = 8080  # SageMaker's; SAGEMAKER_BIND_TO_PORT where it asks for another
+FRONTS = ("native", "mms")
+ENGINE_MODES = ("auto", "on", "off")
+GRAPH_MODES = ("auto", "eager", "frozen")  # graph.MODES (not imported: graph imports torch)
 
 
 def _number(environ, name: str, low: float, high: float | None, kind=int):
@@ -88,6 +92,15 @@ class ServingSettings:
     max_batch: int = DEFAULT_BATCH
     threads: int | None = None  # the engine's compute threads; None: the cores in the affinity mask
     cpu_fallback: bool = False  # serve on the CPU where GPUs are installed but CUDA cannot start (hardware.py)
+    # the start: which front, where, with what
+    front: str = "native"
+    engine_mode: str = "auto"  # the mms front's batching engine process: auto and on (one engine per GPU), off
+    graph: str = "auto"  # DOGBREED_SERVE_GRAPH, checked here; the model process reads it (predictor.py)
+    port: int = DEFAULT_PORT
+    workers: int | None = None  # SAGEMAKER_MODEL_SERVER_WORKERS: the mms front's workers; None: planned
+    state_dir: str | None = None  # DOGBREED_SERVE_TEMP; None: a new temp folder
+    mms_config: str | None = None  # DOGBREED_MMS_CONFIG; None: mms.properties in the state folder
+    precision_cache: str | None = None  # DOGBREED_PRECISION_CACHE; None: precision.json in the state folder
 
     @classmethod
     def from_environ(cls, environ=None, cores: int | None = None, gpus: int | None = None) -> ServingSettings:
@@ -143,5 +156,20 @@ def _edge_and_engine(environ, pending: int) -> dict:
         "max_batch": _int(environ, envnames.DOGBREED_SERVE_BATCH, 1, 4096),
         "threads": _int(environ, envnames.DOGBREED_SERVE_THREADS, 1, 4096),
         "cpu_fallback": _flag(environ, envnames.DOGBREED_SERVE_CPU_FALLBACK),
+        "front": _choice(environ, envnames.DOGBREED_SERVER, FRONTS),
+        "engine_mode": _choice(environ, envnames.DOGBREED_SERVE_ENGINE, ENGINE_MODES),
+        "graph": _choice(environ, envnames.DOGBREED_SERVE_GRAPH, GRAPH_MODES),
+        "port": _int(environ, envnames.SAGEMAKER_BIND_TO_PORT, 1, 65535),
+        "workers": _int(environ, envnames.SAGEMAKER_MODEL_SERVER_WORKERS, 1, 4096),
+        "state_dir": (environ.get(envnames.DOGBREED_SERVE_TEMP) or "").strip() or None,
+        "mms_config": (environ.get(envnames.DOGBREED_MMS_CONFIG) or "").strip() or None,
+        "precision_cache": (environ.get(envnames.DOGBREED_PRECISION_CACHE) or "").strip() or None,
     }
     return {name: value for name, value in found.items() if value is not None}
+
+
+def _choice(environ, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = (environ.get(name) or "").strip().lower()
+    if raw and raw not in choices:
+        raise ValueError(f"{name}={raw[:40]!r}: choose {', '.join(choices)}")
+    return raw or None

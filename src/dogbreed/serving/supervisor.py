@@ -19,7 +19,6 @@ from pathlib import Path
 
 from .engine import failure_path
 from .hardware import available_cores
-from .precision_cache import DOGBREED_PRECISION_CACHE
 from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
@@ -34,7 +33,7 @@ def engine_command(model_dir: Path, socket_path: Path, settings: ServingSettings
     command = [sys.executable, "-m", "dogbreed.serving.batcher", "--model-dir", str(model_dir), "--socket", str(socket_path),
                "--max-batch", str(batch), "--threads", str(threads), "--max-queued", str(2 * settings.pending),
                *(["--cpu-fallback"] if settings.cpu_fallback else []),
-               "--precision-cache", os.environ.get(DOGBREED_PRECISION_CACHE) or str(Path(socket_path).parent / "precision.json")]
+               "--precision-cache", settings.precision_cache or str(Path(socket_path).parent / "precision.json")]
     return command, batch, threads
 
 
