@@ -221,3 +221,12 @@ def test_a_gpu_host_whose_cuda_cannot_start_refuses_to_serve_on_the_cpu_unless_a
     with caplog.at_level(logging.ERROR, logger="dogbreed.serve"):
         assert batcher.engine_devices(allowed.cpu_fallback) == [None]
     assert any("serving on the CPU" in r.getMessage() for r in caplog.records)
+
+
+def test_the_mms_front_without_the_engine_checks_cuda_with_the_model(driver, monkeypatch, model_dir):
+    """DOGBREED_SERVE_ENGINE=off: each worker would load its model on the CPU, unbatched; the start refuses instead."""
+    install, _ = driver
+    install(2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "2 GPU(s) installed but CUDA cannot start" in server.check_model(model_dir)
+    assert server.check_model(model_dir, cpu_fallback=True) is None

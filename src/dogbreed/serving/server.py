@@ -129,11 +129,18 @@ def forward_timeout(settings: ServingSettings) -> float:
     return settings.response_timeout_s + 5
 
 
-def check_model(model_dir: Path) -> str | None:
-    """None if the model loads; otherwise the reason it cannot be served. Without the engine only (GPU hosts, or
-    ``DOGBREED_SERVE_ENGINE=off``): the workers import torch anyway; the engine's load is its own check."""
-    from ..models import load_artifacts  # torch: not in the launcher of an engine
+def check_model(model_dir: Path, cpu_fallback: bool = False) -> str | None:
+    """None if the model loads and the host can run it; otherwise the reason it cannot be served. Without the
+    engine only (``DOGBREED_SERVE_ENGINE=off``): the workers import torch anyway; the engine's load is its own
+    check (a GPU host whose CUDA cannot start among them)."""
+    import torch
 
+    from ..models import load_artifacts  # torch: not in the launcher of an engine
+    from .hardware import cuda_refusal
+
+    refusal = cuda_refusal(visible_gpus(), torch.cuda.is_available(), cpu_fallback)
+    if refusal:
+        return refusal
     try:
         load_artifacts(model_dir)
     except ModelError as exc:
@@ -241,7 +248,7 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
 
         return serve_native(model_dir, host, port, state_dir, (settings, limits), STOP_GRACE_S)
     use_engine = engine_enabled(settings)
-    reason = None if use_engine else check_model(model_dir)
+    reason = None if use_engine else check_model(model_dir, settings.cpu_fallback)
     if reason:
         return serve_unhealthy(host, port, reason)
     workers = workers or default_workers(use_engine, model_dir, settings.workers)
