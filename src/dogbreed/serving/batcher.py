@@ -245,8 +245,8 @@ def serve_forever(engines: list[Engine], socket_path: Path) -> None:
     listener.bind(str(socket_path))
     listener.listen(64)
     first = engines[0]
-    log.info("engine ready on %s: %d engine(s), %s, batches of up to %d", socket_path, len(engines),
-             first.predictor.describe(), first.max_batch)
+    log.info("engine ready on %s: %s, batches of up to %d, %d engine(s)", socket_path, first.predictor.describe(),
+             first.max_batch, len(engines))
     while True:
         connection, _ = listener.accept()
         threading.Thread(target=_read, args=(engines, connection), daemon=True).start()
