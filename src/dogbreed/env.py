@@ -57,6 +57,11 @@ DOGBREED_NATIVE_PENDING = "DOGBREED_NATIVE_PENDING"  # most /invocations the nat
 DOGBREED_READ_TIMEOUT_S = "DOGBREED_READ_TIMEOUT_S"  # a request's head, then its body, must arrive within it; else 408
 DOGBREED_MAX_HEAD_BYTES = "DOGBREED_MAX_HEAD_BYTES"  # request line + headers, in bytes; past it 431
 DOGBREED_MAX_HEADERS = "DOGBREED_MAX_HEADERS"  # request headers, in number; past it 431
+DOGBREED_MAX_CONNECTIONS = "DOGBREED_MAX_CONNECTIONS"  # connections open at once; past it 503 and close
+DOGBREED_KEEP_ALIVE_S = "DOGBREED_KEEP_ALIVE_S"  # an idle connection is closed after it
+DOGBREED_ENGINE_WAIT_S = "DOGBREED_ENGINE_WAIT_S"  # the longest a request waits for the engine (then a 503)
+DOGBREED_SERVE_CPU_FALLBACK = "DOGBREED_SERVE_CPU_FALLBACK"  # serve on the CPU where CUDA cannot start
+DOGBREED_PRECISION_CACHE = "DOGBREED_PRECISION_CACHE"  # the measured precision and layout, kept across starts
 
 # --- torch.distributed -----------------------------------------------------------------------------
 MASTER_ADDR = "MASTER_ADDR"

@@ -49,9 +49,10 @@ def _frame(request_id: str, status: int, body: str) -> tuple[bytes, str]:
     return bytes(frame), expected
 
 
-class _Error:
-    def __init__(self, status_code, message):
-        self.status_code, self.message = status_code, message
+def _Error(status_code, message):
+    from sagemaker_inference.errors import GenericInferenceToolkitError
+
+    return GenericInferenceToolkitError(status_code, message)
 
 
 def test_make_install_left_the_patched_decoder_in_the_frontend():

@@ -23,7 +23,8 @@ TWENTY = {envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB: "20"}
 
 
 def _settings(environ: dict, cores: int = 4, gpus: int = 0, pending: int = 32) -> ServingSettings:
-    return ServingSettings.from_environ(environ, cores=cores, gpus=gpus, pending=pending)
+    return ServingSettings.from_environ({envnames.DOGBREED_NATIVE_PENDING: str(pending), **environ}, cores=cores,
+                                        gpus=gpus)
 
 
 # --- the settings ---------------------------------------------------------------------------------------------------
@@ -241,7 +242,11 @@ def test_the_mms_front_takes_the_timeout_and_the_payload():
 
 def test_the_native_front_waits_for_the_engine_within_the_timeout(monkeypatch, tmp_path):
     model, fake = Model(), _Model()
-    monkeypatch.setattr(native, "start_engine", lambda model_dir, state_dir: fake)
+    def start_engine(model_dir, state_dir, settings):
+        fake.wait_s = settings.engine_wait_s
+        return fake
+
+    monkeypatch.setattr(native, "start_engine", start_engine)
     native.load(model, tmp_path, tmp_path, _settings({envnames.SAGEMAKER_MODEL_SERVER_TIMEOUT: "3600", **TWENTY}))
     assert model.reason is None and model.predictor is fake and fake.wait_s == 1800
     assert fake.calls == [(1, 5)]  # the warm-up request went through

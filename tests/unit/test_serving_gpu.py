@@ -11,19 +11,18 @@ import torch
 
 from dogbreed import env as envnames
 from dogbreed import models
-from dogbreed.serving import batcher, handler, hardware, native_engine, server
+from dogbreed.serving import batcher, handler, hardware, server
 from dogbreed.serving import precision_cache as cache
 from dogbreed.serving.handler_service import HandlerService
 from dogbreed.serving.predictor import Predictor
+from dogbreed.serving.settings import ServingSettings
+from tests.edge_server import tiny_model
 from tests.unit.test_precision_choice import GPUS, fake_gpu
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("model")
-    prep = models.default_preprocessing("resnet18", 64)
-    models.save_artifacts(directory, models.build("resnet18", 3), "resnet18", ["akita", "beagle", "corgi"], prep)
-    return directory
+    return tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture
@@ -119,13 +118,15 @@ def _number_of_gpu() -> str:
             if line.startswith("number_of_gpu=")][0]
 
 
-def test_a_gpu_host_gets_one_worker_per_gpu_and_no_engine(driver):
+def test_a_gpu_host_gets_the_engine_and_one_worker_per_gpu_without_it(driver, monkeypatch):
     install, _ = driver
     install(4)
     assert hardware.visible_gpus() == 4
     assert _number_of_gpu() == "number_of_gpu=4"
-    assert not server.engine_enabled()  # each worker holds its model on its own GPU
-    assert server.default_workers() == 4
+    assert server.engine_enabled()  # one engine per GPU in the engine process: the workers only decode
+    monkeypatch.setenv(envnames.DOGBREED_SERVE_ENGINE, "off")
+    assert not server.engine_enabled()
+    assert server.default_workers() == 4  # each worker holds its model on its own GPU
 
 
 def test_a_host_without_a_driver_gets_the_engine(driver):
@@ -143,7 +144,6 @@ def test_cuda_visible_devices_narrows_the_gpus_as_cuda_reads_it(driver, monkeypa
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mask)
     assert hardware.visible_gpus() == expected
     assert _number_of_gpu() == f"number_of_gpu={expected}"
-    assert server.engine_enabled() == (expected == 0)
 
 
 def test_without_proc_folders_nvidia_smi_counts_the_gpus_not_their_mig_instances(driver):
@@ -152,7 +152,7 @@ def test_without_proc_folders_nvidia_smi_counts_the_gpus_not_their_mig_instances
         "  MIG 1g.5gb     Device  0: (UUID: MIG-bbbb)\n"
         "GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-cccc)\n")
     assert hardware.visible_gpus() == 2
-    assert not server.engine_enabled()
+    assert server.default_workers() == 2
 
 
 def test_the_engine_asks_torch_itself_where_the_launcher_saw_no_gpu(driver, monkeypatch, model_dir, moves):
@@ -199,19 +199,34 @@ def test_a_gpu_torch_cannot_use_is_said_loudly_where_the_model_is_built(driver, 
     assert len(loud) == 2 and all(f"{envnames.DOGBREED_SERVE_ENGINE}=on" in r.getMessage() for r in loud)
 
 
-@pytest.mark.parametrize("count, warned", [(1, False), (2, True), (8, True)])
-def test_the_native_front_warns_that_it_leaves_other_gpus_idle(monkeypatch, caplog, count, warned):
+@pytest.mark.parametrize("count", [1, 2, 8])
+def test_the_native_front_runs_one_engine_per_gpu(monkeypatch, count):
     fake_gpu(monkeypatch, "A10G", count=count)
-    with caplog.at_level(logging.WARNING, logger="dogbreed.serve"):
-        native_engine.warn_of_idle_gpus()
-    messages = [r.getMessage() for r in caplog.records if "GPU 0 only" in r.getMessage()]
-    assert bool(messages) == warned
-    if warned:
-        assert f"other {count - 1} stay idle" in messages[0] and "multi-model-server" in messages[0]
+    assert batcher.engine_devices(False) == list(range(count))
 
 
-def test_no_idle_gpu_warning_without_cuda(monkeypatch, caplog):
+def test_a_host_without_gpus_runs_one_cpu_engine(driver, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="dogbreed.serve"):
-        native_engine.warn_of_idle_gpus()
-    assert not caplog.records
+    assert batcher.engine_devices(False) == [None]
+
+
+def test_a_gpu_host_whose_cuda_cannot_start_refuses_to_serve_on_the_cpu_unless_allowed(driver, monkeypatch, caplog):
+    install, _ = driver
+    install(4)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(hardware.NoCuda, match="4 GPU\\(s\\) installed but CUDA cannot start") as refused:
+        batcher.engine_devices(False)
+    assert "InferenceAmiVersion" in str(refused.value) and envnames.DOGBREED_SERVE_CPU_FALLBACK in str(refused.value)
+    allowed = ServingSettings.from_environ({envnames.DOGBREED_SERVE_CPU_FALLBACK: "true"}, cores=2, gpus=4)
+    with caplog.at_level(logging.ERROR, logger="dogbreed.serve"):
+        assert batcher.engine_devices(allowed.cpu_fallback) == [None]
+    assert any("serving on the CPU" in r.getMessage() for r in caplog.records)
+
+
+def test_the_mms_front_without_the_engine_checks_cuda_with_the_model(driver, monkeypatch, model_dir):
+    """DOGBREED_SERVE_ENGINE=off: each worker would load its model on the CPU, unbatched; the start refuses instead."""
+    install, _ = driver
+    install(2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "2 GPU(s) installed but CUDA cannot start" in server.check_model(model_dir)
+    assert server.check_model(model_dir, cpu_fallback=True) is None

@@ -4,17 +4,35 @@ and its error shape, and the default front."""
 import json
 import threading
 import time
+from types import SimpleNamespace
+
+import pytest
 
 from dogbreed.env import DOGBREED_SERVER
 from dogbreed.serving import server
+from dogbreed.serving.batcher import EngineHealth
 from dogbreed.serving.mms_edge import Health, as_error_json
-from dogbreed.serving.native_engine import InProcessPredictor, Unanswered
+from dogbreed.serving.native_app import Model
+from dogbreed.serving.native_engine import FAILED_BATCHES, InProcessPredictor
 
 
-def _predictor(thread: threading.Thread) -> InProcessPredictor:
-    predictor = InProcessPredictor.__new__(InProcessPredictor)  # no model: only the health is under test
-    predictor.thread, predictor.unanswered, predictor.wait_s = thread, Unanswered(), 30.0
+def _engine():
+    return SimpleNamespace(health=EngineHealth())  # the batch thread's record; no model: only the health is under test
+
+
+def _predictor(thread: threading.Thread, engines: int = 1) -> InProcessPredictor:
+    predictor = InProcessPredictor.__new__(InProcessPredictor)
+    predictor.engines, predictor.wait_s = [(_engine(), thread) for _ in range(engines)], 30.0
     return predictor
+
+
+@pytest.fixture
+def alive():
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    yield thread
+    stop.set()
 
 
 def test_an_engine_thread_that_ended_is_unhealthy():
@@ -24,21 +42,51 @@ def test_an_engine_thread_that_ended_is_unhealthy():
     assert "stopped" in _predictor(thread).unhealthy()
 
 
-def test_a_request_held_past_twice_the_wait_bound_is_a_stuck_engine_and_its_answer_clears_it():
-    stop = threading.Event()
-    thread = threading.Thread(target=stop.wait)
-    thread.start()
-    try:
-        predictor = _predictor(thread)
-        assert predictor.unhealthy() is None
-        predictor.unanswered.add(1, time.monotonic() - 59)  # within twice the bound: a slow batch, not a wedge
-        assert predictor.unhealthy() is None
-        predictor.unanswered.add(2, time.monotonic() - 61)
-        assert "stuck" in predictor.unhealthy()
-        predictor.unanswered.remove(2)
-        assert predictor.unhealthy() is None
-    finally:
-        stop.set()
+def test_a_forward_pass_past_twice_the_wait_bound_is_a_stuck_engine_and_its_end_clears_it(alive):
+    predictor = _predictor(alive)
+    health = predictor.engines[0][0].health
+    assert predictor.unhealthy() is None
+    health.running_since = time.monotonic() - 59  # within twice the bound: a slow batch, not a wedge
+    assert predictor.unhealthy() is None
+    health.running_since = time.monotonic() - 61
+    assert "stuck" in predictor.unhealthy() and "stuck" in predictor.unhealthy(failures=False)
+    health.running_since = None
+    assert predictor.unhealthy() is None
+
+
+def test_batches_that_all_fail_turn_ping_503_and_one_success_clears_it(alive):
+    predictor = _predictor(alive, engines=2)
+    health = predictor.engines[1][0].health
+    for _ in range(FAILED_BATCHES - 1):
+        health.failed("RuntimeError: CUDA error: an illegal memory access was encountered")
+    assert predictor.unhealthy() is None
+    health.failed("RuntimeError: CUDA error: an illegal memory access was encountered")
+    why = predictor.unhealthy()
+    assert why.startswith("engine 1:") and "illegal memory access" in why and f"last {FAILED_BATCHES}" in why
+    assert predictor.unhealthy(failures=False) is None  # a request still goes through: the next batch may succeed
+    health.succeeded()
+    assert predictor.unhealthy() is None
+
+
+class _Unhealthy:
+    def __init__(self, why):
+        self.why, self.asked = why, []
+
+    def unhealthy(self, failures=True):
+        self.asked.append(failures)
+        return self.why if failures else None
+
+
+def test_the_native_fronts_ping_says_what_the_engine_says():
+    """Fails where Model.not_ready ignores the predictor's unhealthy(): a wedged engine would stay 200."""
+    model = Model()
+    assert model.not_ready()[0] == 503  # loading
+    model.predictor = _Unhealthy(None)
+    assert model.not_ready() is None
+    model.predictor = _Unhealthy("the model engine's last 3 batches failed")
+    status, body, _ = model.not_ready()
+    assert status == 503 and json.loads(body)["error"] == "the model engine's last 3 batches failed"
+    assert model.not_ready(request=True) is None and model.predictor.asked == [True, False]
 
 
 def test_health_is_healthy_only_without_a_reason_and_a_final_reason_sticks():

@@ -29,35 +29,36 @@ from torchvision.transforms import functional as F
 from ..common import configure_logging
 from ..models import read_meta
 from . import heap
-from .engine import DEFAULT_BATCH, decode_request, failure_path, read_frame, send_frame
-from .hardware import warn_if_cuda_is_missing
+from .engine import decode_request, failure_path, read_frame, send_frame
+from .hardware import NoCuda, cuda_refusal, visible_gpus, warn_if_cuda_is_missing
 from .precision_cache import DOGBREED_PRECISION_CACHE, cache_key, cached_setup, remember_setup
 from .predictor import Predictor
+from .settings import DEFAULT_BATCH
 
 log = logging.getLogger("dogbreed.engine")
 
 FILL_WAIT_S = 0.01  # longest wait for the rest of a round of concurrent requests
 
 
-def _predictor(model_dir: Path, threads: int, precision_cache: Path | None) -> Predictor:
+def _predictor(model_dir: Path, threads: int, precision_cache: Path | None, gpu_id: int | None = None) -> Predictor:
     """The model in the set-up measured before on this device, CPU, torch, model and thread count, else measured now."""
     meta = read_meta(model_dir)
-    key = cache_key(torch.__version__, meta["arch"], int(meta["input_size"]), threads, device=_device_name())
+    key = cache_key(torch.__version__, meta["arch"], int(meta["input_size"]), threads, device=_device_name(gpu_id))
     cached = cached_setup(precision_cache, key)
     if cached:
         log.info("precision %s, channels_last=%d as measured before (%s in %s): no probe", *cached, key, precision_cache)
-        return Predictor(model_dir, precision=cached[0], threads=threads, channels_last=cached[1])
-    predictor = Predictor(model_dir, precision="auto", threads=threads)
+        return Predictor(model_dir, precision=cached[0], threads=threads, channels_last=cached[1], gpu_id=gpu_id)
+    predictor = Predictor(model_dir, precision="auto", threads=threads, gpu_id=gpu_id)
     remember_setup(precision_cache, key, predictor.acc.precision, predictor.acc.channels_last)
     return predictor
 
 
-def _device_name() -> str:
+def _device_name(gpu_id: int | None = None) -> str:
     """The device the engine's model goes to (accel.pick's: the first GPU where CUDA works), as the precision
     cache keys it: a cache shared by a CPU host and a GPU host of the same CPU model must not mix their choices."""
     available = torch.cuda.is_available()
     warn_if_cuda_is_missing(available)
-    return f"cuda:{torch.cuda.get_device_name(0)}" if available else "cpu"
+    return f"cuda:{torch.cuda.get_device_name(gpu_id or 0)}" if available else "cpu"
 
 
 def release_freed_memory() -> None:
@@ -69,58 +70,62 @@ def release_freed_memory() -> None:
 
 
 Answer = Callable[[dict], None]  # called once per request, on the batch thread: {"predictions": ...} or {"error": ...}
+Wanted = Callable[[], bool]  # False once the request stopped waiting (its 503 is sent): its pixels skip the forward pass
+
+
+def _always() -> bool:
+    return True
+
+
+class EngineHealth:
+    """What the batch thread did last, for ``/ping``: when the running forward pass began (None between passes),
+    how many batches in a row failed and why the last one did. Written by the batch thread only."""
+
+    def __init__(self):
+        self.running_since: float | None = None
+        self.failures, self.last_error, self.last_success = 0, None, None
+
+    def succeeded(self) -> None:
+        self.failures, self.last_success = 0, time.monotonic()
+
+    def failed(self, reason: str) -> None:
+        self.failures, self.last_error = self.failures + 1, reason
 
 
 class Engine:
-    """Holds the model; answers requests in batches. Requests come from this process (:meth:`submit`, then
-    :meth:`run_batches` on a thread of its own: the native front) or from the workers' unix socket
-    (:meth:`serve_forever`: the multi-model-server front)."""
+    """Holds the model on one device; answers requests in batches. Requests come from this process (:meth:`submit`,
+    then :meth:`run_batches` on a thread of its own: the native front) or from the workers' unix socket
+    (:func:`serve_forever`: the multi-model-server front)."""
 
-    def __init__(self, model_dir: Path, max_batch: int, threads: int, precision_cache: Path | None = None):
-        self.predictor = _predictor(Path(model_dir), threads, precision_cache)
+    def __init__(self, model_dir: Path, max_batch: int, threads: int, precision_cache: Path | None = None,
+                 max_queued: int = 64, gpu_id: int | None = None):
+        self.predictor = _predictor(Path(model_dir), threads, precision_cache, gpu_id)
         self.predictor.warm_up()
         release_freed_memory()
         self.max_batch = max(1, max_batch)
-        self.pending: queue.Queue = queue.Queue()  # (answer, uint8 NCHW pixels or float32 tensors, top_k, explain)
+        # (answer, uint8 NCHW pixels or float32 tensors, top_k, wanted, explain). Bounded: each entry holds its
+        # pixels, and a request that stopped waiting leaves them here until the batch thread drops them.
+        self.pending: queue.Queue = queue.Queue(maxsize=max(1, max_queued))
         self.batches = 0
         self.recent: collections.deque = collections.deque([1], maxlen=4)  # requests in the last batches
+        self.health = EngineHealth()
 
-    def submit(self, pixels, top_k: int, answer: Answer, explain: bool = False) -> None:
-        """Queue one request (a NCHW numpy batch); ``answer`` gets its reply once its batch has run. The model bounds k."""
-        self.pending.put((answer, pixels, int(top_k), bool(explain)))
+    def submit(self, pixels, top_k: int, answer: Answer, wanted: Wanted = _always, block: bool = True,
+               explain: bool = False) -> None:
+        """Queue one request (a NCHW numpy batch); ``answer`` gets its reply once its batch has run, unless
+        ``wanted()`` is False by then. The model bounds k. ``block=False``: queue.Full where the queue is full.
+        ``explain``: the answer also carries the top breed's heatmap (an eager pass of its own, after the batch)."""
+        self.pending.put((answer, pixels, int(top_k), wanted, bool(explain)), block=block)
+
+    def load(self) -> int:
+        """Requests queued or in the running forward pass: where the next request waits least."""
+        return self.pending.qsize() + (self.health.running_since is not None)
 
     def run_batches(self) -> None:
         """The batch loop, forever, on the calling thread: the only thread that runs torch (see :meth:`_tensor`).
         A failing batch answers each of its requests with the error, and the loop goes on."""
         while True:
             self.run_batch()
-
-    def serve_forever(self, socket_path: Path) -> None:
-        """Answer the serving workers' frames on a unix socket (:mod:`.engine` is their side)."""
-        socket_path = Path(socket_path)
-        if socket_path.exists():
-            socket_path.unlink()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(socket_path))
-        listener.listen(64)
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        log.info("engine ready on %s: %s, batches of up to %d", socket_path, self.predictor.describe(), self.max_batch)
-        self.run_batches()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            connection, _ = listener.accept()
-            threading.Thread(target=self._read, args=(connection,), daemon=True).start()
-
-    def _read(self, connection: socket.socket) -> None:
-        answer = functools.partial(_send_answer, connection, threading.Lock())
-        try:
-            while True:
-                array, top_k, explain = decode_request(read_frame(connection))
-                self.submit(array, top_k, answer, explain)  # torch only on the batch thread (see _tensor)
-        except (ConnectionError, OSError, ValueError, RuntimeError) as exc:  # a worker went away or sent garbage: drop it
-            log.debug("connection closed: %s", exc)
-            connection.close()
 
     def _tensor(self, array) -> torch.Tensor:
         """uint8 pixels -> float, normalized by the eval transform's own last steps (ConvertImageDtype, Normalize,
@@ -133,9 +138,18 @@ class Engine:
         prep = self.predictor.prep
         return F.normalize(F.convert_image_dtype(batch, torch.float), list(prep.mean), list(prep.std))
 
+    def _next(self, timeout: float | None = None, wait: bool = True):
+        """The next request still wanted (waiting for one where ``wait``): those that stopped waiting are dropped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            item = self.pending.get(block=wait, timeout=left)
+            if item[3]():
+                return item
+
     def _gather(self) -> tuple[list, int]:
         """The next batch's requests: the first in the queue (waited for), then what has queued, up to max_batch images."""
-        work = [self.pending.get()]
+        work = [self._next()]
         images = len(work[0][1])
         # Under concurrency the requests of one round do not arrive together (each is decoded first): wait a
         # few ms for as many as the recent batches held. A lone client's batches hold one: it never waits.
@@ -144,9 +158,9 @@ class Engine:
         while images < self.max_batch:
             try:
                 if len(work) < expected:
-                    item = self.pending.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._next(timeout=max(0.0, deadline - time.monotonic()))
                 else:
-                    item = self.pending.get_nowait()
+                    item = self._next(wait=False)
             except queue.Empty:
                 break
             work.append(item)
@@ -165,17 +179,20 @@ class Engine:
             rows = [row for chunk in chunks for row in chunk["predictions"]]
             dogs = [dog for chunk in chunks for dog in chunk["dog"]]
             answers, start = [], 0
-            for _, tensor, top_k, explain in work:
+            for _, tensor, top_k, _, explain in work:
                 stop = start + len(tensor)
                 answer = {"predictions": [row[:top_k] for row in rows[start:stop]], "dog": dogs[start:stop]}
                 if explain:  # its own eager pass with gradients, one photo at a time, after the batch's forward pass
                     answer = self._explained(answer, batch[start:stop])
                 answers.append(answer)
                 start = stop
+            self.health.succeeded()
             return answers
         except Exception as exc:  # a failure answers every request of the batch, and the engine goes on
             log.exception("batch of %d failed", len(work))
-            return [{"error": f"{exc.__class__.__name__}: {exc}"}] * len(work)
+            reason = f"{exc.__class__.__name__}: {exc}"
+            self.health.failed(reason)
+            return [{"error": reason}] * len(work)
 
     def _explained(self, answer: dict, tensors: torch.Tensor) -> dict:
         """The answer with its explanations; an explanation that fails answers its own request with the error."""
@@ -188,7 +205,11 @@ class Engine:
     def run_batch(self) -> None:
         """One forward pass for what has queued (waiting for a first request), each request answered."""
         work, images = self._gather()
-        answers = self._answers(work)
+        self.health.running_since = time.monotonic()
+        try:
+            answers = self._answers(work)
+        finally:
+            self.health.running_since = None
         self.batches += 1
         if len(work) > 1:
             log.debug("batch %d: %d requests, %d images", self.batches, len(work), images)
@@ -197,6 +218,66 @@ class Engine:
                 answer(reply)
             except Exception:  # one request's answer that cannot be given must not stop the engine
                 log.exception("an answer could not be given")
+
+
+def least_busy(engines: list[Engine]) -> Engine:
+    return min(engines, key=Engine.load)
+
+
+def engine_devices(cpu_fallback: bool) -> list[int | None]:
+    """Each engine's GPU: every GPU CUDA shows, else one engine on the CPU. Where the driver shows GPUs but CUDA
+    cannot start, :class:`~.hardware.NoCuda` (``/ping`` says why) unless ``cpu_fallback``."""
+    if torch.cuda.is_available() and torch.cuda.device_count():
+        return list(range(torch.cuda.device_count()))
+    refusal = cuda_refusal(visible_gpus(), False, cpu_fallback)
+    if refusal:
+        raise NoCuda(refusal)
+    return [None]
+
+
+def start_engines(model_dir: Path, max_batch: int, threads: int, precision_cache: Path | None, max_queued: int,
+                  cpu_fallback: bool = False) -> list[tuple[Engine, threading.Thread]]:
+    """One engine per GPU (else one on the CPU), each with its batch thread started; the cores shared between them."""
+    devices = engine_devices(cpu_fallback)
+    threads = max(1, threads // len(devices))
+    started = []
+    for gpu in devices:
+        engine = Engine(model_dir, max_batch, threads, precision_cache, max_queued=max_queued, gpu_id=gpu)
+        thread = threading.Thread(target=engine.run_batches, name=f"engine-batches-{gpu or 0}", daemon=True)
+        thread.start()
+        started.append((engine, thread))
+    if len(started) > 1:
+        log.info("%d engines, one per GPU: requests go to the least busy", len(started))
+    return started
+
+
+def serve_forever(engines: list[Engine], socket_path: Path) -> None:
+    """Answer the serving workers' frames on a unix socket (:mod:`.engine` is their side), each request on the
+    least busy engine; returns never (the batch threads run the engines)."""
+    socket_path = Path(socket_path)
+    if socket_path.exists():
+        socket_path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_path))
+    listener.listen(64)
+    first = engines[0]
+    log.info("engine ready on %s: %s, batches of up to %d, %d engine(s)", socket_path, first.predictor.describe(),
+             first.max_batch, len(engines))
+    while True:
+        connection, _ = listener.accept()
+        threading.Thread(target=_read, args=(engines, connection), daemon=True).start()
+
+
+def _read(engines: list[Engine], connection: socket.socket) -> None:
+    answer = functools.partial(_send_answer, connection, threading.Lock())
+    try:
+        while True:
+            array, top_k, explain = decode_request(read_frame(connection))
+            # torch only on the batch threads (Engine._tensor); a full queue holds this worker back
+            least_busy(engines).submit(array, top_k, answer, explain=explain)
+    except (ConnectionError, OSError, ValueError, RuntimeError) as exc:  # a worker went away or sent garbage: drop it
+        log.debug("connection closed: %s", exc)
+        connection.close()
 
 
 def _send_answer(connection: socket.socket, lock: threading.Lock, reply: dict) -> None:
@@ -214,17 +295,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--max-batch", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--max-queued", type=int, default=64, help="requests queued at most (the readers wait past it)")
+    parser.add_argument("--cpu-fallback", action="store_true",
+                        help="serve on the CPU where GPUs are installed but CUDA cannot start (else refuse, with the reason)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG logs every batch of more than one request")
     parser.add_argument("--precision-cache", type=Path, default=os.environ.get(DOGBREED_PRECISION_CACHE) or None,
                         help=f"a JSON file of measured precisions (default: ${DOGBREED_PRECISION_CACHE}; none: measure)")
     args = parser.parse_args(argv)
     configure_logging(level=args.log_level.upper())
     try:
-        engine = Engine(args.model_dir, args.max_batch, args.threads, args.precision_cache)
+        engines = start_engines(args.model_dir, args.max_batch, args.threads, args.precision_cache, args.max_queued,
+                                args.cpu_fallback)
+    except NoCuda as exc:  # the reason as it is: it says what to do
+        failure_path(args.socket).write_text(str(exc)[:2000])
+        raise
     except Exception as exc:  # the reason, for the server's unhealthy /ping; the traceback goes to the log
         failure_path(args.socket).write_text(f"{exc.__class__.__name__}: {exc}"[:2000])
         raise
-    engine.serve_forever(args.socket)
+    serve_forever([engine for engine, _ in engines], args.socket)
 
 
 if __name__ == "__main__":

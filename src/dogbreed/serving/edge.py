@@ -23,13 +23,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from dataclasses import dataclass
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .. import env as envnames
 from . import content_types as ct
 from . import homepage
 from .engine import RETRY_AFTER_S
@@ -37,7 +35,6 @@ from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
 
-KEEP_ALIVE_S = 60  # SageMaker's front keeps its connections open between requests
 ROUTES = {"/": ("GET", "HEAD"), "/ping": ("GET", "HEAD"), "/invocations": ("POST",), "/execution-parameters": ("GET",)}
 
 Answer = tuple[int, bytes, dict]
@@ -45,26 +42,23 @@ Answer = tuple[int, bytes, dict]
 
 @dataclass(frozen=True)
 class EdgeLimits:
-    """What one client may hold: read once at start (:meth:`from_environ`)."""
+    """What one client may hold (the defaults and the checks are :class:`~.settings.ServingSettings`')."""
 
     max_body_bytes: int
-    max_head_bytes: int = 16 * 1024  # request line and headers; SageMaker's own requests carry well under 4 KiB
-    max_headers: int = 100
-    read_timeout_s: float = 30.0  # from a head's first byte to its end, and for the whole body
+    max_head_bytes: int = ServingSettings.max_head_bytes
+    max_headers: int = ServingSettings.max_headers
+    read_timeout_s: float = ServingSettings.read_timeout_s
     # /invocations admitted at once (reading their body, queued or running), each up to a body in memory: the native
     # front's request threads twice over (a full pool and as many queued behind it); past it, a 503 to retry
-    pending: int = 32
+    pending: int = ServingSettings.pending
+    max_connections: int = ServingSettings.max_connections  # past it a new connection gets a 503 and is closed
+    keep_alive_s: float = ServingSettings.keep_alive_s
 
     @classmethod
-    def from_environ(cls, max_body_bytes: int) -> EdgeLimits:
-        environ = os.environ
-        return cls(
-            max_body_bytes=max_body_bytes,
-            max_head_bytes=int(environ.get(envnames.DOGBREED_MAX_HEAD_BYTES) or cls.max_head_bytes),
-            max_headers=int(environ.get(envnames.DOGBREED_MAX_HEADERS) or cls.max_headers),
-            read_timeout_s=float(environ.get(envnames.DOGBREED_READ_TIMEOUT_S) or cls.read_timeout_s),
-            pending=max(1, int(environ.get(envnames.DOGBREED_NATIVE_PENDING) or cls.pending)),
-        )
+    def from_settings(cls, settings: ServingSettings) -> EdgeLimits:
+        return cls(max_body_bytes=settings.max_body_bytes, max_head_bytes=settings.max_head_bytes,
+                   max_headers=settings.max_headers, read_timeout_s=settings.read_timeout_s, pending=settings.pending,
+                   max_connections=settings.max_connections, keep_alive_s=settings.keep_alive_s)
 
 
 def error(status: int, reason: str, headers: dict | None = None) -> Answer:
@@ -93,6 +87,8 @@ class EdgeProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self.head_left, self.in_head, self.refusal = self.limits.max_head_bytes, True, None
         self.head_timer = self.loop.call_later(self.timeout_keep_alive, self._idle)  # connected, never sent a byte
+        if len(self.connections) > self.limits.max_connections:  # this one is counted in already
+            self._refuse(503, f"the server holds {self.limits.max_connections} connections already")
 
     def connection_lost(self, exc) -> None:
         self.head_timer.cancel()
@@ -156,7 +152,8 @@ class EdgeProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str) -> None:
         """Answer with the error JSON and close: what follows in the stream cannot be told from this request."""
         if self.cycle is None or self.cycle.response_complete:  # else a request is being answered: just close
-            self.transport.write(raw_answer(*error(status, reason, CLOSE)))
+            headers = {**CLOSE, "retry-after": str(RETRY_AFTER_S)} if status == 503 else CLOSE
+            self.transport.write(raw_answer(*error(status, reason, headers)))
         log.info("refused a request: %d %s", status, reason)
         self.transport.close()
 
@@ -271,7 +268,7 @@ def edge_server(app: Edge, host: str, port: int, grace_s: int):
     import uvicorn
 
     config = uvicorn.Config(app, host=host, port=port, http=protocol_for(app.limits), ws="none", lifespan="off",
-                            log_config=None, access_log=True, timeout_keep_alive=KEEP_ALIVE_S,
+                            log_config=None, access_log=True, timeout_keep_alive=app.limits.keep_alive_s,
                             timeout_graceful_shutdown=grace_s)
     return uvicorn.Server(config)
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from sagemaker_inference.errors import BaseInferenceToolkitError
 
-from .pixels import EvalCrop, read_meta
+from ..env import DOGBREED_ENGINE_WAIT_S
+from .interface import EngineFed
+from .settings import ServingSettings
 
-DEFAULT_BATCH = 8
-DOGBREED_ENGINE_WAIT_S = "DOGBREED_ENGINE_WAIT_S"  # the longest a request waits for the engine (then a 503)
-DEFAULT_WAIT_S = 30.0  # under multi-model-server's 60 s response timeout, with room for a model load
+DEFAULT_WAIT_S = ServingSettings.engine_wait_s  # under multi-model-server's 60 s response timeout, with room for a model load
 RETRY_AFTER_S = 5
 DTYPES = ("uint8", "float32")
 _LENGTH = struct.Struct(">I")
@@ -90,7 +90,8 @@ class EngineUnavailable(BaseInferenceToolkitError):
 
 def wait_bound() -> float:
     """The longest a request waits for the engine (down, restarting or busy): shorter than the front's own
-    response timeout (multi-model-server's is 60 s), so that the client gets a 503 it can retry, not a timeout."""
+    response timeout (multi-model-server's is 60 s), so that the client gets a 503 it can retry, not a timeout.
+    In a multi-model-server worker: the launcher sets it from its settings (server.start_mms)."""
     return float(os.environ.get(DOGBREED_ENGINE_WAIT_S) or DEFAULT_WAIT_S)
 
 
@@ -137,39 +138,28 @@ class EngineClient:
                     raise EngineUnavailable(f"the model engine went away: {exc}") from exc
                 time.sleep(0.1)
 
-    def top_k(self, batch, top_k: int) -> list:
-        return self.answer(batch, top_k)["predictions"]
+    def ask(self, payload: bytes) -> dict:
+        """One request frame's answer: ``{"predictions", "dog"}`` (``"explanations"`` where asked) or ``{"error"}``."""
+        return self._ask(payload, time.monotonic() + self.wait_s)
 
-    def answer(self, batch, top_k: int, explain: bool = False) -> dict:
-        """The engine's answer: ``{"predictions", "dog"}``, and ``"explanations"`` where asked."""
-        answer = self._ask(encode_request(batch, top_k, explain), time.monotonic() + self.wait_s)
+    def top_k(self, batch, top_k: int) -> list:
+        answer = self.ask(encode_request(batch, top_k))
         if "error" in answer:
             raise RuntimeError(answer["error"])
-        return answer
+        return answer["predictions"]
 
 
-class RemotePredictor:
-    """A serving worker's model when the engine holds it: decode, resize and crop here (no torch); the
-    forward pass there, batched with the other workers' requests."""
+class RemotePredictor(EngineFed):
+    """A serving worker's model when the engine process holds it: the forward pass there, batched with the other
+    workers' requests."""
 
     def __init__(self, model_dir: Path, socket_path: str):
-        self.meta = read_meta(Path(model_dir))
-        self.crop = EvalCrop.from_meta(self.meta)
-        self.draft_size = self.crop.resize  # JPEGs decode at the reduced scale training decoded them at
+        super().__init__(model_dir)
         self.client = EngineClient(socket_path)
         self.socket_path = socket_path
 
-    def top_k(self, images, k: int = 5) -> list[list[dict]]:
-        return self.answer(images, k)["predictions"]
-
-    def answer(self, images, k: int = 5, explain: bool = False) -> dict:
-        return self.client.answer(self.crop.batch(images), k, explain)  # the engine's Predictor bounds k
-
-    def warm_up(self, rounds: int = 1) -> None:
-        """The preprocessing only: the engine warms its own model, and may still be loading it."""
-        from PIL import Image
-
-        self.crop.batch([Image.new("RGB", (self.crop.resize, self.crop.resize), (127, 127, 127))])
+    def _ask(self, pixels, k: int, explain: bool = False) -> dict:
+        return self.client.ask(encode_request(pixels, k, explain))
 
     def describe(self) -> str:
         return f"model in the batching engine at {self.socket_path}"

@@ -77,3 +77,22 @@ def warn_if_cuda_is_missing(cuda_available: bool) -> None:
         log.error("%d GPU(s) installed here but torch finds no usable CUDA (is the NVIDIA driver older than the "
                   "image's CUDA?): serving on the CPU; set %s=on to batch on the CPU with one engine", gpus,
                   envnames.DOGBREED_SERVE_ENGINE)
+
+
+class NoCuda(Exception):
+    """GPUs installed, CUDA cannot start, and the CPU fallback not allowed: the front answers ``/ping`` with it."""
+
+
+def cuda_refusal(gpus: int, cuda_available: bool, cpu_fallback: bool) -> str | None:
+    """Why a GPU host must not serve (None where it may): its driver shows ``gpus`` but torch's CUDA cannot start,
+    and ``DOGBREED_SERVE_CPU_FALLBACK`` does not allow the CPU. Serving silently on the CPU would answer 10 to 50
+    times slower than the instance was chosen for; SageMaker replaces an instance whose /ping is 503."""
+    if not gpus or cuda_available:
+        return None
+    if cpu_fallback:
+        log.error("%d GPU(s) installed but torch finds no usable CUDA: serving on the CPU, as %s allows", gpus,
+                  envnames.DOGBREED_SERVE_CPU_FALLBACK)
+        return None
+    return (f"{gpus} GPU(s) installed but CUDA cannot start (an NVIDIA driver older than the image's CUDA? deploy "
+            f"with an InferenceAmiVersion whose driver runs it); set {envnames.DOGBREED_SERVE_CPU_FALLBACK}=true to "
+            "serve on the CPU instead")

@@ -19,7 +19,6 @@ from .answers import NotADog, refuse_non_dogs
 from .errors import BadRequest, PayloadTooLarge, RequestError
 
 JSONLINES = ct.JSONLINES
-ALIASES = ct.JSONLINES_TYPES
 
 
 @dataclass

@@ -22,6 +22,7 @@ from ..errors import ModelError
 from . import content_types as ct
 from . import handler
 from .edge import edge_server, sample_jpeg, stop_on_signals
+from .hardware import NoCuda
 from .native_app import Model, NativeApp, invoke
 from .native_engine import start_engine
 from .settings import ServingSettings
@@ -36,15 +37,14 @@ REQUEST_THREADS = 16
 def load(model: Model, model_dir: Path, state_dir: Path, settings: ServingSettings) -> None:
     """Load and warm the model, then send one request through the handler; only then is the model ready."""
     try:
-        predictor = start_engine(model_dir, state_dir)
-        predictor.wait_s = settings.engine_wait_s  # the native front's request timeout: under the response timeout
+        predictor = start_engine(model_dir, state_dir, settings)  # waits engine_wait_s: under the response timeout
         handler.configure(settings)
         # One model per process, as in a multi-model-server worker: the JPEG draft scale that handler.model_fn sets.
         handler.set_draft_size(predictor.draft_size)
         status, body, _ = invoke(predictor, sample_jpeg(), {"content-type": ct.JPEG}, ct.JSON)
         if status != 200:
             raise RuntimeError(f"the warm-up request got {status}: {body[:300].decode('utf-8', 'replace')}")
-    except ModelError as exc:
+    except (ModelError, NoCuda) as exc:
         model.reason = str(exc)
     except Exception as exc:  # any failure to load is a reason to be unhealthy, said in the log and on /ping
         model.reason = f"{exc.__class__.__name__}: {exc}"

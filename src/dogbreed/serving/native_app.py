@@ -13,24 +13,23 @@ import asyncio
 import logging
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from http import HTTPStatus
 
 from sagemaker_inference.environment import Environment
-from sagemaker_inference.errors import BaseInferenceToolkitError, GenericInferenceToolkitError
 
 from . import content_types as ct
 from . import handler
 from .edge import Answer, Edge, EdgeLimits, busy, error
+from .errors import http_error
 from .settings import ServingSettings
-from .transformer import JsonErrorTransformer
 
 log = logging.getLogger("dogbreed.serve")
 
 LOADING = "the model is loading"
 
 
-class _RequestContext:
-    """The part of the toolkit's context that ``input_fn`` reads: the request's headers."""
+class _Headers:
+    """What ``input_fn`` reads of the toolkit's context: the request's headers (the one adapter the native front
+    needs to call the handler directly)."""
 
     def __init__(self, headers: dict):
         self.request_processor = [self]
@@ -40,33 +39,10 @@ class _RequestContext:
         return self.headers
 
 
-class _ErrorContext:
-    """The part of the toolkit's context that the front's error answer writes: status and headers."""
-
-    def __init__(self):
-        self.status, self.headers = 500, {}
-
-    def set_response_status(self, code, phrase=None) -> None:
-        self.status = int(code)
-
-    def set_response_content_type(self, index, kind) -> None:
-        self.headers["content-type"] = kind
-
-    def set_response_header(self, index, name, value) -> None:
-        self.headers[name.lower()] = value
-
-
 def error_answer(exc: BaseException, trace: str) -> tuple[int, bytes, dict]:
-    """(status, body, headers): the multi-model-server front's answer to the same exception (transformer.py)."""
-    if isinstance(exc, BaseInferenceToolkitError):
-        error = exc
-    elif isinstance(exc, MemoryError):
-        error = GenericInferenceToolkitError(507, "out of memory")
-    else:  # a bug of ours: a 500 with the reason, the traceback in the log
-        error = GenericInferenceToolkitError(int(HTTPStatus.INTERNAL_SERVER_ERROR), f"{exc.__class__.__name__}: {exc}")
-    context = _ErrorContext()
-    body = JsonErrorTransformer.handle_error(context, error, trace)[0]
-    return context.status, body.encode(), context.headers
+    """(status, body, headers): the one mapping both fronts use (errors.http_error)."""
+    status, message, retry_after = http_error(exc, trace)
+    return error(status, message, {"retry-after": str(retry_after)} if retry_after else None)
 
 
 class Model:
@@ -76,11 +52,12 @@ class Model:
         self.predictor = None
         self.reason: str | None = None
 
-    def not_ready(self) -> Answer | None:
+    def not_ready(self, request: bool = False) -> Answer | None:
         """The 503 to answer where a request sent now would not be answered: loading, failed to load, or the
-        engine dead or wedged since; None while it would be."""
+        engine dead, wedged or failing every batch since; None while it would be. For a ``request``, failing
+        batches are no reason to refuse it: the next batch may succeed (and say so on /ping)."""
         if self.predictor is not None:
-            why = self.predictor.unhealthy()
+            why = self.predictor.unhealthy(failures=not request)
             return None if why is None else error(503, why)
         if self.reason is not None:
             return error(503, self.reason)
@@ -90,7 +67,7 @@ class Model:
 def invoke(predictor, body: bytes, headers: dict, default_accept: str) -> tuple[int, bytes, dict]:
     """One request through the handler, on a pool thread: (status, body, headers)."""
     try:
-        data = handler.input_fn(body, headers.get("content-type"), _RequestContext(headers))
+        data = handler.input_fn(body, headers.get("content-type"), _Headers(headers))
         prediction = handler.predict_fn(data, predictor)
         accept = headers.get("accept")
         if not accept or accept == ct.ANY:  # as the toolkit's transformer: SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT
@@ -114,7 +91,7 @@ class NativeApp(Edge):
         return self.model.not_ready()
 
     async def answer(self, body: bytes, headers: dict) -> Answer:
-        not_ready = self.model.not_ready()
+        not_ready = self.model.not_ready(request=True)
         if not_ready:
             return not_ready
         loop = asyncio.get_running_loop()

@@ -1,128 +1,113 @@
-"""The batching engine inside the native front's own process: the same :class:`~.batcher.Engine` (the same
+"""The batching engines inside the native front's own process: the same :class:`~.batcher.Engine` (the same
 precision cache, warm-up and batch policy), fed in memory (:meth:`~.batcher.Engine.submit`) instead of from a
-unix socket.
+unix socket. One engine per GPU (its own model copy and batch thread), else one on the CPU; each request goes to
+the engine with the least work queued.
 
 The requests' threads decode and crop (:mod:`.pixels`, Pillow and NumPy, which release the GIL), submit uint8
-pixels to the engine and wait; one thread runs the engine's batch loop, the only thread that runs torch
-(the engine's own rule: torch ops elsewhere start OpenMP teams that fight the forward pass for the cores).
+pixels to an engine and wait; each engine's batch thread is the only thread that runs torch for it (the
+engine's own rule: torch ops elsewhere start OpenMP teams that fight the forward pass for the cores).
+
+A request that stops waiting (its 503 after the wait bound) tells its engine so: its pixels are dropped before the
+forward pass instead of holding the queue, which is bounded (a 503 to retry past it).
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import queue
 import threading
 import time
 from pathlib import Path
 
-from .. import env as envnames
-from .engine import DEFAULT_BATCH, EngineUnavailable, wait_bound
+from .engine import EngineUnavailable
 from .hardware import available_cores
-from .pixels import EvalCrop, read_meta
-from .precision_cache import DOGBREED_PRECISION_CACHE
+from .interface import EngineFed
+from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
 
-
-class Unanswered:
-    """When each request not yet answered by the engine was submitted: a request the engine has held far past
-    the wait bound means a wedged forward pass (the request itself stopped waiting at the bound, with a 503)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.since: dict[int, float] = {}
-
-    def add(self, key: int, now: float) -> None:
-        with self.lock:
-            self.since[key] = now
-
-    def remove(self, key: int) -> None:
-        with self.lock:
-            self.since.pop(key, None)
-
-    def oldest_age(self, now: float) -> float:
-        with self.lock:
-            return now - min(self.since.values(), default=now)
+FAILED_BATCHES = 3  # batches failed in a row, none answered since: the model cannot answer (/ping 503)
 
 
 class _Reply:
-    """One request's answer: the engine's batch thread gives it, the request's thread waits for it."""
+    """One request's answer: an engine's batch thread gives it, the request's thread waits for it."""
 
-    def __init__(self, unanswered: Unanswered):
+    def __init__(self):
         self.done = threading.Event()
         self.answer: dict | None = None
-        self.unanswered = unanswered
-        unanswered.add(id(self), time.monotonic())
+        self.waiting = True
 
     def give(self, answer: dict) -> None:
-        self.unanswered.remove(id(self))
         self.answer = answer
         self.done.set()
 
+    def wanted(self) -> bool:
+        return self.waiting
+
     def wait(self, timeout: float) -> dict:
         if not self.done.wait(timeout):
-            raise EngineUnavailable(f"the model engine gave no answer within {timeout:.0f} s")
+            self.waiting = False  # its engine drops the pixels rather than run them for nobody
+            raise EngineUnavailable(f"the model engine gave no answer within {timeout:g} s")
         return self.answer
 
 
-class InProcessPredictor:
-    """What ``predict_fn`` calls: the twin of :class:`~.engine.RemotePredictor`, with the engine in this process."""
+def why_unhealthy(engine, thread: threading.Thread, wait_s: float, now: float, failures: bool = True) -> str | None:
+    """Why one engine would not answer a request sent now, or None. A long queue on a busy engine is no reason:
+    only a forward pass running past twice the wait bound, or (``failures``) batches that all fail."""
+    if not thread.is_alive():
+        return "the model engine stopped (its batch thread ended; see the log)"
+    health = engine.health
+    running = health.running_since
+    if running is not None and now - running > 2 * wait_s:
+        return f"the model engine is stuck: its forward pass has run for {now - running:.0f} s"
+    if failures and health.failures >= FAILED_BATCHES:
+        return f"the model engine's last {health.failures} batches failed, none answered since: {health.last_error}"
+    return None
 
-    def __init__(self, engine, model_dir: Path, thread: threading.Thread):
-        self.engine, self.thread = engine, thread
-        self.unanswered = Unanswered()
-        self.meta = read_meta(Path(model_dir))
-        self.crop = EvalCrop.from_meta(self.meta)
-        self.draft_size = self.crop.resize  # JPEGs decode at the reduced scale training decoded them at
-        self.wait_s = wait_bound()
 
-    def top_k(self, images, k: int = 5) -> list[list[dict]]:
-        return self.answer(images, k)["predictions"]
+class InProcessPredictor(EngineFed):
+    """What ``predict_fn`` calls on the native front: ``engines`` are (engine, its batch thread) pairs."""
 
-    def answer(self, images, k: int = 5, explain: bool = False) -> dict:
-        """The engine's ``{"predictions", "dog"}`` (and ``"explanations"`` where asked)."""
-        reply = _Reply(self.unanswered)
-        self.engine.submit(self.crop.batch(images), int(k), reply.give, explain)  # the engine's Predictor bounds k
-        answer = reply.wait(self.wait_s)
-        if "error" in answer:
-            raise RuntimeError(answer["error"])
-        return answer
+    def __init__(self, engines: list, model_dir: Path, wait_s: float = ServingSettings.engine_wait_s):
+        super().__init__(model_dir)
+        self.engines, self.wait_s = list(engines), wait_s
 
-    def unhealthy(self) -> str | None:
-        """Why a request sent now would get no answer, or None: the engine's thread ended, or it has held a
-        request for twice the wait bound (a forward pass that does not end)."""
-        if not self.thread.is_alive():
-            return "the model engine stopped (its batch thread ended; see the log)"
-        held = self.unanswered.oldest_age(time.monotonic())
-        if held > 2 * self.wait_s:
-            return f"the model engine is stuck: a request has waited {held:.0f} s for its forward pass"
+    def _ask(self, pixels, k: int, explain: bool = False) -> dict:
+        engine = self._least_busy()
+        reply = _Reply()
+        try:
+            engine.submit(pixels, k, reply.give, reply.wanted, block=False, explain=explain)
+        except queue.Full:
+            raise EngineUnavailable("the model engine's queue is full") from None
+        return reply.wait(self.wait_s)
+
+    def unhealthy(self, failures: bool = True) -> str | None:
+        """Why a request sent now would get no answer, or None (any engine's reason: a request may go to it).
+        ``failures=False``: not for failing batches (a request is still let through: the next batch may succeed)."""
+        now = time.monotonic()
+        for index, (engine, thread) in enumerate(self.engines):
+            why = why_unhealthy(engine, thread, self.wait_s, now, failures)
+            if why:
+                return why if len(self.engines) == 1 else f"engine {index}: {why}"
         return None
 
     def describe(self) -> str:
-        return f"model in this process: {self.engine.predictor.describe()}, batches of up to {self.engine.max_batch}"
+        first = self.engines[0][0]
+        return (f"model in this process: {len(self.engines)} engine(s), {first.predictor.describe()}, "
+                f"batches of up to {first.max_batch}")
+
+    def _least_busy(self):
+        return min((engine for engine, _ in self.engines), key=lambda each: each.load())
 
 
-def start_engine(model_dir: Path, state_dir: Path) -> InProcessPredictor:
-    """Load, warm and start the engine (torch is imported here, not before: the front listens meanwhile)."""
-    from .batcher import Engine
+def start_engine(model_dir: Path, state_dir: Path, settings: ServingSettings) -> InProcessPredictor:
+    """Load, warm and start the engines (torch is imported here, not before: the front listens meanwhile)."""
+    from .batcher import start_engines
 
-    batch = int(os.environ.get(envnames.DOGBREED_SERVE_BATCH) or DEFAULT_BATCH)
-    threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or available_cores())
-    cache = Path(os.environ.get(DOGBREED_PRECISION_CACHE) or Path(state_dir) / "precision.json")
-    engine = Engine(model_dir, batch, threads, cache)
-    warn_of_idle_gpus()
-    thread = threading.Thread(target=engine.run_batches, name="engine-batches", daemon=True)
-    thread.start()
-    return InProcessPredictor(engine, model_dir, thread)
-
-
-def warn_of_idle_gpus() -> None:
-    """The native front's one engine holds its model on the first GPU; multi-model-server's front runs a worker
-    per GPU. Say so where more than one is visible, so that a multi-GPU instance is not half idle unnoticed."""
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count > 1:
-        log.warning("%d GPUs visible, the native front serves on GPU 0 only: the other %d stay idle; the "
-                    "multi-model-server front (%s=mms) runs one worker per GPU and uses them all",
-                    count, count - 1, envnames.DOGBREED_SERVER)
+    cache = Path(settings.precision_cache or Path(state_dir) / "precision.json")
+    # A queue of its own per engine, as long as the requests the edge admits: those that stopped waiting (the
+    # engine is slower than the wait bound) hold places until the engine drops them, and a 503 to retry then
+    # tells the client at once rather than after another wait bound.
+    engines = start_engines(model_dir, settings.max_batch, settings.threads or available_cores(), cache,
+                            settings.pending, settings.cpu_fallback)
+    return InProcessPredictor(engines, model_dir, settings.engine_wait_s)

@@ -16,9 +16,10 @@ import os
 import platform
 from pathlib import Path
 
+from ..env import DOGBREED_PRECISION_CACHE  # noqa: F401 - where the measured set-up is kept (default: the state dir)
+
 log = logging.getLogger("dogbreed.engine")
 
-DOGBREED_PRECISION_CACHE = "DOGBREED_PRECISION_CACHE"  # where the measured set-up is kept (default: the server's state dir)
 PRECISIONS = ("fp32", "bf16")
 
 

@@ -7,9 +7,9 @@ worker sockets and pid file on the temp directory), runs in its own process grou
 the grace period. A missing or corrupt model is reported in the log and by an unhealthy ``/ping`` (no crash
 loop).
 
-On CPU hosts (``DOGBREED_SERVE_ENGINE=auto``) the model lives in one engine process that batches the
-requests of all workers (:mod:`.engine`); the workers decode and preprocess. The server restarts the
-engine if it dies; on GPU hosts each worker holds its own model, one worker per GPU.
+By default (``DOGBREED_SERVE_ENGINE=auto``) the model lives in one engine process that batches the requests of
+all workers (:mod:`.engine`), with one engine per GPU in it on a GPU host; the workers decode and preprocess.
+The server restarts the engine if it dies. ``off``: each worker holds its own model, one worker per GPU.
 """
 
 from __future__ import annotations
@@ -29,28 +29,24 @@ from ..common import configure_logging
 from ..errors import ModelError
 from .archive import model_dir_from
 from .capacity import plan_workers
-from .engine import DOGBREED_ENGINE_WAIT_S
 from .hardware import available_cores, visible_gpus
-from .settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_S, ServingSettings
+from .settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, DEFAULT_TIMEOUT_S, FRONTS, ServingSettings  # noqa: F401 - FRONTS for the tests
 from .supervisor import EngineSupervisor
 
 log = logging.getLogger("dogbreed.serve")
 
 HANDLER_SERVICE = "dogbreed.serving.handler_service"
 HANDLER_MODULE = "dogbreed.serving.handler"
-DEFAULT_PORT = 8080
 STOP_GRACE_S = 20
 RESPONSE_TIMEOUT_S = DEFAULT_TIMEOUT_S  # the answer timeout by default (settings.py); the engine waits half of it
-MAX_REQUEST_BYTES = DEFAULT_MAX_BODY_BYTES  # SageMaker real-time endpoints take at most 6 MB
 
 
-def default_workers(engine: bool = False, model_dir: Path | None = None) -> int:
-    """SAGEMAKER_MODEL_SERVER_WORKERS, else: with the engine, twice the cores (workers that only decode, enough to
-    keep a batch in the engine) as far as the container's memory carries them (:mod:`.capacity`); one per GPU;
-    half the cores otherwise."""
-    configured = os.environ.get(envnames.SAGEMAKER_MODEL_SERVER_WORKERS)
+def default_workers(engine: bool = False, model_dir: Path | None = None, configured: int | None = None) -> int:
+    """``configured`` (SAGEMAKER_MODEL_SERVER_WORKERS), else: with the engine, twice the cores (workers that only
+    decode, enough to keep a batch in the engine) as far as the container's memory carries them
+    (:mod:`.capacity`); one per GPU; half the cores otherwise."""
     if configured:
-        return max(1, int(configured))
+        return configured
     cores = available_cores()
     if engine:
         plan = plan_workers(cores, model_dir)
@@ -59,27 +55,21 @@ def default_workers(engine: bool = False, model_dir: Path | None = None) -> int:
     return visible_gpus() or max(1, cores // 2)
 
 
-FRONTS = ("native", "mms")
-DEFAULT_FRONT = "native"
+def _start_settings() -> ServingSettings:
+    """The settings without the hardware's count (what the start's choices need)."""
+    return ServingSettings.from_environ(cores=1, gpus=0)
 
 
 def front() -> str:
     """``DOGBREED_SERVER``: ``native`` (the default: :mod:`.native`, no JVM, no netty) or ``mms``
     (multi-model-server behind the same edge: :mod:`.mms_edge`)."""
-    name = (os.environ.get(envnames.DOGBREED_SERVER) or DEFAULT_FRONT).strip().lower()
-    if name not in FRONTS:
-        raise ValueError(f"{envnames.DOGBREED_SERVER}={name!r}: choose {' or '.join(FRONTS)}")
-    return name
+    return _start_settings().front
 
 
-def engine_enabled() -> bool:
-    """``auto``: the batching engine where no GPU is visible (found without torch: :mod:`.hardware`)."""
-    mode = (os.environ.get(envnames.DOGBREED_SERVE_ENGINE) or "auto").lower()
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"{envnames.DOGBREED_SERVE_ENGINE}={mode!r}: choose auto, on or off")
-    if mode == "auto":
-        return visible_gpus() == 0
-    return mode == "on"
+def engine_enabled(settings: ServingSettings | None = None) -> bool:
+    """``auto`` and ``on``: the batching engine process (one engine per GPU in it, else one on the CPU), its
+    workers only decode; ``off``: each worker holds its own model and answers one request at a time."""
+    return (settings or _start_settings()).engine_mode != "off"
 
 
 def loopback_port(*taken: int) -> int:
@@ -139,11 +129,18 @@ def forward_timeout(settings: ServingSettings) -> float:
     return settings.response_timeout_s + 5
 
 
-def check_model(model_dir: Path) -> str | None:
-    """None if the model loads; otherwise the reason it cannot be served. Without the engine only (GPU hosts, or
-    ``DOGBREED_SERVE_ENGINE=off``): the workers import torch anyway; the engine's load is its own check."""
-    from ..models import load_artifacts  # torch: not in the launcher of an engine
+def check_model(model_dir: Path, cpu_fallback: bool = False) -> str | None:
+    """None if the model loads and the host can run it; otherwise the reason it cannot be served. Without the
+    engine only (``DOGBREED_SERVE_ENGINE=off``): the workers import torch anyway; the engine's load is its own
+    check (a GPU host whose CUDA cannot start among them)."""
+    import torch
 
+    from ..models import load_artifacts  # torch: not in the launcher of an engine
+    from .hardware import cuda_refusal
+
+    refusal = cuda_refusal(visible_gpus(), torch.cuda.is_available(), cpu_fallback)
+    if refusal:
+        return refusal
     try:
         load_artifacts(model_dir)
     except ModelError as exc:
@@ -169,7 +166,7 @@ def start_mms(model_dir: Path, port: int, management_port: int, workers: int, te
             "TMPDIR": str(temp_dir),
             "SAGEMAKER_PROGRAM": HANDLER_MODULE,
             envnames.SAGEMAKER_MODEL_SERVER_WORKERS: str(workers),
-            DOGBREED_ENGINE_WAIT_S: str(settings.engine_wait_s),  # the workers' wait: under the response timeout
+            envnames.DOGBREED_ENGINE_WAIT_S: str(settings.engine_wait_s),  # the workers' wait: under the response timeout
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": environ.get("OMP_NUM_THREADS", "1"),
         }
@@ -213,18 +210,22 @@ def configured() -> tuple[ServingSettings, object]:
     """The serving settings and the edge's limits, read once at start (ValueError for a value out of range)."""
     from .edge import EdgeLimits
 
-    settings = ServingSettings.from_environ(pending=EdgeLimits.from_environ(DEFAULT_MAX_BODY_BYTES).pending)
-    return settings, EdgeLimits.from_environ(settings.max_body_bytes)
+    settings = ServingSettings.from_environ()
+    return settings, EdgeLimits.from_settings(settings)
 
 
 def serve_unhealthy(host: str, port: int, reason: str) -> int:
     """Answer /ping and /invocations with 503 and the reason (the same edge as a serving front), until SIGTERM."""
-    from .edge import edge_server, stop_on_signals
+    from .edge import EdgeLimits, edge_server, stop_on_signals
     from .mms_edge import Refusing
 
     log.error("cannot serve the model: %s (answering /ping with 503)", reason)
     stop_on_signals()
-    settings, limits = configured()
+    try:
+        settings, limits = configured()
+    except ValueError:  # a setting out of range too: the model's reason is the one to answer with
+        settings = ServingSettings()
+        limits = EdgeLimits.from_settings(settings)
     edge_server(Refusing(limits, reason, settings), host, port, STOP_GRACE_S).run()
     return 1
 
@@ -235,18 +236,22 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
     the engine and the front (:mod:`.native`). ``mms``: multi-model-server on loopback behind the same edge
     (:mod:`.mms_edge`); with the engine, the front and its workers start while the engine loads the model (the
     engine's load is the check); without it, the model is checked first."""
-    port = int(port or os.environ.get(envnames.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT))
-    state_dir = Path(state_dir or os.environ.get(envnames.DOGBREED_SERVE_TEMP) or tempfile.mkdtemp(prefix="dogbreed-serve-"))
-    settings, limits = configured()
-    if front() == "native":  # one process: the engine and the front together; it checks the model as it loads it
+    try:
+        settings, limits = configured()
+    except ValueError as exc:  # a setting out of range: refuse to start, rather than refuse every request
+        log.error("refusing to start: %s", exc)
+        return 2
+    port = int(port or settings.port)
+    state_dir = Path(state_dir or settings.state_dir or tempfile.mkdtemp(prefix="dogbreed-serve-"))
+    if settings.front == "native":  # one process: the engine and the front together; it checks the model as it loads it
         from .native import serve_native
 
         return serve_native(model_dir, host, port, state_dir, (settings, limits), STOP_GRACE_S)
-    use_engine = engine_enabled()
-    reason = None if use_engine else check_model(model_dir)
+    use_engine = engine_enabled(settings)
+    reason = None if use_engine else check_model(model_dir, settings.cpu_fallback)
     if reason:
         return serve_unhealthy(host, port, reason)
-    workers = workers or default_workers(use_engine, model_dir)
+    workers = workers or default_workers(use_engine, model_dir, settings.workers)
     return _serve_mms(model_dir, host, port, workers, state_dir, use_engine, (settings, limits))
 
 
@@ -255,10 +260,10 @@ def _serve_mms(model_dir: Path, host: str, port: int, workers: int, state_dir: P
     from .edge import edge_server, stop_on_signals
     from .mms_edge import Health, MmsProxy, Prober
 
-    config_path = Path(os.environ.get(envnames.DOGBREED_MMS_CONFIG) or state_dir / "mms.properties")
+    config_path = Path(configuration[0].mms_config or state_dir / "mms.properties")
     supervisor = None
     if use_engine:
-        supervisor = EngineSupervisor(model_dir, state_dir / "engine.sock")
+        supervisor = EngineSupervisor(model_dir, state_dir / "engine.sock", configuration[0])
         supervisor.start()
         os.environ[envnames.DOGBREED_ENGINE_SOCKET] = str(supervisor.socket_path)
     else:

@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from .. import env as envnames
-from .engine import DEFAULT_BATCH, failure_path
+from .engine import failure_path
 from .hardware import available_cores
-from .precision_cache import DOGBREED_PRECISION_CACHE
+from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
 
@@ -29,17 +28,17 @@ MAX_BACKOFF_S = 30.0
 RECENT_S = 300.0
 
 
-def engine_command(model_dir: Path, socket_path: Path) -> tuple[list[str], int, int]:
-    batch = int(os.environ.get(envnames.DOGBREED_SERVE_BATCH) or DEFAULT_BATCH)
-    threads = int(os.environ.get(envnames.DOGBREED_SERVE_THREADS) or available_cores())
+def engine_command(model_dir: Path, socket_path: Path, settings: ServingSettings) -> tuple[list[str], int, int]:
+    batch, threads = settings.max_batch, settings.threads or available_cores()
     command = [sys.executable, "-m", "dogbreed.serving.batcher", "--model-dir", str(model_dir), "--socket", str(socket_path),
-               "--max-batch", str(batch), "--threads", str(threads),
-               "--precision-cache", os.environ.get(DOGBREED_PRECISION_CACHE) or str(Path(socket_path).parent / "precision.json")]
+               "--max-batch", str(batch), "--threads", str(threads), "--max-queued", str(2 * settings.pending),
+               *(["--cpu-fallback"] if settings.cpu_fallback else []),
+               "--precision-cache", settings.precision_cache or str(Path(socket_path).parent / "precision.json")]
     return command, batch, threads
 
 
-def start_engine(model_dir: Path, socket_path: Path) -> subprocess.Popen:
-    command, batch, threads = engine_command(model_dir, socket_path)
+def start_engine(model_dir: Path, socket_path: Path, settings: ServingSettings) -> subprocess.Popen:
+    command, batch, threads = engine_command(model_dir, socket_path, settings)
     log.info("starting the model engine (batches of up to %d, %d threads)", batch, threads)
     return subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
 
@@ -69,8 +68,9 @@ def stop_engine(engine: subprocess.Popen | None) -> None:
 class EngineSupervisor:
     """Call :meth:`poll` every few tenths of a second; it returns the reason to give up, else None."""
 
-    def __init__(self, model_dir: Path, socket_path: Path):
+    def __init__(self, model_dir: Path, socket_path: Path, settings: ServingSettings | None = None):
         self.model_dir, self.socket_path = Path(model_dir), Path(socket_path)
+        self.settings = settings or ServingSettings()
         self.process: subprocess.Popen | None = None
         self.ready = self.ever_ready = False
         self.failed_starts = 0
@@ -80,7 +80,7 @@ class EngineSupervisor:
     def start(self) -> None:
         for stale in (self.socket_path, failure_path(self.socket_path)):  # "ready" means the new engine listens
             stale.unlink(missing_ok=True)
-        self.process, self.ready, self.restart_at = start_engine(self.model_dir, self.socket_path), False, None
+        self.process, self.ready, self.restart_at = start_engine(self.model_dir, self.socket_path, self.settings), False, None
 
     def poll(self) -> str | None:
         if self.restart_at is not None:

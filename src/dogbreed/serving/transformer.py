@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import logging
 import traceback
-from http import HTTPStatus
 
 from sagemaker_inference import content_types, utils
-from sagemaker_inference.errors import BaseInferenceToolkitError, GenericInferenceToolkitError
 from sagemaker_inference.transformer import Transformer
 
 from . import content_types as ct
+from .errors import http_error
 
 log = logging.getLogger(__name__)
 
@@ -38,31 +37,20 @@ class JsonErrorTransformer(Transformer):
                 context.set_response_content_type(index, response_type)
                 responses.append(response)
             return responses
-        except BaseInferenceToolkitError as exc:
+        except Exception as exc:  # MemoryError too: every failure gets its JSON answer (errors.http_error)
             return self.handle_error(context, exc, traceback.format_exc())
-        except MemoryError:
-            return self.handle_error(context, GenericInferenceToolkitError(507, "out of memory"), traceback.format_exc())
-        except Exception as exc:  # a bug of ours: a 500 with the reason, the traceback in the log
-            error = GenericInferenceToolkitError(int(HTTPStatus.INTERNAL_SERVER_ERROR), f"{exc.__class__.__name__}: {exc}")
-            return self.handle_error(context, error, traceback.format_exc())
 
     @staticmethod
-    def handle_error(context, inference_exception, trace):
-        status = int(inference_exception.status_code)
-        message = str(inference_exception.message)
-        if status >= 500:
-            log.error("inference failed (%d): %s\n%s", status, message, trace)
-        else:
-            log.info("client error %d: %s", status, message)
+    def handle_error(context, exc, trace):
+        status, message, retry_after = http_error(exc, trace)
         # The reason phrase travels in multi-model-server's own frame: printable ASCII only (a phrase echoing
         # a hostile content type in UTF-8 would corrupt the frame and kill the worker).
         phrase = "".join(c if 32 <= ord(c) < 127 else "?" for c in utils.remove_crlf(message))[:200]
         context.set_response_status(code=status, phrase=phrase)
         try:
             context.set_response_content_type(0, ct.JSON)
-            retry_after = getattr(inference_exception, "retry_after", None)
             if retry_after:  # the engine is down or restarting: when to try again
-                context.set_response_header(0, "Retry-After", str(int(retry_after)))
+                context.set_response_header(0, "Retry-After", str(retry_after))
         except Exception:  # an old context without content types: the body still says it all
             log.debug("could not set the error's headers")
         return [json.dumps({"error": message, "status": status})]

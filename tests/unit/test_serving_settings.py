@@ -1,0 +1,83 @@
+"""The one serving settings snapshot: every serving variable is read there (and documented), and each value out of
+its range is refused by name at start, rather than served with (a bound of 0 refuses every request)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dogbreed import env as envnames
+from dogbreed.serving.edge import EdgeLimits
+from dogbreed.serving.settings import GRAPH_MODES, ServingSettings
+
+SETTINGS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
+# Serving names not for the snapshot: set by the server for its own workers (never by a user)
+SET_BY_THE_SERVER = {envnames.DOGBREED_ENGINE_SOCKET}
+
+
+class _Recording(dict):
+    def __init__(self, values=None):
+        super().__init__(values or {})
+        self.asked: set[str] = set()
+
+    def get(self, name, default=None):
+        self.asked.add(name)
+        return super().get(name, default)
+
+
+def _serving_names() -> set[str]:
+    names = {value for name, value in vars(envnames).items() if name.isupper() and isinstance(value, str)}
+    serving = {n for n in names if n.startswith(("SAGEMAKER_MODEL_SERVER", "SAGEMAKER_MAX_", "DOGBREED_SERVE",
+                                                 "DOGBREED_MAX_", "DOGBREED_NATIVE", "DOGBREED_ENGINE",
+                                                 "DOGBREED_KEEP", "DOGBREED_READ", "DOGBREED_MMS", "DOGBREED_PRECISION_C"))}
+    return serving | {envnames.SAGEMAKER_BIND_TO_PORT, envnames.SAGEMAKER_BATCH, envnames.DOGBREED_SERVER}
+
+
+def test_every_serving_variable_is_read_by_the_snapshot_and_documented():
+    environ = _Recording()
+    ServingSettings.from_environ(environ, cores=2, gpus=0)
+    assert _serving_names() - SET_BY_THE_SERVER <= environ.asked, _serving_names() - SET_BY_THE_SERVER - environ.asked
+    page = SETTINGS_PAGE.read_text()
+    assert all(f"`{name}`" in page for name in environ.asked), [n for n in environ.asked if f"`{n}`" not in page]
+
+
+def test_the_edge_takes_its_bounds_from_the_snapshot():
+    settings = ServingSettings.from_environ({envnames.DOGBREED_MAX_HEAD_BYTES: "4096", envnames.DOGBREED_MAX_HEADERS: "20",
+                                             envnames.DOGBREED_READ_TIMEOUT_S: "2.5", envnames.DOGBREED_NATIVE_PENDING: "4",
+                                             envnames.DOGBREED_MAX_CONNECTIONS: "9", envnames.DOGBREED_KEEP_ALIVE_S: "3"},
+                                            cores=2, gpus=0)
+    assert EdgeLimits.from_settings(settings) == EdgeLimits(max_body_bytes=6 << 20, max_head_bytes=4096, max_headers=20,
+                                                            read_timeout_s=2.5, pending=4, max_connections=9,
+                                                            keep_alive_s=3.0)
+
+
+@pytest.mark.parametrize("name, raw", [
+    (envnames.DOGBREED_MAX_HEAD_BYTES, "0"), (envnames.DOGBREED_MAX_HEAD_BYTES, "16k"),
+    (envnames.DOGBREED_MAX_HEADERS, "-1"), (envnames.DOGBREED_READ_TIMEOUT_S, "0"),
+    (envnames.DOGBREED_READ_TIMEOUT_S, "nan"), (envnames.DOGBREED_NATIVE_PENDING, "0"),
+    (envnames.DOGBREED_MAX_CONNECTIONS, "8"),  # fewer than the 32 admitted requests
+    (envnames.DOGBREED_KEEP_ALIVE_S, "inf"), (envnames.DOGBREED_ENGINE_WAIT_S, "soon"),
+    (envnames.DOGBREED_SERVE_BATCH, "0"), (envnames.DOGBREED_SERVE_THREADS, "2.5"),
+    (envnames.DOGBREED_SERVER, "netty"), (envnames.DOGBREED_SERVE_ENGINE, "yes"), (envnames.DOGBREED_SERVE_GRAPH, "jit"),
+    (envnames.SAGEMAKER_BIND_TO_PORT, "70000"), (envnames.SAGEMAKER_MODEL_SERVER_WORKERS, "0"),
+])
+def test_a_value_out_of_range_is_refused_by_name(name, raw):
+    with pytest.raises(ValueError, match=name):
+        ServingSettings.from_environ({name: raw}, cores=2, gpus=0)
+
+
+def test_the_choices_are_the_model_processes_own():
+    from dogbreed.serving import graph
+
+    assert GRAPH_MODES == graph.MODES
+
+
+def test_the_start_choices_are_read_with_the_rest():
+    settings = ServingSettings.from_environ({envnames.DOGBREED_SERVER: " MMS ", envnames.DOGBREED_SERVE_ENGINE: "off",
+                                             envnames.SAGEMAKER_BIND_TO_PORT: "8081",
+                                             envnames.SAGEMAKER_MODEL_SERVER_WORKERS: "3",
+                                             envnames.DOGBREED_PRECISION_CACHE: "/cache/p.json"}, cores=2, gpus=0)
+    assert (settings.front, settings.engine_mode, settings.port, settings.workers, settings.precision_cache) == \
+        ("mms", "off", 8081, 3, "/cache/p.json")
+    assert ServingSettings.from_environ({}, cores=2, gpus=0).front == "native"
