@@ -103,9 +103,11 @@ class Run:
     def lp_ft(self) -> bool:
         return self.chosen.lp_ft
 
-    def evaluate_on(self, split: str, model: nn.Module | None = None, with_confusion: bool = False):
+    def evaluate_on(self, split: str, model: nn.Module | None = None, with_confusion: bool = False,
+                    keep_logits: bool = False):
         return evaluate(model or self.model, self.eval_criterion, self.loaders[split], self.trainer.acc,
-                        self.inputs.num_classes, with_confusion=with_confusion, normalize=self.inputs.prep.normalize_batch)
+                        self.inputs.num_classes, with_confusion=with_confusion, normalize=self.inputs.prep.normalize_batch,
+                        keep_logits=keep_logits)
 
 
 def seed_everything(seed: int) -> None:
