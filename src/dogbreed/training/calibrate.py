@@ -31,7 +31,8 @@ class SplitLogits:
 
 def shard_paths(loader, unreadable) -> list[str] | None:
     """This rank's photos in the order its evaluation read them: its shard, in order, less the unreadable ones."""
-    if not isinstance(loader.dataset, data.ImageSamples):
+    loader = getattr(loader, "loader", loader)  # the GPU path wraps the loader of the files' bytes
+    if not isinstance(loader.dataset, data.Samples):
         return None
     lost = set(unreadable)
     return [str(loader.dataset.samples[index][0]) for index, _ in loader.sampler if index not in lost]
