@@ -51,11 +51,17 @@ def gathered(evaluation: Evaluation, paths: list[str] | None) -> SplitLogits:
     return SplitLogits(logits.numpy(), labels.numpy(), paths)
 
 
-def split_logits(run: Run, split: str, evaluation: Evaluation | None = None) -> SplitLogits:
+def scored(run: Run, split: str, evaluation: Evaluation | None = None) -> SplitLogits:
     """The kept model's logits over one split: from ``evaluation`` where the split was already scored with
     ``keep_logits``, else from a pass now (the same ``evaluate`` that scores it)."""
     evaluation = evaluation or run.evaluate_on(split, keep_logits=True)
     return gathered(evaluation, shard_paths(run.loaders[split], evaluation.unreadable))
+
+
+def split_logits(run: Run, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The kept model's logits and the labels over one split, from every rank."""
+    found = scored(run, split)
+    return found.logits, found.labels
 
 
 def test_pass(run: Run) -> tuple[Evaluation, SplitLogits] | None:
@@ -64,21 +70,21 @@ def test_pass(run: Run) -> tuple[Evaluation, SplitLogits] | None:
     if "test" not in run.loaders:
         return None
     evaluation = run.evaluate_on("test", with_confusion=True, keep_logits=True)
-    return evaluation, split_logits(run, "test", evaluation)
+    return evaluation, scored(run, "test", evaluation)
 
 
 def calibration_of(run: Run, test: SplitLogits | None) -> dict | None:
     """{"temperature", and the ``test`` split's ECE and NLL before and after}; None without a valid split."""
     if "valid" not in run.loaders:
         return None
-    valid = split_logits(run, "valid")
-    if len(valid.labels) == 0:
+    valid_logits, valid_labels = split_logits(run, "valid")
+    if len(valid_labels) == 0:
         return None
-    reason = unfit_reason(valid.logits, valid.labels)
-    temperature = fit_temperature(valid.logits, valid.labels)
+    reason = unfit_reason(valid_logits, valid_labels)
+    temperature = fit_temperature(valid_logits, valid_labels)
     source = f"not fitted ({reason}): 1" if reason else "fitted on the valid split"
-    record = {"temperature": temperature, "temperature_source": source, "valid_images": int(len(valid.labels))}
-    if test is not None and len(test.labels):
+    record = {"temperature": temperature, "temperature_source": source, "valid_images": int(len(valid_labels))}
+    if test is not None and len(test.labels):  # the test pass's own logits (training's one pass over the split)
         figures = calibrate(test.logits, test.labels, temperature, source).as_dict()
         record.update({f"test_{key}": value for key, value in figures.items()
                        if key not in ("temperature", "temperature_source")})
