@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dogbreed import accel, checkpoint, data, models
+from dogbreed import accel, checkpoint, data, gpu_decode, models
 from dogbreed.presets import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from dogbreed.sample import make_sample
 from dogbreed.training.config import LoopSettings
@@ -132,15 +132,9 @@ def ours(arch, root, sizes: Sizes, num_classes):
     return rate, acc.describe()
 
 
-def loader_rate(root, batch: int, workers: int, batches: int = 40, input_size: int = 224, resize: int = 256) -> float:
-    """Images/s that the training loader alone delivers (decode at draft scale, augment, uint8), no model:
-    what the CPUs can feed a GPU. A short first epoch starts the (persistent) workers; the second epoch is
-    timed from its start, so nothing prefetched before the clock started is counted."""
-    prep = Preprocessing(input_size, resize)
-    splits = data.load_splits({"train": root})
-    dataset = data.ImageSamples(splits.samples["train"], prep.train_transform(True, normalize=False), prep.resize)
-    sampler = data.ShardSampler(len(dataset), shuffle=True)
-    loader = data.make_loader(dataset, batch, sampler, workers, drop_last=True)
+def _timed_rate(loader, sampler, batches: int, device: torch.device | None = None) -> float:
+    """A short first epoch starts the (persistent) workers; the second epoch is timed from its start, so nothing
+    prefetched before the clock started is counted. On a GPU the clock stops once the device has finished."""
     for index, _ in enumerate(loader):
         if index >= 2:
             break
@@ -150,7 +144,33 @@ def loader_rate(root, batch: int, workers: int, batches: int = 40, input_size: i
         seen += images.size(0)
         if index + 1 >= batches:
             break
+    if device is not None:
+        torch.cuda.synchronize(device)
     return seen / (time.perf_counter() - start)
+
+
+def loader_rate(root, batch: int, workers: int, batches: int = 40, input_size: int = 224, resize: int = 256) -> float:
+    """Images/s that the training loader alone delivers (decode at draft scale, augment, uint8), no model:
+    what the CPUs can feed a GPU."""
+    prep = Preprocessing(input_size, resize)
+    splits = data.load_splits({"train": root})
+    dataset = data.ImageSamples(splits.samples["train"], prep.train_transform(True, normalize=False), prep.resize)
+    sampler = data.ShardSampler(len(dataset), shuffle=True)
+    return _timed_rate(data.make_loader(dataset, batch, sampler, workers, drop_last=True), sampler, batches)
+
+
+def gpu_loader_rate(root, batch: int, workers: int, batches: int = 40, input_size: int = 224,
+                    resize: int = 256) -> float | None:
+    """The same on training's GPU path (:mod:`dogbreed.gpu_decode`): the workers read bytes, nvJPEG decodes and the
+    crops run on the device. None where there is no GPU."""
+    if not torch.cuda.is_available():
+        return None
+    device = torch.device("cuda", 0)
+    prep = Preprocessing(input_size, resize)
+    samples = data.load_splits({"train": root}).samples["train"]
+    sampler = data.ShardSampler(len(samples), shuffle=True)
+    loader = gpu_decode.gpu_loader(samples, prep, device, True, 0.08, batch, sampler, workers)
+    return _timed_rate(loader, sampler, batches, device)
 
 
 def seed_way(arch, root, sizes: Sizes, num_classes):
@@ -254,21 +274,35 @@ T4_SOURCE = ("NVIDIA DeepLearningExamples, PyTorch ResNet50 v1.5 README, T4 mixe
 
 
 def loader_section(root, source: str, sizes: Sizes, where: report.Destination) -> Path:
-    """The loader alone, with the 4 workers of an ml.g4dn.xlarge, beside what a T4 consumes; returns the report."""
+    """The loader alone, with the 4 workers of an ml.g4dn.xlarge, on both decode paths, beside what a T4 consumes;
+    returns the report."""
     batch, workers = sizes.batch_size, sizes.loader_workers
-    rate = loader_rate(root, batch, workers, sizes.loader_batches, sizes.input_size,
-                       models.default_preprocessing("resnet50", sizes.input_size).resize)
-    verdict = "loader-bound" if rate < T4_FP16_TRAIN else "not loader-bound"
-    print(f"loader: {rate:.0f} img/s with {workers} workers vs T4 fp16 training ~{T4_FP16_TRAIN:.0f} img/s: {verdict}",
-          flush=True)
+    resize = models.default_preprocessing("resnet50", sizes.input_size).resize
+    rates = {"CPU: Pillow in the workers": loader_rate(root, batch, workers, sizes.loader_batches, sizes.input_size,
+                                                       resize),
+             "GPU: nvJPEG + crops on the device": gpu_loader_rate(root, batch, workers, sizes.loader_batches,
+                                                                  sizes.input_size, resize)}
+    rows, results = [], {"workers": workers, "t4_fp16_train": T4_FP16_TRAIN}
+    for path, rate in rates.items():
+        if rate is None:
+            rows.append([path, workers, "no GPU here", f"~{T4_FP16_TRAIN:.0f}", "-"])
+            continue
+        verdict = "loader-bound" if rate < T4_FP16_TRAIN else "not loader-bound"
+        print(f"loader ({path}): {rate:.0f} img/s with {workers} workers vs T4 fp16 training ~{T4_FP16_TRAIN:.0f} "
+              f"img/s: {verdict}", flush=True)
+        rows.append([path, workers, f"{rate:.0f}", f"~{T4_FP16_TRAIN:.0f}", f"**{verdict}**"])
+        results["gpu_decode_images_per_sec" if path.startswith("GPU") else "loader_images_per_sec"] = rate
     return report.save("loader", {
         "title": "Input pipeline alone: can these CPUs keep a T4 fed?",
-        "headers": ["loader workers", "loader img/s (this CPU)", "T4 ResNet50 fp16 training img/s", "verdict"],
-        "rows": [[workers, f"{rate:.0f}", f"~{T4_FP16_TRAIN:.0f}", f"**{verdict}**"]],
-        "results": {"loader_images_per_sec": rate, "workers": workers, "t4_fp16_train": T4_FP16_TRAIN, "verdict": verdict},
+        "headers": ["decode path", "loader workers", "loader img/s (this machine)", "T4 ResNet50 fp16 training img/s",
+                    "verdict"],
+        "rows": rows,
+        "results": results,
         "notes": [
-            f"Data: {source}; batch {batch}; draft-scale JPEG decode, random resized crop + flip, uint8 batches "
-            "(normalized on the device); no model runs. Workers share this machine's cores.",
+            f"Data: {source}; batch {batch}; random resized crop + flip, uint8 batches (normalized on the device); no "
+            "model runs. CPU path: draft-scale JPEG decode with Pillow in the workers. GPU path: the workers read "
+            "the files, `torchvision.io.decode_jpeg(device='cuda')` decodes the batch (`--gpu-decode auto`, the "
+            "default on a CUDA device). Workers share this machine's cores.",
             f"T4 rate: {T4_SOURCE}.",
         ],
     }, where)

@@ -271,16 +271,34 @@ def first_readable(paths: list[Path]) -> Path | None:
     return next((path for path in paths if readable(path)), None)
 
 
-def refuse_unreadable_classes(samples: list[tuple[Path, int]], class_folders: list[str]) -> None:
-    """A class with no readable training image would keep an output the model never learnt: refused, named."""
+def _by_class(samples: list[tuple[Path, int]]) -> dict[int, list[Path]]:
     by_class: dict[int, list[Path]] = defaultdict(list)
     for path, label in samples:
         by_class[label].append(path)
-    unseen = [(class_folders[label], len(paths)) for label, paths in sorted(by_class.items()) if first_readable(paths) is None]
-    if unseen:
-        named = ", ".join(f"{folder!r} ({count} file(s))" for folder, count in unseen)
-        raise DataError(f"no readable training image in class {named}: every file failed to decode; replace them "
-                        f"or remove the class folder")
+    return by_class
+
+
+def refuse_unreadable_classes(samples: list[tuple[Path, int]], class_folders: list[str],
+                              whole: list[tuple[Path, int]] | None = None, fraction: float = 1.0) -> None:
+    """A class with no readable training image would keep an output the model never learnt: refused, named.
+    ``whole``: the split before --data-fraction took ``fraction`` of it; where the class has readable files the
+    draw left out, the advice is to raise --data-fraction, not to replace the files."""
+    by_class = _by_class(samples)
+    unseen = [(label, len(paths)) for label, paths in sorted(by_class.items()) if first_readable(paths) is None]
+    if not unseen:
+        return
+    named = ", ".join(f"{class_folders[label]!r} ({count} file(s))" for label, count in unseen)
+    if whole is not None and fraction < 1:
+        everything = _by_class(whole)
+        drawn = {label: set(paths) for label, paths in by_class.items()}
+        left_out = [label for label, _ in unseen
+                    if first_readable([p for p in everything[label] if p not in drawn[label]]) is not None]
+        if left_out:
+            raise DataError(f"no readable training image in class {named} among those --data-fraction {fraction:g} "
+                            f"drew; the class has readable files the draw left out: raise --data-fraction, or "
+                            f"replace the unreadable files")
+    raise DataError(f"no readable training image in class {named}: every file failed to decode; replace them "
+                    f"or remove the class folder")
 
 
 def missing_classes(samples: dict[str, list[tuple[Path, int]]], class_folders: list[str]) -> dict[str, list[str]]:
@@ -307,12 +325,12 @@ def load_splits(channels: dict[str, Path], fraction: float = 1.0, seed: int = 0)
     class_folders = list_classes(dirs["train"])
     if len(class_folders) < 2:
         raise DataError(f"the train split at {dirs['train']} has {len(class_folders)} class folder(s); need at least 2")
-    samples = {}
+    samples, whole = {}, {}
     for split, path in dirs.items():
-        found = list_samples(path, class_folders, split)
-        refuse_links_out(found, channel_of(path, channels), split)
-        samples[split] = stratified_fraction(found, fraction, seed)
-    refuse_unreadable_classes(samples["train"], class_folders)
+        whole[split] = list_samples(path, class_folders, split)
+        refuse_links_out(whole[split], channel_of(path, channels), split)
+        samples[split] = stratified_fraction(whole[split], fraction, seed)
+    refuse_unreadable_classes(samples["train"], class_folders, whole["train"], fraction)
     splits = Splits(class_folders, [display_name(f) for f in class_folders], samples,
                     missing_classes(samples, class_folders))
     for warning in splits.warnings:

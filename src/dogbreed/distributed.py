@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -184,23 +185,75 @@ def same_choice_everywhere(acc):
     return replace(acc, precision=precision, channels_last=channels_last, reason=f"rank 0's choice (here: {acc.reason})")
 
 
-def spawn_forwarding_sigterm(fn, args: tuple, nprocs: int) -> list[int]:
-    """Run ``fn(rank, *args)`` in ``nprocs`` spawned processes and return their exit codes.
+STOP_GRACE_S = 10.0  # a survivor stuck in a collective never reaches its SIGTERM check: killed after this
+
+
+@dataclass(frozen=True)
+class Exits:
+    """The spawned processes' exit codes, by local rank, and the first one that failed (None: none did)."""
+
+    codes: list[int]
+    first_failed: int | None = None
+
+
+def spawn_forwarding_sigterm(fn, args: tuple, nprocs: int) -> Exits:
+    """Run ``fn(rank, *args)`` in ``nprocs`` spawned processes and return their exits.
 
     SageMaker stops a job (spot interruption, StopTrainingJob) with SIGTERM to the process it started,
     not to its children: the parent passes it on to every child, so that each one stops at a step
-    boundary with its last clean checkpoint in place, instead of being killed mid-write."""
+    boundary with its last clean checkpoint in place, instead of being killed mid-write.
+
+    A process that fails on its own ends the job: the others would wait in their next collective until
+    the NCCL/gloo timeout (a hung, billed job), so they get SIGTERM, then SIGKILL after ``STOP_GRACE_S``."""
     context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    processes = context.processes
+    forwarded = []
 
     def forward(signum, frame):
-        for process in context.processes:
-            if process.is_alive():
-                os.kill(process.pid, signum)
+        forwarded.append(signum)
+        _signal_alive(processes, signum)
 
     previous = signal.signal(signal.SIGTERM, forward)
     try:
-        for process in context.processes:
+        first_failed = _wait_for_all_or_a_failure(processes, forwarded)
+        if first_failed is not None and not forwarded:
+            log.error("rank %d exited with code %s: stopping the other processes", first_failed,
+                      processes[first_failed].exitcode)
+            _stop(processes)
+        for process in processes:
             process.join()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return [process.exitcode for process in context.processes]
+    return Exits([process.exitcode for process in processes], first_failed)
+
+
+def _signal_alive(processes, signum) -> None:
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signum)
+
+
+def _wait_for_all_or_a_failure(processes, forwarded: list) -> int | None:
+    """The local rank of the first process to exit non-zero, or None once every process exited cleanly. After a
+    forwarded SIGTERM every process is stopping on its own: wait for them all (their 143s are the outcome)."""
+    from multiprocessing.connection import wait
+
+    running = {process.sentinel: rank for rank, process in enumerate(processes)}
+    first_failed = None
+    while running:
+        for sentinel in wait(list(running)):
+            rank = running.pop(sentinel)
+            processes[rank].join()
+            if processes[rank].exitcode != 0 and first_failed is None:
+                first_failed = rank
+        if first_failed is not None and not forwarded:
+            return first_failed
+    return first_failed
+
+
+def _stop(processes) -> None:
+    _signal_alive(processes, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    _signal_alive(processes, signal.SIGKILL)

@@ -109,9 +109,11 @@ def naming_a_batch_that_fits(batch_size: int):
 
 def describe(exc: BaseException, batch_size: int | None = None) -> str:
     """One line for the user: our own errors' message, AWS's code and message, a CUDA out-of-memory error with a
-    batch size that fits (``batch_size``: the one that failed), else the class and message."""
+    batch size that fits (``batch_size``: the one that failed), the host's memory, else the class and message."""
     if is_cuda_out_of_memory(exc):
         return out_of_memory_message(batch_size)
+    if isinstance(exc, MemoryError):  # the host's memory: batches, or a loader worker each
+        return "out of memory: lower --batch-size or --num-workers"
     aws = _describe_aws(exc)
     if aws is not None:
         return aws

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +71,8 @@ def test_train_bench_quick(tmp_path):
     assert first_cells(train) == ["resnet18"]
     assert float(train[0][1]) > 0 and float(train[0][2]) > 0  # the seed's way and ours both trained
     loader = found["Input pipeline alone: can these CPUs keep a T4 fed?"]
-    assert len(loader) == 1 and float(loader[0][1]) > 0
+    assert first_cells(loader) == ["CPU: Pillow in the workers", "GPU: nvJPEG + crops on the device"]
+    assert float(loader[0][2]) > 0 and (loader[1][2] == "no GPU here") != torch.cuda.is_available()
 
 
 def test_serve_bench_quick_runs_both_fronts_without_the_peer(tmp_path):

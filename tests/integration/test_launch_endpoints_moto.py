@@ -240,3 +240,25 @@ def test_vpc_kms_and_isolation_reach_every_create_request(aws, config):
     for op, params in calls:
         if op in apimodel.CHECKED:
             assert apimodel.problems(op, params) == [], op
+
+
+def test_delete_skips_what_is_gone_but_stops_at_any_other_refusal(aws, config):
+    """A ValidationException "Could not find ..." is a resource already gone; any other (here: an endpoint that cannot
+    be deleted while it updates, answered in AWS's place by a before-call handler) is an error, not a deletion."""
+    session, _ = _session_capturing(config)
+    Updates(session.sagemaker_client)
+    model = _deploy(config, session)
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "ValidationException",
+                                     "Message": f"Cannot delete endpoint {ENDPOINT} while it is Updating"}},
+                          "DeleteEndpoint")
+
+    aws.meta.events.register("before-call.sagemaker.DeleteEndpoint", refuse)
+    with pytest.raises(ClientError, match="while it is Updating"):
+        jobs.delete_endpoint(aws, ENDPOINT)
+    assert resources(aws)["endpoints"] == {ENDPOINT: model}  # nothing reported deleted, nothing behind it removed
+    aws.meta.events.unregister("before-call.sagemaker.DeleteEndpoint", refuse)
+    assert endpoints.remove(aws, [("model", "dogbreed-never-made")]) == []  # moto's "Could not find model": gone
+    assert sorted(jobs.delete_endpoint(aws, ENDPOINT)) == sorted([f"endpoint {ENDPOINT}", f"endpoint config {model}",
+                                                                  f"model {model}"])

@@ -56,6 +56,30 @@ def test_per_class_and_confusion_tables(trained):
     assert sum(int(x) for row in confusion[1:] for x in row[1:]) == 50
 
 
+def test_training_writes_the_evaluation_report_from_its_one_test_pass(trained):
+    """report.html beside metrics.json (output.tar.gz on SageMaker), drawn from the logits of the pass that scored
+    the test split: the same top-1 and the same calibration figures as metrics.json."""
+    html = (trained["output"] / "report.html").read_text()
+    summary = json.loads((trained["output"] / "metrics.json").read_text())
+    assert f"{summary['test_acc']:.4f}" in html
+    calibration = summary["calibration"]
+    assert f"{calibration['temperature']:.4f}" in html and f"{calibration['test_ece_after']:.4f}" in html
+    assert "data:image/jpeg;base64," in html or "No errors." in html  # the worst errors' thumbnails
+    assert "resnet18" in html and "Golden retriever" in html
+
+
+def test_a_report_that_cannot_be_written_is_a_warning_not_a_failed_training(tmp_path, sample_dir, capfd):
+    (tmp_path / "opt_ml/output/data/report.html").mkdir(parents=True)  # where the file should go: a folder
+    flags = [f for f in QUICK_FLAGS]
+    flags[flags.index("--epochs") + 1] = "1"
+    with open(tmp_path / "stdout.log", "w") as handle:
+        code, archive = local_train(sample_dir, tmp_path, flags, stdout=handle)
+    log = (tmp_path / "stdout.log").read_text() + capfd.readouterr().err  # the log lines: on stderr
+    assert code == 0 and archive.is_file(), log
+    assert "no evaluation report: IsADirectoryError" in log
+    assert (tmp_path / "opt_ml/output/data/metrics.json").is_file()
+
+
 def test_missing_valid_split_fails_with_a_readable_reason(tmp_path, sample_dir):
     data = tmp_path / "data"
     shutil.copytree(sample_dir / "train", data / "train")
@@ -150,6 +174,7 @@ def test_two_ddp_processes_train_one_model(tmp_path, sample_dir, recipe):
     (_, rank0, w0), (_, rank1, w1) = procs
     assert (rank0 / "model/model.pth").is_file()
     assert not (rank1 / "model/model.pth").exists(), "only rank 0 writes the model"
+    assert (rank0 / "output/data/report.html").is_file() and not (rank1 / "output/data/report.html").exists()
     summary = json.loads((rank0 / "output/data/metrics.json").read_text())
     assert summary["world_size"] == 2
     epochs = [1.0, 2.0] if recipe == "from scratch" else [0.0, 1.0, 2.0]  # the probe's line is epoch 0

@@ -219,7 +219,7 @@ def _wait_for_sigterm(rank: int, folder: str) -> None:
 
 def test_sigterm_to_the_parent_reaches_every_spawned_worker(tmp_path):
     script = ("import sys; from dogbreed import distributed; from tests.integration.test_training_resume import "
-              "_wait_for_sigterm as fn; print(distributed.spawn_forwarding_sigterm(fn, (sys.argv[1],), 2), flush=True)")
+              "_wait_for_sigterm as fn; print(distributed.spawn_forwarding_sigterm(fn, (sys.argv[1],), 2).codes, flush=True)")
     parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while len(list(tmp_path.glob("ready-*"))) < 2 and time.time() < deadline:
@@ -228,3 +228,21 @@ def test_sigterm_to_the_parent_reaches_every_spawned_worker(tmp_path):
     out, _ = parent.communicate(timeout=60)
     assert sorted(p.name for p in tmp_path.glob("got-*")) == ["got-0", "got-1"]
     assert out.strip() == "[143, 143]"
+
+
+def _fail_or_wait_deaf(rank: int, folder: str) -> None:
+    """A spawned worker: rank 1 fails at once; rank 0 waits deaf to SIGTERM, as a rank blocked in a collective."""
+    if rank == 1:
+        raise RuntimeError("rank 1 fails")
+    signal.signal(signal.SIGTERM, lambda signum, frame: Path(folder, "rank0-got-sigterm").write_text(""))
+    time.sleep(300)
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_spawned_process_ends_the_others_promptly(tmp_path):
+    script = ("import sys; from dogbreed import distributed; from tests.integration.test_training_resume import "
+              "_fail_or_wait_deaf as fn; print(distributed.spawn_forwarding_sigterm(fn, (sys.argv[1],), 2), flush=True)")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=100).stdout
+    assert out.strip() == "Exits(codes=[-9, 1], first_failed=1)"  # asked to stop, then killed: it never would
+    assert (tmp_path / "rank0-got-sigterm").is_file()

@@ -130,3 +130,32 @@ def test_model_archives_that_escape_are_refused_by_local_serve(tmp_path, trained
         record("hostile input", f"model archive with a {name}: refused", "yes")
     assert not list(tmp_path.parent.rglob("escaped.txt"))
     shutil.rmtree(tmp_path / "w", ignore_errors=True)
+
+
+@pytest.mark.timeout(420)
+def test_a_failing_spawned_rank_ends_the_job_with_its_reason(sample_dir, tmp_path, record):
+    """Two gloo ranks spawned as on a multi-GPU host; rank 0 fails from outside (its profile folder is a file): the
+    parent stops rank 1, which would otherwise wait in its next collective until gloo's timeout (600 s), and the
+    failure file holds rank 0's own reason, not "a process exited with code 1"."""
+    from tests.conftest import free_port
+
+    base = layout(tmp_path / "work", channels_for(sample_dir), {})
+    (base / "output/data/profile").write_text("a file where the profiler wants its folder")
+    flags = [f for f in FLAGS if f != "--profile" and f != "false"] + ["--profile", "true"]
+    flags[flags.index("--epochs") + 1] = "2"
+    env = train_env(base, {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "GLOO_SOCKET_IFNAME": "lo",
+                           "OMP_NUM_THREADS": "1", "SM_NUM_GPUS": "0"})
+    script = "import sys; from dogbreed.training import entry; sys.exit(entry.run(sys.argv[1:], nprocs=2)[0])"
+    log = open(tmp_path / "train.log", "w")
+    started = time.monotonic()
+    process = subprocess.Popen([entry_command()[0], "-c", script, *flags], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        code = process.wait(timeout=300)
+    finally:
+        process.kill()
+    output = (tmp_path / "train.log").read_text()
+    failure = (base / "output/failure").read_text().strip()
+    record("faults", "a failing spawned rank (of 2): seconds to the job's end", round(time.monotonic() - started))
+    assert code == 1, output
+    assert failure.startswith("rank 0: FileExistsError") and "profile" in failure, (failure, output)
+    assert not (base / "model/model.pth").exists()

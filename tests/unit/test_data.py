@@ -112,6 +112,20 @@ def test_a_class_without_one_readable_training_image_is_an_error_naming_it(tmp_p
     assert len(data.load_splits({"train": root}).samples["train"]) == 5  # one readable image is enough
 
 
+def test_under_data_fraction_a_draw_of_unreadable_images_asks_for_more_of_the_data(tmp_path):
+    root = _tree(tmp_path / "d", splits=("train", "valid"), n=10)
+    malamutes = sorted((root / "train" / "002.Alaskan_malamute").iterdir())
+    for image in malamutes[1:]:  # one readable photo of ten
+        image.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    found = data.list_samples(root / "train", data.list_classes(root / "train"), "train")
+    seed = next(s for s in range(100) if malamutes[0] not in {p for p, _ in data.stratified_fraction(found, 0.1, s)})
+    with pytest.raises(data.DataError, match=r"among those --data-fraction 0.1 drew; .* raise --data-fraction"):
+        data.load_splits({"train": root}, fraction=0.1, seed=seed)
+    malamutes[0].write_bytes(b"\xff\xd8\xff\xe0 not a jpeg either")  # now none is readable: the files are the fault
+    with pytest.raises(data.DataError, match=r"every file failed to decode; replace them or remove the class folder"):
+        data.load_splits({"train": root}, fraction=0.1, seed=seed)
+
+
 def test_a_class_missing_from_valid_or_test_is_a_warning_kept_for_the_metrics(tmp_path, caplog):
     root = _tree(tmp_path / "d", classes=("001.Affenpinscher", "002.Alaskan_malamute", "003.Beagle"))
     shutil.rmtree(root / "valid" / "003.Beagle")

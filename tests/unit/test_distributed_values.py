@@ -72,3 +72,21 @@ def test_the_socket_interface_comes_from_sagemaker_unless_the_user_chose_one():
     # the SDK's local mode names SageMaker's old overlay interface, which its containers lack
     assert distributed.socket_env({"SM_NETWORK_INTERFACE_NAME": "ethwe"}, here) == {}
     assert "lo" in distributed.host_interfaces()
+
+
+def test_only_the_global_rank_zero_makes_the_smdebug_trial(tmp_path, monkeypatch):
+    """Every host syncs its checkpoint folder (where the trial goes) to the job's one S3 prefix: the second host's
+    local rank 0 must write none."""
+    from dataclasses import replace
+
+    from dogbreed.training.hooks import DebugHook, hooks_from_environment
+    from tests.unit.test_recipe import config_of
+
+    monkeypatch.setenv("DOGBREED_DEBUG_COLLECTIONS", "losses=1")
+    config = config_of(["--pretrained-weights", "none", "--profile", "false", "--checkpoint-dir", str(tmp_path / "c")],
+                       tmp_path)
+    model, criteria = torch.nn.Linear(2, 2), [torch.nn.CrossEntropyLoss()]
+    second_host = replace(config, dist=distributed.DistInfo(rank=1, world_size=2, local_rank=0))
+    assert hooks_from_environment(model, criteria, second_host) == []
+    first_host = replace(config, dist=distributed.DistInfo(rank=0, world_size=2, local_rank=0))
+    assert [type(hook) for hook in hooks_from_environment(model, criteria, first_host)] == [DebugHook]

@@ -7,7 +7,7 @@ from botocore.exceptions import ClientError, NoRegionError
 
 from dogbreed import checkpoint, cli, errors
 from dogbreed.launch import data_prepare, jobs, validate
-from dogbreed.training import entry as train  # its TrainingError, Interrupted and reason_of
+from dogbreed.training import entry as train  # its TrainingError and Interrupted
 
 
 @pytest.mark.parametrize("cls", [errors.ConfigError, errors.DataError, errors.ModelError, errors.InvokeError, errors.GpuError,
@@ -32,9 +32,9 @@ def test_describe_gives_aws_errors_one_line_with_a_hint():
 
 
 def test_training_failure_reason_is_the_message_of_any_dogbreed_error():
-    assert train.reason_of(checkpoint.CheckpointError("disk full")) == "disk full"
-    assert train.reason_of(errors.ConfigError("bf16 needs a GPU")) == "bf16 needs a GPU"
-    assert train.reason_of(MemoryError()).startswith("out of memory")
+    assert errors.describe(checkpoint.CheckpointError("disk full")) == "disk full"
+    assert errors.describe(errors.ConfigError("bf16 needs a GPU")) == "bf16 needs a GPU"
+    assert errors.describe(MemoryError()).startswith("out of memory")
 
 
 def test_the_command_prints_one_line_and_exits_non_zero(tmp_path, capsys):

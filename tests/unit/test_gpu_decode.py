@@ -88,3 +88,45 @@ def test_the_gpu_loader_yields_what_the_cpu_loader_yields(tmp_path):
     batches = list(loader)
     assert len(loader) == 2 and [b[0].shape[0] for b in batches] == [3, 1]
     assert torch.cat([b[1] for b in batches]).tolist() == [0, 1, 0, 1] and batches[1][2] == (4,)
+
+
+def _loaders(tmp_path, monkeypatch, on_device: bool):
+    """Training's loaders of a small sample as ``make_loaders`` builds them, the GPU path's injected from outside
+    (device=cpu, where torchvision's decoders run the same code): no GPU here."""
+    from dogbreed.sample import make_sample
+    from dogbreed.training import setup
+    from tests.unit.test_recipe import config_of
+
+    root = tmp_path / "dogImages"
+    if not root.exists():
+        make_sample(root, classes=2, size=72, seed=0, per_split={"train": 4, "valid": 2, "test": 2})
+    config = config_of(["--model", "resnet18", "--pretrained-weights", "none", "--input-size", "32",
+                        "--batch-size", "4", "--num-workers", "0", "--data-dir", str(root)], tmp_path)
+    monkeypatch.setattr(gpu_decode, "decodes_on_gpu", lambda device: on_device)
+    inputs = setup.load_data(config)
+    acc = setup.accel.pick("fp32", use_cuda=False)
+    feed = setup.make_loaders(config, inputs, setup.Chosen(torch.nn.Identity(), acc, False, False))
+    return inputs, feed.loaders
+
+
+def test_training_loaders_take_the_gpu_path_only_where_batches_can_decode_on_the_device(tmp_path, monkeypatch):
+    from dogbreed.training import setup
+
+    inputs, cpu = _loaders(tmp_path, monkeypatch, on_device=False)
+    assert not any(isinstance(loader, gpu_decode.DecodedLoader) for loader in cpu.values())
+    _, device = _loaders(tmp_path, monkeypatch, on_device=True)
+    assert all(isinstance(loader, gpu_decode.DecodedLoader) for loader in device.values())
+    assert device["train"].decoder.augment and not device["valid"].decoder.augment
+    for split in ("train", "valid"):  # the same batches for the loop: uint8 NCHW, labels, unreadable indices
+        (a, a_labels, a_lost), (b, b_labels, b_lost) = next(iter(cpu[split])), next(iter(device[split]))
+        assert a.dtype == b.dtype == torch.uint8 and a.shape == b.shape == (4, 3, 32, 32)
+        assert torch.equal(a_labels, b_labels) and a_lost == b_lost == ()
+        normalized = inputs.prep.normalize_batch(b)
+        assert normalized.dtype == torch.float32
+        assert abs(float(normalized.mean() - inputs.prep.normalize_batch(a).mean())) < 0.2
+    a, b = next(iter(cpu["valid"]))[0], next(iter(device["valid"]))[0]  # evaluation's crop: the same pixels,
+    assert (a.float() - b.float()).abs().mean() < 4  # two resizers' rounding apart
+    device_ok = type("Config", (), {"gpu_decode": "auto"})(), type("Config", (), {"gpu_decode": "false"})()
+    acc = setup.accel.pick("fp32", use_cuda=False)
+    assert setup.decode_device(device_ok[0], acc) == acc.device  # decodes_on_gpu still says yes (injected above)
+    assert setup.decode_device(device_ok[1], acc) is None  # --gpu-decode false: Pillow in the workers

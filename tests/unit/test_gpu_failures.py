@@ -76,7 +76,7 @@ def test_an_out_of_memory_error_inside_training_becomes_a_gpu_error_naming_the_b
         with errors.naming_a_batch_that_fits(128):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
     assert isinstance(raised.value.__cause__, torch.cuda.OutOfMemoryError)
-    assert train.reason_of(raised.value).startswith("CUDA out of memory at --batch-size 128")
+    assert errors.describe(raised.value).startswith("CUDA out of memory at --batch-size 128")
     with pytest.raises(ValueError):  # anything else passes through untouched
         with errors.naming_a_batch_that_fits(128):
             raise ValueError("x")

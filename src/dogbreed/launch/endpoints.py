@@ -198,6 +198,15 @@ def _wait_deployed(client, config: Config, endpoint_name: str, config_name: str,
     raise JobError(f"{reason} (the endpoint is on the new config: `dogbreed delete {endpoint_name}` removes it)")
 
 
+def is_gone(exc) -> bool:
+    """Whether a ClientError says the resource does not exist. SageMaker answers a missing endpoint, config or model
+    with a ValidationException "Could not find ..."; other ValidationExceptions (a bad name, an endpoint still
+    creating or updating, which cannot be deleted yet) are real refusals and must not pass for "already gone"."""
+    error = exc.response.get("Error", {})
+    code, message = error.get("Code"), error.get("Message", "")
+    return code == "ResourceNotFound" or (code == "ValidationException" and "could not find" in message.lower())
+
+
 def current(client, endpoint_name: str) -> tuple[str, list[str], object] | None:
     """(endpoint config, its models, when it was last modified) of an existing endpoint; None where there is none."""
     from botocore.exceptions import ClientError
@@ -205,7 +214,7 @@ def current(client, endpoint_name: str) -> tuple[str, list[str], object] | None:
     try:
         described = client.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ValidationException":  # AWS's answer for no such endpoint
+        if is_gone(exc):
             return None
         raise
     config_name = described["EndpointConfigName"]
@@ -228,7 +237,7 @@ def remove(client, resources: list[tuple[str, str]], out=None) -> list[str]:
         try:
             getattr(client, method)(**{key: name})
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("ValidationException", "ResourceNotFound"):
+            if not is_gone(exc):
                 raise
             continue
         deleted.append(f"{kind} {name}")

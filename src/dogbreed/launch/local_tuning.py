@@ -29,6 +29,7 @@ from pathlib import Path
 from .. import metrics
 from ..common import LOG_FORMAT, format_table, hyperparameter_flags, str2bool
 from ..env import DOGBREED_THREADS
+from ..errors import describe
 from ..local import channels_for, entry_command, flags_to_hyperparameters, layout, train_env
 from ..training.hooks import Hook
 
@@ -193,7 +194,7 @@ class InProcessRunner(TrialRunner):
                     summary = entry.main(args.parse_args(argv), hooks_factory=lambda *_: [pruner])
             except Exception as exc:  # a failed trial is a result of the search, not the end of it
                 code = 1
-                handle.write(f"training failed: {entry.reason_of(exc)}\n")
+                handle.write(f"training failed: {describe(exc)}\n")
             finally:
                 package.removeHandler(file_log)
                 package.setLevel(saved[0])

@@ -124,6 +124,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     a("--augment", type=str2bool, default=True, help="random resized crop + flip for training (default: true)")
     a("--min-crop-scale", type=_fraction, default=0.08,
       help="the smallest share of an image's area a random crop may cover (default: 0.08, torchvision's)")
+    a("--gpu-decode", default="auto", choices=("auto", "false"),
+      help="auto: where the model is on a CUDA device, the loaders read bytes and the GPU decodes (nvJPEG) and crops "
+           "them; false: Pillow in the loader workers everywhere (default: auto)")
     a("--max-steps-per-epoch", type=_non_negative(int), default=0, help="cap the steps of an epoch; 0: all (default: 0)")
     a("--data-dir", default=None, help="a folder holding train/ valid/ test/ (default: the SageMaker channels)")
     a("--model-dir", default=None, help="where model.pth and model.json go (default: SM_MODEL_DIR)")

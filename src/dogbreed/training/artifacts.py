@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 from .. import distributed, features, metrics, models
-from .calibrate import calibration_of
+from .calibrate import calibration_of, test_pass
 from .errors import TrainingError
 from .notdog import fit_dog_check, save_head
 from .recipe import recipe_record
+from .report import write_report
 from .resume import FitState
 from .setup import Run
 
@@ -55,11 +56,12 @@ def _summary(run: Run, state: FitState) -> dict:
     }
 
 
-def _test(run: Run, summary: dict):
-    """The test split's scores into ``summary`` and the metric line; returns the confusion matrix (None: no split)."""
-    if "test" not in run.loaders:
+def _test(run: Run, summary: dict, scored):
+    """The test split's scores (``scored``: its one pass) into ``summary`` and the metric line; returns the confusion
+    matrix (None: no split)."""
+    if scored is None:
         return None
-    test_loss, test_acc, lost, confusion = run.evaluate_on("test", with_confusion=True)
+    test_loss, test_acc, lost, confusion = scored
     run.inputs.unreadable.note("test", lost)
     summary.update(test_loss=test_loss, test_acc=test_acc)
     if run.config.is_main:
@@ -86,7 +88,8 @@ def finish(run: Run, state: FitState) -> dict:
         features.head_of(full_model).load_state_dict(run.model.state_dict())
     check_finite(full_model)  # every rank holds the same weights: all stop together
     summary = _summary(run, state)
-    summary["calibration"] = calibration_of(run)  # the temperature serving applies; test ECE/NLL before and after
+    scored, test = test_pass(run) or (None, None)  # the test split once: scores, calibration figures, the report
+    summary["calibration"] = calibration_of(run, test)  # the temperature serving applies; test ECE/NLL before/after
     if config.is_main and summary["calibration"]:
         log.info("calibration: %s", ", ".join(f"{k}={v:.4g}" for k, v in summary["calibration"].items()
                                                if isinstance(v, float)))
@@ -94,7 +97,7 @@ def finish(run: Run, state: FitState) -> dict:
         # The kept model's scores last: SageMaker's tuner reads a metric's last value, not the last epoch's.
         print("kept model: " + metrics.format_line(valid_loss=state.best_valid_loss, valid_acc=state.best_valid_acc),
               flush=True)
-    confusion = _test(run, summary)
+    confusion = _test(run, summary, scored)
     summary["unreadable_images"] = run.inputs.unreadable.counts()
     summary["skipped_images"] = sum(summary["unreadable_images"].values())
     summary["seconds"] = round(time.perf_counter() - run.started, 1)
@@ -108,5 +111,6 @@ def finish(run: Run, state: FitState) -> dict:
         save_head(config.model_dir, imagenet_head)
         write_reports(config.output_data_dir, class_names, confusion, summary)
         log.info("model written to %s", config.model_dir)
+    write_report(run, test, (summary["calibration"] or {}).get("temperature"))  # rank 0; a failure: a warning
     distributed.barrier()
     return summary

@@ -67,6 +67,7 @@ class RunConfig:
     input_size: int | None
     augment: bool
     min_crop_scale: float
+    gpu_decode: str  # 'auto' (on a CUDA device) or 'false'
     max_steps_per_epoch: int
     data_dir: str | None
     model_dir: Path

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -92,15 +93,6 @@ def _train(config: configuration.RunConfig, hooks_factory) -> dict:
         stop.uninstall()
 
 
-def reason_of(exc: BaseException) -> str:
-    """The failure file's line: our own errors' message, a hint for memory, else the class and message."""
-    if isinstance(exc, DogbreedError):
-        return str(exc)
-    if isinstance(exc, MemoryError):
-        return "out of memory: lower --batch-size or --num-workers"
-    return f"{exc.__class__.__name__}: {exc}"
-
-
 def write_failure(reason: str, path: Path) -> Path | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,45 +102,67 @@ def write_failure(reason: str, path: Path) -> Path | None:
         return None
 
 
-def _worker(local_rank: int, argv: list[str]) -> None:
-    """One process per GPU (mp.spawn): its failure reason reaches the parent as its exit code and the failure file."""
+def _worker(local_rank: int, argv: list[str], world: dict[str, str], reasons: str) -> None:
+    """One spawned process of a host's ``nprocs``: placed by torchrun's variables (``world`` and its own rank), so
+    :func:`distributed.plan` reads one contract; its failure's reason goes to ``reasons``/rank-N for the parent."""
     configure_logging(force=True)
+    rank = int(world[envnames.RANK]) + local_rank
+    os.environ.update(world, **{envnames.RANK: str(rank), envnames.LOCAL_RANK: str(local_rank)})
     smenv = SageMakerEnv.from_environ()  # this process's own read
     try:
         main(parse_args(argv), local_rank=local_rank, hooks_factory=hooks_from_environment, smenv=smenv)
-    except DogbreedError as exc:
-        if local_rank == 0:
-            write_failure(str(exc), smenv.failure_file)
-        log.error("rank %d: %s", local_rank, exc)
+    except BaseException as exc:  # this process's edge: the parent words the job's failure from this line
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else errors.describe(exc)
+        if not isinstance(exc, (DogbreedError, KeyboardInterrupt)):
+            log.exception("rank %d failed", rank)
+        write_failure(f"rank {rank}: {reason}", Path(reasons) / f"rank-{local_rank}")
+        log.error("rank %d: %s", rank, reason)
         sys.exit(143 if isinstance(exc, Interrupted) else 1)
 
 
-def launch(argv: list[str], smenv: SageMakerEnv) -> None:
-    """Parse, then train in this process, or one process per GPU where a host has several."""
+def spawn_ranks(argv: list[str], smenv: SageMakerEnv, nprocs: int) -> None:
+    """Train in ``nprocs`` spawned processes on this host (one per GPU). The first to fail ends the job (the others
+    are stopped, not left waiting in a collective) and its reason is the job's."""
+    first = distributed.plan(smenv.hosts, smenv.current_host, nprocs)
+    world = {envnames.RANK: str(first.rank), envnames.WORLD_SIZE: str(first.world_size),
+             envnames.MASTER_ADDR: first.master_addr, envnames.MASTER_PORT: str(first.master_port)}
+    with tempfile.TemporaryDirectory(prefix="dogbreed-ranks-") as reasons:
+        exits = distributed.spawn_forwarding_sigterm(_worker, (list(argv), world, reasons), nprocs)
+        if exits.first_failed is None:
+            return
+        written = Path(reasons, f"rank-{exits.first_failed}")
+        code = exits.codes[exits.first_failed]
+        reason = written.read_text().strip() if written.is_file() else \
+            f"rank {first.rank + exits.first_failed} exited with code {code} and no reason (killed?)"
+    raise (Interrupted if code == 143 else TrainingError)(reason)
+
+
+def launch(argv: list[str], smenv: SageMakerEnv, nprocs: int | None = None) -> None:
+    """Parse, then train in this process, or in ``nprocs`` processes (default: one per GPU where a host has
+    several, unless a launcher such as torchrun already started one per GPU)."""
     args = parse_args(argv)
-    if torch.cuda.is_available() and smenv.num_gpus > 1 and envnames.RANK not in os.environ:
-        codes = distributed.spawn_forwarding_sigterm(_worker, (list(argv),), smenv.num_gpus)
-        failed = [code for code in codes if code]
-        if failed:
-            written = smenv.failure_file.read_text().strip() if smenv.failure_file.is_file() else ""
-            reason = written or f"a training process exited with code {failed[0]}"
-            raise (Interrupted if 143 in failed else TrainingError)(reason)
+    if nprocs is None:
+        several = torch.cuda.is_available() and smenv.num_gpus > 1 and envnames.RANK not in os.environ
+        nprocs = smenv.num_gpus if several else 1
+    if nprocs > 1:
+        spawn_ranks(argv, smenv, nprocs)
         return
     main(args, hooks_factory=hooks_from_environment, smenv=smenv)
 
 
-def run(argv: list[str] | None = None) -> tuple[int, str]:
-    """Train; returns (exit code, reason). A failure's reason is written to the failure file."""
+def run(argv: list[str] | None = None, nprocs: int | None = None) -> tuple[int, str]:
+    """Train (``nprocs``: as :func:`launch`); returns (exit code, reason). A failure's reason is written to the
+    failure file."""
     configure_logging(force=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     smenv = SageMakerEnv.from_environ()
     try:
-        launch(argv, smenv)
+        launch(argv, smenv, nprocs)
         return 0, ""
     except BaseException as exc:  # the edge: every failure becomes a readable reason and an exit code
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             return 0, ""
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else reason_of(exc)
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else errors.describe(exc)
         if not isinstance(exc, (DogbreedError, KeyboardInterrupt)):
             log.exception("training failed")
         path = write_failure(reason, smenv.failure_file)

@@ -133,15 +133,33 @@ def train_one_epoch(trainer: Trainer, loader, epoch: int, settings: LoopSettings
     return sums[0] / max(1, sums[1]), int(sums[1]), unreadable, elapsed
 
 
+@dataclass
+class Evaluation:
+    """One pass over a split (all ranks): its loss, accuracy, unreadable indices (this rank's), the confusion matrix
+    where asked, and this rank's logits and labels where asked (``keep_logits``: the calibration's fit and the
+    report reuse the pass that scored the split). Unpacks as (loss, accuracy, unreadable, confusion)."""
+
+    loss: float
+    accuracy: float
+    unreadable: list
+    confusion: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+    def __iter__(self):
+        return iter((self.loss, self.accuracy, self.unreadable, self.confusion))
+
+
 @torch.inference_mode()
-def evaluate(model, criterion, loader, acc, num_classes: int, with_confusion: bool = False, normalize=None):
-    """Returns (loss, accuracy, unreadable indices, confusion matrix or None) over the whole split (all ranks).
-    Sums stay on the device until the end: one host sync per evaluation."""
+def evaluate(model, criterion, loader, acc, num_classes: int, with_confusion: bool = False, normalize=None,
+             keep_logits: bool = False) -> Evaluation:
+    """The whole split over all ranks. Sums (and kept logits) stay on the device until the end: one host sync per
+    evaluation."""
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
     correct = torch.zeros((), dtype=torch.int64, device=acc.device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=acc.device)
-    seen, unreadable = 0, []
+    seen, unreadable, kept, kept_labels = 0, [], [], []
     for images, labels, lost in loader:
         unreadable.extend(lost)
         if labels.numel() == 0:
@@ -158,9 +176,16 @@ def evaluate(model, criterion, loader, acc, num_classes: int, with_confusion: bo
         seen += labels.size(0)
         if with_confusion:
             confusion += torch.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes)
+        if keep_logits:
+            kept.append(output)
+            kept_labels.append(labels)
     sums = distributed.all_reduce_sum([total_loss.item(), correct.item(), seen], acc.device)
     matrix = None
     if with_confusion:
         matrix = distributed.all_reduce_tensor(confusion).cpu().view(num_classes, num_classes)
     seen = max(1, sums[2])
-    return sums[0] / seen, sums[1] / seen, unreadable, matrix
+    result = Evaluation(sums[0] / seen, sums[1] / seen, unreadable, matrix)
+    if keep_logits:
+        result.logits = torch.cat(kept).cpu() if kept else torch.zeros(0, num_classes)
+        result.labels = torch.cat(kept_labels).cpu() if kept_labels else torch.zeros(0, dtype=torch.int64)
+    return result

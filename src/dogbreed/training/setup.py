@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import accel, data, distributed, features, models
+from .. import accel, data, distributed, features, gpu_decode, models
 from ..common import steps_per_epoch
 from .config import RunConfig
 from .loop import Trainer, evaluate
@@ -103,9 +103,11 @@ class Run:
     def lp_ft(self) -> bool:
         return self.chosen.lp_ft
 
-    def evaluate_on(self, split: str, model: nn.Module | None = None, with_confusion: bool = False):
+    def evaluate_on(self, split: str, model: nn.Module | None = None, with_confusion: bool = False,
+                    keep_logits: bool = False):
         return evaluate(model or self.model, self.eval_criterion, self.loaders[split], self.trainer.acc,
-                        self.inputs.num_classes, with_confusion=with_confusion, normalize=self.inputs.prep.normalize_batch)
+                        self.inputs.num_classes, with_confusion=with_confusion, normalize=self.inputs.prep.normalize_batch,
+                        keep_logits=keep_logits)
 
 
 def seed_everything(seed: int) -> None:
@@ -179,17 +181,35 @@ def choose_model_and_precision(config: RunConfig, inputs: Inputs) -> Chosen:
     return Chosen(model, acc, lp_ft, use_cache)
 
 
+def decode_device(config: RunConfig, acc: accel.Accelerator) -> torch.device | None:
+    """The device the batches decode on (the GPU path, :mod:`dogbreed.gpu_decode`), or None: Pillow in the workers.
+    A few CPUs cannot feed a GPU (issue 21 section 7: 153 img/s from a g4dn.xlarge's 4 vCPUs, a T4 trains ~400)."""
+    return acc.device if config.gpu_decode == "auto" and gpu_decode.decodes_on_gpu(acc.device) else None
+
+
+def _image_loader(config: RunConfig, inputs: Inputs, split: str, sampler, device: torch.device | None):
+    dataset = inputs.datasets[split]
+    if device is None:
+        return data.make_loader(dataset, config.batch_size, sampler, config.workers, config.use_cuda)
+    augment = split == "train" and config.augment
+    return gpu_decode.gpu_loader(dataset.samples, inputs.prep, device, augment, config.min_crop_scale,
+                                 config.batch_size, sampler, config.workers)
+
+
 def make_loaders(config: RunConfig, inputs: Inputs, chosen: Chosen) -> Feed:
-    """Image loaders (training shards padded so that every rank steps together), or cached-feature loaders."""
+    """Image loaders (training shards padded so that every rank steps together), decoding on the GPU where there is
+    one (:func:`decode_device`), or cached-feature loaders."""
     if chosen.use_cache:
         return _feature_loaders(config, inputs, chosen)
     dist, datasets = config.dist, inputs.datasets
+    device = decode_device(config, chosen.acc)
+    log.info("images decode %s", f"on {device} (nvJPEG)" if device is not None else "in the loader workers (Pillow)")
     sampler = data.ShardSampler(len(datasets["train"]), dist.rank, dist.world_size, shuffle=True, seed=config.seed, pad=True)
-    loaders = {"train": data.make_loader(datasets["train"], config.batch_size, sampler, config.workers, config.use_cuda)}
+    loaders = {"train": _image_loader(config, inputs, "train", sampler, device)}
     for split in ("valid", "test"):
         if split in datasets:
             shard = data.ShardSampler(len(datasets[split]), dist.rank, dist.world_size)
-            loaders[split] = data.make_loader(datasets[split], config.batch_size, shard, config.workers, config.use_cuda)
+            loaders[split] = _image_loader(config, inputs, split, shard, device)
     return Feed(loaders, sampler, chosen.full_model, chosen.acc)
 
 
