@@ -65,7 +65,7 @@ class _SlowForward:
     """Wraps an engine's forward: counts the images and batches it ran, after waiting ``delay_s`` or ``gate``."""
 
     def __init__(self, engine, delay_s: float = 0.0, gate: threading.Event | None = None):
-        self.original, self.delay_s, self.gate = engine.predictor.top_k_tensors, delay_s, gate
+        self.original, self.delay_s, self.gate = engine.predictor.answer_tensors, delay_s, gate
         self.batches: list[int] = []
 
     def __call__(self, batch, k=5):
@@ -92,7 +92,7 @@ def test_requests_that_timed_out_are_dropped_before_the_forward_pass(model_dir, 
     with _front(model_dir, tmp_path, settings) as (url, predictor):
         engine = predictor.engines[0][0]
         slow = _SlowForward(engine, delay_s=0.6)
-        monkeypatch.setattr(engine.predictor, "top_k_tensors", slow)
+        monkeypatch.setattr(engine.predictor, "answer_tensors", slow)
         pings: list[int] = []
         watching = threading.Event()
 
@@ -125,7 +125,7 @@ def test_the_engines_queue_is_bounded(model_dir, tmp_path, monkeypatch):
     with _front(model_dir, tmp_path, settings) as (url, predictor):
         engine, gate = predictor.engines[0][0], threading.Event()
         held = _SlowForward(engine, gate=gate)
-        monkeypatch.setattr(engine.predictor, "top_k_tensors", held)
+        monkeypatch.setattr(engine.predictor, "answer_tensors", held)
         try:
             first = _post_all(url, [jpeg_bytes()] * 3)  # one in the held pass, two queued: all three time out
             second = _post_all(url, [jpeg_bytes()] * 3)  # one place left of the three: two refused at once
@@ -148,7 +148,7 @@ def test_batches_that_all_fail_turn_ping_503_until_one_succeeds(model_dir, tmp_p
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
         with monkeypatch.context() as patch:
-            patch.setattr(engine.predictor, "top_k_tensors", broken)
+            patch.setattr(engine.predictor, "answer_tensors", broken)
             for _ in range(FAILED_BATCHES):
                 assert ping(url)[0] == 200  # a failing batch or two may be the request's own
                 status, body, _ = post(url, jpeg_bytes())
@@ -275,7 +275,7 @@ def test_two_gpus_get_an_engine_each_and_requests_spread_over_them_in_batches(mo
         assert two_gpus == [0, 1] and len(predictor.engines) == 2
         slow = [_SlowForward(engine, delay_s=0.3) for engine, _ in predictor.engines]
         for engine, wrapper in zip((e for e, _ in predictor.engines), slow, strict=True):
-            monkeypatch.setattr(engine.predictor, "top_k_tensors", wrapper)
+            monkeypatch.setattr(engine.predictor, "answer_tensors", wrapper)
         answers = _post_all(url, [jpeg_bytes((i * 10, 80, 40)) for i in range(16)])
         assert all(status == 200 for status, _, _ in answers), answers
         images = [sum(wrapper.batches) for wrapper in slow]
@@ -329,7 +329,7 @@ def test_the_mms_engine_process_spreads_the_workers_requests_over_one_engine_per
     assert two_gpus == [0, 1]
     slow = [_SlowForward(engine, delay_s=0.3) for engine in engines]
     for engine, wrapper in zip(engines, slow, strict=True):
-        monkeypatch.setattr(engine.predictor, "top_k_tensors", wrapper)
+        monkeypatch.setattr(engine.predictor, "answer_tensors", wrapper)
     with tempfile.TemporaryDirectory(dir="/tmp") as short:  # a unix socket's path is short
         socket_path = Path(short) / "engine.sock"
         threading.Thread(target=batcher.serve_forever, args=(engines, socket_path), daemon=True).start()
