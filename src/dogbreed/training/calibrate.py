@@ -46,9 +46,13 @@ def calibration_of(run: Run) -> dict | None:
     valid_logits, valid_labels = split_logits(run, "valid")
     if len(valid_labels) == 0:
         return None
-    reason = unfit_reason(valid_logits, valid_labels)
-    temperature = fit_temperature(valid_logits, valid_labels)
-    source = f"not fitted ({reason}): 1" if reason else "fitted on the valid split"
+    preset = (run.probe or {}).get("temperature")  # the kept probe refitted on train + valid: see recipe.py
+    if preset:
+        temperature, source = preset["value"], preset["source"]
+    else:
+        reason = unfit_reason(valid_logits, valid_labels)
+        temperature = fit_temperature(valid_logits, valid_labels)
+        source = f"not fitted ({reason}): 1" if reason else "fitted on the valid split"
     record = {"temperature": temperature, "temperature_source": source, "valid_images": int(len(valid_labels))}
     if "test" in run.loaders:
         test_logits, test_labels = split_logits(run, "test")
