@@ -43,10 +43,10 @@ SEEDS = (0, 1, 2, 3, 4)
 FIXED_L2 = 0.02
 
 
-def datasets(work: Path) -> list[tuple[str, Path]]:
+def datasets(work: Path, dogs10: Path) -> list[tuple[str, Path]]:
     sample = work / "sample"
     make_sample(sample)
-    return [("dogs10", DATA.resolve()), ("synthetic sample (make-sample)", sample)]
+    return [("dogs10", dogs10), ("synthetic sample (make-sample)", sample)]
 
 
 def few_shot_sets(work: Path, source: Path, shots: int, valid_shots: int, seeds) -> list[tuple[int, Path]]:
@@ -136,22 +136,14 @@ def calibration_row(name: str, summary: dict) -> list:
             f"{found['valid_images']} valid images; {found['temperature_source']}"]
 
 
-def run_all(args, work: Path, flags: list[str]) -> dict:
-    """Every run of the bench: {"accuracy": [(name, result)], "few_shot": [(seed, result, fixed probe acc)]}."""
-    if args.quick:
-        runs, few, flags[:] = quick_setup(work, args.seed)
-    else:
-        runs, few = datasets(work), few_shot_sets(work, args.data, args.shots, 2, SEEDS)
-    done = {"accuracy": [], "few_shot": []}
-    for index, (name, data) in enumerate(runs):
-        done["accuracy"].append((name, measure(data, work / f"run{index}", flags)))
-        print(name, "done", flush=True)
+def run_few_shot(few: list, work: Path, flags: list[str]) -> list:
+    """[(seed, result, the fixed probe's test accuracy)]: the recipe with its features cached, then the plain probe."""
+    done = []
     for seed, data in few:
         cache = work / f"features{seed}"
         result = measure(data, work / f"few{seed}", flags + ["--feature-cache", str(cache)])
-        done["few_shot"].append((seed, result, fixed_probe_acc(cache)))
-        print(f"seed {seed}: recipe {result['summary']['test_acc']:.3f}, fixed probe {done['few_shot'][-1][2]:.3f}",
-              flush=True)
+        done.append((seed, result, fixed_probe_acc(cache)))
+        print(f"seed {seed}: recipe {result['summary']['test_acc']:.3f}, fixed probe {done[-1][2]:.3f}", flush=True)
     return done
 
 
@@ -161,6 +153,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="--quick's seed (the few-shot splits are seeds 0-4)")
     parser.add_argument("--data", type=Path, default=DATA, help=f"dogs10 (default: {DATA})")
     parser.add_argument("--weights", type=Path, default=WEIGHTS, help=f"the backbone's weights (default: {WEIGHTS})")
+    parser.add_argument("--precision", default="auto", help="--precision of every run (auto: measured per run)")
     parser.add_argument("--load", default="", help="what else ran on the machine meanwhile, for the notes")
     report.add_arguments(parser, "a tiny synthetic sample and two 2-shot subsets, ResNet18 untrained at 64 px, 1 epoch")
     args = parser.parse_args(argv)
@@ -170,21 +163,34 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     args.data = args.data.resolve()
-    flags = ["--model", MODEL, "--pretrained-weights", str(args.weights.resolve())]
     work = Path(tempfile.mkdtemp(prefix="bench-accuracy-"))
     try:
-        done = run_all(args, work, flags)
+        if args.quick:
+            runs, few, flags = quick_setup(work, args.seed)
+        else:
+            runs, few = datasets(work, args.data), few_shot_sets(work, args.data, args.shots, 2, SEEDS)
+            flags = ["--model", MODEL, "--pretrained-weights", str(args.weights.resolve())]
+            flags += ["--precision", args.precision] if args.precision != "auto" else []
+        # the few-shot rows first, saved at once: the longest run (dogs10 in full) comes last
+        done = {"few_shot": run_few_shot(few, work, flags), "accuracy": []}
+        save_few_shot(args, done["few_shot"], where)
+        save_calibration(args, done, where)
+        for index, (name, data) in enumerate(runs):
+            done["accuracy"].append((name, measure(data, work / f"run{index}", flags)))
+            print(name, "done", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     save_accuracy(args, flags, done["accuracy"], where)
-    save_few_shot(args, done["few_shot"], where)
     written = save_calibration(args, done, where)
     print(f"wrote {written}")
     return 0
 
 
 def _command(args, flags: list[str]) -> str:
-    return f"`dogbreed local-train {' '.join(flags) if args.quick else f'--model {MODEL} --pretrained-weights {WEIGHTS}'}`"
+    if args.quick:
+        return f"`dogbreed local-train {' '.join(flags)}`"
+    precision = f" --precision {args.precision}" if args.precision != "auto" else ""
+    return f"`dogbreed local-train --model {MODEL} --pretrained-weights {WEIGHTS}{precision}`"
 
 
 def _load_note(args) -> list[str]:

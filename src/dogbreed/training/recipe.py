@@ -61,6 +61,8 @@ def fit_probe(config: RunConfig, inputs: Inputs, chosen: Chosen) -> dict | None:
     record = {**fitted.as_dict(), "features_seconds": round(extracted, 2), "seconds": round(time.perf_counter() - start, 2)}
     if fitted.refit is not None:  # tensors: kept out of the JSON records (see probe_summary)
         record[REFIT] = {"head": fitted.refit, "temperature": fitted.refit_temperature}
+        # its valid scores are no estimate (it has seen the valid split): recorded to check model.pth by, never to choose
+        record["refit_valid_loss"], record["refit_valid_acc"] = probe.score(*fitted.refit, *computed["valid"][:2], dtype)
     if "test" in computed:  # reported beside the final model's test score, never used for a choice
         record["test_loss"], record["test_acc"] = probe.score(fitted.weight, fitted.bias, *computed["test"][:2], dtype)
     if config.is_main:
