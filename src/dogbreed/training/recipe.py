@@ -290,5 +290,6 @@ def _kept_under_lp_ft(run: Run, state: FitState) -> tuple[str, str, str]:
     tried = [f"epoch {h['epoch']} {h['valid_acc']:.4f}/{h['valid_loss']:.4f}" for h in state.history]
     tried += [f"mix {m['alpha']:g} {m['valid_acc']:.4f}/{m['valid_loss']:.4f}" for m in state.mixes]
     shipped = f"; shipped {run.probe['shipped']}" if run.probe.get("shipped") else ""
-    return ("probe", "linear-probe", f"no fine-tuned epoch or mix beat the linear probe on both valid_acc and valid_loss "
-            f"(probe {probe_scores}; {', '.join(tried) or 'none ran'}){shipped}")
+    to_beat = f" (by more than the valid split's noise: above {_to_beat(run):.4f})" if run.probe else ""
+    return ("probe", "linear-probe", f"no fine-tuned epoch or mix beat the linear probe on both valid_loss and "
+            f"valid_acc{to_beat} (probe {probe_scores}; {', '.join(tried) or 'none ran'}){shipped}")
