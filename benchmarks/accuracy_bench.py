@@ -10,7 +10,7 @@ same training photos, a plain L-BFGS probe with one fixed L2 and no standardizat
 Calibration rows: the test ECE and NLL before and after the temperature, from each run's metrics.json.
 Only the model and its weights are given: everything else is the training program's default.
 
-``--quick`` (what CI runs): a tiny synthetic sample and two 2-shot subsets of it, ResNet18 with randomly initialised
+``--quick`` (what CI runs): a tiny synthetic sample and one 2-shot subset of it, ResNet18 with randomly initialised
 "pretrained" weights (a file, so the recipe still fits its probe first) at 64 px for 1 epoch, the report in a
 temporary file; it needs no ../shared and checks that the bench runs, its numbers are not figures.
 """
@@ -62,7 +62,7 @@ def quick_setup(work: Path, seed: int) -> tuple[list[tuple[str, Path]], list[tup
     weights = work / "resnet18-untrained.pth"
     torch.manual_seed(seed)
     torch.save(models.build("resnet18", 1000).state_dict(), weights)
-    few = few_shot_sets(work, sample, 2, 1, (seed, seed + 1))
+    few = few_shot_sets(work, sample, 2, 1, (seed,))  # one split: two runs in all, as fast as a try-out can be
     return [("synthetic sample, tiny (--quick)", sample)], few, [
         "--model", "resnet18", "--pretrained-weights", str(weights), "--input-size", "64", "--epochs", "1",
         "--precision", "fp32"]  # no precision probe: seconds of a minute
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=Path, default=WEIGHTS, help=f"the backbone's weights (default: {WEIGHTS})")
     parser.add_argument("--precision", default="auto", help="--precision of every run (auto: measured per run)")
     parser.add_argument("--load", default="", help="what else ran on the machine meanwhile, for the notes")
-    report.add_arguments(parser, "a tiny synthetic sample and two 2-shot subsets, ResNet18 untrained at 64 px, 1 epoch")
+    report.add_arguments(parser, "a tiny synthetic sample and a 2-shot subset, ResNet18 untrained at 64 px, 1 epoch")
     args = parser.parse_args(argv)
     where = report.destination(args)
     if not args.quick and (not args.data.is_dir() or not args.weights.is_file()):
