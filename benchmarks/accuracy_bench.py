@@ -261,8 +261,9 @@ def save_calibration(args, done: dict, where) -> Path:
         "rows": [calibration_row(name, result["summary"]) for name, result in runs],
         "results": {name: result["summary"].get("calibration") for name, result in runs},
         "notes": ["From each run's metrics.json ('calibration'): one temperature fitted at the end of training on the "
-                  "kept model's valid-split logits; ECE with 15 equal-width confidence bins. Target: test ECE ≤ 0.03 "
-                  "on dogs10."] + _load_note(args),
+                  "kept model's valid-split logits, or, for a kept probe refitted on train + valid, on the "
+                  "cross-validation's out-of-fold logits; ECE with 15 equal-width confidence bins. Target: test "
+                  "ECE ≤ 0.03 on dogs10."] + _load_note(args),
     }, where)
 
 
