@@ -98,8 +98,16 @@ def test_tune_bench_quick(tmp_path):
 
 def test_accuracy_bench_quick(tmp_path):
     _, found = run_quick("accuracy_bench", tmp_path)
-    (title, rows), = found.items()
-    assert title == "Accuracy: the default recipe beside the linear probe"
-    assert first_cells(rows) == ["synthetic sample, tiny (--quick)", "its 2-shot subset (seed 0)"]
+    rows = found["Accuracy: the default recipe beside the linear probe"]
+    assert first_cells(rows) == ["synthetic sample, tiny (--quick)"]
     for row in rows:  # the probe and the final model of one run, both scored on the test split
         assert 0 <= float(row[2]) <= 1 and 0 <= float(row[4].strip("*")) <= 1, row
+    few = found["Few shots: the recipe's choices beside a fixed plain probe (2-shot, seeded splits)"]
+    assert first_cells(few) == ["seed 0", "mean"]
+    for row in few[:1]:  # the L2 cross-validated on train + valid (3 images a class: 3 folds); both probes scored
+        assert "3-fold cross-validation" in row[1] and 0 <= float(row[5]) <= 1, row
+    assert few[1][4:6] == few[0][4:6] and few[1][2] in ("1 of 1 splits ≥ fixed", "0 of 1 splits ≥ fixed")
+    calibration = found["Calibration: test ECE and NLL before and after the temperature (default recipe)"]
+    assert first_cells(calibration) == ["synthetic sample, tiny (--quick)", "2-shot, seed 0"]
+    for row in calibration:
+        assert float(row[1]) > 0 and 0 <= float(row[3].strip("*")) <= 1, row

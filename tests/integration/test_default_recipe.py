@@ -57,7 +57,11 @@ def test_default_recipe_probes_then_fine_tunes_and_records_its_choice(sample_dir
             "mixed": next((m for m in recipe["mixes"] if m["alpha"] == alpha), None)}[recipe["kept"]]
     assert metrics.last(text, "valid_loss") == pytest.approx(kept["valid_loss"], abs=1e-4)
     assert metrics.last(text, "test_acc") == pytest.approx(summary["test_acc"], abs=1e-4)
-    # model.pth holds the kept weights: scored again on the valid split, it gives the kept model's numbers
+    # model.pth holds the kept weights: scored again on the valid split, it gives the kept model's numbers (a kept
+    # probe ships refitted on train + valid: its own valid scores, recorded beside the train-only probe's)
+    if recipe["kept"] == "probe" and recipe["probe"].get("shipped"):
+        kept = {"valid_loss": recipe["probe"]["refit_valid_loss"], "valid_acc": recipe["probe"]["refit_valid_acc"]}
+        assert "refitted on train + valid" in recipe["reason"] and "out-of-fold" in summary["calibration"]["temperature_source"]
     valid_loss, valid_acc = _score_saved_model(tmp_path / "work/opt_ml/model", sample_dir / "valid", summary)
     assert valid_loss == pytest.approx(kept["valid_loss"], abs=2e-3) and valid_acc == pytest.approx(kept["valid_acc"])
 

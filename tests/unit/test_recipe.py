@@ -12,7 +12,7 @@ from dogbreed.env import SageMakerEnv
 from dogbreed.sample import make_sample
 from dogbreed.training import config as configuration
 from dogbreed.training.args import parse_args
-from dogbreed.training.recipe import improved
+from dogbreed.training.recipe import REFIT, acc_to_beat, improved, noise, probe_summary, ship_refit_probe
 from dogbreed.training.resume import FitState
 from dogbreed.training.setup import make_optimizer
 
@@ -50,6 +50,84 @@ def test_stronger_l2_gives_smaller_weights():
     weak, _ = probe.fit_logistic(x, y, 4, l2=1e-4)
     strong, _ = probe.fit_logistic(x, y, 4, l2=1e-1)
     assert strong.norm() < weak.norm() / 2
+
+
+def test_folds_hold_every_class_and_are_as_many_as_the_rarest_class_allows():
+    labels = torch.tensor([0] * 7 + [1] * 7 + [2] * 3)
+    fold = probe.stratified_folds(labels, folds=5, seed=1)
+    assert int(fold.max()) + 1 == 3  # class 2 has 3 images: 3 folds
+    for k in range(3):
+        assert set(labels[fold == k].tolist()) == {0, 1, 2}
+    assert torch.equal(fold, probe.stratified_folds(labels, folds=5, seed=1))
+    assert not torch.equal(fold, probe.stratified_folds(labels, folds=5, seed=2))
+    assert probe.stratified_folds(torch.tensor([0, 0, 1]), folds=5) is None  # one image of class 1: nothing to hold out
+
+
+@pytest.mark.parametrize("cv,expected", [
+    ({1e-3: (0.50, 0.05), 1e-2: (0.53, 0.05), 1e-1: (0.70, 0.05)}, 1e-2),  # within one SE: the stronger
+    ({1e-3: (0.50, 0.01), 1e-2: (0.53, 0.01), 1e-1: (0.70, 0.01)}, 1e-3),  # the weaker wins by more than noise
+    ({1e-3: (0.60, 0.05), 1e-2: (0.40, 0.05), 1e-1: (0.44, 0.05)}, 1e-1),
+])
+def test_l2_leans_to_the_stronger_strength_within_one_standard_error(cv, expected):
+    assert probe.choose_l2(cv) == expected
+
+
+def test_probe_l2_is_cross_validated_on_train_and_valid_and_fitted_on_train():
+    train_set, valid_set = blobs(5, dim=64), blobs(2, dim=64, seed=1)  # 5 shots, 2 valid a class; 60 noise features
+    fitted = probe.fit(train_set, valid_set, 4)
+    choice = fitted.choice
+    assert choice["folds"] == 5 and "cross-validation" in choice["by"] and fitted.valid_images == 8
+    assert fitted.l2 == probe.choose_l2({float(k): (loss, choice["cv_se"][k]) for k, loss in choice["cv_loss"].items()})
+    again = probe.fit_logistic(*train_set, 4, fitted.l2)  # fitted on train alone: its valid scores stay honest
+    assert torch.allclose(again[0], fitted.weight, atol=1e-3)
+    both = probe.fit_logistic(torch.cat([train_set[0], valid_set[0]]), torch.cat([train_set[1], valid_set[1]]), 4,
+                              fitted.l2)  # the refit: the same strength on train + valid
+    assert torch.allclose(both[0], fitted.refit[0], atol=1e-3) and not torch.allclose(both[0], fitted.weight, atol=1e-2)
+    assert 0.25 <= fitted.refit_temperature <= 20
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.fc = nn.Linear(3, 3), nn.Linear(3, 2)
+
+
+@pytest.mark.parametrize("best_epoch,alpha,shipped", [(0, None, True), (2, None, False), (None, 0.5, False)])
+def test_the_refitted_probe_ships_only_where_the_probe_is_kept(best_epoch, alpha, shipped):
+    from types import SimpleNamespace
+
+    model = _Net()
+    refit = {"head": (torch.ones(2, 3), torch.full((2,), 7.0)), "temperature": 1.5}
+    run = SimpleNamespace(model=model, probe={"l2": 0.1, "l2_choice": {}, REFIT: refit})
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    state = FitState(best_epoch=best_epoch, best_alpha=alpha, best_model=kept)
+    ship_refit_probe(run, state)
+    assert torch.equal(state.best_model["fc.bias"], torch.full((2,), 7.0)) is shipped
+    assert torch.equal(state.best_model["body.weight"], model.body.weight)  # only the head changes
+    assert (run.probe.get("temperature", {}).get("value") == 1.5) is shipped
+    assert REFIT not in probe_summary(run.probe)
+
+
+def test_probe_without_a_cross_validation_picks_on_the_valid_split():
+    (x, y), valid_set = blobs(5), blobs(2, seed=1)
+    keep = (y != 3) | (torch.arange(len(y)) == 15)  # class 3: one train image, none in valid
+    fitted = probe.fit((x[keep], y[keep]), (valid_set[0][:6], valid_set[1][:6]), 4)
+    assert fitted.choice["by"] == "valid split" and fitted.l2 in probe.L2_GRID
+
+
+def test_the_valid_splits_noise_is_a_binomial_standard_error():
+    assert noise(0.9, 20) == pytest.approx(0.0671, abs=1e-4)
+    assert noise(1.0, 20) == 0 and noise(0.5, 0) == 0
+    assert acc_to_beat(0.9, 400) == pytest.approx(0.915)
+
+
+@pytest.mark.parametrize("acc,expected", [
+    (0.95, False),  # one image more of 20: within noise, the probe stays
+    (1.00, True),  # two more: beyond it
+])
+def test_fine_tuning_must_beat_the_probe_by_more_than_the_noise(acc, expected):
+    state = FitState(best_valid_loss=0.5, best_valid_acc=0.9)
+    assert improved(True, state, 0.3, acc, acc_to_beat(0.9, 20)) is expected
 
 
 def config_of(argv, tmp_path=None) -> configuration.RunConfig:

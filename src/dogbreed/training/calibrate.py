@@ -80,9 +80,13 @@ def calibration_of(run: Run, test: SplitLogits | None) -> dict | None:
     valid_logits, valid_labels = split_logits(run, "valid")
     if len(valid_labels) == 0:
         return None
-    reason = unfit_reason(valid_logits, valid_labels)
-    temperature = fit_temperature(valid_logits, valid_labels)
-    source = f"not fitted ({reason}): 1" if reason else "fitted on the valid split"
+    preset = (run.probe or {}).get("temperature")  # the kept probe refitted on train + valid: see recipe.py
+    if preset:
+        temperature, source = preset["value"], preset["source"]
+    else:
+        reason = unfit_reason(valid_logits, valid_labels)
+        temperature = fit_temperature(valid_logits, valid_labels)
+        source = f"not fitted ({reason}): 1" if reason else "fitted on the valid split"
     record = {"temperature": temperature, "temperature_source": source, "valid_images": int(len(valid_labels))}
     if test is not None and len(test.labels):  # the test pass's own logits (training's one pass over the split)
         figures = calibrate(test.logits, test.labels, temperature, source).as_dict()
