@@ -43,6 +43,9 @@ def parse_args(argv):
     parser.add_argument("--cuda-image", default="dogbreed-serve:latest",
                         help="the CUDA serve image: its size and cold start (skipped where it is not here)")
     parser.add_argument("--port", type=int, default=28580)
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a model folder (model.pth, model.json) trained on dogs10 (default: train one, head only)")
+    parser.add_argument("--per-breed", type=int, default=None, help="test photos per breed (default: all 60)")
     report.add_arguments(parser, "the synthetic sample (10 photos), ResNet18 trained for an epoch, no CUDA image")
     return parser.parse_args(argv)
 
@@ -60,8 +63,10 @@ def model_and_photos(args, work: Path) -> tuple[Path, Path, dict[str, str], str]
         make_sample(sample, classes=5, size=96, per_split={"train": 10, "valid": 2, "test": 2})
         model = train(sample, work / "train", QUICK_FLAGS)
         return model, work / "photos", gather_photos(sample / "test", work / "photos"), "the synthetic sample's test split"
-    model = train(dogs10, work / "train", head_only_flags(weights))
-    return model, work / "photos", gather_photos(dogs10 / "test", work / "photos"), "dogs10's test split (real photos)"
+    model = args.model or train(dogs10, work / "train", head_only_flags(weights))
+    breeds = gather_photos(dogs10 / "test", work / "photos", args.per_breed)
+    return model, work / "photos", breeds, "dogs10's test split (real photos)" + (
+        f", the first {args.per_breed} of each breed" if args.per_breed else "")
 
 
 def real_time(image: str, model: Path, photos: dict[str, Path], port: int, batch: dict) -> tuple[list[dict], int]:
@@ -127,7 +132,10 @@ def main(argv=None) -> int:
         first = next(iter(breeds))
         table, images = images_table(args, model, photos[first].read_bytes(), top1(batch["answers"][first])["index"])
         load = os.getloadavg()[0]
-        notes = [f"Photos: {len(breeds)}, {what}; image `{args.image}`. The transform's images/s run from its first "
+        trained = "given by --model" if args.model else "trained here: ImageNet weights, the head only, 2 epochs"
+        arch = json.loads((model / "model.json").read_text()).get("arch", "?")
+        notes = [f"Model: {arch}, {trained}. Photos: {len(breeds)}, {what}; image `{args.image}`. "
+                 "The transform's images/s run from its first "
                  f"answer written to its last; the whole job took {batch['wall_s']:.0f} s (container start and stop "
                  "included). Local mode sends one request at a time (MaxConcurrentTransforms 1); the container answers "
                  f"MaxConcurrentTransforms {concurrent} on /execution-parameters, what SageMaker's Batch Transform would "
