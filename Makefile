@@ -18,7 +18,7 @@ LOCAL_CPU_BASE ?= dogbreed-base-cpu:local
 EXTRA_CA ?=
 PYTEST_ARGS ?=
 
-.PHONY: torchserve-peer install demo test test-fast lint build push base-local bench bench-train bench-serve bench-tune bench-accuracy test-reliability clean
+.PHONY: torchserve-peer install demo test test-fast lint build push base-local bench bench-train bench-serve bench-tune bench-accuracy bench-transform test-reliability clean
 
 install: $(STAMP)
 	@$(PY) scripts/patch_mms_frontend.py || echo "WARNING: multi-model-server's frontend is unpatched here (no JDK):" \
@@ -99,6 +99,10 @@ bench-tune: install
 ## bench-accuracy: the default recipe's test accuracy beside the linear probe (dogs10, its 5-shot subset, the sample)
 bench-accuracy: install
 	$(PY) -m benchmarks.accuracy_bench $(BENCH_ARGS) $(BENCH_ACCURACY_ARGS)
+
+## bench-transform: Batch Transform (SDK local mode) beside the real-time endpoint, both serve images' size and cold start; needs docker, the images (make build) and ../shared
+bench-transform: install
+	$(PY) -m benchmarks.transform_bench $(BENCH_ARGS) $(BENCH_TRANSFORM_ARGS)
 
 ## bench: all four (BENCH_ARGS=--quick: all four tried out)
 bench: bench-train bench-serve bench-tune bench-accuracy

@@ -48,7 +48,7 @@ def destination(args: argparse.Namespace) -> Destination:
     if args.quick and out.resolve() == REPORT.resolve():
         raise SystemExit(f"--quick never writes {REPORT}: its numbers are not figures (give another --out)")
     return Destination(out.parent / f"{out.name}.d", out, args.quick)
-ORDER = ["accuracy", "notdog", "fewshot", "calibration", "train", "loader", "serve", "tune"]
+ORDER = ["accuracy", "notdog", "fewshot", "calibration", "train", "loader", "serve", "tune", "transform"]
 ORDER_BEFORE_MARKERS = ["train", "serve", "tune"]  # BENCHMARKS.md written before the section markers
 
 

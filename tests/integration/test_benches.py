@@ -111,3 +111,19 @@ def test_accuracy_bench_quick(tmp_path):
     assert first_cells(calibration) == ["synthetic sample, tiny (--quick)", "2-shot, seed 0"]
     for row in calibration:
         assert float(row[1]) > 0 and 0 <= float(row[3].strip("*")) <= 1, row
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(900)
+def test_transform_bench_quick(tmp_path, docker, compose):
+    from tests.docker_support import build_cpu_image
+
+    image = build_cpu_image()
+    _, found = run_quick("transform_bench", tmp_path, "--image", image, "--port", str(free_base_port()))
+    (title, rows), = found.items()
+    assert title.startswith("Batch Transform beside the real-time endpoint")
+    batch, *real = rows
+    assert batch[0].startswith("Batch Transform") and float(batch[2]) > 0
+    assert real and real[0][1] == "1" and all(float(row[2]) > 0 and row[5] == "0" for row in real), real
+    # the same image, the same photos, one request at a time: the endpoint's top-1 answers are the transform's
+    assert real[0][4] == "10/10" and real[0][3] == batch[3], rows
