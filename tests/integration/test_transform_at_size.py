@@ -88,7 +88,7 @@ def test_600_photos_as_json_lines_multirecord_answered_in_order(cpu_image, compo
     (tmp_path / "in").mkdir()
     lines = [json.dumps({"image": base64.b64encode((folder / name).read_bytes()).decode()}) for name in names]
     (tmp_path / "in" / "photos.jsonl").write_text("\n".join(lines) + "\n")
-    # 1 MB a request: about 28 of these photos (base64), under the 64 records a request the server takes at 6 MB
+    # 1 MB a request: about 28 of these photos (base64) a request, so that the 600 make many requests
     answers = transform_json_lines(cpu_image, dogs10_model, tmp_path / "in", tmp_path / "out", FP32, max_payload_mb=1)
     assert len(answers) == len(names) and all("predictions" in answer for answer in answers), answers[:3]
     by_name = dict(zip(names, answers, strict=True))
@@ -100,9 +100,6 @@ def test_600_photos_as_json_lines_multirecord_answered_in_order(cpu_image, compo
     assert accuracy(by_name, breeds) == pytest.approx(accuracy(real_time, breeds), abs=2 / len(names))
 
 
-@pytest.mark.xfail(strict=True, reason="a 6 MB MultiRecord request holds ~170 of these photos and the server refuses "
-                                       "over 64 records a request at 6 MB (jsonlines.decode_records, decoders.MAX_BATCH)"
-                                       ", though /execution-parameters offers 6 MB of MultiRecord")
 def test_6_mb_multirecord_batches_of_small_photos_are_answered(cpu_image, compose, dogs10_model, photos, tmp_path):
     folder, breeds = photos
     names = sorted(breeds)[:200]  # more than one 6 MB request's worth

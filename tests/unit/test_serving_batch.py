@@ -13,7 +13,7 @@ from PIL import Image
 
 from dogbreed import env as envnames
 from dogbreed.serving import content_types as ct
-from dogbreed.serving import handler, native, server
+from dogbreed.serving import decoders, handler, native, server
 from dogbreed.serving.edge import Edge, EdgeLimits
 from dogbreed.serving.errors import NotAcceptable, PayloadTooLarge
 from dogbreed.serving.native_app import Model, invoke
@@ -201,13 +201,18 @@ def test_json_lines_of_only_bad_records_run_nothing_and_answer_every_error():
     assert model.calls == [] and [json.loads(line)["status"] for line in text.splitlines()] == [400, 400]
 
 
-def test_the_images_of_a_json_lines_request_scale_with_the_payload():
-    body = b"\n".join([_record(index % 250) for index in range(100)])  # past a 6 MB request's 64 images
-    with pytest.raises(PayloadTooLarge, match="100 records in one request; at most 64"):  # whole: no silent holes
-        _answer(body)
-    handler.configure(_settings(TWENTY))  # 20 MB: 213 images
+def test_a_6_mb_json_lines_request_holds_more_records_than_a_batch_and_scales_with_the_payload():
+    """Batch Transform packs as many lines as fit in MaxPayloadInMB: 6 MB of small photos is ~170 records, far past
+    MAX_BATCH; each is answered, in order. Past the records bound, the request is refused whole (no silent holes)."""
+    body = b"\n".join([_record(index % 250) for index in range(200)])
     lines, _ = _answer(body)
-    assert not any("error" in line for line in lines) and len(lines) == 100
+    assert not any("error" in line for line in lines) and len(lines) == 200
+    many = b"\n".join([_record(index % 250) for index in range(decoders.MAX_RECORDS + 1)])
+    with pytest.raises(PayloadTooLarge, match=f"{decoders.MAX_RECORDS + 1} records in one request; at most"):
+        _answer(many)
+    handler.configure(_settings(TWENTY))  # 20 MB: 3.3 times as many
+    lines, _ = _answer(many)
+    assert not any("error" in line for line in lines) and len(lines) == decoders.MAX_RECORDS + 1
 
 
 def test_a_single_request_may_ask_for_json_lines():

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.transforms import functional as F
 
@@ -127,11 +128,21 @@ class Engine:
         while True:
             self.run_batch()
 
+    def _pixels(self, arrays: list):
+        """The requests' images in one batch: still uint8 where every request sent pixels (the workers do; the float
+        copy is then made a chunk at a time by :meth:`_tensor`), else each made a normalized float tensor."""
+        arrays = [np.asarray(array) for array in arrays]  # numpy, or CPU tensors (tests, in process)
+        if all(array.dtype == np.uint8 for array in arrays):
+            return np.concatenate(arrays)
+        return torch.cat([self._tensor(array) for array in arrays])
+
     def _tensor(self, array) -> torch.Tensor:
         """uint8 pixels -> float, normalized by the eval transform's own last steps (ConvertImageDtype, Normalize,
         the same arithmetic: the same input bits as in process); a float batch is taken as it is. On the batch
         thread only: torch ops on the reader threads would start OpenMP teams of their own beside the forward
         pass's, and the spinning teams cost 20x the throughput on 2 cores."""
+        if isinstance(array, torch.Tensor):  # already normalized (:meth:`_pixels`)
+            return array
         batch = torch.from_numpy(array if array.flags.writeable else array.copy())  # a socket frame is read-only
         if batch.dtype != torch.uint8:
             return batch
@@ -170,11 +181,12 @@ class Engine:
 
     def _answers(self, work: list) -> list[dict]:
         try:
-            batch = torch.cat([self._tensor(item[1]) for item in work])
-            # One request may hold up to decoders.MAX_BATCH images: the forward pass never takes more than
-            # max_batch at once, the size the memory plan (capacity.py) counts on.
+            batch = self._pixels([item[1] for item in work])
+            # One request may hold many images (a JSON-lines batch of Batch Transform): the forward pass never
+            # takes more than max_batch at once, and only its chunk is made float, the sizes the memory plan
+            # (capacity.py) counts on.
             top_k = max(item[2] for item in work)
-            chunks = [self.predictor.answer_tensors(batch[start : start + self.max_batch], top_k)
+            chunks = [self.predictor.answer_tensors(self._tensor(batch[start : start + self.max_batch]), top_k)
                       for start in range(0, len(batch), self.max_batch)]
             rows = [row for chunk in chunks for row in chunk["predictions"]]
             dogs = [dog for chunk in chunks for dog in chunk["dog"]]
@@ -183,7 +195,7 @@ class Engine:
                 stop = start + len(tensor)
                 answer = {"predictions": [row[:top_k] for row in rows[start:stop]], "dog": dogs[start:stop]}
                 if explain:  # its own eager pass with gradients, one photo at a time, after the batch's forward pass
-                    answer = self._explained(answer, batch[start:stop])
+                    answer = self._explained(answer, self._tensor(batch[start:stop]))
                 answers.append(answer)
                 start = stop
             self.health.succeeded()

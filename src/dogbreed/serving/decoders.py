@@ -25,6 +25,7 @@ from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is the largest we decode (bombs are refused before)
 MAX_BATCH = 64
+MAX_RECORDS = 1024  # a JSON-lines request's records: request_records
 MAX_SIDE = 20_000
 # Panoramas run to about 8:1. Past the bound the resize of the shorter side to the model's size is what explodes:
 # a 20000x1 image resized to a 256-pixel short side is 5 gigapixels, from a 100-byte PNG.
@@ -44,6 +45,13 @@ def request_pixels(scale: float = 1.0) -> int:
 
 def request_images(scale: float = 1.0) -> int:
     return int(MAX_BATCH * max(1.0, scale))
+
+
+def request_records(scale: float = 1.0) -> int:
+    """A JSON-lines body's records (and images): Batch Transform packs as many as fit in MaxPayloadInMB, and 6 MB
+    of small photos is well over MAX_BATCH. Each costs at most a 224-px crop in the worker (150 KB as uint8) and
+    an answer line; the engine runs them max_batch at a time, and the pixel budget still bounds the decoding."""
+    return int(MAX_RECORDS * max(1.0, scale))
 
 
 def check_pixels(width: int, height: int, what: str = "image") -> None:

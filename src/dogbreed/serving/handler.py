@@ -179,7 +179,7 @@ def _records(body, default_top_k: int, flags: dict) -> dict:
         own = {name: flag_from(None, options, name) for name in FLAGS if name in options}
         return images, ({"top_k": top_k_from(None, options)} if "top_k" in options else {}) | own
 
-    records = decode_records(decoders.as_bytes(body), record, default_top_k, decoders.request_images(_scale), flags)
+    records = decode_records(decoders.as_bytes(body), record, default_top_k, decoders.request_records(_scale), flags)
     spans = [slot for slot in records.slots if isinstance(slot, tuple)]
     top_k = max([slot[2] for slot in spans], default=default_top_k)
     explain = any(slot[3]["explain"] for slot in spans)
