@@ -16,6 +16,17 @@ def percentile(values, q):
     return values[index]
 
 
+def run_clients(client, concurrency: int) -> float:
+    """``concurrency`` threads each running ``client`` at once; the wall seconds until the last ends."""
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
 def load(host: str, port: int, body: bytes, concurrency: int, requests: int, content_type: str = "image/jpeg") -> dict:
     latencies: list[float] = []
     errors = [0]
@@ -43,13 +54,7 @@ def load(host: str, port: int, body: bytes, concurrency: int, requests: int, con
                     errors[0] += 1
         connection.close()
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
+    wall = run_clients(client, concurrency)
     if not latencies:
         return {"p50_ms": float("nan"), "p99_ms": float("nan"), "throughput": 0.0, "errors": errors[0], "requests": errors[0]}
     return {"p50_ms": 1e3 * percentile(latencies, 50), "p99_ms": 1e3 * percentile(latencies, 99),

@@ -13,11 +13,12 @@ import json
 import queue
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 from dogbreed.launch.local_transform import LocalTransform, run_local_transform
+
+from .serve_load import run_clients
 
 
 def head_only_flags(weights: Path) -> list[str]:
@@ -163,13 +164,7 @@ def drive(port: int, photos: dict[str, Path], concurrency: int) -> dict:
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         connection.close()
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
+    wall = run_clients(client, concurrency)
     errors = sum(answer is None for answer in answers.values())
     return {"answers": answers, "errors": errors, "images_per_s": (len(photos) - errors) / wall, "wall_s": wall}
 

@@ -4,6 +4,7 @@ CPU_BASE_IMAGE unless DOGBREED_TEST_CPU_BASE_IMAGE names another), run commands,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -123,3 +124,21 @@ def assert_native_front_stops_cleanly(name: str, what: str) -> None:
     assert time.perf_counter() - start < 30, f"{what} did not stop on SIGTERM within 30 s"
     code = sh("docker", "inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()
     assert code == "0", sh("docker", "logs", name, check=False).stderr[-2000:]
+
+
+@contextlib.contextmanager
+def serving_container(image: str, model_dir, name: str, port: int, body: bytes, index: int, *options: str):
+    """``docker run IMAGE serve`` on ``model_dir``, published on loopback ``port``, entered once it answers ``body``
+    with class ``index`` (its log in the failure where it never does); removed on the way out."""
+    from dogbreed.serving.client import wait_until_correct
+
+    sh("docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", *options,
+       "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve")
+    try:
+        try:
+            wait_until_correct("127.0.0.1", port, body, index, timeout=180)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{sh('docker', 'logs', name, check=False).stderr[-3000:]}") from None
+        yield
+    finally:
+        sh("docker", "rm", "-f", name, check=False)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.serving.client import wait_until_correct
 from tests.conftest import free_port
 from tests.docker_support import (
     TAG,
@@ -23,6 +22,7 @@ from tests.docker_support import (
     image_versions,
     remove_containers,
     remove_images,
+    serving_container,
     sh,
 )
 from tests.integration.test_push import DOCKER_V2, SCRIPT, _env, _manifest, registry  # noqa: F401 - the fixture
@@ -118,13 +118,7 @@ def test_the_cpu_image_serves_a_trained_model_from_cold_and_stops_on_sigterm(cpu
     port = free_port()
     name = f"dogbreed-test-serve-cpu-{port}"
     start = time.perf_counter()
-    sh("docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
-       "-v", f"{trained['model_dir']}:/opt/ml/model:ro", cpu_image, "serve")
-    try:
-        try:
-            wait_until_correct("127.0.0.1", port, body, index, timeout=180)
-        except TimeoutError as exc:
-            raise AssertionError(f"{exc}\n{sh('docker', 'logs', name, check=False).stderr[-3000:]}") from None
+    with serving_container(cpu_image, trained["model_dir"], name, port, body, index):
         cold = time.perf_counter() - start
         print(f"\n{cpu_image}: cold start to the first correct answer {cold:.1f} s")
         status, answer, _ = post(f"http://127.0.0.1:{port}", body, headers={"X-Amzn-SageMaker-Custom-Attributes": "top_k=2"})
@@ -133,8 +127,6 @@ def test_the_cpu_image_serves_a_trained_model_from_cold_and_stops_on_sigterm(cpu
         status, page = get(f"http://127.0.0.1:{port}", "/")  # the page to try a photo, run locally (homepage.py)
         assert status == 200 and page.startswith("<!doctype html>") and "/invocations" in page
         assert_native_front_stops_cleanly(name, "the CPU image")
-    finally:
-        sh("docker", "rm", "-f", name, check=False)
 
 
 def test_make_push_pushes_the_cpu_image_as_sagemaker_takes_it(cpu_image, moto_endpoint, registry):  # noqa: F811

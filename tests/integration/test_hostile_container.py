@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from dogbreed.serving import content_types as ct
-from dogbreed.serving.client import wait_until_correct
 from tests import hostile
 from tests.conftest import free_port
-from tests.docker_support import sh
+from tests.docker_support import serving_container, sh
 from tests.integration.test_cpu_image import _known_photo, cpu_image  # noqa: F401 - the fixture
 from tests.integration.test_hostile_bodies import expected_answer
 from tests.serving_helpers import get, send
@@ -29,16 +28,8 @@ def container(cpu_image, trained):  # noqa: F811 - the fixture imported above
     body, index = _known_photo(trained["model_dir"], folder)
     port = free_port()
     name = f"dogbreed-test-hostile-{port}"
-    sh("docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "--memory", "3g",
-       "-v", f"{trained['model_dir']}:/opt/ml/model:ro", cpu_image, "serve")
-    try:
-        try:
-            wait_until_correct("127.0.0.1", port, body, index, timeout=180)
-        except TimeoutError as exc:
-            raise AssertionError(f"{exc}\n{sh('docker', 'logs', name, check=False).stderr[-3000:]}") from None
+    with serving_container(cpu_image, trained["model_dir"], name, port, body, index, "--memory", "3g"):
         yield name, port, body, index
-    finally:
-        sh("docker", "rm", "-f", name, check=False)
 
 
 @pytest.fixture(scope="module")
