@@ -143,3 +143,18 @@ def test_link_checker_sees_links_and_headings(tmp_path):
                     "```\n[w](d.md)\n```\n")
     assert relative_links(page) == ["b.md#top"]
     assert anchors(page) == {"two-http-fronts-mms-or-native"}
+
+
+def test_the_readme_gpu_ami_table_is_the_code_s():
+    """Each family the code knows is in one row of the README's AMI table, with the AMIs the code sends (or says
+    it refuses, or that AWS offers no Batch Transform on it)."""
+    from dogbreed.launch.instances import GPU_FAMILIES
+
+    rows = [line for line in README.read_text().splitlines() if line.startswith("| ml.")]
+    for name, family in GPU_FAMILIES.items():
+        row = next((r for r in rows if re.search(rf"(ml\.|, ){name}(,| \|)", r)), None)
+        assert row is not None, f"{name} is in no row of the README's AMI table"
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1] == (family.inference_ami or "refused (no kernels below sm_75)"), (name, row)
+        want = family.transform_ami or ("refused" if family.unsupported else "no Batch Transform on them")
+        assert cells[2] == want, (name, row)
