@@ -89,15 +89,25 @@ def loopback_port(*taken: int) -> int:
     raise OSError("no free loopback port below 32768 for multi-model-server's management API")
 
 
+def _model_server():
+    """The toolkit's model_server module (in the serving image only, and its dev twin here). It imports
+    pkg_resources, whose deprecation warning would open every ``mms`` start's log: we pin setuptools < 82 for it
+    knowingly (requirements/constraints.txt), so that one warning is silenced here, and only it."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        from sagemaker_inference import model_server
+    return model_server
+
+
 def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, timeout_s: int = RESPONSE_TIMEOUT_S,
                    management_port: int | None = None) -> str:
     """The toolkit's defaults, then ours. The management API (register a model from any URL, unload, scale
     workers) goes to loopback on a port of its own: on the inference address anyone who reaches the endpoint could
     make the server fetch an archive and run its code. Only the start-up model is served."""
     management_port = management_port or loopback_port(port)
-    from sagemaker_inference import model_server  # in the serving image only (and its dev twin here)
-
-    with open(model_server.DEFAULT_MMS_CONFIG_FILE) as handle:
+    with open(_model_server().DEFAULT_MMS_CONFIG_FILE) as handle:
         defaults = handle.read()
     return defaults + "\n".join(
         [
@@ -154,8 +164,7 @@ def start_mms(model_dir: Path, port: int, management_port: int, workers: int, te
               config_path: Path, settings: ServingSettings) -> subprocess.Popen:
     """multi-model-server on loopback only: its inference API on ``port`` (the edge forwards to it), its management
     API on ``management_port``."""
-    from sagemaker_inference import model_server  # in the serving image only (and its dev twin here)
-
+    model_server = _model_server()
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(mms_config(settings, port, workers, management_port))
     temp_dir.mkdir(parents=True, exist_ok=True)
