@@ -270,3 +270,16 @@ def test_a_body_of_blank_records_is_refused_before_any_is_decoded():
     with pytest.raises(PayloadTooLarge):  # 6 MB of "{}" lines once cost 1.6 GB of answer lines
         decode_records(b"{}\n" * 2_000_000, decode_record, 5, 64)
     assert decoded == []
+
+
+def test_explain_is_bounded_in_images_a_request_json_and_json_lines():
+    """Each explained photo is an eager pass with gradients: one body may not ask for hundreds of them."""
+    many = [json.loads(_record(index))["image"] for index in range(handler.MAX_EXPLAINED + 1)]
+    with pytest.raises(PayloadTooLarge, match=f"at most {handler.MAX_EXPLAINED} images"):
+        handler.input_fn(json.dumps({"instances": many, "explain": True}).encode(), ct.JSON)
+    data = handler.input_fn(json.dumps({"instances": many[:-1], "explain": True}).encode(), ct.JSON)
+    assert data["explain"] and len(data["images"]) == handler.MAX_EXPLAINED
+    assert not handler.input_fn(json.dumps({"instances": many}).encode(), ct.JSON)["explain"]  # no explain: no bound
+    lines = [_record(index) for index in range(handler.MAX_EXPLAINED)] + [_record(99, explain=True)]
+    with pytest.raises(PayloadTooLarge, match="explain=true takes at most"):  # one record asks: the body is explained
+        handler.input_fn(b"\n".join(lines), ct.JSONLINES)

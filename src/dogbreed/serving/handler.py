@@ -16,7 +16,7 @@ from . import content_types as ct
 from . import decoders, heap
 from .answers import refuse_non_dogs
 from .engine import RemotePredictor
-from .errors import BadRequest, NotAcceptable
+from .errors import BadRequest, NotAcceptable, PayloadTooLarge
 from .jsonlines import answer_lines, decode_records
 from .settings import ServingSettings
 
@@ -147,6 +147,15 @@ def _integer(raw) -> int | None:
 
 
 FLAGS = ("explain", "reject_non_dogs")
+# Each explained photo costs an eager pass with gradients, un-batched, on the engine's thread: a request may not
+# turn one body into hundreds of them (a 64-image JSON body, a 1,000-record JSON-lines body).
+MAX_EXPLAINED = 8
+
+
+def _explained_at_most(images: list, explain: bool) -> None:
+    if explain and len(images) > MAX_EXPLAINED:
+        raise PayloadTooLarge(f"explain=true takes at most {MAX_EXPLAINED} images a request, this one holds "
+                              f"{len(images)}: send the photos to explain in requests of their own")
 
 
 def input_fn(input_data, content_type, context=None):
@@ -163,8 +172,10 @@ def input_fn(input_data, content_type, context=None):
     if ct.base(content_type) in ct.JSONLINES_TYPES:
         return _records(input_data, top_k_from(attributes, {}), flags)
     images, options = decoders.decode(input_data, content_type, draft_size=_draft_size, scale=_scale)
-    return {"images": images, "top_k": top_k_from(attributes, options),
+    data = {"images": images, "top_k": top_k_from(attributes, options),
             **{name: flag_from(attributes, options, name) for name in FLAGS}}
+    _explained_at_most(images, data["explain"])
+    return data
 
 
 def _records(body, default_top_k: int, flags: dict) -> dict:
@@ -183,6 +194,7 @@ def _records(body, default_top_k: int, flags: dict) -> dict:
     spans = [slot for slot in records.slots if isinstance(slot, tuple)]
     top_k = max([slot[2] for slot in spans], default=default_top_k)
     explain = any(slot[3]["explain"] for slot in spans)
+    _explained_at_most(records.images, explain)  # every image of the body is explained where one record asks
     return {"images": records.images, "top_k": top_k, "explain": explain, "reject_non_dogs": False,
             "records": records.slots}
 
