@@ -160,6 +160,11 @@ def _big_integers() -> list[Case]:
              {"X-Amzn-SageMaker-Custom-Attributes": f"top_k={digits}"}),
         case("nested 100,000 deep", b"[" * 100_000 + b"]" * 100_000, JSON, BAD),
         case("65 instances", json_body({"instances": [image] * (decoders.MAX_BATCH + 1)}), JSON, TOO_LARGE),
+        # 100 KB of body, 150 MB of crops: an endpoint takes MAX_BATCH records (Batch Transform's container more)
+        case("1,024 one-pixel PNG records in JSON lines",
+             b"\n".join([json_body({"image": b64(png("RGB", (1, 1)))})] * decoders.MAX_RECORDS),
+             "application/jsonlines", TOO_LARGE),
+        case("9 instances asking explain", json_body({"instances": [image] * 9, "explain": True}), JSON, TOO_LARGE),
         case("a 20000x1 PNG in JSON", json_body({"image": b64(png("L", (20000, 1)))}), JSON, BAD),
     ]
 

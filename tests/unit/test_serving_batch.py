@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 
@@ -203,14 +204,18 @@ def test_json_lines_of_only_bad_records_run_nothing_and_answer_every_error():
 
 def test_a_6_mb_json_lines_request_holds_more_records_than_a_batch_and_scales_with_the_payload():
     """Batch Transform packs as many lines as fit in MaxPayloadInMB: 6 MB of small photos is ~170 records, far past
-    MAX_BATCH; each is answered, in order. Past the records bound, the request is refused whole (no silent holes)."""
+    MAX_BATCH; each is answered, in order. Past the records bound, the request is refused whole (no silent holes).
+    An endpoint (no SAGEMAKER_BATCH) keeps MAX_BATCH: each record costs a crop, however small its photo."""
     body = b"\n".join([_record(index % 250) for index in range(200)])
+    with pytest.raises(PayloadTooLarge, match=f"200 records in one request; at most {decoders.MAX_BATCH}"):
+        _answer(body)
+    handler.configure(ServingSettings(batch=True))
     lines, _ = _answer(body)
     assert not any("error" in line for line in lines) and len(lines) == 200
     many = b"\n".join([_record(index % 250) for index in range(decoders.MAX_RECORDS + 1)])
     with pytest.raises(PayloadTooLarge, match=f"{decoders.MAX_RECORDS + 1} records in one request; at most"):
         _answer(many)
-    handler.configure(_settings(TWENTY))  # 20 MB: 3.3 times as many
+    handler.configure(dataclasses.replace(_settings(TWENTY), batch=True))  # 20 MB: 3.3 times as many
     lines, _ = _answer(many)
     assert not any("error" in line for line in lines) and len(lines) == decoders.MAX_RECORDS + 1
 

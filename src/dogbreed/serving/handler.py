@@ -42,13 +42,18 @@ def _workers() -> int:
 _draft_size: int | None = None
 # How many 6 MB requests the body limit allows (ServingSettings.scale): the decoders' budgets scale with it.
 _scale: float = 1.0
+# A JSON-lines body's records: MAX_BATCH on an endpoint; Batch Transform's many (decoders.request_records) only
+# where SAGEMAKER_BATCH says this is its container. Each record costs a crop however small its photo, and an
+# endpoint is reachable by whoever may invoke it: 1,024 one-pixel PNGs are 100 KB of body and 150 MB of crops.
+_records_bound: int = decoders.MAX_BATCH
 
 
 def configure(settings: ServingSettings) -> None:
     """The serving settings this process's requests are decoded under. ``model_fn`` reads them (a worker of
     multi-model-server); a front that loads its model itself (the native one) passes its own."""
-    global _scale
+    global _scale, _records_bound
     _scale = settings.scale
+    _records_bound = (decoders.request_records if settings.batch else decoders.request_images)(settings.scale)
 
 
 def set_draft_size(size: int | None) -> None:
@@ -190,7 +195,7 @@ def _records(body, default_top_k: int, flags: dict) -> dict:
         own = {name: flag_from(None, options, name) for name in FLAGS if name in options}
         return images, ({"top_k": top_k_from(None, options)} if "top_k" in options else {}) | own
 
-    records = decode_records(decoders.as_bytes(body), record, default_top_k, decoders.request_records(_scale), flags)
+    records = decode_records(decoders.as_bytes(body), record, default_top_k, _records_bound, flags)
     spans = [slot for slot in records.slots if isinstance(slot, tuple)]
     top_k = max([slot[2] for slot in spans], default=default_top_k)
     explain = any(slot[3]["explain"] for slot in spans)
