@@ -230,3 +230,19 @@ def test_the_mms_front_without_the_engine_checks_cuda_with_the_model(driver, mon
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "2 GPU(s) installed but CUDA cannot start" in server.check_model(model_dir)
     assert server.check_model(model_dir, cpu_fallback=True) is None
+
+
+def _engine_like(queued: int, running: int = 0, failures: int = 0):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(queued_images=queued, running_images=running, health=SimpleNamespace(failures=failures))
+
+
+def test_requests_go_to_the_engine_with_the_fewest_images_among_those_that_answer():
+    from dogbreed.serving.engine import FAILED_BATCHES
+
+    swamped, two_photos = _engine_like(queued=1000), _engine_like(queued=1, running=1)
+    assert batcher.least_busy([swamped, two_photos]) is two_photos  # one request of 1,000 images weighs 1,000
+    failing = _engine_like(queued=0, failures=FAILED_BATCHES)  # a sticky CUDA error: empty queue, every batch fails
+    assert batcher.least_busy([failing, swamped, two_photos]) is two_photos
+    assert batcher.least_busy([failing]) is failing  # nothing else: it still gets the request (and says why)

@@ -30,7 +30,7 @@ from torchvision.transforms import functional as F
 from ..common import configure_logging
 from ..models import read_meta
 from . import heap
-from .engine import decode_request, failure_path, read_frame, send_frame
+from .engine import FAILED_BATCHES, decode_request, failure_path, read_frame, send_frame
 from .hardware import NoCuda, cuda_refusal, visible_gpus, warn_if_cuda_is_missing
 from .precision_cache import DOGBREED_PRECISION_CACHE, cache_key, cached_setup, remember_setup
 from .predictor import Predictor
@@ -110,17 +110,30 @@ class Engine:
         self.batches = 0
         self.recent: collections.deque = collections.deque([1], maxlen=4)  # requests in the last batches
         self.health = EngineHealth()
+        self.queued_images, self.running_images = 0, 0  # for load(); the count changes under the lock
+        self._counting = threading.Lock()
 
     def submit(self, pixels, top_k: int, answer: Answer, wanted: Wanted = _always, block: bool = True,
                explain: bool = False) -> None:
         """Queue one request (a NCHW numpy batch); ``answer`` gets its reply once its batch has run, unless
         ``wanted()`` is False by then. The model bounds k. ``block=False``: queue.Full where the queue is full.
         ``explain``: the answer also carries the top breed's heatmap (an eager pass of its own, after the batch)."""
-        self.pending.put((answer, pixels, int(top_k), wanted, bool(explain)), block=block)
+        with self._counting:
+            self.queued_images += len(pixels)
+        try:
+            self.pending.put((answer, pixels, int(top_k), wanted, bool(explain)), block=block)
+        except queue.Full:
+            self._taken(len(pixels))
+            raise
+
+    def _taken(self, images: int) -> None:
+        with self._counting:
+            self.queued_images -= images
 
     def load(self) -> int:
-        """Requests queued or in the running forward pass: where the next request waits least."""
-        return self.pending.qsize() + (self.health.running_since is not None)
+        """Images queued or in the running forward pass: where the next request waits least (a request of 1,000
+        images weighs as such, not as one)."""
+        return self.queued_images + self.running_images
 
     def run_batches(self) -> None:
         """The batch loop, forever, on the calling thread: the only thread that runs torch (see :meth:`_tensor`).
@@ -155,6 +168,7 @@ class Engine:
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             item = self.pending.get(block=wait, timeout=left)
+            self._taken(len(item[1]))
             if item[3]():
                 return item
 
@@ -186,8 +200,10 @@ class Engine:
             # takes more than max_batch at once, and only its chunk is made float, the sizes the memory plan
             # (capacity.py) counts on.
             top_k = max(item[2] for item in work)
-            chunks = [self.predictor.answer_tensors(self._tensor(batch[start : start + self.max_batch]), top_k)
-                      for start in range(0, len(batch), self.max_batch)]
+            chunks = []
+            for start in range(0, len(batch), self.max_batch):
+                self.health.running_since = time.monotonic()  # "stuck" is one forward pass, not a whole request
+                chunks.append(self.predictor.answer_tensors(self._tensor(batch[start : start + self.max_batch]), top_k))
             rows = [row for chunk in chunks for row in chunk["predictions"]]
             dogs = [dog for chunk in chunks for dog in chunk["dog"]]
             answers, start = [], 0
@@ -208,6 +224,7 @@ class Engine:
 
     def _explained(self, answer: dict, tensors: torch.Tensor) -> dict:
         """The answer with its explanations; an explanation that fails answers its own request with the error."""
+        self.health.running_since = time.monotonic()  # its own passes, timed from their start
         try:
             return {**answer, "explanations": self.predictor.explain_tensors(tensors, answer["predictions"])}
         except Exception as exc:
@@ -217,11 +234,11 @@ class Engine:
     def run_batch(self) -> None:
         """One forward pass for what has queued (waiting for a first request), each request answered."""
         work, images = self._gather()
-        self.health.running_since = time.monotonic()
+        self.health.running_since, self.running_images = time.monotonic(), images
         try:
             answers = self._answers(work)
         finally:
-            self.health.running_since = None
+            self.health.running_since, self.running_images = None, 0
         self.batches += 1
         if len(work) > 1:
             log.debug("batch %d: %d requests, %d images", self.batches, len(work), images)
@@ -233,7 +250,10 @@ class Engine:
 
 
 def least_busy(engines: list[Engine]) -> Engine:
-    return min(engines, key=Engine.load)
+    """The engine where a request waits least, among those whose batches do not all fail: a GPU with a sticky CUDA
+    error fails at once, keeps an empty queue, and would otherwise draw nearly every request."""
+    answering = [engine for engine in engines if engine.health.failures < FAILED_BATCHES] or engines
+    return min(answering, key=Engine.load)
 
 
 def engine_devices(cpu_fallback: bool) -> list[int | None]:

@@ -29,6 +29,7 @@ from .settings import ServingSettings
 
 DEFAULT_WAIT_S = ServingSettings.engine_wait_s  # under multi-model-server's 60 s response timeout, with room for a model load
 RETRY_AFTER_S = 5
+FAILED_BATCHES = 3  # batches failed in a row, none answered since: the model cannot answer (/ping 503)
 DTYPES = ("uint8", "float32")
 _LENGTH = struct.Struct(">I")
 

@@ -19,14 +19,13 @@ import threading
 import time
 from pathlib import Path
 
-from .engine import EngineUnavailable
+from .engine import FAILED_BATCHES, EngineUnavailable
 from .hardware import available_cores
 from .interface import EngineFed
 from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
 
-FAILED_BATCHES = 3  # batches failed in a row, none answered since: the model cannot answer (/ping 503)
 
 
 class _Reply:
@@ -97,7 +96,9 @@ class InProcessPredictor(EngineFed):
                 f"batches of up to {first.max_batch}")
 
     def _least_busy(self):
-        return min((engine for engine, _ in self.engines), key=lambda each: each.load())
+        from .batcher import least_busy  # imported already: it built the engines (torch is not imported for it)
+
+        return least_busy([engine for engine, _ in self.engines])
 
 
 def start_engine(model_dir: Path, state_dir: Path, settings: ServingSettings) -> InProcessPredictor:
