@@ -61,6 +61,8 @@ def test_the_edge_takes_its_bounds_from_the_snapshot():
     (envnames.DOGBREED_SERVE_BATCH, "0"), (envnames.DOGBREED_SERVE_THREADS, "2.5"),
     (envnames.DOGBREED_SERVER, "netty"), (envnames.DOGBREED_SERVE_ENGINE, "yes"), (envnames.DOGBREED_SERVE_GRAPH, "jit"),
     (envnames.SAGEMAKER_BIND_TO_PORT, "70000"), (envnames.SAGEMAKER_MODEL_SERVER_WORKERS, "0"),
+    (envnames.SAGEMAKER_MAX_REQUEST_SIZE, str(101 << 20)),  # past the 100 MB that SageMaker's payloads reach
+    (envnames.DOGBREED_ENGINE_WAIT_S, "60"),  # not under the 60 s response timeout: the front would answer first
 ])
 def test_a_value_out_of_range_is_refused_by_name(name, raw):
     with pytest.raises(ValueError, match=name):
@@ -81,3 +83,8 @@ def test_the_start_choices_are_read_with_the_rest():
     assert (settings.front, settings.engine_mode, settings.port, settings.workers, settings.precision_cache) == \
         ("mms", "off", 8081, 3, "/cache/p.json")
     assert ServingSettings.from_environ({}, cores=2, gpus=0).front == "native"
+
+
+def test_more_admitted_requests_than_the_default_connections_raise_the_connections():
+    assert ServingSettings.from_environ({envnames.DOGBREED_NATIVE_PENDING: "500"}, cores=2, gpus=0).max_connections == 500
+    assert ServingSettings.from_environ({}, cores=2, gpus=0).max_connections == ServingSettings.max_connections

@@ -109,12 +109,15 @@ class ServingSettings:
         payload_mb = _int(environ, envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB, 0, MAX_PAYLOAD_MB)
         if payload_mb == 0:  # MaxPayloadInMB=0: chunked bodies of no stated bound; 100 MB is still ours
             payload_mb = MAX_PAYLOAD_MB
-        request_size = _int(environ, envnames.SAGEMAKER_MAX_REQUEST_SIZE, 1)
+        request_size = _int(environ, envnames.SAGEMAKER_MAX_REQUEST_SIZE, 1, MAX_PAYLOAD_MB * MIB)
         max_body = payload_mb * MIB if payload_mb else (request_size or DEFAULT_MAX_BODY_BYTES)
         batch = _flag(environ, envnames.SAGEMAKER_BATCH)
         timeout = _int(environ, envnames.SAGEMAKER_MODEL_SERVER_TIMEOUT, 1) or (BATCH_TIMEOUT_S if batch
                                                                                  else DEFAULT_TIMEOUT_S)
         wait = _seconds(environ, envnames.DOGBREED_ENGINE_WAIT_S) or timeout / 2
+        if wait >= timeout:  # the engine's 503 must come before the front's own timeout answers for it
+            raise ValueError(f"{envnames.DOGBREED_ENGINE_WAIT_S}={wait:g} must be under the response timeout "
+                             f"({timeout} s, {envnames.SAGEMAKER_MODEL_SERVER_TIMEOUT})")
         pending = _int(environ, envnames.DOGBREED_NATIVE_PENDING, 1, 100_000) or cls.pending
         if cores is None or gpus is None:
             from .hardware import available_cores, visible_gpus
@@ -151,7 +154,9 @@ def _edge_and_engine(environ, pending: int) -> dict:
         "max_head_bytes": _int(environ, envnames.DOGBREED_MAX_HEAD_BYTES, 1024, 1 << 20),
         "max_headers": _int(environ, envnames.DOGBREED_MAX_HEADERS, 8, 10_000),
         "read_timeout_s": _seconds(environ, envnames.DOGBREED_READ_TIMEOUT_S),
-        "max_connections": _int(environ, envnames.DOGBREED_MAX_CONNECTIONS, pending, 1_000_000),
+        # unset: the default, or the admitted requests where more are admitted than that
+        "max_connections": (_int(environ, envnames.DOGBREED_MAX_CONNECTIONS, pending, 1_000_000)
+                            or max(ServingSettings.max_connections, pending)),
         "keep_alive_s": _seconds(environ, envnames.DOGBREED_KEEP_ALIVE_S),
         "max_batch": _int(environ, envnames.DOGBREED_SERVE_BATCH, 1, 4096),
         "threads": _int(environ, envnames.DOGBREED_SERVE_THREADS, 1, 4096),
