@@ -22,6 +22,10 @@ from . import dogness
 OVERLAY_ALPHA = 0.45  # enough heat to read, enough photo to see what it covers
 
 
+class NotExplainable(ValueError):
+    """This model's last stage gives no feature maps (a vision transformer's tokens): Grad-CAM cannot draw it."""
+
+
 def target_layer(model: nn.Module) -> nn.Module:
     """The backbone's last feature stage: timm names it in ``feature_info``, torchvision's ResNets call it layer4."""
     info = getattr(model, "feature_info", None)
@@ -40,7 +44,23 @@ class Explainer:
         model, _, self.prep = dogness.load_served(Path(model_dir))
         self.device = torch.device(device)
         self.model = model.float().to(self.device).eval()
-        self.cam = LayerGradCam(self._breed_logits, target_layer(self.model))
+        layer = target_layer(self.model)
+        self._check_maps(layer)
+        self.cam = LayerGradCam(self._breed_logits, layer)
+
+    def _check_maps(self, layer: nn.Module) -> None:
+        """One pass on a blank image: the stage must give NCHW maps, else every explanation would fail."""
+        seen = []
+        hook = layer.register_forward_hook(lambda _module, _inputs, output: seen.append(output))
+        try:
+            with torch.inference_mode():
+                self.model(torch.zeros(1, 3, self.prep.input_size, self.prep.input_size, device=self.device))
+        finally:
+            hook.remove()
+        shape = tuple(seen[0].shape) if seen and isinstance(seen[0], torch.Tensor) else None
+        if shape is None or len(shape) != 4:
+            raise NotExplainable(f"explain is not available for this model: its last stage gives {shape or 'no'} "
+                                 "outputs, not feature maps (Grad-CAM needs N x C x H x W)")
 
     def _breed_logits(self, batch: torch.Tensor) -> torch.Tensor:
         return dogness.split(self.model(batch))[0]

@@ -54,3 +54,24 @@ def test_the_heatmap_follows_the_class_it_explains(model_dir):
     heats = [explainer.heatmap(x, target) for target in range(3)]
     assert all(h.shape == (96, 96) and 0 <= h.min() and h.max() <= 1 for h in heats)
     assert not np.allclose(heats[0], heats[1])  # another breed, other evidence
+
+
+def test_a_model_without_feature_maps_is_a_400_remembered_not_a_500_each_time(tmp_path):
+    """A vision transformer's last stage gives tokens (N x T x C): Grad-CAM cannot draw them. The request gets a
+    4xx that says so, and the explainer is not rebuilt (a model load) for every request that asks."""
+    from dogbreed.serving.errors import BadRequest
+
+    root = tmp_path / "vit"
+    torch.manual_seed(0)
+    prep = models.default_preprocessing("vit_tiny_patch16_224", 224)
+    models.save_artifacts(root, models.build("vit_tiny_patch16_224", 2).eval(), "vit_tiny_patch16_224", ["a", "b"],
+                          prep)
+    predictor = Predictor(root, precision="fp32", graph="eager", threads=1)
+    photo = Image.new("RGB", (240, 240), (90, 60, 30))
+    assert predictor.answer([photo], 2)["predictions"][0][0]["breed"] in ("a", "b")  # without explain: served
+    with pytest.raises(BadRequest, match="not available for this model"):
+        predictor.answer([photo], 2, explain=True)
+    remembered = predictor._explainer
+    with pytest.raises(BadRequest, match="not available for this model"):
+        predictor.answer([photo], 2, explain=True)
+    assert predictor._explainer is remembered

@@ -31,6 +31,7 @@ from ..common import configure_logging
 from ..models import read_meta
 from . import heap
 from .engine import FAILED_BATCHES, decode_request, failure_path, read_frame, send_frame
+from .errors import RequestError
 from .hardware import NoCuda, cuda_refusal, visible_gpus, warn_if_cuda_is_missing
 from .precision_cache import DOGBREED_PRECISION_CACHE, cache_key, cached_setup, remember_setup
 from .predictor import Predictor
@@ -227,6 +228,8 @@ class Engine:
         self.health.running_since = time.monotonic()  # its own passes, timed from their start
         try:
             return {**answer, "explanations": self.predictor.explain_tensors(tensors, answer["predictions"])}
+        except RequestError as exc:  # a 4xx for its request (explain asked of a model it cannot explain)
+            return {"error": exc.message, "status": int(exc.status_code)}
         except Exception as exc:
             log.exception("explanation failed")
             return {"error": f"explanation failed: {exc.__class__.__name__}: {exc}"}

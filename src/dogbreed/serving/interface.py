@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from .errors import BadRequest
 from .pixels import EvalCrop, read_meta
 
 
@@ -50,6 +51,8 @@ class EngineFed:
     def answer(self, images, k: int = 5, explain: bool = False) -> dict:
         """The engine's ``{"predictions", "dog"}`` (and ``"explanations"`` where asked)."""
         answer = self._ask(self.crop.batch(images), int(k), explain)  # the engine's model bounds k
+        if "error" in answer and 400 <= int(answer.get("status") or 0) < 500:  # the request's own fault
+            raise BadRequest(answer["error"])
         if "error" in answer:
             raise RuntimeError(answer["error"])
         return answer

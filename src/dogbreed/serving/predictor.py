@@ -17,6 +17,7 @@ from .. import accel, dogness
 from ..env import DOGBREED_SERVE_GRAPH, DOGBREED_SERVE_THREADS
 from ..presets import to_rgb
 from . import graph
+from .errors import BadRequest
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,15 @@ class Predictor(ModelInputs):
 
     def explain_tensors(self, batch: torch.Tensor, predictions: list[list[dict]]) -> list[dict]:
         """The top breed's heatmap over each photo: its own eager pass with gradients (never the frozen graph)."""
-        from ..explain import Explainer
+        from ..explain import Explainer, NotExplainable
 
         if self._explainer is None:
-            self._explainer = Explainer(self.model_dir, self.acc.device)
+            try:
+                self._explainer = Explainer(self.model_dir, self.acc.device)
+            except NotExplainable as exc:  # remembered: the model does not change, nor would the answer
+                self._explainer = BadRequest(str(exc))
+        if isinstance(self._explainer, BadRequest):
+            raise self._explainer
         return self._explainer.explain(batch, [rows[0]["index"] for rows in predictions], self.class_names)
 
     def answer_tensors(self, batch: torch.Tensor, k: int = 5) -> dict:
