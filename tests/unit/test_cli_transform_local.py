@@ -98,3 +98,17 @@ def test_model_without_local_is_refused(jobs, capsys):
     code, _, err = _run(["transform", "--model", "model.tar.gz", "--input", "s3://b/in", "--output", "s3://b/out"],
                         capsys)
     assert code != 0 and "--model is for --local" in err and jobs == []
+
+
+def test_a_model_folder_goes_to_the_job_with_every_artifact(tmp_path):
+    """A model trained with pretrained weights keeps its dog check's ImageNet head beside model.pth: a job given
+    the folder must mount it too, or the server refuses the model (/ping 503) and the job never starts."""
+    from dogbreed.launch.local_transform import _model_folder
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("model.pth", "model.json", "imagenet_head.pth"):
+        (model / name).write_bytes(name.encode())
+    (tmp_path / "scratch").mkdir()
+    folder = _model_folder(model, tmp_path / "scratch")
+    assert sorted(p.name for p in folder.iterdir()) == ["imagenet_head.pth", "model.json", "model.pth"]

@@ -49,9 +49,10 @@ def _model_folder(model: Path, scratch: Path) -> Path:
     as /opt/ml/model."""
     folder = scratch / "model"
     folder.mkdir()
-    if model.is_dir():
-        for name in ("model.pth", "model.json"):
-            shutil.copy2(model / name, folder / name)
+    if model.is_dir():  # every artifact the folder holds: model.pth, model.json and the dog check's head among them
+        for path in model.iterdir():
+            if path.is_file():
+                shutil.copy2(path, folder / path.name)
     else:
         shutil.copy2(model, folder / "model.tar.gz")
     return folder
