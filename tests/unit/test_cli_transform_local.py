@@ -112,3 +112,23 @@ def test_a_model_folder_goes_to_the_job_with_every_artifact(tmp_path):
     (tmp_path / "scratch").mkdir()
     folder = _model_folder(model, tmp_path / "scratch")
     assert sorted(p.name for p in folder.iterdir()) == ["imagenet_head.pth", "model.json", "model.pth"]
+
+
+def test_the_job_s_compose_projects_are_brought_down_even_when_it_fails(tmp_path, monkeypatch):
+    """The SDK leaves a container that never became healthy running: every compose project under the job's root
+    is brought down (a stand-in docker-compose on PATH records the call)."""
+    import os
+
+    from dogbreed.launch.local_transform import _stop_containers
+
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    fake = bin_dir / "docker-compose"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    project = tmp_path / "root" / "tmpabc"
+    project.mkdir(parents=True)
+    (project / "docker-compose.yaml").write_text("services: {}\n")
+    _stop_containers(tmp_path / "root")
+    assert calls.read_text().split() == ["-f", str(project / "docker-compose.yaml"), "down", "--timeout", "5"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -56,6 +57,15 @@ def _model_folder(model: Path, scratch: Path) -> Path:
     else:
         shutil.copy2(model, folder / "model.tar.gz")
     return folder
+
+
+def _stop_containers(root: Path) -> None:
+    """The SDK stops its container when a job ends, not when the container never became healthy (a model it
+    refuses: /ping 503 until the SDK gives up): ``down`` every compose project it wrote under ``root``."""
+    compose = ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
+    for path in root.rglob("docker-compose.yaml"):
+        subprocess.run([*compose, "-f", str(path), "down", "--timeout", "5"], capture_output=True, timeout=120,
+                       check=False)
 
 
 def _session(port: int, root: Path):
@@ -103,8 +113,11 @@ def run_local_transform(job: LocalTransform, name: str | None = None) -> list[Pa
         root.mkdir()
         client = _session(_free_port(), root).sagemaker_client
         client.create_model(**model)
-        client.create_transform_job(**transform)  # runs the whole job, then stops the container
-        status = client.describe_transform_job(TransformJobName=name)["TransformJobStatus"]
+        try:
+            client.create_transform_job(**transform)  # runs the whole job, then stops the container
+            status = client.describe_transform_job(TransformJobName=name)["TransformJobStatus"]
+        finally:
+            _stop_containers(root)
     if status != "Completed":
         raise RuntimeError(f"local transform {name} ended {status}")
     # this job's answers only (an earlier run's may share the folder): one per file directly in the input folder
