@@ -8,7 +8,6 @@ fitted, and their scores would sit higher than a new photo's, flagging more dogs
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 
@@ -49,12 +48,20 @@ def dog_scores(run: Run, served: nn.Module, split: str) -> torch.Tensor:
     return torch.cat(scores) if scores else torch.zeros(0)
 
 
+def _fresh_copy(run: Run, model: nn.Module) -> nn.Module:
+    """The trained weights in a model of their own, fp32. Not a deepcopy: that would copy the training's hooks too
+    (smdebug's, closed by now, whose forward hooks then fail on their missing writer)."""
+    fresh = models.build(run.config.model, run.inputs.num_classes)
+    fresh.load_state_dict(model.state_dict())
+    return fresh.float()
+
+
 def fit_dog_check(run: Run, full_model: nn.Module) -> tuple[dict | None, dict | None]:
     """(model.json's ``dog`` record, the ImageNet head to save); (None, None) without a valid split."""
     if "valid" not in run.inputs.datasets:
         return None, None
     head = imagenet_head(run.config.pretrained_weights, models.unwrap(full_model))
-    served = dogness.attach(copy.deepcopy(models.unwrap(full_model)).float(), head)
+    served = dogness.attach(_fresh_copy(run, models.unwrap(full_model)), head)
     served = run.trainer.acc.prepare_model(served).eval()
     scores = dog_scores(run, served, "valid")
     if scores.numel() == 0:
