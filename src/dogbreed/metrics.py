@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 
 NUMBER = r"([0-9.eE+-]+|nan|inf)"
 
@@ -39,6 +40,14 @@ def _fmt(value) -> str:
 def format_line(**values) -> str:
     """``format_line(epoch=3, train_loss=0.41)`` -> ``'epoch=3 train_loss=0.41'``."""
     return " ".join(f"{name}={_fmt(value)}" for name, value in values.items())
+
+
+def write_line(text: str) -> None:
+    """A metric line to stdout in one write, its newline included, flushed. print() writes the text and the newline
+    apart, unbuffered in a container: a log line of another thread or process (docker merges stdout and stderr)
+    could land between them, and the regexes would read ``test_acc=0.18`` and the log's date as one number."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def metric_definitions(names=ALL_METRICS) -> list[dict[str, str]]:

@@ -45,3 +45,22 @@ def test_the_regexes_use_no_lookaround_and_read_the_printed_lines():
     assert metrics.parse(line, "epoch") == [3.0]
     assert metrics.parse("valid_loss=0.3 xvalid_loss=9 train_valid_loss=8", "valid_loss") == [0.3]
     assert metrics.parse(metrics.format_line(test_loss=0.7, test_acc=0.8), "test_acc") == [0.8]
+
+
+def test_a_metric_line_is_one_write_with_its_newline(monkeypatch):
+    """A log line of another process could land between a value and its newline if they were written apart (docker
+    merges stdout and stderr): the regexes then read '0.18' and the log's date as one number."""
+    import sys
+
+    writes = []
+
+    class Recording:
+        def write(self, text):
+            writes.append(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Recording())
+    metrics.write_line(metrics.format_line(test_loss=0.5, test_acc=0.18))
+    assert writes == ["test_loss=0.5 test_acc=0.18\n"]

@@ -66,7 +66,7 @@ def _test(run: Run, summary: dict, scored):
     summary.update(test_loss=test_loss, test_acc=test_acc)
     if run.config.is_main:
         probe_test = {"probe_test_acc": run.probe["test_acc"]} if run.probe and "test_acc" in run.probe else {}
-        print(metrics.format_line(test_loss=test_loss, test_acc=test_acc, **probe_test), flush=True)
+        metrics.write_line(metrics.format_line(test_loss=test_loss, test_acc=test_acc, **probe_test))
     return confusion
 
 
@@ -95,8 +95,8 @@ def finish(run: Run, state: FitState) -> dict:
                                                if isinstance(v, float)))
     if config.is_main and math.isfinite(state.best_valid_loss):
         # The kept model's scores last: SageMaker's tuner reads a metric's last value, not the last epoch's.
-        print("kept model: " + metrics.format_line(valid_loss=state.best_valid_loss, valid_acc=state.best_valid_acc),
-              flush=True)
+        metrics.write_line("kept model: " + metrics.format_line(valid_loss=state.best_valid_loss,
+                                                                 valid_acc=state.best_valid_acc))
     confusion = _test(run, summary, scored)
     summary["unreadable_images"] = run.inputs.unreadable.counts()
     summary["skipped_images"] = sum(summary["unreadable_images"].values())

@@ -66,9 +66,9 @@ def fit_probe(config: RunConfig, inputs: Inputs, chosen: Chosen) -> dict | None:
     if "test" in computed:  # reported beside the final model's test score, never used for a choice
         record["test_loss"], record["test_acc"] = probe.score(fitted.weight, fitted.bias, *computed["test"][:2], dtype)
     if config.is_main:
-        print(metrics.format_line(epoch=0, train_loss=fitted.train_loss, valid_loss=fitted.valid_loss,
-                                  valid_acc=fitted.valid_acc, lr=0.0, images_per_sec=images / max(extracted, 1e-9)),
-              flush=True)
+        metrics.write_line(metrics.format_line(epoch=0, train_loss=fitted.train_loss, valid_loss=fitted.valid_loss,
+                                               valid_acc=fitted.valid_acc, lr=0.0,
+                                               images_per_sec=images / max(extracted, 1e-9)))
     log.info("linear probe (L-BFGS logistic regression, l2=%g) in %.1f s: valid_acc %.4f, valid_loss %.4f; next: "
              "fine-tuning all layers, head lr %g, backbone lr %g, batch-norm statistics %s", fitted.l2,
              record["seconds"], fitted.valid_acc, fitted.valid_loss, config.lr, config.lr * config.backbone_lr_ratio,
@@ -182,8 +182,8 @@ def run_epoch(run: Run, state: FitState, epoch: int, stop) -> str | None:
     lr = run.trainer.optimizer.param_groups[0]["lr"]
     rate = seen / max(seconds, 1e-9)
     if config.is_main:
-        print(metrics.format_line(epoch=epoch, train_loss=train_loss, valid_loss=valid_loss, valid_acc=valid_acc, lr=lr,
-                                  images_per_sec=rate), flush=True)
+        metrics.write_line(metrics.format_line(epoch=epoch, train_loss=train_loss, valid_loss=valid_loss,
+                                               valid_acc=valid_acc, lr=lr, images_per_sec=rate))
     record = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "valid_acc": valid_acc, "lr": lr,
               "images_per_sec": rate, "new_unreadable": new_unreadable}
     if not math.isfinite(valid_loss):  # every rank has the same (reduced) loss: all stop together
