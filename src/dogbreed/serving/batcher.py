@@ -250,6 +250,9 @@ class Engine:
                 answer(reply)
             except Exception:  # one request's answer that cannot be given must not stop the engine
                 log.exception("an answer could not be given")
+        if images > self.max_batch:  # run in chunks: its pixels and floats, freed now, go back (see heap.py)
+            del work, answers
+            heap.trim()
 
 
 def least_busy(engines: list[Engine]) -> Engine:
