@@ -81,23 +81,32 @@ def test_600_photos_one_an_object_every_answer_as_the_real_time_endpoints(cpu_im
     assert accuracy(batch["answers"], breeds) == accuracy(real_time, breeds) >= 0.85
 
 
-def test_600_photos_as_json_lines_multirecord_answered_in_order(cpu_image, compose, dogs10_model, photos, real_time,
-                                                               tmp_path):
-    folder, breeds = photos
-    names = sorted(breeds)
+def _json_lines_answers(image, model, folder, names, tmp_path, **options) -> dict:
+    """The photos as one JSON-lines file through a MultiRecord transform: each line's answer, by photo, every line
+    answered in its place."""
     (tmp_path / "in").mkdir()
     lines = [json.dumps({"image": base64.b64encode((folder / name).read_bytes()).decode()}) for name in names]
     (tmp_path / "in" / "photos.jsonl").write_text("\n".join(lines) + "\n")
-    # 1 MB a request: about 28 of these photos (base64) a request, so that the 600 make many requests
-    answers = transform_json_lines(cpu_image, dogs10_model, tmp_path / "in", tmp_path / "out", FP32, max_payload_mb=1)
+    answers = transform_json_lines(image, model, tmp_path / "in", tmp_path / "out", FP32, **options)
     assert len(answers) == len(names) and all("predictions" in answer for answer in answers), answers[:3]
-    by_name = dict(zip(names, answers, strict=True))
+    return dict(zip(names, answers, strict=True))
+
+
+def _assert_top1_as_real_time(by_name: dict, real_time: dict) -> None:
     # many photos a request batch differently from one: the same top-1 unless the endpoint's own top two nearly tie
-    for name in names:
+    for name, answer in by_name.items():
         rows = real_time[name]["predictions"][0]
         if rows[0]["probability"] - rows[1]["probability"] > 1e-3:
-            assert top1(by_name[name])["breed"] == rows[0]["breed"], name
-    assert accuracy(by_name, breeds) == pytest.approx(accuracy(real_time, breeds), abs=2 / len(names))
+            assert top1(answer)["breed"] == rows[0]["breed"], name
+
+
+def test_600_photos_as_json_lines_multirecord_answered_in_order(cpu_image, compose, dogs10_model, photos, real_time,
+                                                               tmp_path):
+    folder, breeds = photos
+    # 1 MB a request: about 28 of these photos (base64) a request, so that the 600 make many requests
+    by_name = _json_lines_answers(cpu_image, dogs10_model, folder, sorted(breeds), tmp_path, max_payload_mb=1)
+    _assert_top1_as_real_time(by_name, real_time)
+    assert accuracy(by_name, breeds) == pytest.approx(accuracy(real_time, breeds), abs=2 / len(breeds))
 
 
 def test_6_mb_multirecord_batches_of_small_photos_are_answered_in_order(cpu_image, compose, dogs10_model, photos,
@@ -106,14 +115,4 @@ def test_6_mb_multirecord_batches_of_small_photos_are_answered_in_order(cpu_imag
     takes), each answered in its line's place, as the real-time endpoint answers it."""
     folder, breeds = photos
     names = sorted(breeds)[:200]  # more than one 6 MB request's worth
-    (tmp_path / "in").mkdir()
-    lines = [json.dumps({"image": base64.b64encode((folder / name).read_bytes()).decode()}) for name in names]
-    (tmp_path / "in" / "photos.jsonl").write_text("\n".join(lines) + "\n")
-    answers = transform_json_lines(cpu_image, dogs10_model, tmp_path / "in", tmp_path / "out", FP32)
-    assert len(answers) == len(names) and all("predictions" in answer for answer in answers), answers[:2]
-    by_name = dict(zip(names, answers, strict=True))
-    # many photos a request batch differently from one: the same top-1 unless the endpoint's own top two nearly tie
-    for name in names:
-        rows = real_time[name]["predictions"][0]
-        if rows[0]["probability"] - rows[1]["probability"] > 1e-3:
-            assert top1(by_name[name])["breed"] == rows[0]["breed"], name
+    _assert_top1_as_real_time(_json_lines_answers(cpu_image, dogs10_model, folder, names, tmp_path), real_time)
