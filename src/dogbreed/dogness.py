@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .models import head_name
+
 HEAD_FILE = "imagenet_head.pth"
 META_KEY = "dog"
 IMAGENET_CLASSES = 1000
@@ -63,28 +65,16 @@ def split(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return outputs[:, :-1], outputs[:, -1]
 
 
-def _head_path(model: nn.Module) -> str:
-    from .models import head_name
-
-    return head_name(model)
-
-
-def _get(model: nn.Module, dotted: str) -> nn.Module:
-    for part in dotted.split("."):
-        model = getattr(model, part)
-    return model
-
-
 def _set(model: nn.Module, dotted: str, module: nn.Module) -> None:
     parent, _, name = dotted.rpartition(".")
-    setattr(_get(model, parent) if parent else model, name, module)
+    setattr(model.get_submodule(parent), name, module)
 
 
 def attach(model: nn.Module, imagenet_state: dict | None) -> nn.Module:
     """``model`` (in place) with its classifier replaced by a :class:`DogHead`; ``imagenet_state``: the ImageNet
     head's ``weight`` and ``bias`` (None: the energy fallback)."""
-    path = _head_path(model)
-    breed = _get(model, path)
+    path = head_name(model)
+    breed = model.get_submodule(path)
     imagenet = None
     if imagenet_state is not None:
         weight = imagenet_state["weight"]
@@ -96,9 +86,9 @@ def attach(model: nn.Module, imagenet_state: dict | None) -> nn.Module:
 
 def imagenet_head_of(state: dict, model: nn.Module) -> dict | None:
     """The 1000-class head's ``weight``/``bias`` in a pretrained state_dict, where it fits ``model``'s features."""
-    prefix = _head_path(model) + "."
+    prefix = head_name(model) + "."
     weight, bias = state.get(prefix + "weight"), state.get(prefix + "bias")
-    features = _get(model, _head_path(model)).weight.shape[1]
+    features = model.get_submodule(head_name(model)).weight.shape[1]
     if weight is None or bias is None or tuple(weight.shape) != (IMAGENET_CLASSES, features):
         return None
     return {"weight": weight.detach().float().cpu(), "bias": bias.detach().float().cpu()}

@@ -29,10 +29,7 @@ class NotExplainable(ValueError):
 def target_layer(model: nn.Module) -> nn.Module:
     """The backbone's last feature stage: timm names it in ``feature_info``, torchvision's ResNets call it layer4."""
     info = getattr(model, "feature_info", None)
-    name = info[-1]["module"] if info else "layer4"
-    for part in name.split("."):
-        model = getattr(model, part)
-    return model
+    return model.get_submodule(info[-1]["module"] if info else "layer4")
 
 
 class Explainer:
