@@ -88,3 +88,20 @@ def test_the_start_choices_are_read_with_the_rest():
 def test_more_admitted_requests_than_the_default_connections_raise_the_connections():
     assert ServingSettings.from_environ({envnames.DOGBREED_NATIVE_PENDING: "500"}, cores=2, gpus=0).max_connections == 500
     assert ServingSettings.from_environ({}, cores=2, gpus=0).max_connections == ServingSettings.max_connections
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_the_mms_response_limit_holds_a_json_lines_answer_of_every_record(batch):
+    """multi-model-server refuses an answer past max_response_size (and drops its worker): a JSON-lines answer grows
+    with the records (up to 1,024 in a Batch Transform container), each line up to every breed, not with the body."""
+    import json
+
+    from dogbreed.serving import decoders, server
+
+    line = json.dumps({"predictions": [[{"breed": "Nova Scotia duck tolling retriever", "index": i,
+                                         "probability": 0.123456} for i in range(133)]],
+                       "model": "tf_efficientnet_lite0", "dog": [{"is_dog": True, "score": -12.3456, "threshold": 0.5}]})
+    settings = ServingSettings(batch=batch)
+    config = server.mms_config(settings, 9000, 2, 9001)
+    limit = int(next(row for row in config.splitlines() if row.startswith("max_response_size=")).split("=")[1])
+    assert limit >= decoders.json_lines_records(settings.scale, batch) * (len(line) + 1)

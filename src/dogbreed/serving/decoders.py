@@ -47,6 +47,13 @@ def request_images(scale: float = 1.0) -> int:
     return int(MAX_BATCH * max(1.0, scale))
 
 
+def json_lines_records(scale: float, batch: bool) -> int:
+    """A JSON-lines body's records: MAX_BATCH on an endpoint; Batch Transform's many (:func:`request_records`) only
+    where SAGEMAKER_BATCH says this is its container. Each record costs a crop however small its photo, and an
+    endpoint is reachable by whoever may invoke it: 1,024 one-pixel PNGs are 100 KB of body and 150 MB of crops."""
+    return (request_records if batch else request_images)(scale)
+
+
 def request_records(scale: float = 1.0) -> int:
     """A JSON-lines body's records (and images): Batch Transform packs as many as fit in MaxPayloadInMB, and 6 MB
     of small photos is well over MAX_BATCH. Each costs at most a 224-px crop in the worker (150 KB as uint8) and

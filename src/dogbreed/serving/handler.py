@@ -42,9 +42,7 @@ def _workers() -> int:
 _draft_size: int | None = None
 # How many 6 MB requests the body limit allows (ServingSettings.scale): the decoders' budgets scale with it.
 _scale: float = 1.0
-# A JSON-lines body's records: MAX_BATCH on an endpoint; Batch Transform's many (decoders.request_records) only
-# where SAGEMAKER_BATCH says this is its container. Each record costs a crop however small its photo, and an
-# endpoint is reachable by whoever may invoke it: 1,024 one-pixel PNGs are 100 KB of body and 150 MB of crops.
+# A JSON-lines body's records (decoders.json_lines_records)
 _records_bound: int = decoders.MAX_BATCH
 
 
@@ -53,7 +51,7 @@ def configure(settings: ServingSettings) -> None:
     multi-model-server); a front that loads its model itself (the native one) passes its own."""
     global _scale, _records_bound
     _scale = settings.scale
-    _records_bound = (decoders.request_records if settings.batch else decoders.request_images)(settings.scale)
+    _records_bound = decoders.json_lines_records(settings.scale, settings.batch)
 
 
 def set_draft_size(size: int | None) -> None:

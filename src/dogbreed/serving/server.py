@@ -27,6 +27,7 @@ from pathlib import Path
 from .. import env as envnames
 from ..common import configure_logging
 from ..errors import ModelError
+from . import decoders
 from .archive import model_dir_from
 from .capacity import plan_workers
 from .hardware import available_cores, visible_gpus
@@ -101,8 +102,12 @@ def _model_server():
     return model_server
 
 
+# One JSON-lines answer line at most: top_k up to 1,000 breeds at ~70 bytes each, the dog verdict, its frame
+ANSWER_LINE_BYTES = 100_000
+
+
 def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, timeout_s: int = RESPONSE_TIMEOUT_S,
-                   management_port: int | None = None) -> str:
+                   management_port: int | None = None, max_response_bytes: int = DEFAULT_MAX_BODY_BYTES) -> str:
     """The toolkit's defaults, then ours. The management API (register a model from any URL, unload, scale
     workers) goes to loopback on a port of its own: on the inference address anyone who reaches the endpoint could
     make the server fetch an archive and run its code. Only the start-up model is served."""
@@ -120,7 +125,7 @@ def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, t
             f"default_service_handler={HANDLER_SERVICE}",
             f"default_response_timeout={timeout_s}",
             f"max_request_size={max_request_bytes}",
-            f"max_response_size={max(max_request_bytes, DEFAULT_MAX_BODY_BYTES)}",  # a batch's answer lines
+            f"max_response_size={max(max_request_bytes, max_response_bytes)}",  # a batch's answer lines
             "vmargs=-XX:+UseContainerSupport -XX:InitialRAMPercentage=8.0 -XX:MaxRAMPercentage=10.0 -XX:-UseLargePages",
             "",
         ]
@@ -129,8 +134,10 @@ def mms_properties(host: str, port: int, workers: int, max_request_bytes: int, t
 
 def mms_config(settings: ServingSettings, port: int, workers: int, management_port: int) -> str:
     """multi-model-server's config on loopback under the serving settings: its body limit and response timeout."""
+    # a JSON-lines answer grows with its records, not its body: 1,024 one-pixel records at top_k 133 are ~13 MB
+    answers = decoders.json_lines_records(settings.scale, settings.batch) * ANSWER_LINE_BYTES
     return mms_properties("127.0.0.1", port, workers, settings.max_body_bytes, settings.response_timeout_s,
-                          management_port=management_port)
+                          management_port=management_port, max_response_bytes=max(answers, DEFAULT_MAX_BODY_BYTES))
 
 
 def forward_timeout(settings: ServingSettings) -> float:
