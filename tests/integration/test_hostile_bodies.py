@@ -122,9 +122,10 @@ def test_a_16_bit_photo_gets_the_answer_of_its_8_bit_equivalent(served, mode):
 
 # After the burst the server's processes together hold at most this much more than before (PSS: shared pages
 # counted once across the processes). Before the decoded-pixel budget one 100-byte PNG added 2-3 GB for good; before
-# predict_fn trimmed the heap, this burst left the native front 1.6 GB up. Measured with both (2 cores, loopback):
-# multi-model-server +83 to +125 MB (its JVM and workers), native +18 to +68 MB.
-MEMORY_MARGIN_MB = 200
+# predict_fn trimmed the heap, this burst left the native front 1.6 GB up; before the edge trimmed it once idle
+# (heap.IdleTrim), what concurrent requests freed after the last trim left it +200 to +320 MB. Measured since
+# (2 cores, loopback): multi-model-server +83 to +125 MB (its JVM and workers), native +7 MB a second after the burst.
+MEMORY_MARGIN_MB = {"mms": 200, "native": 100}
 BURST_ROUNDS, BURST_CONCURRENCY = 2, 4
 SETTLE_S = 30
 
@@ -161,13 +162,13 @@ def test_memory_comes_back_after_a_burst_of_the_worst_bodies(served, record):
     deadline, pss_after = time.monotonic() + SETTLE_S, float("inf")
     while time.monotonic() < deadline:  # freed memory goes back to the system as the allocator gets to it
         rss_after, pss_after = server_memory_mb(served.process)
-        if pss_after <= pss_before + MEMORY_MARGIN_MB:
+        if pss_after <= pss_before + MEMORY_MARGIN_MB[served.front]:
             break
         time.sleep(2)
     summary = (f"{served.front}: PSS {pss_before:.0f} -> {pss_after:.0f} MB, RSS {rss_before:.0f} -> {rss_after:.0f} MB "
                f"after {counts['requests']} requests ({counts['admitted']} admitted)")
     print(summary)
     record("hostile input", f"server memory after a burst of the worst bodies ({served.front})", summary,
-           pss_after <= pss_before + MEMORY_MARGIN_MB)
-    assert pss_after <= pss_before + MEMORY_MARGIN_MB, summary
+           pss_after <= pss_before + MEMORY_MARGIN_MB[served.front])
+    assert pss_after <= pss_before + MEMORY_MARGIN_MB[served.front], summary
     assert_serves_correctly(served)

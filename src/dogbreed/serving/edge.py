@@ -29,7 +29,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from . import content_types as ct
-from . import homepage
+from . import heap, homepage
 from .engine import RETRY_AFTER_S
 from .settings import ServingSettings
 
@@ -185,6 +185,7 @@ class Edge:
         # process's memory, and queued requests outlive the client's 60 s. A counter suffices: only the event loop's
         # thread touches it.
         self.admitted = 0
+        self.idle_trim = heap.IdleTrim()
 
     def ping(self) -> Answer | None:
         raise NotImplementedError
@@ -220,6 +221,7 @@ class Edge:
         if self.admitted >= self.limits.pending:
             return busy(f"the server is busy ({self.limits.pending} requests in progress)")
         self.admitted += 1
+        self.idle_trim.begin()
         try:
             headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
             body = await self._body(headers, receive)
@@ -228,6 +230,7 @@ class Edge:
             return await self.answer(body, headers)
         finally:
             self.admitted -= 1
+            self.idle_trim.end(self.admitted)
 
     async def _body(self, headers: dict, receive) -> bytes | Answer:
         """The body, or the error answer: over the limit (refused by its Content-Length before it is read), or not
