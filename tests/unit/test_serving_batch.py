@@ -16,9 +16,10 @@ from dogbreed import env as envnames
 from dogbreed.serving import content_types as ct
 from dogbreed.serving import decoders, handler, native, server
 from dogbreed.serving.edge import Edge, EdgeLimits
-from dogbreed.serving.errors import NotAcceptable, PayloadTooLarge
+from dogbreed.serving.errors import BadRequest, NotAcceptable, PayloadTooLarge
 from dogbreed.serving.native_app import Model, invoke
 from dogbreed.serving.settings import MIB, ServingSettings
+from tests.hostile import Headers
 
 TWENTY = {envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB: "20"}
 
@@ -288,3 +289,20 @@ def test_explain_is_bounded_in_images_a_request_json_and_json_lines():
     lines = [_record(index) for index in range(handler.MAX_EXPLAINED)] + [_record(99, explain=True)]
     with pytest.raises(PayloadTooLarge, match="explain=true takes at most"):  # one record asks: the body is explained
         handler.input_fn(b"\n".join(lines), ct.JSONLINES)
+
+
+@pytest.mark.parametrize("word, on", [("true", True), ("ON", True), ("yes", True), (True, True),
+                                      ("off", False), ("0", False), (False, False)])
+def test_a_request_flag_takes_the_settings_words(word, on):
+    body = json.dumps({"instances": [json.loads(_record(0))["image"]], "reject_non_dogs": word}).encode()
+    assert handler.input_fn(body, ct.JSON)["reject_non_dogs"] is on
+    png = base64.b64decode(json.loads(_record(0))["image"])
+    attributes = Headers({handler.CUSTOM_ATTRIBUTES: f"explain={str(word).lower()}"})
+    assert handler.input_fn(png, ct.PNG, attributes)["explain"] is on
+
+
+@pytest.mark.parametrize("word", ["maybe", 2, "treu"])
+def test_a_request_flag_that_is_neither_is_a_400(word):
+    body = json.dumps({"instances": [json.loads(_record(0))["image"]], "explain": word}).encode()
+    with pytest.raises(BadRequest, match="explain must be true or false"):
+        handler.input_fn(body, ct.JSON)

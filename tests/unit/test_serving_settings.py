@@ -63,6 +63,7 @@ def test_the_edge_takes_its_bounds_from_the_snapshot():
     (envnames.SAGEMAKER_BIND_TO_PORT, "70000"), (envnames.SAGEMAKER_MODEL_SERVER_WORKERS, "0"),
     (envnames.SAGEMAKER_MAX_REQUEST_SIZE, str(101 << 20)),  # past the 100 MB that SageMaker's payloads reach
     (envnames.DOGBREED_ENGINE_WAIT_S, "60"),  # not under the 60 s response timeout: the front would answer first
+    (envnames.DOGBREED_SERVE_CPU_FALLBACK, "treu"), (envnames.SAGEMAKER_BATCH, "maybe"),  # not read as "no"
 ])
 def test_a_value_out_of_range_is_refused_by_name(name, raw):
     with pytest.raises(ValueError, match=name):

@@ -6,6 +6,7 @@ is rebuilt from the training artifacts; preprocessing is the training package's 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from .answers import refuse_non_dogs
 from .engine import RemotePredictor
 from .errors import BadRequest, NotAcceptable, PayloadTooLarge
 from .jsonlines import answer_lines, decode_records
-from .settings import ServingSettings
+from .settings import ServingSettings, yes_or_no
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,9 @@ def flag_from(attributes: str | None, options: dict, name: str) -> bool:
         raw = _attribute(attributes, (name, name.replace("_", "-")))
     if raw is None or isinstance(raw, bool):
         return bool(raw)
-    if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "yes", "false", "0", "no", ""):
-        return raw.strip().lower() in ("true", "1", "yes")
+    with contextlib.suppress(ValueError):
+        if isinstance(raw, str):
+            return yes_or_no(raw)
     raise BadRequest(f"{name} must be true or false, got {str(raw)[:40]!r}")
 
 

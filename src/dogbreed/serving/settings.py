@@ -143,8 +143,23 @@ class ServingSettings:
                 "MaxPayloadInMB": self.payload_mb}
 
 
+YES, NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def yes_or_no(text: str) -> bool:
+    """A yes/no word, in any case: the same words in a setting and in a request's option. ValueError for others,
+    so that a misspelt flag is refused, not read as "no"."""
+    word = text.strip().lower()
+    if word not in YES and word not in NO:
+        raise ValueError(f"expected true or false, got {text[:40]!r}")
+    return word in YES
+
+
 def _flag(environ, name: str) -> bool:
-    return (environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return yes_or_no(environ.get(name) or "")
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def _edge_and_engine(environ, pending: int) -> dict:
