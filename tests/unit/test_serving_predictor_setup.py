@@ -44,3 +44,29 @@ def test_a_layout_measured_before_is_the_layout_served(model_dir, channels_last)
     assert predictor.acc.channels_last is channels_last
     parameter = next(predictor.model.parameters())
     assert parameter.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_a_workers_model_takes_the_settings_snapshot(model_dir, monkeypatch, tmp_path):
+    """A multi-model-server worker reads its settings once, in model_fn, and its model follows them: the graph,
+    the threads, and with an engine, the engine's wait bound."""
+    from dogbreed import env as envnames
+    from dogbreed.serving import handler
+
+    monkeypatch.setattr(accel, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(accel, "probe_cpu", lambda *args, **kwargs: ("fp32", False, {"fp32": 1.0}))
+    monkeypatch.delenv(envnames.DOGBREED_ENGINE_SOCKET, raising=False)
+    monkeypatch.setenv(envnames.DOGBREED_SERVE_GRAPH, "eager")
+    monkeypatch.setenv(envnames.DOGBREED_SERVE_THREADS, "1")
+    threads = torch.get_num_threads()
+    try:
+        local = handler.model_fn(str(model_dir))
+        assert local.graph == "eager" and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setenv(envnames.DOGBREED_ENGINE_SOCKET, str(tmp_path / "engine.sock"))
+    monkeypatch.setenv(envnames.DOGBREED_ENGINE_WAIT_S, "7")
+    remote = handler.model_fn(str(model_dir))
+    assert remote.client.wait_s == 7 and remote.socket_path == str(tmp_path / "engine.sock")
+    monkeypatch.setenv(envnames.DOGBREED_SERVE_GRAPH, "jit")  # a worker refuses what the launcher would have
+    with pytest.raises(ValueError, match=envnames.DOGBREED_SERVE_GRAPH):
+        handler.model_fn(str(model_dir))

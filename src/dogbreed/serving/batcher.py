@@ -33,24 +33,26 @@ from . import heap
 from .engine import FAILED_BATCHES, decode_request, failure_path, read_frame, send_frame
 from .errors import RequestError
 from .hardware import NoCuda, cuda_refusal, visible_gpus, warn_if_cuda_is_missing
-from .precision_cache import DOGBREED_PRECISION_CACHE, cache_key, cached_setup, remember_setup
+from .precision_cache import cache_key, cached_setup, remember_setup
 from .predictor import Predictor
-from .settings import DEFAULT_BATCH
+from .settings import DEFAULT_BATCH, GRAPH_MODES
 
 log = logging.getLogger("dogbreed.engine")
 
 FILL_WAIT_S = 0.01  # longest wait for the rest of a round of concurrent requests
 
 
-def _predictor(model_dir: Path, threads: int, precision_cache: Path | None, gpu_id: int | None = None) -> Predictor:
+def _predictor(model_dir: Path, threads: int, precision_cache: Path | None, gpu_id: int | None = None,
+               graph: str = "auto") -> Predictor:
     """The model in the set-up measured before on this device, CPU, torch, model and thread count, else measured now."""
     meta = read_meta(model_dir)
     key = cache_key(torch.__version__, meta["arch"], int(meta["input_size"]), threads, device=_device_name(gpu_id))
     cached = cached_setup(precision_cache, key)
     if cached:
         log.info("precision %s, channels_last=%d as measured before (%s in %s): no probe", *cached, key, precision_cache)
-        return Predictor(model_dir, precision=cached[0], threads=threads, channels_last=cached[1], gpu_id=gpu_id)
-    predictor = Predictor(model_dir, precision="auto", threads=threads, gpu_id=gpu_id)
+        return Predictor(model_dir, precision=cached[0], threads=threads, channels_last=cached[1], gpu_id=gpu_id,
+                         graph=graph)
+    predictor = Predictor(model_dir, precision="auto", threads=threads, gpu_id=gpu_id, graph=graph)
     remember_setup(precision_cache, key, predictor.acc.precision, predictor.acc.channels_last)
     return predictor
 
@@ -100,8 +102,8 @@ class Engine:
     (:func:`serve_forever`: the multi-model-server front)."""
 
     def __init__(self, model_dir: Path, max_batch: int, threads: int, precision_cache: Path | None = None,
-                 max_queued: int = 64, gpu_id: int | None = None):
-        self.predictor = _predictor(Path(model_dir), threads, precision_cache, gpu_id)
+                 max_queued: int = 64, gpu_id: int | None = None, graph: str = "auto"):
+        self.predictor = _predictor(Path(model_dir), threads, precision_cache, gpu_id, graph)
         self.predictor.warm_up()
         release_freed_memory()
         self.max_batch = max(1, max_batch)
@@ -274,13 +276,13 @@ def engine_devices(cpu_fallback: bool) -> list[int | None]:
 
 
 def start_engines(model_dir: Path, max_batch: int, threads: int, precision_cache: Path | None, max_queued: int,
-                  cpu_fallback: bool = False) -> list[tuple[Engine, threading.Thread]]:
+                  cpu_fallback: bool = False, graph: str = "auto") -> list[tuple[Engine, threading.Thread]]:
     """One engine per GPU (else one on the CPU), each with its batch thread started; the cores shared between them."""
     devices = engine_devices(cpu_fallback)
     threads = max(1, threads // len(devices))
     started = []
     for gpu in devices:
-        engine = Engine(model_dir, max_batch, threads, precision_cache, max_queued=max_queued, gpu_id=gpu)
+        engine = Engine(model_dir, max_batch, threads, precision_cache, max_queued=max_queued, gpu_id=gpu, graph=graph)
         thread = threading.Thread(target=engine.run_batches, name=f"engine-batches-{gpu or 0}", daemon=True)
         thread.start()
         started.append((engine, thread))
@@ -337,13 +339,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu-fallback", action="store_true",
                         help="serve on the CPU where GPUs are installed but CUDA cannot start (else refuse, with the reason)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG logs every batch of more than one request")
-    parser.add_argument("--precision-cache", type=Path, default=os.environ.get(DOGBREED_PRECISION_CACHE) or None,
-                        help=f"a JSON file of measured precisions (default: ${DOGBREED_PRECISION_CACHE}; none: measure)")
+    parser.add_argument("--precision-cache", type=Path, default=None,
+                        help="a JSON file of measured precisions (default: none, measure)")
+    parser.add_argument("--graph", choices=GRAPH_MODES, default="auto", help="the served graph (predictor.py)")
     args = parser.parse_args(argv)
     configure_logging(level=args.log_level.upper())
     try:
         engines = start_engines(args.model_dir, args.max_batch, args.threads, args.precision_cache, args.max_queued,
-                                args.cpu_fallback)
+                                args.cpu_fallback, args.graph)
     except NoCuda as exc:  # the reason as it is: it says what to do
         failure_path(args.socket).write_text(str(exc)[:2000])
         raise

@@ -14,7 +14,6 @@ array (request), or a JSON answer (response: predictions, dog, and explanations 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import struct
 import time
@@ -23,7 +22,6 @@ from pathlib import Path
 import numpy as np
 from sagemaker_inference.errors import BaseInferenceToolkitError
 
-from ..env import DOGBREED_ENGINE_WAIT_S
 from .interface import EngineFed
 from .settings import ServingSettings
 
@@ -89,20 +87,13 @@ class EngineUnavailable(BaseInferenceToolkitError):
         self.retry_after = retry_after
 
 
-def wait_bound() -> float:
-    """The longest a request waits for the engine (down, restarting or busy): shorter than the front's own
-    response timeout (multi-model-server's is 60 s), so that the client gets a 503 it can retry, not a timeout.
-    In a multi-model-server worker: the launcher sets it from its settings (server.start_mms)."""
-    return float(os.environ.get(DOGBREED_ENGINE_WAIT_S) or DEFAULT_WAIT_S)
-
-
 class EngineClient:
     """A serving worker's link to the engine: one connection, reopened when the engine restarts. A request
     waits at most ``wait_s`` in all (connecting, reconnecting after a restart, waiting for the answer)."""
 
     def __init__(self, socket_path: Path, wait_s: float | None = None):
         self.socket_path = str(socket_path)
-        self.wait_s = wait_bound() if wait_s is None else wait_s
+        self.wait_s = DEFAULT_WAIT_S if wait_s is None else wait_s
         self.sock: socket.socket | None = None
 
     def _connect(self, deadline: float) -> socket.socket:
@@ -154,9 +145,9 @@ class RemotePredictor(EngineFed):
     """A serving worker's model when the engine process holds it: the forward pass there, batched with the other
     workers' requests."""
 
-    def __init__(self, model_dir: Path, socket_path: str):
+    def __init__(self, model_dir: Path, socket_path: str, wait_s: float | None = None):
         super().__init__(model_dir)
-        self.client = EngineClient(socket_path)
+        self.client = EngineClient(socket_path, wait_s)
         self.socket_path = socket_path
 
     def _ask(self, pixels, k: int, explain: bool = False) -> dict:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 
-from .. import env as envnames
 from . import content_types as ct
 from . import decoders, heap
 from .answers import refuse_non_dogs
@@ -30,13 +28,6 @@ CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 # A request that decoded more pixels than this (12 MB as RGB; a phone JPEG at the draft scale is far less) gives the
 # freed memory back to the system after it: trimming costs milliseconds, a big decode far more.
 TRIM_AFTER_PIXELS = 4_000_000
-
-
-def _workers() -> int:
-    try:
-        return max(1, int(os.environ.get(envnames.SAGEMAKER_MODEL_SERVER_WORKERS) or 1))
-    except ValueError:
-        return 1
 
 
 # One model per worker process (multi-model-server): the decode scale of the model this worker serves.
@@ -70,10 +61,11 @@ def gpu_id_of(context) -> int | None:
 
 
 def model_fn(model_dir, context=None):
-    """The toolkit passes its context because this function takes a second parameter."""
-    engine_socket = os.environ.get(envnames.DOGBREED_ENGINE_SOCKET)
-    if engine_socket:  # the engine holds the model and batches all workers' requests
-        predictor = RemotePredictor(model_dir, engine_socket)
+    """The toolkit passes its context because this function takes a second parameter. A worker's settings are
+    read here, once (its concurrency is not asked: the launcher planned it)."""
+    settings = ServingSettings.from_environ(cores=1, gpus=0)
+    if settings.engine_socket:  # the engine holds the model and batches all workers' requests
+        predictor = RemotePredictor(model_dir, settings.engine_socket, settings.engine_wait_s)
     else:  # torch only here: a worker of the engine never imports it
         import torch
 
@@ -81,9 +73,10 @@ def model_fn(model_dir, context=None):
         from .predictor import Predictor, threads_per_worker
 
         warn_if_cuda_is_missing(torch.cuda.is_available())
-        predictor = Predictor(model_dir, threads=threads_per_worker(_workers()), gpu_id=gpu_id_of(context))
+        threads = threads_per_worker(settings.workers or 1, settings.threads)
+        predictor = Predictor(model_dir, threads=threads, graph=settings.graph, gpu_id=gpu_id_of(context))
     set_draft_size(predictor.draft_size)
-    configure(ServingSettings.from_environ(cores=1, gpus=0))  # the worker's settings: its concurrency is not asked
+    configure(settings)
     log.info("model %s loaded from %s (%s)", predictor.meta["arch"], model_dir, predictor.describe())
     return predictor
 

@@ -110,5 +110,5 @@ def start_engine(model_dir: Path, state_dir: Path, settings: ServingSettings) ->
     # engine is slower than the wait bound) hold places until the engine drops them, and a 503 to retry then
     # tells the client at once rather than after another wait bound.
     engines = start_engines(model_dir, settings.max_batch, settings.threads or available_cores(), cache,
-                            settings.pending, settings.cpu_fallback)
+                            settings.pending, settings.cpu_fallback, settings.graph)
     return InProcessPredictor(engines, model_dir, settings.engine_wait_s)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from .. import accel, dogness
-from ..env import DOGBREED_SERVE_GRAPH, DOGBREED_SERVE_THREADS
+from ..env import DOGBREED_SERVE_GRAPH
 from ..presets import to_rgb
 from . import graph
 from .errors import BadRequest
@@ -55,7 +54,7 @@ class Predictor(ModelInputs):
         self._explainer = None  # loaded on the first request that asks for an explanation
         if threads:
             torch.set_num_threads(max(1, int(threads)))
-        mode = graph or os.environ.get(DOGBREED_SERVE_GRAPH, "auto")
+        mode = graph or "auto"
         self.acc = self._accelerator(precision, gpu_id, mode, channels_last)
         self.model = self.acc.prepare_model(self.model).eval()
         self.graph = self._freeze(mode)
@@ -164,9 +163,7 @@ class Predictor(ModelInputs):
             self.probabilities([image])
 
 
-def threads_per_worker(workers: int) -> int:
-    """Cores shared between the server's workers, so that they do not oversubscribe the CPU."""
-    configured = os.environ.get(DOGBREED_SERVE_THREADS)
-    if configured:
-        return max(1, int(configured))
-    return max(1, accel.available_cores() // max(1, workers))
+def threads_per_worker(workers: int, configured: int | None = None) -> int:
+    """Cores shared between the server's workers, so that they do not oversubscribe the CPU; ``configured``:
+    the settings' threads (DOGBREED_SERVE_THREADS), where set."""
+    return configured or max(1, accel.available_cores() // max(1, workers))

@@ -95,12 +95,13 @@ class ServingSettings:
     # the start: which front, where, with what
     front: str = "native"
     engine_mode: str = "auto"  # the mms front's batching engine process: auto and on (one engine per GPU), off
-    graph: str = "auto"  # DOGBREED_SERVE_GRAPH, checked here; the model process reads it (predictor.py)
+    graph: str = "auto"  # DOGBREED_SERVE_GRAPH: the served graph (predictor.py), passed to each model process
     port: int = DEFAULT_PORT
     workers: int | None = None  # SAGEMAKER_MODEL_SERVER_WORKERS: the mms front's workers; None: planned
     state_dir: str | None = None  # DOGBREED_SERVE_TEMP; None: a new temp folder
     mms_config: str | None = None  # DOGBREED_MMS_CONFIG; None: mms.properties in the state folder
     precision_cache: str | None = None  # DOGBREED_PRECISION_CACHE; None: precision.json in the state folder
+    engine_socket: str | None = None  # DOGBREED_ENGINE_SOCKET: set by the mms front for its workers, never by a user
 
     @classmethod
     def from_environ(cls, environ=None, cores: int | None = None, gpus: int | None = None) -> ServingSettings:
@@ -184,6 +185,7 @@ def _edge_and_engine(environ, pending: int) -> dict:
         "state_dir": (environ.get(envnames.DOGBREED_SERVE_TEMP) or "").strip() or None,
         "mms_config": (environ.get(envnames.DOGBREED_MMS_CONFIG) or "").strip() or None,
         "precision_cache": (environ.get(envnames.DOGBREED_PRECISION_CACHE) or "").strip() or None,
+        "engine_socket": (environ.get(envnames.DOGBREED_ENGINE_SOCKET) or "").strip() or None,
     }
     return {name: value for name, value in found.items() if value is not None}
 

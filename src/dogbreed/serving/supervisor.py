@@ -32,7 +32,7 @@ def engine_command(model_dir: Path, socket_path: Path, settings: ServingSettings
     batch, threads = settings.max_batch, settings.threads or available_cores()
     command = [sys.executable, "-m", "dogbreed.serving.batcher", "--model-dir", str(model_dir), "--socket", str(socket_path),
                "--max-batch", str(batch), "--threads", str(threads), "--max-queued", str(2 * settings.pending),
-               *(["--cpu-fallback"] if settings.cpu_fallback else []),
+               *(["--cpu-fallback"] if settings.cpu_fallback else []), "--graph", settings.graph,
                "--precision-cache", settings.precision_cache or str(Path(socket_path).parent / "precision.json")]
     return command, batch, threads
 
