@@ -52,12 +52,12 @@ def _settings(**environ) -> ServingSettings:
 
 
 @contextlib.contextmanager
-def _front(model_dir, tmp_path, settings: ServingSettings):
+def _front(model_dir, tmp_path, settings: ServingSettings, request_threads: int = 8):
     """The native front's app, loaded (native.load: engines started, warm-up request through the handler)."""
     model = Model()
     native.load(model, model_dir, tmp_path, settings)
     assert model.reason is None, model.reason
-    with serving(NativeApp(model, EdgeLimits.from_settings(settings), 8, settings)) as url:
+    with serving(NativeApp(model, EdgeLimits.from_settings(settings), request_threads, settings)) as url:
         yield url, model.predictor
 
 
@@ -136,6 +136,25 @@ def test_the_engines_queue_is_bounded(model_dir, tmp_path, monkeypatch):
         assert sum("queue is full" in error for error in errors) == 2, errors
         _drained(engine)
         assert held.batches == [1]  # the three that stopped waiting were dropped, unrun
+        assert post(url, jpeg_bytes())[0] == 200
+
+
+def test_the_wait_for_a_request_thread_counts_against_the_wait_bound(model_dir, tmp_path, monkeypatch):
+    """Four requests, two request threads, a held engine: the two that waited for a thread get their 503 when their
+    own bound is up, not a whole bound after a thread took them (which would outlast SageMaker's 60 s)."""
+    settings = _settings(**{envnames.DOGBREED_ENGINE_WAIT_S: "2", envnames.DOGBREED_SERVE_BATCH: "1"})
+    with _front(model_dir, tmp_path, settings, request_threads=2) as (url, predictor):
+        engine, gate = predictor.engines[0][0], threading.Event()
+        monkeypatch.setattr(engine.predictor, "answer_tensors", _SlowForward(engine, gate=gate))
+        try:
+            answers = _post_all(url, [jpeg_bytes()] * 4)
+        finally:
+            gate.set()
+        errors = [body["error"] for status, body, _ in answers if status == 503]
+        assert len(errors) == 4, answers
+        assert all("no answer within 2 s" in error for error in errors), errors
+        assert sum("waiting for a request thread" in error for error in errors) == 2, errors  # the two without one
+        _drained(engine)
         assert post(url, jpeg_bytes())[0] == 200
 
 
@@ -256,11 +275,11 @@ def two_gpus(monkeypatch) -> list:
     asked = []
     build = batcher._predictor
 
-    def on_the_cpu(model_dir, threads, cache, gpu_id=None):
+    def on_the_cpu(model_dir, threads, cache, gpu_id=None, graph="auto"):
         asked.append(gpu_id)
         with mock.patch.object(torch.cuda, "is_available", lambda: False), \
                 mock.patch.object(torch.cuda, "device_count", lambda: 0):
-            return build(model_dir, threads, cache)
+            return build(model_dir, threads, cache, graph=graph)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

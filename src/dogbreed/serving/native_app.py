@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,6 +21,7 @@ from . import content_types as ct
 from . import handler
 from .edge import Answer, Edge, EdgeLimits, busy, error
 from .errors import http_error
+from .native_engine import REQUEST_DEADLINE
 from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
@@ -64,8 +66,11 @@ class Model:
         return busy(LOADING)
 
 
-def invoke(predictor, body: bytes, headers: dict, default_accept: str) -> tuple[int, bytes, dict]:
-    """One request through the handler, on a pool thread: (status, body, headers)."""
+def invoke(predictor, body: bytes, headers: dict, default_accept: str,
+           deadline: float | None = None) -> tuple[int, bytes, dict]:
+    """One request through the handler, on a pool thread: (status, body, headers). ``deadline``: when the engine's
+    wait for it ends (it began when the request was read, not when this thread took it up)."""
+    token = REQUEST_DEADLINE.set(deadline)
     try:
         data = handler.input_fn(body, headers.get("content-type"), _Headers(headers))
         prediction = handler.predict_fn(data, predictor)
@@ -76,6 +81,8 @@ def invoke(predictor, body: bytes, headers: dict, default_accept: str) -> tuple[
         return 200, response.encode(), {"content-type": kind}
     except Exception as exc:  # every failure (MemoryError among them: a 507) becomes its JSON answer; the server goes on
         return error_answer(exc, traceback.format_exc())
+    finally:
+        REQUEST_DEADLINE.reset(token)
 
 
 class NativeApp(Edge):
@@ -95,7 +102,9 @@ class NativeApp(Edge):
         if not_ready:
             return not_ready
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, invoke, self.model.predictor, body, headers, self.default_accept)
+        deadline = time.monotonic() + self.settings.engine_wait_s  # a wait for a request thread counts too
+        return await loop.run_in_executor(self.pool, invoke, self.model.predictor, body, headers, self.default_accept,
+                                          deadline)
 
     def close(self) -> None:
         """Drop the queued requests (their clients are gone with the server): the interpreter's exit would run

@@ -13,6 +13,7 @@ forward pass instead of holding the queue, which is bounded (a 503 to retry past
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -26,6 +27,10 @@ from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
 
+# When the request on this thread must have its answer by (time.monotonic()), where its front set one: the native
+# front counts the wait for a request thread against the bound, so that the engine's 503 still comes before the
+# client's own timeout. Unset: the whole wait bound from the ask.
+REQUEST_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("request_deadline", default=None)
 
 
 class _Reply:
@@ -43,10 +48,11 @@ class _Reply:
     def wanted(self) -> bool:
         return self.waiting
 
-    def wait(self, timeout: float) -> dict:
+    def wait(self, timeout: float) -> dict | None:
+        """The answer, or None after ``timeout``."""
         if not self.done.wait(timeout):
             self.waiting = False  # its engine drops the pixels rather than run them for nobody
-            raise EngineUnavailable(f"the model engine gave no answer within {timeout:g} s")
+            return None
         return self.answer
 
 
@@ -72,13 +78,29 @@ class InProcessPredictor(EngineFed):
         self.engines, self.wait_s = list(engines), wait_s
 
     def _ask(self, pixels, k: int, explain: bool = False) -> dict:
+        timeout = self._time_left()
         engine = self._least_busy()
         reply = _Reply()
         try:
             engine.submit(pixels, k, reply.give, reply.wanted, block=False, explain=explain)
         except queue.Full:
             raise EngineUnavailable("the model engine's queue is full") from None
-        return reply.wait(self.wait_s)
+        answer = reply.wait(timeout)
+        if answer is None:
+            queued = self.wait_s - timeout  # before it reached the engine: waiting for a request thread
+            raise EngineUnavailable(f"the model engine gave no answer within {self.wait_s:g} s"
+                                    + (f" ({queued:.1f} s of it waiting for a request thread)" if queued >= 0.1 else ""))
+        return answer
+
+    def _time_left(self) -> float:
+        deadline = REQUEST_DEADLINE.get()
+        if deadline is None:
+            return self.wait_s
+        left = min(self.wait_s, deadline - time.monotonic())
+        if left <= 0:
+            raise EngineUnavailable(f"the model engine gave no answer within {self.wait_s:g} s (all of it waiting for "
+                                    "a request thread)")
+        return left
 
     def unhealthy(self, failures: bool = True) -> str | None:
         """Why a request sent now would get no answer, or None (any engine's reason: a request may go to it).
