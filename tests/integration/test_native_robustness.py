@@ -361,3 +361,28 @@ def test_the_mms_engine_process_spreads_the_workers_requests_over_one_engine_per
     images = [sum(wrapper.batches) for wrapper in slow]
     assert sum(images) == 12 and min(images) >= 3, images
     assert all(max(wrapper.batches) > 1 for wrapper in slow), [w.batches for w in slow]
+
+
+def test_the_mms_engine_drops_a_request_whose_worker_stopped_waiting(model_dir, monkeypatch):
+    """A worker past its wait bound (its 503 given) closes its connection: the engine process drops its pixels
+    before the forward pass, as the native front's engine does, rather than run them for nobody."""
+    (engine, _), = batcher.start_engines(model_dir, 8, 1, None, 16)
+    gate = threading.Event()
+    held = _SlowForward(engine, gate=gate)
+    monkeypatch.setattr(engine.predictor, "answer_tensors", held)
+    pixels = np.zeros((1, 3, 64, 64), np.uint8)
+    with tempfile.TemporaryDirectory(dir="/tmp") as short, ThreadPoolExecutor(2) as pool:
+        socket_path = Path(short) / "engine.sock"
+        threading.Thread(target=batcher.serve_forever, args=([engine], socket_path), daemon=True).start()
+        while not engine_listening(socket_path):
+            time.sleep(0.05)
+        first = pool.submit(EngineClient(socket_path, wait_s=60).top_k, pixels, 2)  # held in the forward pass
+        while not held.batches and engine.load() == 0:
+            time.sleep(0.01)
+        with pytest.raises(Exception, match="no answer within"):  # queued behind it: gives up, closes
+            EngineClient(socket_path, wait_s=0.5).top_k(pixels, 2)
+        last = pool.submit(EngineClient(socket_path, wait_s=60).top_k, pixels, 2)
+        time.sleep(0.3)  # queued too
+        gate.set()
+        assert len(first.result(60)[0]) == 2 and len(last.result(60)[0]) == 2
+    assert held.batches == [1, 1], held.batches  # the first, then the last alone: the abandoned one never ran

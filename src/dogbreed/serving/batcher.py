@@ -308,13 +308,25 @@ def serve_forever(engines: list[Engine], socket_path: Path) -> None:
         threading.Thread(target=_read, args=(engines, connection), daemon=True).start()
 
 
+def _still_there(connection: socket.socket) -> bool:
+    """Whether the worker still waits on ``connection``: a worker that stopped waiting (its 503 after the wait bound)
+    closed it, and its pixels are dropped before the forward pass, as the native front's are."""
+    try:
+        return connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:  # open, and nothing more sent: it waits
+        return True
+    except OSError:  # closed here already, by _read once the worker left
+        return False
+
+
 def _read(engines: list[Engine], connection: socket.socket) -> None:
     answer = functools.partial(_send_answer, connection, threading.Lock())
+    wanted = functools.partial(_still_there, connection)
     try:
         while True:
             array, top_k, explain = decode_request(read_frame(connection))
             # torch only on the batch threads (Engine._tensor); a full queue holds this worker back
-            least_busy(engines).submit(array, top_k, answer, explain=explain)
+            least_busy(engines).submit(array, top_k, answer, wanted, explain=explain)
     except (ConnectionError, OSError, ValueError, RuntimeError) as exc:  # a worker went away or sent garbage: drop it
         log.debug("connection closed: %s", exc)
         connection.close()
