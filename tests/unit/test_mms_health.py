@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -69,6 +70,21 @@ def test_a_recent_answer_spares_the_probe(mms):
     prober = Prober(_port(mms))
     prober.note(200)
     assert why_not_ready(True, _port(mms), prober) is None and mms.posts == 0
+
+
+def test_every_worker_busy_on_long_requests_is_still_ready_while_answers_come(mms):
+    """With client requests in, an answer within the response timeout is enough: a probe would queue behind
+    them and turn /ping 503 on a server that answers. Idle, or past that window, the probe decides."""
+    prober = Prober(_port(mms), busy_window_s=60)
+    prober.begin()
+    prober.answered_at = time.monotonic() - 20  # every worker busy for 20 s
+    mms.invocation = (503, json.dumps({"code": 503, "message": "No worker is available"}).encode())
+    assert why_not_ready(None, _port(mms), prober) is None and mms.posts == 0
+    prober.answered_at = time.monotonic() - 61  # nothing answered for longer than a request may take
+    assert "did not answer a probe request: 503" in why_not_ready(None, _port(mms), prober) and mms.posts == 1
+    prober.end(504)
+    prober.answered_at = time.monotonic() - 20  # idle: an answer 20 s old proves nothing now
+    assert why_not_ready(None, _port(mms), prober) is not None and mms.posts == 2
 
 
 def test_a_loading_engine_is_not_ready_whatever_the_workers_say(mms):

@@ -76,11 +76,23 @@ def live_workers(management_port: int, timeout: float = 5) -> int:
 
 
 class Prober:
-    """When multi-model-server last answered a request through a worker (a client's or the probe's)."""
+    """When multi-model-server last answered a request through a worker (a client's or the probe's), and how many
+    client requests it holds now. ``busy_window_s``: while it holds some, an answer this recent is enough (the
+    response timeout): with every worker busy on long requests a probe would only queue behind them, and /ping
+    turn 503 on a server that answers; a server that answers nothing for that long is timing its requests out."""
 
-    def __init__(self, backend_port: int):
+    def __init__(self, backend_port: int, busy_window_s: float = PROBE_EVERY_S):
         self.backend_port, self.image = backend_port, sample_jpeg()
+        self.busy_window_s = max(PROBE_EVERY_S, busy_window_s)
         self.answered_at: float | None = None
+        self.in_flight = 0  # the event loop's thread changes it (MmsProxy.answer); the watcher only reads it
+
+    def begin(self) -> None:
+        self.in_flight += 1
+
+    def end(self, status: int) -> None:
+        self.in_flight -= 1
+        self.note(status)
 
     def note(self, status: int) -> None:
         """A client's answer: only a 2xx went through the model (a 4xx is refused by input_fn before it, so a
@@ -89,8 +101,10 @@ class Prober:
             self.answered_at = time.monotonic()
 
     def why_not(self) -> str | None:
-        """None where a request was answered within ``PROBE_EVERY_S``, or the probe sent now is answered."""
-        if self.answered_at is not None and time.monotonic() - self.answered_at < PROBE_EVERY_S:
+        """None where a request was answered within ``PROBE_EVERY_S`` (``busy_window_s`` while client requests are
+        in), or the probe sent now is answered."""
+        window = self.busy_window_s if self.in_flight > 0 else PROBE_EVERY_S
+        if self.answered_at is not None and time.monotonic() - self.answered_at < window:
             return None
         status, raw, _ = forward(self.backend_port, self.image, {"content-type": ct.JPEG}, PROBE_TIMEOUT_S)
         if status == 200:
@@ -161,8 +175,14 @@ class MmsProxy(Edge):
         if self.health.final:
             return self.health.answer()
         loop = asyncio.get_running_loop()
-        answer = await loop.run_in_executor(self.pool, forward, self.prober.backend_port, body, headers, self.timeout_s)
-        self.prober.note(answer[0])
+        self.prober.begin()
+        status = 0
+        try:
+            answer = await loop.run_in_executor(self.pool, forward, self.prober.backend_port, body, headers,
+                                                self.timeout_s)
+            status = answer[0]
+        finally:
+            self.prober.end(status)
         return answer
 
     def close(self) -> None:

@@ -288,7 +288,7 @@ def _serve_mms(model_dir: Path, host: str, port: int, workers: int, state_dir: P
     management = loopback_port(port, backend)
     settings, limits = configuration
     process = start_mms(model_dir, backend, management, workers, state_dir / "tmp", config_path, settings)
-    health, prober = Health(), Prober(backend)
+    health, prober = Health(), Prober(backend, busy_window_s=settings.response_timeout_s)
     app = MmsProxy(limits, health, prober, forward_timeout(settings), settings)
     server = edge_server(app, host, port, STOP_GRACE_S)
     stop_on_signals()
