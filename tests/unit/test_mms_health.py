@@ -73,18 +73,29 @@ def test_a_recent_answer_spares_the_probe(mms):
 
 
 def test_every_worker_busy_on_long_requests_is_still_ready_while_answers_come(mms):
-    """With client requests in, an answer within the response timeout is enough: a probe would queue behind
-    them and turn /ping 503 on a server that answers. Idle, or past that window, the probe decides."""
+    """With client requests in, an answer within twice the longest recent request is enough (at most the response
+    timeout): a probe would queue behind them and turn /ping 503 on a server that answers. Idle, or past that
+    window, the probe decides."""
     prober = Prober(_port(mms), busy_window_s=60)
+    prober.end(200, prober.begin() - 12)  # a recent request took 12 s
     prober.begin()
-    prober.answered_at = time.monotonic() - 20  # every worker busy for 20 s
+    prober.answered_at = time.monotonic() - 20  # every worker busy for 20 s: within 2 x 12 s
     mms.invocation = (503, json.dumps({"code": 503, "message": "No worker is available"}).encode())
     assert why_not_ready(None, _port(mms), prober) is None and mms.posts == 0
-    prober.answered_at = time.monotonic() - 61  # nothing answered for longer than a request may take
+    prober.answered_at = time.monotonic() - 30  # longer than twice any recent request
     assert "did not answer a probe request: 503" in why_not_ready(None, _port(mms), prober) and mms.posts == 1
-    prober.end(504)
+    prober.end(504, time.monotonic())
     prober.answered_at = time.monotonic() - 20  # idle: an answer 20 s old proves nothing now
     assert why_not_ready(None, _port(mms), prober) is not None and mms.posts == 2
+
+
+def test_quick_requests_keep_the_busy_window_short_and_long_ones_within_the_timeout(mms):
+    prober = Prober(_port(mms), busy_window_s=60)
+    prober.end(200, prober.begin() - 0.05)
+    prober.begin()
+    assert prober.window_s() == 5  # requests of 50 ms: a server silent for 5 s is probed, as when idle
+    prober.end(200, prober.begin() - 600)
+    assert prober.window_s() == 60  # never past the response timeout
 
 
 def test_a_loading_engine_is_not_ready_whatever_the_workers_say(mms):

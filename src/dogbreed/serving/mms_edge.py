@@ -14,6 +14,7 @@ client request was answered lately, the launcher sends a small probe image itsel
 from __future__ import annotations
 
 import asyncio
+import collections
 import http.client
 import json
 import logging
@@ -76,23 +77,35 @@ def live_workers(management_port: int, timeout: float = 5) -> int:
 
 
 class Prober:
-    """When multi-model-server last answered a request through a worker (a client's or the probe's), and how many
-    client requests it holds now. ``busy_window_s``: while it holds some, an answer this recent is enough (the
-    response timeout): with every worker busy on long requests a probe would only queue behind them, and /ping
-    turn 503 on a server that answers; a server that answers nothing for that long is timing its requests out."""
+    """When multi-model-server last answered a request through a worker (a client's or the probe's), how many
+    client requests it holds now, and how long the recent ones took. While it holds some, an answer within twice the
+    longest recent request is enough (at most ``busy_window_s``, the response timeout): with every worker busy on
+    long requests a probe would only queue behind them and turn /ping 503 on a server that answers, while a server
+    that answers nothing for that long, when its requests take milliseconds, is wedged and found in seconds."""
 
     def __init__(self, backend_port: int, busy_window_s: float = PROBE_EVERY_S):
         self.backend_port, self.image = backend_port, sample_jpeg()
         self.busy_window_s = max(PROBE_EVERY_S, busy_window_s)
         self.answered_at: float | None = None
-        self.in_flight = 0  # the event loop's thread changes it (MmsProxy.answer); the watcher only reads it
+        # the event loop's thread changes these (MmsProxy.answer); the watcher only reads them
+        self.in_flight = 0
+        self.recent_s: collections.deque[float] = collections.deque(maxlen=32)
 
-    def begin(self) -> None:
+    def begin(self) -> float:
         self.in_flight += 1
+        return time.monotonic()
 
-    def end(self, status: int) -> None:
+    def end(self, status: int, began: float) -> None:
         self.in_flight -= 1
         self.note(status)
+        if 200 <= status < 300:
+            self.recent_s.append(time.monotonic() - began)
+
+    def window_s(self) -> float:
+        """How recent an answer must be for no probe to be needed."""
+        if self.in_flight <= 0:
+            return PROBE_EVERY_S
+        return min(self.busy_window_s, max(PROBE_EVERY_S, 2 * max(self.recent_s, default=0.0)))
 
     def note(self, status: int) -> None:
         """A client's answer: only a 2xx went through the model (a 4xx is refused by input_fn before it, so a
@@ -101,10 +114,8 @@ class Prober:
             self.answered_at = time.monotonic()
 
     def why_not(self) -> str | None:
-        """None where a request was answered within ``PROBE_EVERY_S`` (``busy_window_s`` while client requests are
-        in), or the probe sent now is answered."""
-        window = self.busy_window_s if self.in_flight > 0 else PROBE_EVERY_S
-        if self.answered_at is not None and time.monotonic() - self.answered_at < window:
+        """None where a request was answered within :meth:`window_s`, or the probe sent now is answered."""
+        if self.answered_at is not None and time.monotonic() - self.answered_at < self.window_s():
             return None
         status, raw, _ = forward(self.backend_port, self.image, {"content-type": ct.JPEG}, PROBE_TIMEOUT_S)
         if status == 200:
@@ -175,14 +186,13 @@ class MmsProxy(Edge):
         if self.health.final:
             return self.health.answer()
         loop = asyncio.get_running_loop()
-        self.prober.begin()
-        status = 0
+        began, status = self.prober.begin(), 0
         try:
             answer = await loop.run_in_executor(self.pool, forward, self.prober.backend_port, body, headers,
                                                 self.timeout_s)
             status = answer[0]
         finally:
-            self.prober.end(status)
+            self.prober.end(status, began)
         return answer
 
     def close(self) -> None:

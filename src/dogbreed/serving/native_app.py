@@ -21,7 +21,7 @@ from . import content_types as ct
 from . import handler
 from .edge import Answer, Edge, EdgeLimits, busy, error
 from .errors import http_error
-from .native_engine import REQUEST_DEADLINE
+from .native_engine import THREAD_WAIT_S
 from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
@@ -67,10 +67,10 @@ class Model:
 
 
 def invoke(predictor, body: bytes, headers: dict, default_accept: str,
-           deadline: float | None = None) -> tuple[int, bytes, dict]:
-    """One request through the handler, on a pool thread: (status, body, headers). ``deadline``: when the engine's
-    wait for it ends (it began when the request was read, not when this thread took it up)."""
-    token = REQUEST_DEADLINE.set(deadline)
+           read_at: float | None = None) -> tuple[int, bytes, dict]:
+    """One request through the handler, on a pool thread: (status, body, headers). ``read_at``: when its body was
+    read (time.monotonic()): the wait for this thread since counts against the engine's wait bound."""
+    token = THREAD_WAIT_S.set(0.0 if read_at is None else max(0.0, time.monotonic() - read_at))
     try:
         data = handler.input_fn(body, headers.get("content-type"), _Headers(headers))
         prediction = handler.predict_fn(data, predictor)
@@ -82,7 +82,7 @@ def invoke(predictor, body: bytes, headers: dict, default_accept: str,
     except Exception as exc:  # every failure (MemoryError among them: a 507) becomes its JSON answer; the server goes on
         return error_answer(exc, traceback.format_exc())
     finally:
-        REQUEST_DEADLINE.reset(token)
+        THREAD_WAIT_S.reset(token)
 
 
 class NativeApp(Edge):
@@ -102,9 +102,8 @@ class NativeApp(Edge):
         if not_ready:
             return not_ready
         loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + self.settings.engine_wait_s  # a wait for a request thread counts too
         return await loop.run_in_executor(self.pool, invoke, self.model.predictor, body, headers, self.default_accept,
-                                          deadline)
+                                          time.monotonic())
 
     def close(self) -> None:
         """Drop the queued requests (their clients are gone with the server): the interpreter's exit would run

@@ -27,10 +27,11 @@ from .settings import ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
 
-# When the request on this thread must have its answer by (time.monotonic()), where its front set one: the native
-# front counts the wait for a request thread against the bound, so that the engine's 503 still comes before the
-# client's own timeout. Unset: the whole wait bound from the ask.
-REQUEST_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("request_deadline", default=None)
+# How long the request on this thread waited for the thread, where its front says (the native front): that wait
+# counts against the engine's bound, so that the 503 still comes before the client's own timeout. Its decode does
+# not: a big body's decode is the request's own work, as on the mms front.
+THREAD_WAIT_S: contextvars.ContextVar[float] = contextvars.ContextVar("thread_wait_s", default=0.0)
+MIN_WAIT_S = 0.05  # less left than this: a 503 at once, not a queue place taken for an answer nobody waits for
 
 
 class _Reply:
@@ -87,17 +88,14 @@ class InProcessPredictor(EngineFed):
             raise EngineUnavailable("the model engine's queue is full") from None
         answer = reply.wait(timeout)
         if answer is None:
-            queued = self.wait_s - timeout  # before it reached the engine: waiting for a request thread
+            queued = THREAD_WAIT_S.get()
             raise EngineUnavailable(f"the model engine gave no answer within {self.wait_s:g} s"
                                     + (f" ({queued:.1f} s of it waiting for a request thread)" if queued >= 0.1 else ""))
         return answer
 
     def _time_left(self) -> float:
-        deadline = REQUEST_DEADLINE.get()
-        if deadline is None:
-            return self.wait_s
-        left = min(self.wait_s, deadline - time.monotonic())
-        if left <= 0:
+        left = self.wait_s - THREAD_WAIT_S.get()
+        if left < MIN_WAIT_S:
             raise EngineUnavailable(f"the model engine gave no answer within {self.wait_s:g} s (all of it waiting for "
                                     "a request thread)")
         return left
