@@ -37,6 +37,7 @@ SAGEMAKER_MODEL_SERVER_TIMEOUT = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
 SAGEMAKER_BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
 SAGEMAKER_MAX_REQUEST_SIZE = "SAGEMAKER_MAX_REQUEST_SIZE"  # our own: payload limit in bytes
 SAGEMAKER_MAX_PAYLOAD_IN_MB = "SAGEMAKER_MAX_PAYLOAD_IN_MB"  # Batch Transform's MaxPayloadInMB (wins over the above)
+SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"  # the answer type where Accept is */*
 SAGEMAKER_BATCH = "SAGEMAKER_BATCH"  # "true" in a Batch Transform job's container
 
 # --- dogbreed's own knobs --------------------------------------------------------------------------

@@ -31,7 +31,8 @@ def _serving_names() -> set[str]:
     serving = {n for n in names if n.startswith(("SAGEMAKER_MODEL_SERVER", "SAGEMAKER_MAX_", "DOGBREED_SERVE",
                                                  "DOGBREED_MAX_", "DOGBREED_NATIVE", "DOGBREED_ENGINE",
                                                  "DOGBREED_KEEP", "DOGBREED_READ", "DOGBREED_MMS", "DOGBREED_PRECISION_C"))}
-    return serving | {envnames.SAGEMAKER_BIND_TO_PORT, envnames.SAGEMAKER_BATCH, envnames.DOGBREED_SERVER}
+    return serving | {envnames.SAGEMAKER_BIND_TO_PORT, envnames.SAGEMAKER_BATCH, envnames.DOGBREED_SERVER,
+                      envnames.SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT}
 
 
 def test_every_serving_variable_is_read_by_the_snapshot_and_documented():
@@ -65,6 +66,7 @@ def test_the_edge_takes_its_bounds_from_the_snapshot():
     (envnames.SAGEMAKER_MAX_REQUEST_SIZE, str(101 << 20)),  # past the 100 MB that SageMaker's payloads reach
     (envnames.DOGBREED_ENGINE_WAIT_S, "60"),  # not under the 60 s response timeout: the front would answer first
     (envnames.DOGBREED_SERVE_CPU_FALLBACK, "treu"), (envnames.SAGEMAKER_BATCH, "maybe"),  # not read as "no"
+    (envnames.SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT, "text/csv"),  # an answer type the server cannot give
 ])
 def test_a_value_out_of_range_is_refused_by_name(name, raw):
     with pytest.raises(ValueError, match=name):
@@ -107,3 +109,16 @@ def test_the_mms_response_limit_holds_a_json_lines_answer_of_every_record(batch)
     config = server.mms_config(settings, 9000, 2, 9001)
     limit = int(next(row for row in config.splitlines() if row.startswith("max_response_size=")).split("=")[1])
     assert limit >= decoders.json_lines_records(settings.scale, batch) * (len(line) + 1)
+
+
+def test_the_native_front_answers_star_accept_with_the_snapshots_default():
+    from dogbreed.serving.native_app import Model, NativeApp
+
+    settings = ServingSettings.from_environ({envnames.SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT: "application/jsonlines"},
+                                            cores=2, gpus=0)
+    app = NativeApp(Model(), EdgeLimits.from_settings(settings), 1, settings)
+    try:
+        assert app.default_accept == "application/jsonlines"
+    finally:
+        app.close()
+    assert ServingSettings.from_environ({}, cores=2, gpus=0).default_accept == "application/json"

@@ -15,8 +15,6 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from sagemaker_inference.environment import Environment
-
 from . import content_types as ct
 from . import handler
 from .edge import Answer, Edge, EdgeLimits, busy, error
@@ -92,7 +90,7 @@ class NativeApp(Edge):
         super().__init__(limits, settings)
         self.model = model
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="request")
-        self.default_accept = Environment().default_accept
+        self.default_accept = self.settings.default_accept
 
     def ping(self) -> Answer | None:
         return self.model.not_ready()

@@ -32,6 +32,7 @@ import os
 from dataclasses import dataclass
 
 from .. import env as envnames
+from . import content_types as ct
 
 MIB = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 6 * MIB  # SageMaker real-time endpoints take at most 6 MB
@@ -101,6 +102,7 @@ class ServingSettings:
     state_dir: str | None = None  # DOGBREED_SERVE_TEMP; None: a new temp folder
     mms_config: str | None = None  # DOGBREED_MMS_CONFIG; None: mms.properties in the state folder
     precision_cache: str | None = None  # DOGBREED_PRECISION_CACHE; None: precision.json in the state folder
+    default_accept: str = "application/json"  # SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT: the answer where Accept is */*
     engine_socket: str | None = None  # DOGBREED_ENGINE_SOCKET: set by the mms front for its workers, never by a user
 
     @classmethod
@@ -186,8 +188,17 @@ def _edge_and_engine(environ, pending: int) -> dict:
         "mms_config": (environ.get(envnames.DOGBREED_MMS_CONFIG) or "").strip() or None,
         "precision_cache": (environ.get(envnames.DOGBREED_PRECISION_CACHE) or "").strip() or None,
         "engine_socket": (environ.get(envnames.DOGBREED_ENGINE_SOCKET) or "").strip() or None,
+        "default_accept": _answer_type(environ, envnames.SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT),
     }
     return {name: value for name, value in found.items() if value is not None}
+
+
+def _answer_type(environ, name: str) -> str | None:
+    """A type the server can answer with (JSON or JSON lines), as the toolkit reads it; None where unset."""
+    raw = (environ.get(name) or "").strip()
+    if raw and ct.pick_response(raw) is None:
+        raise ValueError(f"{name}={raw[:40]!r}: the server answers {ct.JSON} or {ct.JSONLINES}")
+    return raw or None
 
 
 def _choice(environ, name: str, choices: tuple[str, ...]) -> str | None:
