@@ -289,3 +289,23 @@ def send(port: int, body: bytes, content_type: str | None, headers: dict | None 
         return status, json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return status, raw
+
+
+# The served engine measures its own precision (bf16 where the CPU has it) and batches with other requests; the
+# in-process model of a test measures its own: their probabilities agree to this much, not bit for bit.
+PROBABILITY_ATOL = 0.02
+
+
+def assert_same_ranking(got: list[list[dict]], want: list[list[dict]], atol: float = PROBABILITY_ATOL) -> None:
+    """Two top-k answers agree: the same number of rows, the k-th probability within ``atol`` at each place, and
+    the same breed at each place unless the two breeds there are a near-tie (their probabilities within ``atol``
+    in the expected answer), which precision or batching may order either way."""
+    assert len(got) == len(want), (got, want)
+    for got_rows, want_rows in zip(got, want, strict=True):
+        assert len(got_rows) == len(want_rows), (got_rows, want_rows)
+        expected = {row["breed"]: row["probability"] for row in want_rows}
+        for place, (mine, theirs) in enumerate(zip(got_rows, want_rows, strict=True)):
+            assert abs(mine["probability"] - theirs["probability"]) <= atol, (place, got_rows, want_rows)
+            if mine["breed"] != theirs["breed"]:
+                tied = mine["breed"] not in expected or abs(expected[mine["breed"]] - theirs["probability"]) <= atol
+                assert tied, (place, got_rows, want_rows)

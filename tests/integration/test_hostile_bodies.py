@@ -19,7 +19,7 @@ from dogbreed.serving import handler
 from dogbreed.serving.predictor import Predictor
 from tests import hostile
 from tests.conftest import DOGS10, free_port
-from tests.serving_helpers import FRONTS, local_server, probe_for, send
+from tests.serving_helpers import FRONTS, assert_same_ranking, local_server, probe_for, send
 
 pytestmark = pytest.mark.slow
 
@@ -54,11 +54,11 @@ def _breeds(predictions) -> list[list[str]]:
     return [[row["breed"] for row in rows] for rows in predictions]
 
 
-def expected_answer(predictor, case: hostile.Case) -> list[list[str]]:
-    """The in-process model's breeds for a body the server answered with 200."""
+def expected_answer(predictor, case: hostile.Case) -> list[list[dict]]:
+    """The in-process model's answer for a body the server answered with 200."""
     kind = case.content_type or ct.header(case.headers, "content-type")
     data = handler.input_fn(case.body, kind, hostile.Headers(case.headers))
-    return _breeds(predictor.top_k(data["images"], data["top_k"]))
+    return predictor.top_k(data["images"], data["top_k"])
 
 
 def assert_serves_correctly(served: Served) -> None:
@@ -73,7 +73,7 @@ def test_each_hostile_body_gets_its_status_and_the_server_goes_on(served, predic
     status, answer = send(served.port, case.body, case.content_type, case.headers)
     assert status in case.statuses, (status, answer if isinstance(answer, dict) else answer[:300])
     if status == 200:
-        assert _breeds(answer["predictions"]) == expected_answer(predictor, case)
+        assert_same_ranking(answer["predictions"], expected_answer(predictor, case))
     else:  # the documented error JSON, on both fronts
         assert answer["status"] == status and isinstance(answer["error"], str) and answer["error"], answer
     assert_serves_correctly(served)

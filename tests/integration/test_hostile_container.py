@@ -49,7 +49,7 @@ def test_the_serve_container_answers_hostile_bodies_with_4xx_json_or_a_correct_2
             wrong.append((case.name, status, answer if isinstance(answer, dict) else answer[:200]))
         elif status == 200:  # the top breed the in-process model gives (the image's torch may round otherwise)
             served = [rows[0]["breed"] for rows in answer["predictions"]]
-            if served != [rows[0] for rows in expected_answer(predictor, case)]:
+            if served != [rows[0]["breed"] for rows in expected_answer(predictor, case)]:
                 wrong.append((case.name, "answer", served))
         elif not (isinstance(answer, dict) and answer.get("status") == status and answer.get("error")):
             wrong.append((case.name, status, "not the error JSON", answer))

@@ -21,7 +21,7 @@ from dogbreed.env import DOGBREED_NATIVE_PENDING
 from dogbreed.serving import content_types as ct
 from dogbreed.serving.predictor import Predictor
 from tests.conftest import free_port
-from tests.serving_helpers import FRONTS, get, jpeg_bytes, local_server, post, post_oversized, probe_for
+from tests.serving_helpers import FRONTS, assert_same_ranking, get, jpeg_bytes, local_server, post, post_oversized, probe_for
 
 pytestmark = pytest.mark.slow
 
@@ -135,7 +135,7 @@ def test_images_are_classified_as_the_in_process_model_does(server, predictor, s
         assert status == 200, answer
         assert headers.get("content-type", "").startswith("application/json")
         expected = predictor.top_k([Image.open(io.BytesIO(body))], k=5)
-        assert _classes(answer) == [[r["breed"] for r in expected[0]]]
+        assert_same_ranking(answer["predictions"], expected)
         assert len(answer["predictions"][0]) == 5
         probs = [r["probability"] for r in answer["predictions"][0]]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
@@ -148,7 +148,7 @@ def test_json_batch_and_top_k(server, predictor, sample_dir):
     status, answer, _ = post(url, body, "application/json")
     assert status == 200, answer
     expected = predictor.top_k([Image.open(p) for p in paths], k=2)
-    assert _classes(answer) == [[r["breed"] for r in rows] for rows in expected]
+    assert_same_ranking(answer["predictions"], expected)
 
 
 def test_top_k_from_the_custom_attributes_header(server, sample_dir):

@@ -22,7 +22,7 @@ from dogbreed.serving.errors import RequestError
 from dogbreed.serving.predictor import Predictor
 from tests import hostile
 from tests.conftest import free_port
-from tests.serving_helpers import FRONTS, local_server, post
+from tests.serving_helpers import FRONTS, assert_same_ranking, local_server, post
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -226,8 +226,7 @@ def test_the_corpus_replayed_over_http_gets_4xx_or_a_correct_200(trained, tmp_pa
             if status == 200:
                 data = handler.input_fn(body, kind, hostile.Headers(headers))
                 expected = predictor.top_k(data["images"], data["top_k"])
-                breeds = [[r["breed"] for r in rows] for rows in answer["predictions"]]
-                assert breeds == [[r["breed"] for r in rows] for rows in expected]
+                assert_same_ranking(answer["predictions"], expected)
                 statuses["200"] += 1
             else:
                 assert 400 <= status < 500, (status, answer, content_type, body[:40])
