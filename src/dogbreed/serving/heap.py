@@ -51,7 +51,7 @@ class IdleTrim:
     every few seconds nothing either (a trim hands back the steady state's freed activations too, and the next
     request faults them in again). The trim runs on a thread of its own, not the event loop's. Event loop only."""
 
-    def __init__(self, after_s: float = 1.0, growth: int = 64 * 2**20):
+    def __init__(self, after_s: float = 1.0, growth: int = 32 * 2**20):
         self.after_s, self.growth = after_s, growth
         self.started = 0
         self.floor = resident_bytes()  # resident memory after the last trim
