@@ -180,6 +180,17 @@ def test_batches_that_all_fail_turn_ping_503_until_one_succeeds(model_dir, tmp_p
         assert ping(url)[0] == 200
 
 
+def test_accept_any_or_none_gets_the_answer_type_the_toolkits_variable_names(model_dir, tmp_path):
+    settings = _settings(**{envnames.SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT: "application/jsonlines"})
+    with _front(model_dir, tmp_path, settings) as (url, _):
+        for headers in ({"Accept": "*/*"}, {}):
+            status, line, answer_headers = post(url, jpeg_bytes(), headers=headers)  # one image: one line
+            assert status == 200 and answer_headers["content-type"] == "application/jsonlines", (headers, line)
+            assert line["predictions"][0][0]["breed"]
+        status, body, answer_headers = post(url, jpeg_bytes(), headers={"Accept": "application/json"})
+        assert status == 200 and answer_headers["content-type"] == "application/json" and body["predictions"]
+
+
 @pytest.mark.parametrize("name, raw", [(envnames.DOGBREED_MAX_HEAD_BYTES, "0"), (envnames.DOGBREED_MAX_HEADERS, "ten"),
                                        (envnames.DOGBREED_READ_TIMEOUT_S, "-1"), (envnames.DOGBREED_NATIVE_PENDING, "0"),
                                        (envnames.DOGBREED_KEEP_ALIVE_S, "nan"), (envnames.DOGBREED_SERVE_BATCH, "0"),

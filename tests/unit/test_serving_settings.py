@@ -111,14 +111,8 @@ def test_the_mms_response_limit_holds_a_json_lines_answer_of_every_record(batch)
     assert limit >= decoders.json_lines_records(settings.scale, batch) * (len(line) + 1)
 
 
-def test_the_native_front_answers_star_accept_with_the_snapshots_default():
-    from dogbreed.serving.native_app import Model, NativeApp
-
+def test_the_default_answer_type_is_json_and_takes_the_toolkits_variable():
+    assert ServingSettings.from_environ({}, cores=2, gpus=0).default_accept == "application/json"
     settings = ServingSettings.from_environ({envnames.SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT: "application/jsonlines"},
                                             cores=2, gpus=0)
-    app = NativeApp(Model(), EdgeLimits.from_settings(settings), 1, settings)
-    try:
-        assert app.default_accept == "application/jsonlines"
-    finally:
-        app.close()
-    assert ServingSettings.from_environ({}, cores=2, gpus=0).default_accept == "application/json"
+    assert settings.default_accept == "application/jsonlines"

@@ -90,7 +90,6 @@ class NativeApp(Edge):
         super().__init__(limits, settings)
         self.model = model
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="request")
-        self.default_accept = self.settings.default_accept
 
     def ping(self) -> Answer | None:
         return self.model.not_ready()
@@ -100,8 +99,8 @@ class NativeApp(Edge):
         if not_ready:
             return not_ready
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, invoke, self.model.predictor, body, headers, self.default_accept,
-                                          time.monotonic())
+        return await loop.run_in_executor(self.pool, invoke, self.model.predictor, body, headers,
+                                          self.settings.default_accept, time.monotonic())
 
     def close(self) -> None:
         """Drop the queued requests (their clients are gone with the server): the interpreter's exit would run
