@@ -6,7 +6,6 @@ is rebuilt from the training artifacts; preprocessing is the training package's 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
@@ -112,9 +111,11 @@ def flag_from(attributes: str | None, options: dict, name: str) -> bool:
         raw = _attribute(attributes, (name, name.replace("_", "-")))
     if raw is None or isinstance(raw, bool):
         return bool(raw)
-    with contextlib.suppress(ValueError):
-        if isinstance(raw, str):
+    if isinstance(raw, str):
+        try:
             return yes_or_no(raw)
+        except ValueError:
+            pass  # refused below, by the option's name
     raise BadRequest(f"{name} must be true or false, got {str(raw)[:40]!r}")
 
 
