@@ -9,6 +9,8 @@ yields. The CPU path is unchanged; :func:`decodes_on_gpu` picks this one only fo
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 import random
 
@@ -17,6 +19,9 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as F
 
 from .data import Samples, Unreadable, make_loader
+from .presets import open_rgb
+
+log = logging.getLogger(__name__)
 
 JPEG_MAGIC = b"\xff\xd8"
 RATIO = (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop's aspect ratios
@@ -68,19 +73,33 @@ def crop_box(height: int, width: int, scale: tuple[float, float], rng: random.Ra
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def _decode_on_cpu(encoded: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """Pillow, as the CPU path and :func:`dogbreed.data.readable` decode: the formats torchvision cannot (BMP, TIFF)
+    and the JPEGs nvJPEG refuses (CMYK, 12-bit, ...). Every image the readability check passed must train; this
+    costs the training process a Pillow decode, but only for those images. None: Pillow cannot read it either."""
+    try:
+        image = open_rgb(io.BytesIO(encoded.numpy().tobytes()))
+    except Exception as exc:  # noqa: BLE001 - any decode failure: the image is skipped and counted, never fatal
+        log.debug("skipping an image no decoder reads: %s", exc)
+        return None
+    return F.pil_to_tensor(image).to(device)
+
+
 def _decode_one(encoded: torch.Tensor, device: torch.device) -> torch.Tensor | None:
-    """One image: nvJPEG for a JPEG, else torchvision's CPU decoders (PNG, GIF, WebP) moved over; None if neither."""
+    """One image: nvJPEG for a JPEG, else torchvision's CPU decoders (PNG, GIF, WebP) moved over; where those fail,
+    Pillow (:func:`_decode_on_cpu`); None if it fails too."""
     try:
         if bytes(encoded[:2].tolist()) == JPEG_MAGIC:
             return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
         return decode_image(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True).to(device)
-    except RuntimeError:
-        return None
+    except (RuntimeError, ValueError):
+        return _decode_on_cpu(encoded, device)
 
 
 def decode_all(encoded: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
-    """Every image of a batch as CHW uint8 on ``device`` (None: undecodable). One batched nvJPEG call where all are
-    JPEGs that decode; image by image where one fails, so that one bad file costs its image, not the batch."""
+    """Every image of a batch as CHW uint8 on ``device`` (None: no decoder, Pillow included, reads it). One batched
+    nvJPEG call where all are JPEGs that decode; image by image where one fails, so that one bad file costs its
+    image, not the batch."""
     if encoded and all(bytes(e[:2].tolist()) == JPEG_MAGIC for e in encoded):
         try:
             return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True))

@@ -130,3 +130,49 @@ def test_training_loaders_take_the_gpu_path_only_where_batches_can_decode_on_the
     acc = setup.accel.pick("fp32", use_cuda=False)
     assert setup.decode_device(device_ok[0], acc) == acc.device  # decodes_on_gpu still says yes (injected above)
     assert setup.decode_device(device_ok[1], acc) is None  # --gpu-decode false: Pillow in the workers
+
+
+def _saved(path, fmt, colour):
+    Image.new("RGB", (70, 50), colour).save(path, fmt)
+    return path
+
+
+def test_images_only_pillow_reads_are_decoded_on_the_cpu_not_dropped(tmp_path):
+    """BMP and TIFF pass the readability check (Pillow) but no torchvision decoder reads them: a class of them must
+    still train on the GPU path, decoded by Pillow, to the batch the other images make."""
+    samples = [(_saved(tmp_path / "a.bmp", "BMP", "red"), 0), (_saved(tmp_path / "b.tif", "TIFF", "green"), 1),
+               (_jpeg(tmp_path / "c.jpg"), 1)]
+    assert all(data.readable(path) for path, _ in samples)
+    encoded, labels, unreadable, indices, seeds = _batch(samples)
+    images, kept, lost = gpu_decode.BatchDecoder(PREP, torch.device("cpu"), augment=False)(encoded, labels, indices, seeds)
+    assert images.dtype == torch.uint8 and images.shape == (3, 3, 32, 32) and kept.tolist() == [0, 1, 1]
+    assert lost == () and unreadable == ()
+    assert images[0, 0].float().mean() > 200 and images[1, 1].float().mean() > 100  # the BMP's red, the TIFF's green
+    cpu = torch.stack([data.ImageSamples(samples, PREP.eval_transform(False))[i][0] for i in range(3)])
+    assert (images.float() - cpu.float()).abs().mean() < 4
+
+
+def test_a_jpeg_nvjpeg_refuses_is_decoded_by_pillow(tmp_path, monkeypatch):
+    """nvJPEG refuses some JPEGs Pillow reads (CMYK, 12-bit): the device's decoder is mocked to refuse every one."""
+    def refusing(*_, **__):
+        raise RuntimeError("nvjpegDecode failed: unsupported JPEG")
+
+    monkeypatch.setattr(gpu_decode, "decode_jpeg", refusing)
+    samples = [(_jpeg(tmp_path / f"{i}.jpg", shade=50 * i), i) for i in range(2)]
+    encoded, labels, _, indices, seeds = _batch(samples)
+    decoder = gpu_decode.BatchDecoder(PREP, torch.device("cpu"), augment=True)
+    images, kept, lost = decoder(encoded, labels, indices, [3, 4])
+    assert images.shape == (2, 3, 32, 32) and kept.tolist() == [0, 1] and lost == ()
+    (tmp_path / "0.jpg").write_bytes(b"\xff\xd8 truncated")  # what Pillow cannot read either is still reported
+    encoded, labels, _, indices, seeds = _batch(samples)
+    assert decoder(encoded, labels, indices, [3, 4])[2] == (0,)
+
+
+def test_the_gpu_loader_trains_on_a_class_of_bmps(tmp_path):
+    samples = [(_jpeg(tmp_path / f"{i}.jpg", shade=30 * i), 0) for i in range(3)]
+    samples += [(_saved(tmp_path / f"{i}.bmp", "BMP", (0, 0, 40 * i)), 1) for i in range(3)]
+    loader = gpu_decode.gpu_loader(samples, PREP, torch.device("cpu"), augment=True, min_scale=0.5, batch_size=4,
+                                   sampler=data.ShardSampler(6, shuffle=True), workers=0)
+    batches = list(loader)
+    assert sorted(torch.cat([b[1] for b in batches]).tolist()) == [0, 0, 0, 1, 1, 1]
+    assert all(b[2] == () for b in batches)
