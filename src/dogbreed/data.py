@@ -220,12 +220,16 @@ class Splits:
     samples: dict[str, list[tuple[Path, int]]]
     # split -> the classes (display names) it lacks: scores there say nothing about them; a warning, not an error
     missing_classes: dict[str, list[str]] = field(default_factory=dict)
+    # split -> the classes it holds files of, none readable: as good as missing, and the same warning's reason
+    unreadable_classes: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def warnings(self) -> list[str]:
         """The data's warnings as sentences (logged by :func:`load_splits`; for metrics.json's ``data_warnings``)."""
-        return [f"the {split!r} split has no image of {len(names)} class(es): {', '.join(names)}"
-                for split, names in sorted(self.missing_classes.items())]
+        missing = [f"the {split!r} split has no image of {len(names)} class(es): {', '.join(names)}"
+                   for split, names in sorted(self.missing_classes.items())]
+        return missing + [f"the {split!r} split has no readable image of {len(names)} class(es): {', '.join(names)} "
+                          f"(every file failed to decode)" for split, names in sorted(self.unreadable_classes.items())]
 
 
 def channel_of(split_dir: Path, channels: dict[str, Path]) -> Path:
@@ -312,14 +316,30 @@ def missing_classes(samples: dict[str, list[tuple[Path, int]]], class_folders: l
     return missing
 
 
+def unreadable_classes(samples: dict[str, list[tuple[Path, int]]], class_folders: list[str]) -> dict[str, list[str]]:
+    """Per valid/test split, the classes it holds files of but no readable one (display names). Raises DataError
+    where that is every class of the split: an evaluation over no image scores nothing, and would say loss 0."""
+    found = {}
+    for split, pairs in samples.items():
+        by_class = _by_class(pairs)
+        unseen = [label for label, paths in sorted(by_class.items()) if first_readable(paths) is None]
+        if split == "train" or not unseen:
+            continue
+        if len(unseen) == len(by_class):
+            raise DataError(f"the {split!r} split holds no readable image: every one of its {len(pairs)} file(s) "
+                            f"failed to decode; replace them")
+        found[split] = [display_name(class_folders[label]) for label in unseen]
+    return found
+
+
 def load_splits(channels: dict[str, Path], fraction: float = 1.0, seed: int = 0) -> Splits:
     """The data set in ``channels`` (SageMaker channel name -> folder; see :func:`find_splits`).
 
     Takes a stratified, seeded ``fraction`` of every split. Returns :class:`Splits`: the class folders (sorted:
     the label order), their display names, per split the ``(path, label)`` samples, and the classes valid/test
-    lack (logged as warnings). Raises DataError where the train split has fewer than 2 classes or a class without
-    one readable image, a split holds no images, valid/test hold a class train lacks, or a symbolic link leads
-    out of its channel.
+    lack or hold no readable image of (logged as warnings). Raises DataError where the train split has fewer than 2
+    classes or a class without one readable image, a split holds no images or no readable one, valid/test hold a
+    class train lacks, or a symbolic link leads out of its channel.
     """
     dirs = find_splits(channels)
     class_folders = list_classes(dirs["train"])
@@ -332,7 +352,7 @@ def load_splits(channels: dict[str, Path], fraction: float = 1.0, seed: int = 0)
         samples[split] = stratified_fraction(whole[split], fraction, seed)
     refuse_unreadable_classes(samples["train"], class_folders, whole["train"], fraction)
     splits = Splits(class_folders, [display_name(f) for f in class_folders], samples,
-                    missing_classes(samples, class_folders))
+                    missing_classes(samples, class_folders), unreadable_classes(samples, class_folders))
     for warning in splits.warnings:
         log.warning("%s: their scores leave these classes out", warning)
     return splits

@@ -58,3 +58,23 @@ def test_a_class_missing_from_test_is_a_warning_in_metrics_json(tmp_path):
     assert code == 0, reason
     summary = json.loads((tmp_path / "work/opt_ml/output/data/metrics.json").read_text())
     assert summary["data_warnings"] == ["the 'test' split has no image of 1 class(es): Beagle"]
+
+
+def test_a_valid_split_of_unreadable_files_fails_instead_of_scoring_a_perfect_loss(tmp_path):
+    data = _data(tmp_path / "data")
+    for image in (data / "valid").rglob("*.jpg"):
+        image.write_bytes(b"")
+    code, archive, reason = _train(data, tmp_path / "work")
+    assert code != 0 and not archive.exists()
+    assert "the 'valid' split holds no readable image: every one of its 4 file(s) failed to decode" in reason
+
+
+def test_a_valid_class_of_unreadable_files_is_a_warning_in_metrics_json(tmp_path):
+    data = _data(tmp_path / "data")
+    for image in (data / "valid" / "002.Beagle").iterdir():
+        image.write_bytes(b"")
+    code, archive, reason = _train(data, tmp_path / "work")
+    assert code == 0 and archive.exists(), reason
+    summary = json.loads((tmp_path / "work/opt_ml/output/data/metrics.json").read_text())
+    assert summary["data_warnings"] == ["the 'valid' split has no readable image of 1 class(es): Beagle (every file "
+                                        "failed to decode)"]

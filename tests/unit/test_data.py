@@ -140,6 +140,28 @@ def test_a_class_missing_from_valid_or_test_is_a_warning_kept_for_the_metrics(tm
     assert data.load_splits({"train": _tree(tmp_path / "whole")}).warnings == []
 
 
+def test_a_valid_or_test_class_of_unreadable_files_is_a_warning_like_a_missing_one(tmp_path, caplog):
+    root = _tree(tmp_path / "d", classes=("001.Affenpinscher", "002.Alaskan_malamute", "003.Beagle"))
+    for image in (root / "valid" / "003.Beagle").iterdir():
+        image.write_bytes(b"")
+    (root / "test" / "001.Affenpinscher" / "img_0.jpg").write_bytes(b"")  # one readable image left: no warning
+    with caplog.at_level("WARNING", logger="dogbreed.data"):
+        splits = data.load_splits({"train": root})
+    assert splits.unreadable_classes == {"valid": ["Beagle"]}
+    assert splits.warnings == ["the 'valid' split has no readable image of 1 class(es): Beagle (every file failed "
+                               "to decode)"]
+    assert "no readable image of 1 class(es): Beagle" in caplog.text
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_a_valid_or_test_split_without_one_readable_image_is_an_error(tmp_path, split):
+    root = _tree(tmp_path / "d")
+    for image in (root / split).rglob("*.jpg"):
+        image.write_bytes(b"")
+    with pytest.raises(data.DataError, match=rf"the '{split}' split holds no readable image: every one of its 8 file"):
+        data.load_splits({"train": root})
+
+
 def test_symbolic_links_out_of_the_channel_are_refused_naming_the_link(tmp_path):
     root = _tree(tmp_path / "d")
     outside = _tree(tmp_path / "elsewhere", splits=("train",), classes=("009.Outsider",))

@@ -152,9 +152,10 @@ class Evaluation:
 
 @torch.inference_mode()
 def evaluate(model, criterion, loader, acc, num_classes: int, with_confusion: bool = False, normalize=None,
-             keep_logits: bool = False) -> Evaluation:
-    """The whole split over all ranks. Sums (and kept logits) stay on the device until the end: one host sync per
-    evaluation."""
+             keep_logits: bool = False, split: str | None = None) -> Evaluation:
+    """The whole split over all ranks (``split``: its name, for the reason). Sums (and kept logits) stay on the device
+    until the end: one host sync per evaluation. Raises TrainingError where no rank read one image: the scores of
+    no image are no scores, and a loss of 0 would look perfect."""
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=acc.device)
     correct = torch.zeros((), dtype=torch.int64, device=acc.device)
@@ -183,7 +184,11 @@ def evaluate(model, criterion, loader, acc, num_classes: int, with_confusion: bo
     matrix = None
     if with_confusion:
         matrix = distributed.all_reduce_tensor(confusion).cpu().view(num_classes, num_classes)
-    seen = max(1, sums[2])
+    seen = sums[2]
+    if seen == 0:  # every rank has the same sums: all stop together
+        where = f"the {split!r} split" if split else "the split"
+        raise TrainingError(f"{where}: not one image could be read, so the model cannot be scored (a loss over no "
+                            f"image would read 0); replace the unreadable files")
     result = Evaluation(sums[0] / seen, sums[1] / seen, unreadable, matrix)
     if keep_logits:
         result.logits = torch.cat(kept).cpu() if kept else torch.zeros(0, num_classes)

@@ -107,7 +107,7 @@ class Run:
                     keep_logits: bool = False):
         return evaluate(model or self.model, self.eval_criterion, self.loaders[split], self.trainer.acc,
                         self.inputs.num_classes, with_confusion=with_confusion, normalize=self.inputs.prep.normalize_batch,
-                        keep_logits=keep_logits)
+                        keep_logits=keep_logits, split=split)
 
 
 def seed_everything(seed: int) -> None:
