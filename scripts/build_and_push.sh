@@ -7,7 +7,9 @@
 #   (DOGBREED_CONFIG, or ./dogbreed.toml: the file the launchers read), or the AWS profile's; repositories created if
 #   missing, `get-login-password | docker login --password-stdin`, tag, push.
 #   The tag is immutable: the git revision (REVISION; default `scripts/build_images.sh --revision`: the short commit,
-#   plus -dirty-<hash of the changes> for a tree with uncommitted changes), never latest.
+#   plus -dirty-<hash of the changes> for a tree with uncommitted changes), never latest. The repositories are
+#   created IMMUTABLE (one found MUTABLE is named, with the command that changes it). A tag the registry already
+#   holds is not pushed again: the same image is reported as pushed, another image under it is refused.
 #   The images must be linux/amd64, and each pushed manifest must be a Docker v2 schema 2 manifest (no OCI index, no
 #   attestation): SageMaker refuses anything else, so the push checks what the registry holds.
 #   BUILD=1 builds first (make build). REGISTRY overrides the ECR host (e.g. a registry mirror).
@@ -66,8 +68,9 @@ account="$("$PY" -m dogbreed.launch.ecr account 2>&1)" || die "cannot read the A
 registry="${REGISTRY:-$account.dkr.ecr.$region.amazonaws.com}"
 
 for repo in "${repos[@]}"; do
-  out="$("$PY" -m dogbreed.launch.ecr ensure-repo "$repo" 2>&1)" || die "cannot create the ECR repository $repo: ${out#ecr: }"
-  case "$out" in *"created ECR repository"*) echo "created ECR repository $repo" >&2 ;; esac
+  "$PY" -m dogbreed.launch.ecr ensure-repo "$repo" >/dev/null 2>"$errors" \
+    || die "cannot create the ECR repository $repo: $(oneline "$(sed 's/^ecr: //' "$errors")")"
+  cat "$errors" >&2  # what it said: created, or a repository whose tags are MUTABLE
 done
 
 password="$("$PY" -m dogbreed.launch.ecr login-password 2>/dev/null)" || die "cannot get an ECR login password (ecr:GetAuthorizationToken denied?)"
@@ -76,11 +79,25 @@ out="$(printf '%s' "$password" | docker login --username AWS --password-stdin "$
 
 insecure=()
 case "$registry" in 127.*|localhost|localhost:*) insecure=(--insecure) ;; esac  # a loopback registry speaks http
+# The config digest of the image a tag already holds in the registry (the local image's id, where it is the same
+# image); fails where the tag is not there.
+pushed_config() {
+  docker manifest inspect "${insecure[@]}" "$1" 2>/dev/null \
+    | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["config"]["digest"])' 2>/dev/null
+}
 uris=()
 for repo in "${repos[@]}"; do
   uri="$registry/$repo:$REVISION"
   docker tag "$repo:$REVISION" "$uri" || die "docker tag $uri failed"
-  out="$(docker push "$uri" 2>&1)" || die "docker push $uri failed: $(oneline "$out")"
+  if pushed="$(pushed_config "$uri")"; then
+    # The tag is immutable: the same image again is already there (ECR would refuse the tag's second push);
+    # another image under the same revision is refused here in one line.
+    [ "$pushed" = "$(docker image inspect "$repo:$REVISION" --format '{{.Id}}')" ] \
+      || die "$uri already holds another image (config $pushed) and its tag is immutable: commit your changes (the tag is the revision) or set REVISION"
+    echo "$uri: already pushed (the same image)" >&2
+  else
+    out="$(docker push "$uri" 2>&1)" || die "docker push $uri failed: $(oneline "$out")"
+  fi
   manifest="$(docker manifest inspect "${insecure[@]}" "$uri" 2>&1)" || die "cannot read the pushed manifest of $uri: $(oneline "$manifest")"
   media="$(printf '%s' "$manifest" | "$PY" -c 'import json, sys; print(json.load(sys.stdin).get("mediaType", "no mediaType (OCI)"))' 2>&1)"
   [ "$media" = "$DOCKER_V2" ] || die "$uri was pushed as $media, not a Docker v2 schema 2 manifest (SageMaker refuses it): build without attestations (buildx --provenance=false --sbom=false) and without the containerd image store"

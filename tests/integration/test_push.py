@@ -133,8 +133,9 @@ def test_push_creates_the_repositories_pushes_and_the_image_pulls_back_and_runs(
     assert result.stderr.count("created ECR repository") == 2, result.stderr
     ecr = boto3.client("ecr", region_name=region, endpoint_url=moto_server,
                        aws_access_key_id="testing", aws_secret_access_key="testing")
-    names = {r["repositoryName"] for r in ecr.describe_repositories()["repositories"]}
-    assert names == {"dogbreed-train", "dogbreed-serve"}
+    created = ecr.describe_repositories()["repositories"]
+    assert {r["repositoryName"] for r in created} == {"dogbreed-train", "dogbreed-serve"}
+    assert {r["imageTagMutability"] for r in created} == {"IMMUTABLE"}
     for repo in REPOS:
         # what SageMaker gets: one Docker v2 schema 2 manifest (no OCI index, no attestation), linux/amd64
         content_type, manifest = _manifest(registry, repo, TAG)
@@ -149,9 +150,43 @@ def test_push_creates_the_repositories_pushes_and_the_image_pulls_back_and_runs(
     sh("docker", "pull", pushed, timeout=900)
     ran = sh("docker", "run", "--rm", "--entrypoint", "python", pushed, "-c", "import dogbreed.serving.server; print('ok')")
     assert ran.stdout.strip() == "ok"
-    # a second push finds the repositories and creates nothing
+    # a second push finds the repositories and creates nothing; the same images are there already (an immutable
+    # ECR tag would refuse a second push of the tag)
     again = sh(SCRIPT, env=_env(moto_server, REGISTRY=registry, AWS_REGION=region), timeout=1800)
     assert "created ECR repository" not in again.stderr
+    assert again.stderr.count("already pushed (the same image)") == 2, again.stderr
+    assert dict(line.split("=", 1) for line in again.stdout.strip().splitlines() if "=" in line) == lines
+
+
+def test_another_image_under_a_pushed_tag_is_refused_in_one_line(images, moto_endpoint, registry, tmp_path):
+    revision = f"conflict-{registry.rsplit(':', 1)[1]}"
+    sh("docker", "tag", f"dogbreed-train:{TAG}", f"dogbreed-train:{revision}")
+    other = tmp_path / "other.tar"
+    subprocess.run(["tar", "-cf", str(other), "-T", "/dev/null"], check=True)
+    try:
+        env = _env(moto_endpoint, REGISTRY=registry, REVISION=revision, IMAGES="train")
+        sh(SCRIPT, env=env, timeout=1800)
+        # a change built under the same revision: another image under the tag the registry holds
+        sh("docker", "import", str(other), f"dogbreed-train:{revision}")
+        result = subprocess.run([SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode != 0
+        errors = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        assert len(errors) == 1 and "already holds another image" in errors[0], result.stderr
+        assert errors[0].startswith(f"push: {registry}/dogbreed-train:{revision} "), errors[0]
+    finally:
+        remove_images(f"dogbreed-train:{revision}", f"{registry}/dogbreed-train:{revision}")
+
+
+def test_a_repository_with_mutable_tags_is_named_on_push(images, moto_endpoint, registry):
+    import boto3
+
+    region = "ca-central-1"  # its own region on the session's moto server: the repository made as an old push did
+    ecr = boto3.client("ecr", region_name=region, endpoint_url=moto_endpoint,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    ecr.create_repository(repositoryName="dogbreed-train", imageTagMutability="MUTABLE")
+    result = sh(SCRIPT, env=_env(moto_endpoint, REGISTRY=registry, AWS_REGION=region, IMAGES="train"), timeout=1800)
+    assert "ECR repository dogbreed-train has MUTABLE tags" in result.stderr, result.stderr
+    assert "put-image-tag-mutability" in result.stderr
 
 
 @pytest.mark.parametrize("case,needle", [
