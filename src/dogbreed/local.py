@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -25,7 +26,29 @@ def channels_for(data: Path) -> dict[str, Path]:
     return {"train": data}
 
 
+def _resumes(hyperparameters: dict) -> bool:
+    """Whether the run will resume from its checkpoints (``--resume``, default true; a value the program will refuse
+    keeps them: nothing is removed on a guess)."""
+    text = str(hyperparameters.get("resume", "true")).strip().lower()
+    return text not in ("0", "false", "no", "n", "off")
+
+
+def clear_previous_run(work: Path, resume: bool) -> None:
+    """Remove what an earlier run in ``work`` left that would pass for this run's: model.tar.gz, the model folder,
+    the output data (SageMaker gives every job a fresh /opt/ml/model and output), and, where this run does not
+    resume, the checkpoints (a newer epoch of the earlier run would otherwise outlive this run's own)."""
+    work = Path(work).resolve()
+    (work / "model.tar.gz").unlink(missing_ok=True)
+    folders = ["model", "output/data"] + ([] if resume else ["checkpoints"])
+    for folder in folders:
+        path = work / "opt_ml" / folder
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+
+
 def layout(work: Path, channels: dict[str, Path], hyperparameters: dict, hosts=("localhost",), current_host="localhost") -> Path:
+    """The /opt/ml tree of one run in ``work``, the previous run's outputs removed (:func:`clear_previous_run`)."""
+    clear_previous_run(work, _resumes(hyperparameters))
     base = Path(work).resolve() / "opt_ml"
     config = base / "input" / "config"
     config.mkdir(parents=True, exist_ok=True)
