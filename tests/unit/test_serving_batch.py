@@ -221,6 +221,18 @@ def test_a_6_mb_json_lines_request_holds_more_records_than_a_batch_and_scales_wi
     assert not any("error" in line for line in lines) and len(lines) == decoders.MAX_RECORDS + 1
 
 
+def test_a_record_that_fails_after_a_big_image_has_spent_its_pixels():
+    """One budget for the whole body, charged before each decode: records that decode a big image and then fail
+    (a bad second instance) may not decode the budget many times over (64 such records once took 58 times it)."""
+    buffer = io.BytesIO()
+    Image.new("L", (5000, 4000), 128).save(buffer, "PNG")  # 20 MP: the 50 MP budget holds two
+    big = base64.b64encode(buffer.getvalue()).decode()
+    body = b"\n".join(json.dumps({"instances": [big, "not base64!"]}).encode() for _ in range(4))
+    records = handler.input_fn(body, ct.JSONLINES)["records"]
+    assert [record["status"] for record in records] == [400, 400, 413, 413], records
+    assert "pixel budget" in records[2]["error"] and "base64" in records[1]["error"]
+
+
 def test_a_single_request_may_ask_for_json_lines():
     prediction = handler.predict_fn(handler.input_fn(_record(7), ct.JSON), _Model())
     text, kind = handler.output_fn(prediction, ct.JSONLINES)

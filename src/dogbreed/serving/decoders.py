@@ -43,6 +43,21 @@ def request_pixels(scale: float = 1.0) -> int:
     return int(MAX_REQUEST_PIXELS * max(1.0, scale))
 
 
+class PixelBudget:
+    """One request's decoded pixels in all, charged as each image is sized up, before it is decoded: an image
+    whose decode then fails, or whose record is refused after it, has cost its decode all the same (else a body of
+    records that each fail after a big image would decode many budgets' worth)."""
+
+    def __init__(self, pixels: int | None = None):
+        self.left = MAX_REQUEST_PIXELS if pixels is None else pixels
+
+    def take(self, pixels: int) -> None:
+        if pixels > self.left:
+            raise PayloadTooLarge("the request's images hold over its pixel budget in all "
+                                  f"({MAX_REQUEST_PIXELS:,} pixels for each 6 MB of the body limit)")
+        self.left -= pixels
+
+
 def request_images(scale: float = 1.0) -> int:
     return int(MAX_BATCH * max(1.0, scale))
 
@@ -83,11 +98,10 @@ def as_bytes(body) -> bytes:
     raise BadRequest(f"unexpected request body of type {type(body).__name__}")
 
 
-def decode_image(data: bytes, draft_size: int | None = None, pixels_left: int | None = None) -> Image.Image:
-    """One image body as RGB. ``pixels_left``: what the request's budget still allows (all of a 6 MB request's
-    by default), checked against the size the image will decode at (a JPEG's reduced draft scale) before it is
-    decoded."""
-    pixels_left = MAX_REQUEST_PIXELS if pixels_left is None else pixels_left
+def decode_image(data: bytes, draft_size: int | None = None, budget: PixelBudget | None = None) -> Image.Image:
+    """One image body as RGB. ``budget``: the request's (a 6 MB request's by default), charged with the size the
+    image will decode at (a JPEG's reduced draft scale) before it is decoded."""
+    budget = PixelBudget() if budget is None else budget
     if not data:
         raise BadRequest("empty request body: send an image")
     try:
@@ -96,9 +110,7 @@ def decode_image(data: bytes, draft_size: int | None = None, pixels_left: int | 
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             check_pixels(*image.size)
             width, height = apply_draft(image, draft_size).size
-            if width * height > pixels_left:
-                raise PayloadTooLarge("the request's images hold over its pixel budget in all "
-                                      f"({MAX_REQUEST_PIXELS:,} pixels for each 6 MB of the body limit)")
+            budget.take(width * height)
             rgb = to_rgb(image, draft_size)
             rgb.load()
             return rgb
@@ -123,11 +135,11 @@ def _b64(text, where: str) -> bytes:
         raise BadRequest(f"{where}: not valid base64 ({exc})") from exc
 
 
-def decode_json(body, draft_size: int | None = None, pixels: int | None = None,
+def decode_json(body, draft_size: int | None = None, budget: PixelBudget | None = None,
                 max_images: int | None = None) -> tuple[list[Image.Image], dict]:
     """``{"image": b64}``, ``{"instances": [b64 | {"b64": b64}, ...]}`` or a bare list; options such as ``top_k``.
-    ``pixels``: the request's budget (a 6 MB request's by default); ``max_images``: its images."""
-    pixels_left = MAX_REQUEST_PIXELS if pixels is None else pixels
+    ``budget``: the request's pixels (a 6 MB request's by default); ``max_images``: its images."""
+    budget = PixelBudget() if budget is None else budget
     max_images = MAX_BATCH if max_images is None else max_images
     text = as_bytes(body)
     if not text.strip():
@@ -157,9 +169,7 @@ def decode_json(body, draft_size: int | None = None, pixels: int | None = None,
     for index, item in enumerate(items):
         if isinstance(item, dict):
             item = item.get("b64", item.get("image"))
-        image = decode_image(_b64(item, f"instance {index}"), draft_size, pixels_left)
-        pixels_left -= image.width * image.height
-        images.append(image)
+        images.append(decode_image(_b64(item, f"instance {index}"), draft_size, budget))
     return images, options
 
 
@@ -232,9 +242,9 @@ def decode(body, content_type: str, draft_size: int | None = None,
     scale with it). JSON lines (several records) are :mod:`.jsonlines`'s."""
     kind = ct.base(content_type)
     if kind in ct.IMAGE_TYPES:
-        return [decode_image(as_bytes(body), draft_size, request_pixels(scale))], {}
+        return [decode_image(as_bytes(body), draft_size, PixelBudget(request_pixels(scale)))], {}
     if kind == ct.JSON:
-        return decode_json(body, draft_size, request_pixels(scale), request_images(scale))
+        return decode_json(body, draft_size, PixelBudget(request_pixels(scale)), request_images(scale))
     if kind == ct.NPY:
         return decode_npy(body, scale), {}
     raise UnsupportedMediaType(

@@ -180,12 +180,10 @@ def input_fn(input_data, content_type, context=None):
 def _records(body, default_top_k: int, flags: dict) -> dict:
     """A JSON-lines body: each line a JSON request of its own, under one pixel budget for the whole body (a record
     past it gets its 413 line, as any unreadable record gets its error line)."""
-    pixels_left = decoders.request_pixels(_scale)
+    budget = decoders.PixelBudget(decoders.request_pixels(_scale))
 
     def record(line: bytes):
-        nonlocal pixels_left
-        images, options = decoders.decode_json(line, _draft_size, pixels_left)
-        pixels_left -= sum(image.width * image.height for image in images)
+        images, options = decoders.decode_json(line, _draft_size, budget)
         own = {name: flag_from(None, options, name) for name in FLAGS if name in options}
         return images, ({"top_k": top_k_from(None, options)} if "top_k" in options else {}) | own
 
