@@ -98,9 +98,16 @@ class NativeApp(Edge):
         not_ready = self.model.not_ready(request=True)
         if not_ready:
             return not_ready
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, invoke, self.model.predictor, body, headers,
-                                          self.settings.default_accept, time.monotonic())
+        job = self.pool.submit(invoke, self.model.predictor, body, headers, self.settings.default_accept,
+                               time.monotonic())
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job)), self.settings.engine_wait_s)
+        except TimeoutError:
+            # No thread took it within the wait bound (the threads are all decoding others' big bodies): a 503 to
+            # retry now, before the client's own timeout. One a thread took goes on: the engine's wait bounds it.
+            if job.cancel():
+                return busy(f"no request thread was free within {self.settings.engine_wait_s:g} s")
+            return await asyncio.wrap_future(job)
 
     def close(self) -> None:
         """Drop the queued requests (their clients are gone with the server): the interpreter's exit would run
