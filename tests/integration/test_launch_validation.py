@@ -26,6 +26,7 @@ def _created(sm) -> dict:
             "endpoints": sm.list_endpoints()["Endpoints"]}
 
 
+VPC = 'vpc = { subnets = ["subnet-0123456789abcdef0"], security_group_ids = ["sg-0123456789abcdef0"] }'
 MODEL = ["--model-data", "s3://dogbreed-test/runs/models/j/output/model.tar.gz"]
 
 # (row id, argv after the verb's --config, extra config TOML, role, what the one line must say)
@@ -48,6 +49,12 @@ REFUSED = [
      "has 33 characters; AWS takes at most 32"),
     ("deploy: serverless with data capture", ["deploy", "--detach", "--serverless", "--data-capture", *MODEL], "", ROLE,
      "serverless endpoints take no data capture"),
+    ("deploy: serverless in a VPC", ["deploy", "--detach", "--serverless", *MODEL], VPC, ROLE,
+     "serverless endpoints take no VPC or network isolation"),
+    ("deploy: serverless with network isolation", ["deploy", "--detach", "--serverless", *MODEL], "network_isolation = true",
+     ROLE, "serverless endpoints take no VPC or network isolation"),
+    ("train: network isolation, ImageNet weights downloaded", ["train", "--detach"], "network_isolation = true", ROLE,
+     "network_isolation: the training container cannot download the ImageNet weights"),
     ("deploy: endpoint outside the policy", ["deploy", "--detach", "--strict-policy", "--endpoint-name", "prod", *MODEL],
      "", ROLE,
      "endpoint name 'prod' is outside what the launcher policy grants (iam/dogbreed-launcher-policy.json line 16"),
@@ -63,6 +70,12 @@ ACCEPTED = [
     ("tune: grid with categorical ranges", ["tune", "--detach", "--strategy", "Grid"],
      '[tuning.ranges]\nbatch-size = { values = [32, 64] }', "tuning"),
     ("deploy: serverless without data capture", ["deploy", "--detach", "--serverless", *MODEL], "", "endpoints"),
+    ("deploy: instances in a VPC with network isolation", ["deploy", "--detach", *MODEL], VPC + "\nnetwork_isolation = true",
+     "endpoints"),
+    ("train: network isolation, ImageNet weights as a channel",
+     ["train", "--detach", "--pretrained", "s3://dogbreed-test/weights/resnet50.pth"], "network_isolation = true", "training"),
+    ("train: network isolation, no pretrained weights", ["train", "--detach", "--hp", "pretrained-weights=none"],
+     "network_isolation = true", "training"),
 ]
 
 

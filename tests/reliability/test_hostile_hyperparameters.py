@@ -28,7 +28,7 @@ FLAGS = ["--model", "resnet18", "--pretrained-weights", "none", "--input-size", 
 @pytest.mark.parametrize("flag,value,needle", [
     ("--lr", "inf", "--lr: must be a finite number, got 'inf'"),  # refused as typed, before the data is read
     ("--lr", "1e30", "loss became"),  # finite, but the weights overflow: the losses stop being finite
-    ("--weight-decay", "1e300", "loss became"),
+    ("--weight-decay", "1e30", "loss became"),
 ])
 def test_a_run_whose_losses_stop_being_finite_fails_and_leaves_no_model(two_classes, tmp_path, flag, value, needle):
     flags = [*FLAGS, flag, value]
@@ -38,12 +38,15 @@ def test_a_run_whose_losses_stop_being_finite_fails_and_leaves_no_model(two_clas
     failure = tmp_path / "w/opt_ml/output/failure"
     assert code != 0, log.read_text()[-2000:]
     assert failure.is_file() and needle in failure.read_text(), failure.read_text()
+    if needle == "loss became":  # the flags that scale the steps, as typed, not --lr alone
+        assert f"{flag} {value}" in failure.read_text() and "--weight-decay" in failure.read_text()
     assert "SUCCESS" not in log.read_text()
     assert not archive.exists() and not (tmp_path / "w/opt_ml/model/model.pth").exists()
 
 
 @pytest.mark.parametrize("flag,value", [("--momentum", "nan"), ("--warmup-epochs", "nan"), ("--lr", "inf"),
-                                        ("--weight-decay", "nan"), ("--epochs", "1e9")])
+                                        ("--weight-decay", "nan"), ("--epochs", "1e9"), ("--lr", "1e39"),
+                                        ("--momentum", "1e300"), ("--weight-decay", "1e300")])
 def test_non_finite_hyperparameters_are_refused_before_the_data_is_read(tmp_path, flag, value):
     empty = tmp_path / "no-data-at-all"
     empty.mkdir()

@@ -11,6 +11,9 @@ from dogbreed.launch.config import Config
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker"
 TRAIN = "dogbreed-train-250101-120000-abcd"
 HPO = "dogbreed-hpo-250101-120000-abcd"
+KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
+MRK = "mrk-1234abcd12ab34cd56ef1234567890ab"  # a Multi-Region key's id
+VPC = {"vpc.subnets": ["subnet-0123456789abcdef0"], "vpc.security_group_ids": ["sg-0123456789abcdef0"]}
 GRID_RANGES = {"batch-size": {"values": [32, 64]}, "model": {"values": ["resnet18", "resnet50"]}}
 
 # (row id, request, config overrides, names, uris, the rules that must refuse it)
@@ -46,6 +49,32 @@ TABLE = [
     ("vpc and kms set right", "training", {"region": "eu-west-1", "vpc.subnets": ["subnet-0123456789abcdef0"],
                                            "vpc.security_group_ids": ["sg-0123456789abcdef0"], "kms_key": "alias/dogbreed"},
      {"training-job": TRAIN}, {}, set()),
+    ("training volume key as an alias (CreateTrainingJob takes a key ID or ARN)", "training",
+     {"training.instance_type": "ml.m5.xlarge", "kms_key": "alias/dogbreed"}, {"training-job": TRAIN}, {}, {"vpc-kms"}),
+    ("training volume key as an alias on local NVMe, where it is not sent", "training", {"kms_key": "alias/dogbreed"},
+     {"training-job": TRAIN}, {}, set()),
+    ("training volume key ARN, output key alias", "training",
+     {"training.instance_type": "ml.m5.xlarge", "kms_key": {"volume": f"arn:aws:kms:eu-west-1:123456789012:key/{KEY_ID}",
+                                                            "output": "alias/dogbreed"}}, {"training-job": TRAIN}, {}, set()),
+    ("Multi-Region key ARN", "training", {"region": "eu-west-1", "training.instance_type": "ml.m5.xlarge",
+                                          "kms_key": f"arn:aws:kms:eu-west-1:123456789012:key/{MRK}"},
+     {"training-job": TRAIN}, {}, set()),
+    ("Multi-Region key id", "training", {"training.instance_type": "ml.m5.xlarge", "kms_key": MRK}, {"training-job": TRAIN},
+     {}, set()),
+    ("Multi-Region key ARN in another region", "training",
+     {"region": "eu-west-1", "kms_key": f"arn:aws:kms:us-east-1:123456789012:key/{MRK}"}, {"training-job": TRAIN}, {},
+     {"vpc-kms"}),
+    ("transform volume key as an alias", "transform", {"kms_key": "alias/dogbreed"},
+     {"model": "dogbreed-model-1", "transform-job": "dogbreed-transform-1"},
+     {"--input": "s3://dogbreed-test/photos/", "--output": "s3://dogbreed-test/answers/"}, set()),
+    ("network isolation, ImageNet weights downloaded at run time", "training", {"network_isolation": True},
+     {"training-job": TRAIN}, {}, {"network-isolation-weights"}),
+    ("network isolation, ImageNet weights from a 'pretrained' channel", "training", {"network_isolation": True},
+     {"training-job": TRAIN}, {"--pretrained": "s3://dogbreed-test/weights/resnet50.pth"}, set()),
+    ("network isolation, no pretrained weights", "training",
+     {"network_isolation": True, "hyperparameters.pretrained-weights": "none"}, {"training-job": TRAIN}, {}, set()),
+    ("tuning with network isolation and ImageNet weights", "tuning", {"network_isolation": True},
+     {"hyper-parameter-tuning-job": HPO}, {}, {"network-isolation-weights"}),
     ("role that is no ARN", "training", {"role": "dogbreed-sagemaker"}, {"training-job": TRAIN}, {}, {"role"}),
     ("resume from a local folder", "training", {}, {"training-job": TRAIN}, {"--resume-from": "/tmp/checkpoints"}, {"s3-uris"}),
     ("resume from a bucketless URI", "training", {}, {"training-job": TRAIN}, {"--resume-from": "s3://"}, {"s3-uris"}),
@@ -78,6 +107,12 @@ TABLE = [
     ("instances with data capture", "deploy", {"serving.data_capture": True},
      {"model": "dogbreed-model-1", "endpoint": "dogbreed"},
      {}, set()),
+    ("serverless in a VPC", "deploy", {"serving.serverless": True, **VPC}, {"model": "dogbreed-model-1", "endpoint": "dogbreed"},
+     {}, {"serverless-no-network-settings"}),
+    ("serverless with network isolation", "deploy", {"serving.serverless": True, "network_isolation": True},
+     {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, {"serverless-no-network-settings"}),
+    ("instances in a VPC with network isolation", "deploy", {"network_isolation": True, **VPC},
+     {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, set()),
     ("serverless memory AWS does not offer", "deploy", {"serving.serverless": True, "serving.serverless_memory_mb": 3000},
      {"model": "dogbreed-model-1", "endpoint": "dogbreed"}, {}, {"serverless-size"}),
     ("data capture of 150 percent", "deploy", {"serving.data_capture": True, "serving.data_capture_percent": 150},

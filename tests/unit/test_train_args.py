@@ -116,3 +116,45 @@ def test_the_toolkit_hands_numbers_over_as_they_were_typed(tmp_path):
     with pytest.raises(TrainingError, match="'1e9'"):
         parse_args(argv)
     assert as_typed(decoded, tmp_path / "missing.json") == decoded
+
+
+@pytest.mark.parametrize("flag,value", [("--lr", "1e39"), ("--momentum", "1e300"), ("--weight-decay", "1e300"),
+                                        ("--backbone-lr-ratio", "4e38"), ("--warmup-epochs", "1E40")])
+def test_a_float_flag_beyond_float32_is_refused_naming_the_flag_and_the_value_as_typed(flag, value):
+    """The optimizer holds float32 scalars: beyond them torch fails mid-run naming no flag."""
+    with pytest.raises(TrainingError) as info:
+        parse_args(["--pretrained-weights", "none", flag, value])
+    assert f"{flag}: must be at most 3.403e+38 in size (the optimizer holds float32), got '{value}'" in str(info.value)
+
+
+def test_a_learning_rate_whose_adamw_step_overflows_is_refused_as_typed():
+    with pytest.raises(TrainingError, match=r"^--lr 1e38 is too large for the optimizer: .* at most 3.403e\+37"):
+        parse_args(["--pretrained-weights", "none", "--lr", "1e38"])
+    with pytest.raises(TrainingError, match=r"^--lr 1e30 x --backbone-lr-ratio 1e30 is too large"):
+        parse_args(["--pretrained-weights", "none", "--optimizer", "sgd", "--lr", "1e30", "--backbone-lr-ratio", "1e30"])
+    args = parse_args(["--pretrained-weights", "none", "--optimizer", "sgd", "--lr", "1e38"])  # SGD steps by lr
+    assert args.lr == 1e38
+
+
+def test_float_flags_keep_their_text_as_typed_and_their_value_as_a_plain_float(tmp_path):
+    args = parse_args(["--pretrained-weights", "none", "--lr", "1e30", "--weight-decay", "0.00010"])
+    assert args.as_typed == {"lr": "1e30", "weight_decay": "0.00010"}
+    assert type(args.lr) is float and type(args.weight_decay) is float and args.lr == 1e30  # what checkpoints pickle
+    config = _config(tmp_path, ["--pretrained-weights", "none", "--lr", "1e30", "--optimizer", "sgd"])
+    assert dict(config.as_typed) == {"lr": "1e30"} and "as_typed" not in config.hyperparameters()
+
+    from dogbreed.training.setup import divergence_advice
+    assert divergence_advice(config) == "lower --lr 1e30, --weight-decay 0.0001 or --momentum 0.9"
+    adamw = _config(tmp_path, ["--pretrained-weights", "none", "--weight-decay", "1e30"])
+    assert divergence_advice(adamw) == "lower --lr 0.001 or --weight-decay 1e30"
+
+
+def test_a_refused_resume_shows_the_settings_as_typed():
+    from dogbreed import checkpoint
+    from dogbreed.training.resume import shown_as_typed
+
+    saved = shown_as_typed({"lr": 0.003, "epochs": 3, "weight_decay": 1e-4}, {"lr": "0.003"})
+    now = shown_as_typed({"lr": 1e30, "epochs": 3, "weight_decay": 1e-4}, {"lr": "1e30", "weight_decay": "1e-4"})
+    assert checkpoint.differences(saved, now) == "lr: 0.003 -> 1e30"
+    assert checkpoint.differences(saved, shown_as_typed({"lr": 0.003, "epochs": 3, "weight_decay": 1e-4},
+                                                        {"lr": "0.0030"})) == ""  # the value decides, not the text

@@ -26,7 +26,7 @@ DEFAULTS: dict = {
     "strict_policy": False,
     "vpc": {"subnets": [], "security_group_ids": []},
     "kms_key": None,
-    "network_isolation": False,
+    "network_isolation": None,  # unset: the SageMaker config's, if any, else off; true or false here wins
     "training": {
         "instance_type": "ml.g4dn.xlarge", "instance_count": 1, "volume_size_gb": 30, "max_run_s": 14400,
         "use_spot": True, "max_wait_s": 28800,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError
 from . import instances, security, validate
 from .config import Config
+from .session import sdk_config_of
 from .waits import JobError, job_name, poll_seconds, wait_for
 
 ENDPOINT_TAG = "dogbreed:endpoint"  # on every model and endpoint config a deploy makes: what `delete` removes
@@ -95,8 +96,9 @@ def data_capture(config: Config) -> dict | None:
             "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}
 
 
-def async_config(config: Config) -> dict | None:
-    """AsyncInferenceConfig: where answers go (serving.async_output), the SNS topics told of each, the KMS key."""
+def async_config(config: Config, settings: security.Security | None = None) -> dict | None:
+    """AsyncInferenceConfig: where answers go (serving.async_output), the SNS topics told of each, the KMS key
+    (the endpoint config's snapshot: ``security.for_request``)."""
     serving = config["serving"]
     if not serving.get("async") or not serving.get("async_output"):
         return None
@@ -105,7 +107,7 @@ def async_config(config: Config) -> dict | None:
     topics = {"SuccessTopic": serving.get("async_sns_success"), "ErrorTopic": serving.get("async_sns_error")}
     if any(topics.values()):
         output["NotificationConfig"] = {k: v for k, v in topics.items() if v}
-    key = security.read(config).output_kms_key
+    key = (settings or security.for_request(config, "deploy")["endpoint_config"]).output_kms_key
     return {"OutputConfig": {**output, **({"KmsKeyId": key} if key else {})}}
 
 
@@ -114,13 +116,14 @@ def _tags(config: Config, endpoint_name: str) -> list[dict]:
     return [{"Key": str(k), "Value": str(v)} for k, v in tags.items()]
 
 
-def _create_model_and_config(config: Config, model: ModelPlan, endpoint_name: str, created: list) -> None:
-    client, settings = model.session.sagemaker_client, security.read(config)
+def _create_model_and_config(config: Config, model: ModelPlan, endpoint_name: str, created: list,
+                             snapshots: dict[str, security.Security]) -> None:
+    client, settings = model.session.sagemaker_client, snapshots["endpoint_config"]
     container = {"Image": model.image, "ModelDataUrl": model.model_data, "Environment": dict(model.env)}
     client.create_model(ModelName=model.name, ExecutionRoleArn=model.role, PrimaryContainer=container,
-                        Tags=_tags(config, endpoint_name), **security.model_fields(settings))
+                        Tags=_tags(config, endpoint_name), **security.model_fields(snapshots["model"]))
     created.append(("model", model.name))
-    extra = {"DataCaptureConfig": data_capture(config), "AsyncInferenceConfig": async_config(config)}
+    extra = {"DataCaptureConfig": data_capture(config), "AsyncInferenceConfig": async_config(config, settings)}
     client.create_endpoint_config(EndpointConfigName=model.name, Tags=_tags(config, endpoint_name),
                                   ProductionVariants=[endpoint_variant(config, model.name)],
                                   **{k: v for k, v in extra.items() if v}, **security.endpoint_config_fields(settings))
@@ -132,13 +135,15 @@ def deploy(config: Config, model: ModelPlan, endpoint_name: str, wait: bool = Tr
     """Deploy ``model`` to ``endpoint_name`` (checked first): CreateEndpoint for a new endpoint, UpdateEndpoint for
     an existing one (see the module's doc). With ``wait``, return the endpoint's description once it is InService
     on the new config (``wait_for``, every ``poll_s`` seconds, default the config's wait.poll_s); without, None."""
-    validate.check_deploy(config, model.name, endpoint_name, model.image)
+    snapshots = security.for_request(config, "deploy", sdk_config_of(model.session))
+    validate.check_deploy(config, model.name, endpoint_name, model.image, snapshots)
+    security.tell(snapshots["endpoint_config"])
     out = out or (lambda line: print(line, file=sys.stdout, flush=True))
     client = model.session.sagemaker_client
     old = current(client, endpoint_name)  # (config, models, last modified) of an existing endpoint
     created: list[tuple[str, str]] = []
     try:
-        _create_model_and_config(config, model, endpoint_name, created)
+        _create_model_and_config(config, model, endpoint_name, created, snapshots)
         if old is None:
             client.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=model.name,
                                    Tags=_tags(config, endpoint_name))

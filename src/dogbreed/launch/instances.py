@@ -68,6 +68,19 @@ TRAINING_MB_PER_IMAGE = {"resnet18": 22, "resnet34": 32, "resnet50": 52, "resnet
                          "mobilenet_v3_large": 30, "convnext_tiny": 70, "vit_b_16": 60}
 TRAINING_FIXED_MB = 1500
 
+# Families whose instances carry local NVMe instance storage (EC2's "instance store volumes" table, cut to the
+# families SageMaker offers in botocore's instance-type enums, plus the Intel 'd' families AWS may add). SageMaker
+# puts the job's or endpoint's storage on those disks, which their hardware encrypts, and refuses a volume KMS key
+# there: CreateTrainingJob's ResourceConfig.VolumeKmsKeyId, CreateEndpointConfig's KmsKeyId and
+# TransformResources.VolumeKmsKeyId all say "You can't request a ... KmsKeyId when using an instance type with local
+# storage". Not here, because they are EBS-only: inf1, inf2, c5n, c6in, p2, p3, and every family without a 'd'.
+LOCAL_STORAGE_FAMILIES = frozenset({
+    "g4dn", "g5", "g6", "g6e", "g7e", "dl1",
+    "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200", "p6-b300", "p6e-gb200",
+    "trn1", "trn1n", "trn2",
+    "c5d", "c6gd", "c6id", "m5d", "m6gd", "m6id", "r5d", "r6gd", "r6id", "r7gd",
+})
+
 ECR_URI = re.compile(r"(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z]{2}(-[a-z]+)+-\d)\.amazonaws\.com(\.cn)?/\S+")
 
 
@@ -79,6 +92,11 @@ def family(instance_type: str | None) -> str:
 
 def gpu_family(instance_type: str | None) -> Family | None:
     return GPU_FAMILIES.get(family(instance_type))
+
+
+def has_local_storage(instance_type: str | None) -> bool:
+    """Whether the instance type's storage is local NVMe, encrypted by its hardware (no volume KMS key there)."""
+    return family(instance_type) in LOCAL_STORAGE_FAMILIES
 
 
 def is_gpu(instance_type: str | None) -> bool:

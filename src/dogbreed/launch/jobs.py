@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from . import security, services, validate
 from .config import Config
 from .endpoints import ModelPlan, build_model, delete_endpoint, deploy  # noqa: F401 - the notebook's and the command's
+from .session import sdk_config_of
 from .waits import WAITS, JobError, job_name, poll_seconds, wait_for  # noqa: F401 - jobs.wait_for etc. for callers
 
 log = logging.getLogger(__name__)
@@ -114,11 +115,14 @@ def start_training(config: Config, session, name: str, extra_hyperparameters: di
     (``services.debugger_request``, only when the config asks). ``TrainingJob.create`` itself would also
     describe the new job once, before our own wait does."""
     config.require("role", "train_image", "bucket")
-    validate.check_training(config, name, {"--data": data_uri, "--pretrained": pretrained_uri, "--resume-from": resume_from})
+    snapshots = security.for_request(config, "training", sdk_config_of(session))
+    validate.check_training(config, name, {"--data": data_uri, "--pretrained": pretrained_uri, "--resume-from": resume_from},
+                            snapshots, {**config["hyperparameters"], **(extra_hyperparameters or {})})
     trainer = build_trainer(config, session, extra_hyperparameters, checkpoint_job=name)
     request = training_request(trainer, channels(config, data_uri, pretrained_uri, resume_from))
     request.update(TrainingJobName=name, **services.debugger_request(config))
-    security.apply_to_training(request, security.read(config))
+    security.apply_to_training(request, snapshots["training"])
+    security.tell(snapshots["training"])
     session.sagemaker_client.create_training_job(**{k: v for k, v in request.items() if v is not None})
     return trainer
 
@@ -216,9 +220,11 @@ def build_tuner(config: Config, session, name: str | None = None):
 def start_tuning(config: Config, session, name: str, data_uri: str | None = None):
     """Create tuning job ``name`` (checked first) and return at once."""
     config.require("role", "train_image", "bucket")
-    validate.check_tuning(config, name, {"--data": data_uri})
+    snapshots = security.for_request(config, "tuning", sdk_config_of(session))
+    validate.check_tuning(config, name, {"--data": data_uri}, snapshots)
     tuner = build_tuner(config, session, name)
-    settings = security.read(config)
+    settings = snapshots["training"]
+    security.tell(settings)
 
     def secure(params, **_):  # the tuner builds and sends the request itself
         security.apply_to_training(params.setdefault("TrainingJobDefinition", {}), settings)

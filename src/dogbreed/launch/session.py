@@ -51,6 +51,12 @@ def check_create_requests(boto, strict: bool = False) -> None:
     boto.events.register("before-parameter-build.sagemaker", before, unique_id="dogbreed-validate")
 
 
+def sdk_config_of(session) -> dict:
+    """The merged SDK config a SageMaker session carries (``sagemaker_session``), whose values are the defaults of
+    the requests the launchers build themselves (``security.read``); none for a session without one."""
+    return getattr(session, "sagemaker_config", None) or {}
+
+
 def sagemaker_session(config):
     """SDK v3's session (``sagemaker.core``) on our boto3 session: the admin's and user's SDK config, telemetry off."""
     from sagemaker.core.helper.session_helper import Session  # SDK v3 takes seconds to import: only here

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 from . import endpoints, instances, security, validate
 from .config import Config
+from .session import sdk_config_of
 from .waits import job_name, poll_seconds, wait_for
 
 MB = 1024 * 1024
@@ -44,9 +45,10 @@ def plan(config: Config, session, model_data: str, input_uri: str, output_uri: s
     return TransformPlan(name or job_name("transform"), model, input_uri, output_uri)
 
 
-def request(config: Config, job: TransformPlan) -> dict:
-    """CreateTransformJob's parameters, in the API's form."""
-    settings, transform = security.read(config), config["transform"]
+def request(config: Config, job: TransformPlan, settings: security.Security | None = None) -> dict:
+    """CreateTransformJob's parameters, in the API's form; ``settings`` the job's snapshot (``security.for_request``,
+    with the SDK config's defaults), else the config's alone."""
+    settings, transform = settings or security.for_request(config, "transform")["transform"], config["transform"]
     lines = transform.get("split_type") == "Line"
     output = {"S3OutputPath": job.output_uri, "Accept": "application/jsonlines" if lines else "application/json",
               "AssembleWith": "Line" if lines else "None"}
@@ -90,13 +92,16 @@ def check_inputs(s3, config: Config, input_uri: str) -> int:
 
 def start(config: Config, job: TransformPlan, s3=None) -> dict:
     """Check everything, then CreateModel and CreateTransformJob; a refused transform job deletes the model again."""
+    snapshots = security.for_request(config, "transform", sdk_config_of(job.model.session))
     validate.check_transform(config, job.model.name, job.job, job.model.image,
-                             {"--input": job.input_uri, "--output": job.output_uri, "--model-data": job.model.model_data})
-    made = request(config, job)
+                             {"--input": job.input_uri, "--output": job.output_uri, "--model-data": job.model.model_data},
+                             snapshots)
+    made = request(config, job, snapshots["transform"])
     validate.check_api_model("CreateTransformJob", made)
     if s3 is not None:
         check_inputs(s3, config, job.input_uri)
-    client, settings = job.model.session.sagemaker_client, security.read(config)
+    security.tell(snapshots["transform"])
+    client, settings = job.model.session.sagemaker_client, snapshots["model"]
     tags = [{"Key": str(k), "Value": str(v)} for k, v in {**(config.get("tags") or {}), TRANSFORM_TAG: job.job}.items()]
     client.create_model(ModelName=job.model.name, ExecutionRoleArn=job.model.role, Tags=tags,
                         PrimaryContainer={"Image": job.model.image, "ModelDataUrl": job.model.model_data,

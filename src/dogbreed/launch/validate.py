@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import apimodel, instances, security
 from .config import Config, ConfigError
@@ -60,6 +60,10 @@ class Plan:
     names: dict[str, str] = field(default_factory=dict)       # NAME_KINDS key -> name
     uris: dict[str, str | None] = field(default_factory=dict)  # "--resume-from" -> URI
     images: dict[str, str | None] = field(default_factory=dict)  # "train_image" -> URI
+    # the VPC, KMS and isolation snapshots the requests are built from (security.for_request, with the SDK config's
+    # defaults); left empty, ``problems`` reads them from the config alone
+    security: dict[str, security.Security] = field(default_factory=dict)
+    hyperparameters: dict | None = None  # the job's, where they differ from the config's (--hp, --from-tuning)
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,35 @@ def _images(plan: Plan) -> str | None:
 
 
 def _security(plan: Plan) -> str | None:
-    return security.problem(plan.config)
+    found = [security.problem(snapshot, plan.config.get("region")) for snapshot in plan.security.values()]
+    return "; ".join(dict.fromkeys(p for p in found if p)) or None
+
+
+def _serverless_network(plan: Plan) -> str | None:
+    """AWS lists VPC configuration and network isolation among the features Serverless Inference does not support
+    (https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html, feature exclusions)."""
+    model = plan.security.get("model")
+    if not plan.config["serving"].get("serverless") or model is None:
+        return None
+    found = [model.origin(name) for name, on in (("vpc", model.vpc), ("network_isolation", model.network_isolation)) if on]
+    if found:
+        return (f"serverless endpoints take no VPC or network isolation (AWS does not support them there): "
+                f"{' and '.join(found)} set them; deploy to instances (drop --serverless) or unset them")
+    return None
+
+
+def _isolated_weights(plan: Plan) -> str | None:
+    """The training program downloads the ImageNet weights at run time (models.build, ``pretrained-weights =
+    imagenet``, the default), which a network-isolated container cannot; a 'pretrained' channel (train
+    --pretrained S3URI) or other weights do not need the network."""
+    training = plan.security.get("training")
+    hps = plan.config["hyperparameters"] if plan.hyperparameters is None else plan.hyperparameters
+    weights = str(hps.get("pretrained-weights", "imagenet")).lower()
+    if training is None or not training.network_isolation or weights != "imagenet" or plan.uris.get("--pretrained"):
+        return None
+    return (f"{training.origin('network_isolation')}: the training container cannot download the ImageNet weights "
+            f"(pretrained-weights = imagenet, the default) without a network: give them as a 'pretrained' channel "
+            f"(train --pretrained S3URI) or set pretrained-weights = \"none\" ([hyperparameters] or --hp)")
 
 
 def _batch_fits(plan: Plan) -> str | None:
@@ -272,6 +304,7 @@ RULES: tuple[Rule, ...] = (
     Rule("role-policy", ("training", "tuning", "deploy", "transform"), _role_policy, advisory=True),
     Rule("image-region-account", ("training", "tuning", "deploy", "transform"), _images),
     Rule("vpc-kms", ("training", "tuning", "deploy", "transform"), _security),
+    Rule("network-isolation-weights", ("training", "tuning"), _isolated_weights),
     Rule("batch-fits-gpu", ("tuning",), _batch_fits),
     Rule("s3-uris", ("training", "tuning", "transform"), _uris),
     Rule("spot-max-wait", ("training", "tuning"), _spot_wait),
@@ -281,6 +314,7 @@ RULES: tuple[Rule, ...] = (
     Rule("range-bounds", ("tuning",), _range_bounds),
     Rule("serverless-no-data-capture", ("deploy",), _serverless_capture),
     Rule("serverless-size", ("deploy",), _serverless_size),
+    Rule("serverless-no-network-settings", ("deploy",), _serverless_network),
     Rule("data-capture-percent", ("deploy",), _capture_percent),
     Rule("inference-ami", ("deploy",), _inference_ami),
     Rule("async", ("deploy",), _async),
@@ -316,6 +350,8 @@ def transform_problem(transform: dict) -> str | None:
 def problems(request: str, plan: Plan, strict: bool = True) -> list[tuple[str, str]]:
     """[(rule id, reason)] of every rule that refuses this request; the advisory ones (our sample policy's view)
     only when ``strict``."""
+    if not plan.security:
+        plan = replace(plan, security=security.for_request(plan.config, request))
     found = []
     for rule in RULES:
         if request in rule.applies_to and (strict or not rule.advisory):
@@ -344,25 +380,30 @@ def check(request: str, plan: Plan) -> None:
 
 
 
-def check_training(config: Config, job_name: str, uris: dict[str, str | None] | None = None) -> None:
-    check("training", Plan(config, {"training-job": job_name}, dict(uris or {}), {"train_image": config.get("train_image")}))
+def check_training(config: Config, job_name: str, uris: dict[str, str | None] | None = None,
+                   snapshots: dict | None = None, hyperparameters: dict | None = None) -> None:
+    check("training", Plan(config, {"training-job": job_name}, dict(uris or {}), {"train_image": config.get("train_image")},
+                           dict(snapshots or {}), hyperparameters))
 
 
-def check_tuning(config: Config, job_name: str, uris: dict[str, str | None] | None = None) -> None:
+def check_tuning(config: Config, job_name: str, uris: dict[str, str | None] | None = None,
+                 snapshots: dict | None = None) -> None:
     check("tuning", Plan(config, {"hyper-parameter-tuning-job": job_name}, dict(uris or {}),
-                         {"train_image": config.get("train_image")}))
+                         {"train_image": config.get("train_image")}, dict(snapshots or {})))
 
 
-def check_deploy(config: Config, model_name: str, endpoint_name: str, image: str | None = None) -> None:
+def check_deploy(config: Config, model_name: str, endpoint_name: str, image: str | None = None,
+                 snapshots: dict | None = None) -> None:
     # endpoints.deploy names the endpoint config after the model: the name checked is the name sent.
     names = {"model": model_name, "endpoint-config": model_name, "endpoint": endpoint_name}
-    check("deploy", Plan(config, names, images={"serve image": image or config.get("serve_image")}))
+    check("deploy", Plan(config, names, images={"serve image": image or config.get("serve_image")},
+                         security=dict(snapshots or {})))
 
 
 def check_transform(config: Config, model_name: str, job_name: str, image: str | None,
-                    uris: dict[str, str | None]) -> None:
+                    uris: dict[str, str | None], snapshots: dict | None = None) -> None:
     check("transform", Plan(config, {"model": model_name, "transform-job": job_name}, dict(uris),
-                            {"serve image": image}))
+                            {"serve image": image}, dict(snapshots or {})))
 
 
 # --------------------------------------------------------------------------------------------------

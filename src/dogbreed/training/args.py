@@ -20,14 +20,34 @@ from ..common import str2bool
 from ..errors import DogbreedError
 from .errors import TrainingError
 
+# The optimizer holds its hyperparameters as float32 scalars: a larger value fails inside torch ("value cannot be
+# converted to type float without overflow"), naming no flag.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+# AdamW's first step is lr / (1 - beta1) = 10 x the learning rate (the bias correction), the largest it takes.
+ADAMW_STEP = 10.0
+
+
+class _AsTyped(float):
+    """A float flag's value that remembers its text as typed (``1e30``, not ``1e+30``): :func:`parse_args` keeps the
+    texts in ``args.as_typed`` and the namespace holds plain floats."""
+
+    text: str
+
 
 def _number(kind, value: str):
-    """``value`` as ``kind``. A float must be finite: nan passes no range check and inf passes every lower bound, so
-    both are refused here, with the value as typed (argparse names the flag)."""
+    """``value`` as ``kind``. A float must be finite (nan passes no range check and inf passes every lower bound) and
+    fit a float32 (the optimizer's): refused here, with the value as typed (argparse names the flag)."""
     number = kind(value)
-    if isinstance(number, float) and not math.isfinite(number):
+    if not isinstance(number, float):
+        return number
+    if not math.isfinite(number):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {value!r}")
-    return number
+    if abs(number) > FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {FLOAT32_MAX:.4g} in size (the optimizer holds float32), "
+                                         f"got {value!r}")
+    typed = _AsTyped(number)
+    typed.text = str(value).strip()
+    return typed
 
 
 def _named(parse, kind):
@@ -152,8 +172,30 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     """The flags as typed, checked; defaults that depend on other flags are resolved by :mod:`.config`."""
     args = get_args_parser().parse_args(argv)
+    args.as_typed = {name: value.text for name, value in vars(args).items() if isinstance(value, _AsTyped)}
+    for name in args.as_typed:  # plain floats onward: a subclass would reach the checkpoints' pickles
+        setattr(args, name, float(getattr(args, name)))
     validate(args)
     return args
+
+
+def as_typed(args: argparse.Namespace, name: str) -> str:
+    """A flag's value as it was typed (its default's text where it was not given)."""
+    return vars(args).get("as_typed", {}).get(name, str(getattr(args, name)))
+
+
+def _check_learning_rate(args: argparse.Namespace) -> None:
+    """The largest step the optimizer takes (the backbone's rate where --backbone-lr-ratio exceeds 1; AdamW's first
+    step is 10 x its rate) must fit its float32 scalars."""
+    ratio = max(1.0, args.backbone_lr_ratio)
+    if args.lr * ratio * (ADAMW_STEP if args.optimizer == "adamw" else 1.0) <= FLOAT32_MAX:
+        return
+    named = f"--lr {as_typed(args, 'lr')}" + (f" x --backbone-lr-ratio {as_typed(args, 'backbone_lr_ratio')}"
+                                               if ratio > 1 else "")
+    adamw = args.optimizer == "adamw"
+    bound = FLOAT32_MAX / ratio / (ADAMW_STEP if adamw else 1.0)
+    raise TrainingError(f"{named} is too large for the optimizer: its largest step{' (AdamW: 10 x the rate)' if adamw else ''}"
+                        f" must fit a float32 (at most {FLOAT32_MAX:.4g}); keep --lr at most {bound:.4g}")
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -165,5 +207,6 @@ def validate(args: argparse.Namespace) -> None:
     weights = str(args.pretrained_weights)
     if weights.lower() not in ("imagenet", "none", "") and not Path(weights).is_file():
         raise TrainingError(f"--pretrained-weights {weights}: no such file")
+    _check_learning_rate(args)
     if args.precision == "fp16" and not torch.cuda.is_available():
         raise TrainingError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")

@@ -70,13 +70,13 @@ def _test(run: Run, summary: dict, scored):
     return confusion
 
 
-def check_finite(model: nn.Module) -> None:
-    """A model with a nan or inf weight predicts nothing: no model.pth, no SUCCESS."""
+def check_finite(model: nn.Module, advice: str) -> None:
+    """A model with a nan or inf weight predicts nothing: no model.pth, no SUCCESS. ``advice``: the flags to lower."""
     bad = [name for name, value in model.state_dict().items()
            if value.is_floating_point() and not bool(torch.isfinite(value).all())]
     if bad:
         raise TrainingError(f"the kept model has non-finite weights ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}):"
-                            " lower --lr")
+                            f" {advice}")
 
 
 def finish(run: Run, state: FitState) -> dict:
@@ -86,7 +86,7 @@ def finish(run: Run, state: FitState) -> dict:
         run.model.load_state_dict(state.best_model)
     if run.chosen.use_cache:  # the trained head goes back into the whole model for the artifacts
         features.head_of(full_model).load_state_dict(run.model.state_dict())
-    check_finite(full_model)  # every rank holds the same weights: all stop together
+    check_finite(full_model, run.trainer.diverged)  # every rank holds the same weights: all stop together
     summary = _summary(run, state)
     scored, test = test_pass(run) or (None, None)  # the test split once: scores, calibration figures, the report
     summary["calibration"] = calibration_of(run, test)  # the temperature serving applies; test ECE/NLL before/after

@@ -87,6 +87,8 @@ class RunConfig:
     dist: DistInfo
     use_cuda: bool
     workers: int
+    # the float flags' values as typed (``1e30``, not ``1e+30``), for the reasons that name them
+    as_typed: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def is_main(self) -> bool:
@@ -181,4 +183,4 @@ def build(args: argparse.Namespace, smenv: SageMakerEnv, dist: DistInfo, use_cud
         output_data_dir=Path(args.output_data_dir or smenv.output_data_dir),
         checkpoint_dir=checkpoints, resume_from=resume_from)
     return RunConfig(**flags, channels=MappingProxyType(channels), smenv=smenv, dist=dist, use_cuda=use_cuda,
-                     workers=workers)
+                     workers=workers, as_typed=MappingProxyType(dict(vars(args).get("as_typed", {}))))

@@ -54,13 +54,13 @@ def _placeholder_batch(input_size: int):
     return torch.zeros(1, 3, input_size, input_size, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), 0.0
 
 
-def _look(loss_sum: torch.Tensor, first_bad: torch.Tensor, seen: int, epoch: int) -> float:
+def _look(loss_sum: torch.Tensor, first_bad: torch.Tensor, seen: int, epoch: int, advice: str) -> float:
     """The one host sync of a logging interval: the mean loss so far, and the first step whose loss was not finite
-    (every step is checked on the device, -1: none)."""
+    (every step is checked on the device, -1: none); ``advice``: the flags to lower (:attr:`Trainer.diverged`)."""
     total, bad = torch.stack([loss_sum, first_bad.double()]).tolist()
     mean = total / max(1, seen)
     if bad >= 0 or not math.isfinite(mean):
-        raise TrainingError(f"the train loss became {mean} at epoch {epoch} step {int(bad)}: lower --lr")
+        raise TrainingError(f"the train loss became {mean} at epoch {epoch} step {int(bad)}: {advice}")
     return mean
 
 
@@ -77,6 +77,8 @@ class Trainer:
     acc: accel.Accelerator
     normalize: Callable | None = None
     input_size: int = 224
+    # what a loss or weight that stopped being finite asks of the user: the flags that scale the steps, as typed
+    diverged: str = "lower --lr or --weight-decay"
 
 
 def train_one_epoch(trainer: Trainer, loader, epoch: int, settings: LoopSettings, stop, hooks=()):
@@ -120,14 +122,14 @@ def train_one_epoch(trainer: Trainer, loader, epoch: int, settings: LoopSettings
         for hook in hooks:
             hook.end_step(loss.detach())
         if step % every == 0 or step >= steps:
-            progress.update(step, _look(loss_sum, first_bad, seen, epoch))
+            progress.update(step, _look(loss_sum, first_bad, seen, epoch, trainer.diverged))
             if distributed.broadcast_flag(stop.requested, acc.device):
                 stop.requested = True
                 break
         if step >= steps:
             break
     progress.close()
-    _look(loss_sum, first_bad, seen, epoch)
+    _look(loss_sum, first_bad, seen, epoch, trainer.diverged)
     elapsed = time.perf_counter() - start
     sums = distributed.all_reduce_sum([loss_sum.item(), seen], acc.device)
     return sums[0] / max(1, sums[1]), int(sums[1]), unreadable, elapsed

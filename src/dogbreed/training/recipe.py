@@ -188,7 +188,7 @@ def run_epoch(run: Run, state: FitState, epoch: int, stop) -> str | None:
               "images_per_sec": rate, "new_unreadable": new_unreadable}
     if not math.isfinite(valid_loss):  # every rank has the same (reduced) loss: all stop together
         raise TrainingError(f"the valid loss became {valid_loss} after epoch {epoch} (train loss {train_loss}): "
-                            "lower --lr")
+                            f"{run.trainer.diverged}")
     state.history.append(record)
     if improved(run.lp_ft, state, valid_loss, valid_acc, _to_beat(run)):
         state.best_valid_loss, state.best_valid_acc, state.best_epoch, state.bad_epochs = valid_loss, valid_acc, epoch, 0

@@ -58,7 +58,8 @@ def save_checkpoint(run: Run, state: FitState, epoch_done: int) -> None:
     if not run.config.dist.is_main:  # global rank 0 alone: every host syncs to the one S3 prefix
         return
     trainer = run.trainer
-    saved = {**state.as_dict(), "epoch": epoch_done, "fingerprint": fingerprint(run), "model": run.model.state_dict(),
+    saved = {**state.as_dict(), "epoch": epoch_done, "fingerprint": fingerprint(run),
+             "as_typed": dict(run.config.as_typed), "model": run.model.state_dict(),
              "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
              "scaler": trainer.scaler.state_dict()}
     checkpoint.save(run.config.checkpoint_dir, epoch_done, saved)
@@ -76,13 +77,34 @@ def find_resume_point(run: Run):
     return found
 
 
+class AsTyped:
+    """A setting compared by its value and shown as it was typed: the refusal names ``1e30``, not ``1e+30``."""
+
+    __hash__ = None
+
+    def __init__(self, value, text: str):
+        self.value, self.text = value, text
+
+    def __eq__(self, other) -> bool:
+        return self.value == (other.value if isinstance(other, AsTyped) else other)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def shown_as_typed(settings: dict, typed: dict) -> dict:
+    """``settings`` with each value typed as a flag (``typed``: name -> text) shown as typed."""
+    return {name: AsTyped(value, typed[name]) if name in typed else value for name, value in settings.items()}
+
+
 def resume(run: Run, state: FitState) -> None:
     found = find_resume_point(run) if run.config.resume else None
     if not found:
         return
     saved, path = found
     defaults = vars(get_args_parser().parse_args([]))
-    differences = checkpoint.differences(saved.get("fingerprint") or {}, fingerprint(run), defaults)
+    before = shown_as_typed(saved.get("fingerprint") or {}, saved.get("as_typed") or {})  # older checkpoints: none
+    differences = checkpoint.differences(before, shown_as_typed(fingerprint(run), run.config.as_typed), defaults)
     if differences:
         raise TrainingError(f"refusing to resume from {path}: it was trained with other settings ({differences}); "
                             "rerun with the same ones, or start afresh (--resume false or an empty --checkpoint-dir)")

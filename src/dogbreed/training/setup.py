@@ -249,6 +249,14 @@ def make_optimizer(config: RunConfig, model: nn.Module, backbone_ratio: float = 
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
+def divergence_advice(config: RunConfig) -> str:
+    """The flags that could have made the weights overflow, with their values as typed: the learning rate, the weight
+    decay (each step scales a weight by lr x weight decay) and, under SGD, the momentum (it compounds the steps)."""
+    names = ["lr", "weight_decay"] + (["momentum"] if config.optimizer == "sgd" else [])
+    flags = [f"--{name.replace('_', '-')} {config.as_typed.get(name, getattr(config, name))}" for name in names]
+    return f"lower {', '.join(flags[:-1])} or {flags[-1]}"
+
+
 def make_trainer(config: RunConfig, inputs: Inputs, feed: Feed, lp_ft: bool) -> Trainer:
     """Device placement, the DDP wrapper, the loss, optimizer, warm-up + cosine schedule and grad scaler."""
     model = feed.acc.prepare_model(feed.model)
@@ -259,4 +267,5 @@ def make_trainer(config: RunConfig, inputs: Inputs, feed: Feed, lp_ft: bool) -> 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(config.epochs * steps, int(config.warmup_epochs * steps)))
     return Trainer(model, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), optimizer, scheduler,
-                   feed.acc.grad_scaler(), feed.acc, inputs.prep.normalize_batch, inputs.prep.input_size)
+                   feed.acc.grad_scaler(), feed.acc, inputs.prep.normalize_batch, inputs.prep.input_size,
+                   divergence_advice(config))
