@@ -82,6 +82,7 @@ def _merge(base: dict, override: dict, path: tuple = ()) -> dict:
 class Config:
     data: dict = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
     source: str | None = None
+    region_source: str | None = None  # where ``region`` was read: --region, the file, AWS_REGION, ... (messages)
 
     def __getitem__(self, key):
         return self.data[key]
@@ -109,9 +110,36 @@ class Config:
         return f"s3://{self.data['bucket']}/{prefix}" if prefix else f"s3://{self.data['bucket']}"
 
 
+REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def region_and_source(config: Config) -> tuple[str, str]:
+    """The region, as every verb takes it (``make push``, the launchers, ``invoke``), and where it was read:
+    --region or the config file's ``region``, then AWS_REGION, then AWS_DEFAULT_REGION, then the AWS profile's
+    (boto3's own lookup: AWS_PROFILE, ~/.aws/config). One order, so that the images land where the jobs run."""
+    if config.get("region"):
+        return config["region"], config.region_source or config.source or "the config"
+    for name in REGION_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name], name
+    import boto3  # only where no setting names the region: `dogbreed --help` does not wait for it
+
+    region = boto3.session.Session().region_name
+    if region:
+        return region, "the AWS profile"
+    raise ConfigError("no AWS region: set region in dogbreed.toml (or --region), AWS_REGION or AWS_DEFAULT_REGION, "
+                      "or a region in the AWS profile (aws configure set region REGION)")
+
+
+def settle_region(config: Config) -> str:
+    """Fix the config's region once, before any request: the checks compare image and key regions with it."""
+    config.data["region"], config.region_source = region_and_source(config)
+    return config.data["region"]
+
+
 def load(path: str | None = None, overrides: dict | None = None, region_from_environment: bool = True) -> Config:
-    """The config file, then the overrides (flags). The region, everywhere: --region, the file's ``region``,
-    AWS_REGION, AWS_DEFAULT_REGION (then, where boto3 is asked, the AWS profile's)."""
+    """The config file, then the overrides (flags). The region: --region, the file's ``region``, AWS_REGION,
+    AWS_DEFAULT_REGION here; the AWS profile's where a verb talks to AWS (``settle_region``)."""
     data = copy.deepcopy(DEFAULTS)
     source = None
     candidates = [path] if path else [os.environ.get("DOGBREED_CONFIG")] + list(DEFAULT_FILES)
@@ -128,10 +156,13 @@ def load(path: str | None = None, overrides: dict | None = None, region_from_env
             break
         if path:
             raise ConfigError(f"config file {file} not found")
-    config = Config(data, source)
+    config = Config(data, source, source if data.get("region") else None)
     for key, value in (overrides or {}).items():
         if value is not None:
             config.set_path(key, value)
+    if (overrides or {}).get("region"):
+        config.region_source = "--region"
     if not config.data.get("region") and region_from_environment:
-        config.data["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        found = next((name for name in REGION_VARIABLES if os.environ.get(name)), None)
+        config.data["region"], config.region_source = (os.environ[found], found) if found else (None, None)
     return config

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import os
 
-from ..errors import ConfigError
 from . import validate
+from .config import settle_region
 
 # SDK v3's ModelTrainer checks the execution role itself (iam:SimulatePrincipalPolicy, iam:GetRole) unless this
 # is "false". The launcher policy (iam/dogbreed-launcher-policy.json) grants no IAM reads, only iam:PassRole on
@@ -31,9 +31,7 @@ def sdk_config() -> dict:
 def boto_session(config):
     import boto3  # the AWS SDKs load when a verb talks to AWS, not for `dogbreed --help`
 
-    if not config.get("region"):
-        raise ConfigError("no AWS region: set region in the config, --region, or AWS_REGION")
-    session = boto3.Session(region_name=config["region"])
+    session = boto3.Session(region_name=settle_region(config))  # the config's, the environment's or the profile's
     check_create_requests(session, strict=validate.strict_policy(config))
     return session
 
