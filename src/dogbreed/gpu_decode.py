@@ -154,7 +154,9 @@ class DecodedLoader:
 
 
 def gpu_loader(samples, prep, device: torch.device, augment: bool, min_scale: float, batch_size: int, sampler,
-               workers: int) -> DecodedLoader:
-    """The GPU path's loader of ``samples`` (see :func:`decodes_on_gpu`): the workers read bytes, the device decodes."""
-    loader = make_loader(EncodedSamples(samples), batch_size, sampler, workers, collate_fn=collate_encoded)
+               workers: int, drop_last: bool = False) -> DecodedLoader:
+    """The GPU path's loader of ``samples`` (see :func:`decodes_on_gpu`): the workers read bytes, the device decodes.
+    ``drop_last``: as the CPU path's loader (training's last batch of one, :func:`dogbreed.training.setup`)."""
+    loader = make_loader(EncodedSamples(samples), batch_size, sampler, workers, drop_last=drop_last,
+                         collate_fn=collate_encoded)
     return DecodedLoader(loader, BatchDecoder(prep, device, augment, min_scale))

@@ -187,13 +187,22 @@ def decode_device(config: RunConfig, acc: accel.Accelerator) -> torch.device | N
     return acc.device if config.gpu_decode == "auto" and gpu_decode.decodes_on_gpu(acc.device) else None
 
 
+def drops_last_batch(split: str, shard: int, batch_size: int) -> bool:
+    """Whether training's loader drops its last batch: only where that batch would hold one image (and it is not the
+    only one). Batch norm in training mode cannot normalize one value per channel (a ResNet's last stage at 32 px is
+    1x1): a batch of one stops the run ("Expected more than 1 value per channel"). The image dropped is a different
+    one each epoch (the order is shuffled). Evaluation keeps every image: batch norm uses its running statistics."""
+    return split == "train" and shard > batch_size and shard % batch_size == 1
+
+
 def _image_loader(config: RunConfig, inputs: Inputs, split: str, sampler, device: torch.device | None):
     dataset = inputs.datasets[split]
+    drop_last = drops_last_batch(split, len(sampler), config.batch_size)
     if device is None:
-        return data.make_loader(dataset, config.batch_size, sampler, config.workers, config.use_cuda)
+        return data.make_loader(dataset, config.batch_size, sampler, config.workers, config.use_cuda, drop_last)
     augment = split == "train" and config.augment
     return gpu_decode.gpu_loader(dataset.samples, inputs.prep, device, augment, config.min_crop_scale,
-                                 config.batch_size, sampler, config.workers)
+                                 config.batch_size, sampler, config.workers, drop_last)
 
 
 def make_loaders(config: RunConfig, inputs: Inputs, chosen: Chosen) -> Feed:
