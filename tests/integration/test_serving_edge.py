@@ -135,6 +135,44 @@ def test_request_smuggling_is_refused_and_the_connection_closed(server):
     assert received.count(b"HTTP/1.1 ") == 1 and b"Healthy" not in received, received[:500]
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"ffffffffffffffffff\r\n",
+    b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"2\r\nabcd\r\n",
+    b"GET /ping HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
+], ids=["chunk-size-junk", "chunk-size-overflow", "chunk-without-crlf", "te-identity"])
+def test_a_malformed_body_gets_its_400_not_a_silent_close(server, request_bytes):
+    status, headers, body, closed = exchange(server[0], request_bytes, timeout=READ_TIMEOUT_S + 20)
+    assert status == 400 and _is_error_json(status, headers, body) and closed, body
+    _answers_correctly(server)
+
+
+def test_an_upgrade_request_with_a_body_is_refused_not_answered_for_an_empty_body(server):
+    url, _, jpeg, _, _ = server
+    upgrade = (b"POST /invocations HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+               b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s"
+               % (len(jpeg), jpeg))
+    status, headers, body, closed = exchange(url, upgrade, timeout=READ_TIMEOUT_S + 20)
+    assert status == 400 and _is_error_json(status, headers, body) and closed, body
+    assert "Upgrade" in json.loads(body)["error"]
+    plain = exchange(url, b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", timeout=10)
+    assert plain[0] == 200  # no body: served as plain HTTP/1.1
+    _answers_correctly(server)
+
+
+@pytest.mark.parametrize("path", ["/ping", "/nowhere", "/execution-parameters"])
+def test_a_body_nobody_reads_closes_the_connection_after_the_answer(server, path):
+    """Answered without reading the body: a client trickling a long body would else hold the connection (and a
+    place under the connection cap) past every timeout."""
+    head = b"GET %s HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nx" % path.encode()
+    start = time.monotonic()
+    status, headers, body, closed = exchange(server[0], head, timeout=READ_TIMEOUT_S + 20)
+    assert status in (200, 404) and headers.get("connection") == "close" and closed, (status, headers)
+    assert time.monotonic() - start < READ_TIMEOUT_S + 10
+
+
 class _Slow:
     """A client that sends its head and half its body, then nothing."""
 

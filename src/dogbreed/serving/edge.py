@@ -106,8 +106,8 @@ class EdgeProtocol(HttpToolsProtocol):
                 self.head_left -= len(piece)
             try:
                 self.parser.feed_data(piece)
-            except httptools.HttpParserUpgrade:  # no upgrade on this server: the request is served as it is
-                return
+            except httptools.HttpParserUpgrade:  # no upgrade on this server: a request without a body is served as
+                return  # it is (one with a body was refused at its head: the parser stops before the body)
             except httptools.HttpParserError as exc:
                 self._refuse(*(self.refusal or (400, f"malformed HTTP request: {exc}")))
                 return
@@ -132,6 +132,11 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.head_timer.cancel()
+        if self.parser.should_upgrade() and declares_body(self.headers):
+            # The parser would hand the app an empty body and drop the real one (an h2c or websocket Upgrade)
+            self.refusal = (400, "Upgrade is not supported here: send the request as plain HTTP/1.1, without "
+                                 "Upgrade and Connection: upgrade")
+            raise _Refused()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -150,12 +155,26 @@ class EdgeProtocol(HttpToolsProtocol):
             self._refuse(408, f"the request head did not arrive within {self.limits.read_timeout_s:g} s")
 
     def _refuse(self, status: int, reason: str) -> None:
-        """Answer with the error JSON and close: what follows in the stream cannot be told from this request."""
-        if self.cycle is None or self.cycle.response_complete:  # else a request is being answered: just close
+        """Answer with the error JSON and close: what follows in the stream cannot be told from this request. Where
+        the request's answer has begun (or an earlier pipelined one is pending), just close."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or (not cycle.response_started and not self.pipeline):
             headers = {**CLOSE, "retry-after": str(RETRY_AFTER_S)} if status == 503 else CLOSE
             self.transport.write(raw_answer(*error(status, reason, headers)))
+            if cycle is not None and not cycle.response_complete:  # its app, reading the body or answering, is
+                cycle.disconnected = True  # told the client is gone: this was its answer
+                cycle.message_event.set()
         log.info("refused a request: %d %s", status, reason)
         self.transport.close()
+
+
+def declares_body(headers) -> bool:
+    """Whether a request's head (name, value pairs, names in any case) says a body follows."""
+    for name, value in headers:
+        name = name.lower()
+        if (name == b"content-length" and value.strip() not in (b"0", b"")) or name == b"transfer-encoding":
+            return True
+    return False
 
 
 def raw_answer(status: int, body: bytes, headers: dict) -> bytes:
@@ -213,13 +232,18 @@ class Edge:
                 answer = await self._admitted(scope, receive)
             except ClientGone:
                 return
+            await respond(send, *answer)
+            return
+        if declares_body(scope["headers"]):  # a body nobody reads: the head's timer is over, and a client that
+            answer = answer[0], answer[1], {**answer[2], **CLOSE}  # trickled it would hold the connection forever
         await respond(send, *answer)
 
     async def _admitted(self, scope, receive) -> Answer:
         """The request's answer, or a 503 to retry where ``pending`` requests are in already: refused before its
         body is read, so that refusing costs no memory. A slow client holds its place until its read timeout."""
-        if self.admitted >= self.limits.pending:
-            return busy(f"the server is busy ({self.limits.pending} requests in progress)")
+        if self.admitted >= self.limits.pending:  # its body is not read: the connection closes after the answer
+            status, body, headers = busy(f"the server is busy ({self.limits.pending} requests in progress)")
+            return status, body, {**headers, **CLOSE} if declares_body(scope["headers"]) else headers
         self.admitted += 1
         self.idle_trim.begin()
         try:
