@@ -57,7 +57,8 @@ def _describe_aws(exc: BaseException) -> str | None:
     if isinstance(exc, NoCredentialsError):
         return "no AWS credentials: run `aws configure` or set AWS_PROFILE / AWS_ACCESS_KEY_ID"
     if isinstance(exc, NoRegionError):
-        return "no AWS region: set region in the config, --region or AWS_DEFAULT_REGION"
+        return ("no AWS region: set region in the config (or --region), AWS_REGION or AWS_DEFAULT_REGION, or a region "
+                "in the AWS profile")
     if isinstance(exc, EndpointConnectionError):
         return f"cannot reach AWS: {exc}"
     if not isinstance(exc, ClientError):

@@ -14,33 +14,24 @@ AWS_ENDPOINT_URL points boto3 elsewhere (the tests use moto). Every failure is o
 from __future__ import annotations
 
 import base64
-import os
 import sys
 
 import boto3
 
 from ..errors import ConfigError, describe
 from .config import load
+from .config import region_and_source as config_region_and_source
 
 
 def region_and_source(region: str | None = None) -> tuple[str, str]:
-    """The region the images go to, and where it was read: the config file, then the environment, then the profile
-    (the launchers' order, so that the images land where the jobs run)."""
+    """The region the images go to, and where it was read: the launchers' one order (config.region_and_source),
+    so that the images land where the jobs run."""
     if region:
         return region, "the caller"
     try:
-        config = load(region_from_environment=False)
+        return config_region_and_source(load(region_from_environment=False))
     except ConfigError as exc:
         raise SystemExit(f"ecr: {exc}") from exc
-    if config.get("region"):
-        return config["region"], config.source or "the config"
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        if os.environ.get(name):
-            return os.environ[name], name
-    region = boto3.session.Session().region_name
-    if region:
-        return region, "the AWS profile"
-    raise SystemExit("ecr: no AWS region: set region in dogbreed.toml (or DOGBREED_CONFIG), or AWS_REGION / AWS_DEFAULT_REGION")
 
 
 def _region(region: str | None = None) -> str:
