@@ -129,6 +129,33 @@ def test_the_cpu_image_serves_a_trained_model_from_cold_and_stops_on_sigterm(cpu
         assert_native_front_stops_cleanly(name, "the CPU image")
 
 
+def test_the_largest_transparent_images_at_once_never_kill_a_4_gb_container(cpu_image, trained):
+    """16 requests at once, each a 40-MP RGBA PNG (170 KB of body, the largest image the endpoint decodes), on a
+    serverless-sized container (4 GB): each is answered (200, or a 503 to retry), and the container lives on. It
+    was OOM-killed with 8 of them, the request threads counted at 150 MB each."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    folder = sorted((Path(trained["work"]) / "opt_ml/input/data/test").iterdir())[0]
+    body, index = _known_photo(trained["model_dir"], folder)
+    buffer = io.BytesIO()
+    Image.new("RGBA", (6300, 6300), (1, 2, 3, 100)).save(buffer, "PNG")
+    port = free_port()
+    name = f"dogbreed-test-serve-cpu-memory-{port}"
+    url = f"http://127.0.0.1:{port}"
+    with serving_container(cpu_image, trained["model_dir"], name, port, body, index, "--memory", "4g", "--cpus", "2"):
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda _: post(url, buffer.getvalue(), "image/png", timeout=120), range(16)))
+        assert {status for status, _, _ in answers} <= {200, 503}, [answer[:2] for answer in answers]
+        assert any(status == 200 for status, _, _ in answers)
+        state = sh("docker", "inspect", "-f", "{{.State.Running}} {{.State.OOMKilled}}", name).stdout.split()
+        assert state == ["true", "false"], state
+        status, answer, _ = post(url, body)
+        assert status == 200 and answer["predictions"][0][0]["index"] == index
+
+
 def test_make_push_pushes_the_cpu_image_as_sagemaker_takes_it(cpu_image, moto_endpoint, registry):  # noqa: F811
     """scripts/build_and_push.sh (IMAGES=serve-cpu) against moto's ECR API and a registry on loopback: the ECR
     repository is created, the image is one Docker v2 schema 2 manifest, and serve_image_cpu_uri names it."""

@@ -93,3 +93,14 @@ def test_uint8_batches_normalized_on_the_device_equal_the_float_transform():
     assert on_device.dtype == torch.float32 and on_device.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(on_device[0], prep.eval_transform()(image), atol=1e-5)
     assert prep.normalize_batch(on_device) is on_device  # already float: untouched
+
+
+def test_a_big_image_is_held_reduced_to_what_the_resize_needs_and_transparency_is_white():
+    """A 24-MP RGBA PNG held for its crop: reduced by a whole factor that keeps the shorter side at or over the
+    draft size (a JPEG's draft does the same), not 72 MB of RGB; its transparent pixels are white."""
+    image = Image.new("RGBA", (6000, 4000), (0, 0, 0, 0))
+    image.paste((200, 10, 10, 255), (0, 0, 3000, 4000))
+    rgb = to_rgb(image, draft_size=256)
+    assert rgb.mode == "RGB" and 256 <= min(rgb.size) < 512 and rgb.size[0] / rgb.size[1] == pytest.approx(1.5, rel=0.01)
+    assert rgb.getpixel((10, 10)) == (200, 10, 10) and rgb.getpixel((rgb.size[0] - 10, 10)) == (255, 255, 255)
+    assert to_rgb(Image.new("RGB", (300, 200)), draft_size=256).size == (300, 200)  # under twice it: as it is

@@ -47,3 +47,14 @@ def test_a_sixteen_core_host_with_a_serverless_default_stays_inside_it(tmp_path)
     """The issue's case: 2 x cores on a 16-core host would have been 32 workers; in 4 GB the plan fits."""
     plan = capacity.plan_workers(16, None, (4096, "serverless"))
     assert plan.engine_mb + plan.front_mb + plan.workers * capacity.WORKER_MB <= 4096 - plan.reserve_mb
+
+
+def test_request_threads_are_as_many_as_the_memory_carries_each_decoding_its_largest_image(tmp_path):
+    """Eight 40-MP RGBA PNGs at once once killed a 4 GB container (16 threads, each counted at 150 MB)."""
+    (tmp_path / "model.pth").write_bytes(b"\0" * (98 * capacity.MB))
+    threads, why = capacity.plan_request_threads(16, tmp_path, (4096, "serverless"))
+    engine = capacity.engine_estimate_mb(tmp_path)
+    assert 2 <= threads < 8 and engine + capacity.NATIVE_BASE_MB + threads * capacity.REQUEST_PEAK_MB <= 4096
+    assert f"{threads} request thread(s)" in why and "4096 MB (serverless)" in why
+    assert capacity.plan_request_threads(16, tmp_path, (65536, "test"))[0] == 16  # the bound given
+    assert capacity.plan_request_threads(16, tmp_path, (1024, "test"))[0] == 2  # never fewer

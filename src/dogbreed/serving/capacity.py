@@ -20,7 +20,12 @@ CGROUP_FILES = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/m
 MEMINFO = Path("/proc/meminfo")
 NO_LIMIT = 1 << 60  # cgroup v1 writes a huge number for "no limit"; v2 writes "max"
 
-WORKER_MB = 160  # a decoding worker: 60 MB RSS idle (Python, Pillow, NumPy, the toolkit), plus a large photo decoded
+# What decoding one image may hold at its peak: the largest (decoders.MAX_PIXELS, 40 MP) in its widest mode, e.g.
+# a palette PNG with transparency as P, RGBA, the alpha and the RGB result, or 16-bit grey as its float copy: about
+# 10 bytes a pixel. Measured: eight 40-MP RGBA PNGs at once killed a 4 GB container at 160 MB counted a request.
+REQUEST_PEAK_MB = 400
+WORKER_MB = 60 + REQUEST_PEAK_MB  # a decoding worker: 60 MB RSS idle (Python, Pillow, NumPy, the toolkit), plus that
+NATIVE_BASE_MB = 100  # the native front's process beyond its engine: Python, uvicorn, Pillow, the bodies read
 ENGINE_BASE_MB = 700  # the engine's torch runtime, oneDNN's buffers, a batch of activations (ResNet18: 821 MB peak)
 ENGINE_PER_WEIGHT_MB = 4.0  # the weights held: the eager model, the frozen graph's folded copy, pre-packed kernels
 FRONT_BASE_MB = 200  # the JVM beyond its heap: metaspace, threads, netty buffers
@@ -76,3 +81,17 @@ def plan_workers(cores: int, model_dir: Path | None = None, memory: tuple[int, s
     spare = memory_mb - engine_mb - front_mb - reserve_mb
     workers = max(1, min(2 * max(1, cores), spare // WORKER_MB))
     return WorkerPlan(int(workers), cores, memory_mb, source, engine_mb, front_mb, reserve_mb)
+
+
+def plan_request_threads(most: int, model_dir: Path | None = None,
+                         memory: tuple[int, str] | None = None) -> tuple[int, str]:
+    """The native front's request threads, each of which may decode one image at its peak: ``most``, as far as the
+    memory carries them (after the engine and a reserve), at least 2. (count, how it was reached)."""
+    memory_mb, source = memory or container_memory_mb()
+    engine_mb = engine_estimate_mb(model_dir)
+    reserve_mb = int(RESERVE_SHARE * memory_mb)
+    spare = memory_mb - engine_mb - NATIVE_BASE_MB - reserve_mb
+    threads = max(2, min(most, spare // REQUEST_PEAK_MB))
+    return int(threads), (f"{threads} request thread(s): at most {most}; {memory_mb} MB ({source}) - engine "
+                          f"~{engine_mb} MB - front ~{NATIVE_BASE_MB} MB - reserve {reserve_mb} MB = {spare} MB, "
+                          f"{REQUEST_PEAK_MB} MB a decoding thread at its peak -> at most {max(0, spare // REQUEST_PEAK_MB)}")

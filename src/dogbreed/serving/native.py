@@ -21,6 +21,7 @@ from .. import env as envnames
 from ..errors import ModelError
 from . import content_types as ct
 from . import handler
+from .capacity import plan_request_threads
 from .edge import edge_server, sample_jpeg, stop_on_signals
 from .hardware import NoCuda
 from .native_app import Model, NativeApp, invoke
@@ -30,7 +31,8 @@ from .settings import ServingSettings
 log = logging.getLogger("dogbreed.serve")
 
 # Requests decoding or waiting for their batch at once: enough to fill two of the engine's batches of 8; a waiting
-# thread costs no CPU. The edge admits twice as many (EdgeLimits.pending).
+# thread costs no CPU. Fewer where the container's memory cannot carry each decoding its largest image at once
+# (capacity.plan_request_threads). The edge admits twice as many (EdgeLimits.pending).
 REQUEST_THREADS = 16
 
 
@@ -59,7 +61,9 @@ def serve_native(model_dir: Path, host: str, port: int, state_dir: Path, configu
     """``configuration``: (settings, limits), read once at start (server.configured)."""
     settings, limits = configuration
     model = Model()
-    app = NativeApp(model, limits, REQUEST_THREADS, settings)
+    threads, why = plan_request_threads(REQUEST_THREADS, model_dir)
+    log.info("%s", why)
+    app = NativeApp(model, limits, threads, settings)
     server = edge_server(app, host, port, grace_s)
     stop_on_signals()
     loader = threading.Thread(target=load, args=(model, Path(model_dir), Path(state_dir), settings), name="model-load",
