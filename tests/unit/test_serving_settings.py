@@ -9,7 +9,7 @@ import pytest
 
 from dogbreed import env as envnames
 from dogbreed.serving.edge import EdgeLimits
-from dogbreed.serving.settings import GRAPH_MODES, ServingSettings
+from dogbreed.serving.settings import GRAPH_MODES, MIB, ServingSettings
 
 SETTINGS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 # Serving names set by the server for its own workers (never by a user): in the snapshot, not in the settings page
@@ -116,3 +116,17 @@ def test_the_default_answer_type_is_json_and_takes_the_toolkits_variable():
     settings = ServingSettings.from_environ({envnames.SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT: "application/jsonlines"},
                                             cores=2, gpus=0)
     assert settings.default_accept == "application/jsonlines"
+
+
+@pytest.mark.parametrize("environ, advertised", [
+    ({envnames.SAGEMAKER_MAX_REQUEST_SIZE: "6500000"}, 6),  # 6.2 MiB: 7 would invite bodies of 6.2 to 7 MB, each a 413
+    ({envnames.SAGEMAKER_MAX_REQUEST_SIZE: str(6 * MIB - 1)}, 5),
+    ({envnames.SAGEMAKER_MAX_REQUEST_SIZE: str(6 * MIB)}, 6),
+    ({envnames.SAGEMAKER_MAX_REQUEST_SIZE: str(100 * MIB)}, 100),
+    ({envnames.SAGEMAKER_MAX_PAYLOAD_IN_MB: "20"}, 20),
+    ({envnames.SAGEMAKER_MAX_REQUEST_SIZE: "1000"}, 1),  # no whole MB is true under 1; 0 would say "no bound"
+])
+def test_the_payload_advertised_is_whole_mb_the_edge_accepts(environ, advertised):
+    settings = ServingSettings.from_environ(environ, cores=2, gpus=0)
+    assert settings.execution_parameters()["MaxPayloadInMB"] == settings.payload_mb == advertised
+    assert advertised * MIB <= settings.max_body_bytes or advertised == 1

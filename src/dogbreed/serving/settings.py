@@ -27,7 +27,6 @@ than serving with a bound of 0 that refuses every request.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -133,7 +132,10 @@ class ServingSettings:
 
     @property
     def payload_mb(self) -> int:
-        return max(1, math.ceil(self.max_body_bytes / MIB))
+        """The body limit in whole MB, rounded down: Batch Transform sends bodies up to what this says, so it must
+        never say more than the edge takes (6,500,000 bytes is 6 MB, not 7). Under 1 MB no whole figure is true;
+        1 is the least wrong (0 would tell SageMaker there is no bound at all)."""
+        return max(1, self.max_body_bytes // MIB)
 
     @property
     def scale(self) -> float:
