@@ -16,13 +16,17 @@ import pytest
 
 from dogbreed.serving import server
 from dogbreed.serving.mms_edge import Health, Prober, why_not_ready
+from dogbreed.serving.settings import MODEL_ANSWERED_HEADER
 
 
 class _Mms(http.server.ThreadingHTTPServer):
-    """``GET /models/model`` lists ``workers`` (their statuses); ``POST /invocations`` answers ``invocation``."""
+    """``GET /models/model`` lists ``workers`` (their statuses); ``POST /invocations`` answers ``invocation``, a 200
+    marked as our worker marks an answer its model gave where ``through_model`` (the request's headers in
+    ``received``)."""
 
     def __init__(self):
         self.workers, self.invocation, self.posts = ["READY"], (200, b'{"predictions": []}'), 0
+        self.through_model, self.received = True, []
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
@@ -33,6 +37,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _reply(self, status: int, body: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if status == 200 and self.server.through_model:
+            self.send_header(MODEL_ANSWERED_HEADER, "1")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -44,6 +50,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.posts += 1
+        self.server.received.append({name.lower(): value for name, value in self.headers.items()})
         self._reply(*self.server.invocation)
 
 
@@ -77,25 +84,41 @@ def test_every_worker_busy_on_long_requests_is_still_ready_while_answers_come(mm
     timeout): a probe would queue behind them and turn /ping 503 on a server that answers. Idle, or past that
     window, the probe decides."""
     prober = Prober(_port(mms), busy_window_s=60)
-    prober.end(200, prober.begin() - 12)  # a recent request took 12 s
+    prober.end(200, prober.begin() - 12, True)  # a recent request took 12 s
     prober.begin()
     prober.answered_at = time.monotonic() - 20  # every worker busy for 20 s: within 2 x 12 s
     mms.invocation = (503, json.dumps({"code": 503, "message": "No worker is available"}).encode())
     assert why_not_ready(None, _port(mms), prober) is None and mms.posts == 0
     prober.answered_at = time.monotonic() - 30  # longer than twice any recent request
     assert "did not answer a probe request: 503" in why_not_ready(None, _port(mms), prober) and mms.posts == 1
-    prober.end(504, time.monotonic())
+    prober.end(504, time.monotonic(), False)
     prober.answered_at = time.monotonic() - 20  # idle: an answer 20 s old proves nothing now
     assert why_not_ready(None, _port(mms), prober) is not None and mms.posts == 2
 
 
 def test_quick_requests_keep_the_busy_window_short_and_long_ones_within_the_timeout(mms):
     prober = Prober(_port(mms), busy_window_s=60)
-    prober.end(200, prober.begin() - 0.05)
+    prober.end(200, prober.begin() - 0.05, True)
     prober.begin()
     assert prober.window_s() == 5  # requests of 50 ms: a server silent for 5 s is probed, as when idle
-    prober.end(200, prober.begin() - 600)
+    prober.end(200, prober.begin() - 600, True)
     assert prober.window_s() == 60  # never past the response timeout
+
+
+def test_only_answers_the_model_gave_are_a_sign_of_life(mms):
+    """A 200 without the worker's mark (a JSON-lines body whose every record was refused: the model never ran)
+    neither spares the probe nor sets how long requests take; one with it does."""
+    prober = Prober(_port(mms), busy_window_s=60)
+    prober.end(200, prober.begin() - 30, False)
+    assert prober.answered_at is None and not prober.recent_s
+    prober.end(200, prober.begin() - 0.1, True)
+    assert prober.answered_at is not None and len(prober.recent_s) == 1
+
+
+def test_a_probe_answered_without_the_model_is_not_ready(mms):
+    mms.through_model = False
+    why = why_not_ready(None, _port(mms), Prober(_port(mms)))
+    assert "without its model" in why and MODEL_ANSWERED_HEADER in why
 
 
 def test_a_loading_engine_is_not_ready_whatever_the_workers_say(mms):

@@ -8,7 +8,8 @@ not multi-model-server's (which says 200 while its body says "Unhealthy", and wh
 management API on loopback, and a request answered end to end within the last few seconds. That last check is
 needed: with its worker process killed, multi-model-server 1.1.11 keeps listing the workers READY (until a
 request fails on them) and then never brings them back, while every request hangs to its timeout. Where no
-client request was answered lately, the launcher sends a small probe image itself.
+client request was answered lately, the launcher sends a small probe image itself. Only an answer the model gave
+counts (the worker marks it: ``MODEL_ANSWERED_HEADER``): a 200 the handler gives without the model proves nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import content_types as ct
 from .edge import Answer, Edge, EdgeLimits, busy, error, sample_jpeg
-from .settings import ServingSettings
+from .settings import MODEL_ANSWERED_HEADER, ServingSettings
 
 log = logging.getLogger("dogbreed.serve")
 
@@ -35,6 +36,7 @@ PROBE_TIMEOUT_S = 15.0  # a probe not answered by then: the server is not answer
 # Not forwarded: they describe the client's connection to the edge, not the request (the edge sets its own).
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host",
               "content-length", "expect"}
+MODEL_ANSWERED = MODEL_ANSWERED_HEADER.lower()
 
 
 class Health:
@@ -95,11 +97,13 @@ class Prober:
         self.in_flight += 1
         return time.monotonic()
 
-    def end(self, status: int, began: float) -> None:
+    def end(self, status: int, began: float, through_model: bool) -> None:
+        """A client's request is answered; ``through_model``: the worker marked the answer as the model's."""
         self.in_flight -= 1
-        self.note(status)
-        if 200 <= status < 300:
-            self.recent_s.append(time.monotonic() - began)
+        if through_model:
+            self.note(status)
+            if 200 <= status < 300:
+                self.recent_s.append(time.monotonic() - began)
 
     def window_s(self) -> float:
         """How recent an answer must be for no probe to be needed."""
@@ -108,8 +112,8 @@ class Prober:
         return min(self.busy_window_s, max(PROBE_EVERY_S, 2 * max(self.recent_s, default=0.0)))
 
     def note(self, status: int) -> None:
-        """A client's answer: only a 2xx went through the model (a 4xx is refused by input_fn before it, so a
-        client sending garbage must not keep /ping green)."""
+        """A client's answer the model gave (:meth:`end`): only a 2xx counts (a 4xx may come after the model
+        answered, from output_fn, but a client sending garbage must not keep /ping green)."""
         if 200 <= status < 300:
             self.answered_at = time.monotonic()
 
@@ -117,10 +121,13 @@ class Prober:
         """None where a request was answered within :meth:`window_s`, or the probe sent now is answered."""
         if self.answered_at is not None and time.monotonic() - self.answered_at < self.window_s():
             return None
-        status, raw, _ = forward(self.backend_port, self.image, {"content-type": ct.JPEG}, PROBE_TIMEOUT_S)
-        if status == 200:
+        (status, raw, _), through_model = forward(self.backend_port, self.image, {"content-type": ct.JPEG},
+                                                   PROBE_TIMEOUT_S)
+        if status == 200 and through_model:
             self.answered_at = time.monotonic()
             return None
+        if status == 200:  # a worker that is not ours (transformer.py), or one answering without its model
+            return f"multi-model-server answered a probe request without its model (no {MODEL_ANSWERED_HEADER})"
         why = json.loads(raw)["error"].removesuffix("; retry shortly")
         return f"multi-model-server did not answer a probe request: {status} {why[:200]}"
 
@@ -150,8 +157,10 @@ def as_error_json(status: int, raw: bytes) -> bytes:
     return json.dumps({"error": reason, "status": status}).encode()
 
 
-def forward(port: int, body: bytes, headers: dict, timeout: float) -> Answer:
-    """POST the request to multi-model-server on loopback: its answer (status, body, headers)."""
+def forward(port: int, body: bytes, headers: dict, timeout: float) -> tuple[Answer, bool]:
+    """POST the request to multi-model-server on loopback: its answer
+    (status, body, headers), and whether the model gave it (the worker's ``MODEL_ANSWERED_HEADER``, which, as any
+    header but the content type and Retry-After, never reaches the client)."""
     outgoing = {name: value for name, value in headers.items() if name not in HOP_BY_HOP}
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -160,13 +169,14 @@ def forward(port: int, body: bytes, headers: dict, timeout: float) -> Answer:
         status, raw = response.status, response.read()
         answered = {name.lower(): value for name, value in response.getheaders()}
     except (OSError, http.client.HTTPException) as exc:
-        return busy(f"the model server did not answer ({exc.__class__.__name__})")
+        return busy(f"the model server did not answer ({exc.__class__.__name__})"), False
     finally:
         connection.close()
     kept = {name: answered[name] for name in ("content-type", "retry-after") if name in answered}
+    through_model = MODEL_ANSWERED in answered
     if status >= 400:
-        return status, as_error_json(status, raw), {**kept, "content-type": "application/json"}
-    return status, raw, kept
+        return (status, as_error_json(status, raw), {**kept, "content-type": "application/json"}), through_model
+    return (status, raw, kept), through_model
 
 
 class MmsProxy(Edge):
@@ -186,13 +196,13 @@ class MmsProxy(Edge):
         if self.health.final:
             return self.health.answer()
         loop = asyncio.get_running_loop()
-        began, status = self.prober.begin(), 0
+        began, status, through_model = self.prober.begin(), 0, False
         try:
-            answer = await loop.run_in_executor(self.pool, forward, self.prober.backend_port, body, headers,
-                                                self.timeout_s)
+            answer, through_model = await loop.run_in_executor(self.pool, forward, self.prober.backend_port, body,
+                                                               headers, self.timeout_s)
             status = answer[0]
         finally:
-            self.prober.end(status, began)
+            self.prober.end(status, began, through_model)
         return answer
 
     def close(self) -> None:

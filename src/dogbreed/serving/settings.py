@@ -43,6 +43,9 @@ DEFAULT_PORT = 8080  # SageMaker's; SAGEMAKER_BIND_TO_PORT where it asks for ano
 FRONTS = ("native", "mms")
 ENGINE_MODES = ("auto", "on", "off")
 GRAPH_MODES = ("auto", "eager", "frozen")  # graph.MODES (not imported: graph imports torch)
+# Not a setting: the response header an mms worker (transformer.py) sets on an answer its model gave, which the
+# edge (mms_edge.py) counts as a sign of life and strips. Here because both import this module and neither the other.
+MODEL_ANSWERED_HEADER = "X-Dogbreed-Model-Answered"
 
 
 def _number(environ, name: str, low: float, high: float | None, kind=int):
