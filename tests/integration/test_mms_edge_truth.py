@@ -1,5 +1,6 @@
 """The ``mms`` front end to end (the real launcher, multi-model-server, its workers and the engine on loopback):
 
+- a request head the edge accepts (up to 16 KB) reaches the worker, though netty takes 8 KB;
 - ``GET /execution-parameters`` never advertises more than the edge accepts (SAGEMAKER_MAX_REQUEST_SIZE=6500000 is
   6 whole MB, not 7);
 - JSON lines that never reach the model do not keep ``/ping`` 200 while the engine is wedged (SIGSTOP from outside).
@@ -14,13 +15,14 @@ import psutil
 import pytest
 
 from dogbreed.env import DOGBREED_SERVE_ENGINE, SAGEMAKER_MAX_REQUEST_SIZE
-from dogbreed.serving.settings import MIB
+from dogbreed.serving.settings import MIB, MODEL_ANSWERED_HEADER
 from tests.conftest import free_port
 from tests.serving_helpers import get, local_server, post, post_oversized, probe_for
 
 pytestmark = pytest.mark.slow
 
 MAX_REQUEST_SIZE = 6_500_000  # 6.2 MiB: rounded up, the front would advertise 7
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +40,18 @@ def _ping(url: str) -> int | None:
         return get(url, "/ping", timeout=5)[0]
     except OSError:
         return None
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("pad", [8_200, 15_000])
+def test_a_head_the_edge_accepts_reaches_the_worker(server, pad):
+    """netty answers a head over 8 KB "400 Invalid HTTP message"; the edge takes 16 KB and forwards only what the
+    worker reads (the custom attributes among them: top_k=3 holds)."""
+    url, _, body, index = server
+    status, answer, headers = post(url, body, headers={"X-Pad": "p" * pad, CUSTOM_ATTRIBUTES: "top_k=3"})
+    assert status == 200, answer
+    assert answer["predictions"][0][0]["index"] == index and len(answer["predictions"][0]) == 3
+    assert MODEL_ANSWERED_HEADER.lower() not in headers  # the worker's mark is the edge's alone
 
 
 @pytest.mark.timeout(300)

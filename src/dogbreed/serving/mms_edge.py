@@ -33,9 +33,15 @@ MODEL_NAME = "model"  # the name the launcher registers the start-up model under
 STARTING = "multi-model-server is starting"
 PROBE_EVERY_S = 5.0  # an answer older than this is confirmed by a probe request
 PROBE_TIMEOUT_S = 15.0  # a probe not answered by then: the server is not answering
-# Not forwarded: they describe the client's connection to the edge, not the request (the edge sets its own).
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host",
-              "content-length", "expect"}
+# The request headers the worker reads (transformer.py: the body's type and the answer's; handler.input_fn:
+# SageMaker's custom attributes); no other is forwarded. netty takes a head of at most 8 KB (HttpServerCodec's
+# default) and answers a longer one "400 Invalid HTTP message", where the edge takes 16 KB: a client's other
+# headers, which the worker never reads, must not turn a request the edge accepts into that 400.
+FORWARDED = ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")
+# The longest value of each that is forwarded: the three with their names, and the Host, Content-Length and
+# Accept-Encoding http.client adds, stay under netty's 8 KB. SageMaker bounds CustomAttributes at 1,024 characters;
+# a content type or an Accept list of 2 KB is none a client means. Past it a 431, as for any head too large.
+FORWARDED_VALUE_BYTES = 2048
 MODEL_ANSWERED = MODEL_ANSWERED_HEADER.lower()
 
 
@@ -157,14 +163,23 @@ def as_error_json(status: int, raw: bytes) -> bytes:
     return json.dumps({"error": reason, "status": status}).encode()
 
 
+def forwarded(headers: dict) -> dict | Answer:
+    """The request headers the worker reads (``FORWARDED``), or the 431 for one too long to forward."""
+    kept = {name: headers[name] for name in FORWARDED if name in headers}
+    for name, value in kept.items():
+        if len(value) > FORWARDED_VALUE_BYTES:
+            return error(431, f"the {name} header is {len(value):,} characters, over the {FORWARDED_VALUE_BYTES:,} "
+                              "this server takes (Request Header Fields Too Large)")
+    return kept
+
+
 def forward(port: int, body: bytes, headers: dict, timeout: float) -> tuple[Answer, bool]:
-    """POST the request to multi-model-server on loopback: its answer
+    """POST the request to multi-model-server on loopback, with ``headers`` (:func:`forwarded`): its answer
     (status, body, headers), and whether the model gave it (the worker's ``MODEL_ANSWERED_HEADER``, which, as any
     header but the content type and Retry-After, never reaches the client)."""
-    outgoing = {name: value for name, value in headers.items() if name not in HOP_BY_HOP}
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        connection.request("POST", "/invocations", body=body, headers=outgoing)
+        connection.request("POST", "/invocations", body=body, headers=headers)
         response = connection.getresponse()
         status, raw = response.status, response.read()
         answered = {name.lower(): value for name, value in response.getheaders()}
@@ -195,11 +210,14 @@ class MmsProxy(Edge):
     async def answer(self, body: bytes, headers: dict) -> Answer:
         if self.health.final:
             return self.health.answer()
+        outgoing = forwarded(headers)
+        if isinstance(outgoing, tuple):  # a header too long to forward: its 431
+            return outgoing
         loop = asyncio.get_running_loop()
         began, status, through_model = self.prober.begin(), 0, False
         try:
             answer, through_model = await loop.run_in_executor(self.pool, forward, self.prober.backend_port, body,
-                                                               headers, self.timeout_s)
+                                                               outgoing, self.timeout_s)
             status = answer[0]
         finally:
             self.prober.end(status, began, through_model)
