@@ -57,7 +57,7 @@ def test_each_worker_serves_on_the_gpu_mms_assigned(monkeypatch, model_dir, move
     monkeypatch.setattr(Predictor, "warm_up", lambda self, rounds=3: None)  # no forward pass without a GPU
     service = HandlerService()
     service.initialize(FakeContext(model_dir, gpu_id=1))  # the toolkit's path: initialize -> model_fn(dir, context)
-    predictor = service._service._model
+    predictor = service._service._model.model  # the worker counts its model's answers (transformer.CountedModel)
     assert isinstance(predictor, Predictor)
     assert predictor.acc.device == torch.device("cuda", 1)
     assert state["set"] == [torch.device("cuda", 1)]
