@@ -239,6 +239,15 @@ def test_a_single_request_may_ask_for_json_lines():
     assert kind == ct.JSONLINES and text.endswith("\n") and json.loads(text)["predictions"][0][0]["breed"] == "red 7"
 
 
+@pytest.mark.parametrize("content_type", [ct.JSON, ct.JSONLINES])
+def test_an_accept_nobody_can_answer_is_a_406_before_the_model_runs(content_type):
+    model = _Model()
+    status, body, _ = invoke(model, _record(5) + b"\n", {"content-type": content_type, "accept": "text/csv"}, ct.JSON)
+    assert status == 406 and "text/csv" in json.loads(body)["error"] and model.calls == []
+    status, _, headers = invoke(model, _record(5), {"content-type": content_type, "accept": "*/*"}, ct.JSON)
+    assert status == 200 and model.calls  # any: the default answer type
+
+
 def test_the_native_front_answers_json_lines_with_their_type():
     status, body, headers = invoke(_Model(), _record(5) + b"\n" + b"oops\n", {"content-type": ct.JSONLINES}, ct.JSON)
     assert status == 200 and headers["content-type"] == ct.JSONLINES

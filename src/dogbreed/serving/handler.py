@@ -166,6 +166,7 @@ def input_fn(input_data, content_type, context=None):
     error the server answers with. JSON lines (:mod:`.jsonlines`) add ``"records"``: each record's span of the
     images and its options, or its error.
     """
+    _answerable(content_type, _header(context, "accept"))
     attributes = _header(context, CUSTOM_ATTRIBUTES)
     flags = {name: flag_from(attributes, {}, name) for name in FLAGS}
     if ct.base(content_type) in ct.JSONLINES_TYPES:
@@ -218,12 +219,25 @@ def predict_fn(data, model):
     return prediction
 
 
+def _answer_type(accept: str | None, lines: bool) -> str:
+    kind = ct.pick_lines_response(accept) if lines else ct.pick_response(accept)
+    if kind is None:
+        raise NotAcceptable(f"cannot answer in {str(accept)[:100]!r}; this endpoint answers "
+                            f"{', '.join(ct.RESPONSE_TYPES)}")
+    return kind
+
+
+def _answerable(content_type: str | None, accept: str | None) -> None:
+    """The 406 from the head alone, before the body is decoded and the model runs. No Accept, or */*, takes the
+    front's default answer type, which its settings checked at start."""
+    if accept and accept.strip() != ct.ANY:
+        _answer_type(accept, ct.base(content_type) in ct.JSONLINES_TYPES)
+
+
 def output_fn(prediction, accept):
     """JSON; JSON lines where asked (one line); a JSON-lines request's answer is JSON lines, one a record."""
     records = prediction.get("records")
-    kind = ct.pick_response(accept) if records is None else ct.pick_lines_response(accept)
-    if kind is None:
-        raise NotAcceptable(f"cannot answer in {accept!r}; this endpoint answers {', '.join(ct.RESPONSE_TYPES)}")
+    kind = _answer_type(accept, records is not None)
     if records is not None:
         return answer_lines(records, prediction), kind
     return json.dumps(prediction) + ("\n" if kind == ct.JSONLINES else ""), kind
