@@ -85,6 +85,8 @@ def test_the_largest_batch_follows_the_gpu_memory():
     assert instances.largest_batch("resnet50", "ml.p4de.24xlarge") == 1024  # an A100, 80 GB
     assert instances.largest_batch("resnet50", "ml.m5.large") is None  # no GPU: nothing to check
     assert instances.largest_batch("some-new-net", "ml.g4dn.xlarge") is None
+    assert instances.largest_batch("resnet50", "ml.g4dn.xlarge", 320) == 128  # twice the pixels: half the batch
+    assert instances.largest_batch("resnet50", "ml.g4dn.xlarge", 112) == 1024
 
 
 def test_families_without_batch_transform_get_no_transform_ami_and_say_so():

@@ -133,13 +133,14 @@ def transform_ami(instance_type: str | None) -> dict:
     return {"TransformAmiVersion": known.transform_ami} if known and known.transform_ami else {}
 
 
-def largest_batch(model: str, instance_type: str | None) -> int | None:
-    """The largest power-of-two batch that fits one GPU of the instance for the model trained in full; None where
-    either is not in the tables (nothing to check)."""
+def largest_batch(model: str, instance_type: str | None, input_size: int = 224) -> int | None:
+    """The largest power-of-two batch that fits one GPU of the instance for the model trained in full at
+    ``input_size`` pixels a side (activations grow with the pixels: the table's 224 px scaled by the area); None
+    where either is not in the tables (nothing to check)."""
     known, per_image = gpu_family(instance_type), TRAINING_MB_PER_IMAGE.get(model)
     if not known or not per_image:
         return None
-    fits = (known.gpu_memory_gb * 1024 - TRAINING_FIXED_MB) // per_image
+    fits = (known.gpu_memory_gb * 1024 - TRAINING_FIXED_MB) // (per_image * (input_size / 224) ** 2)
     batch = 1
     while batch * 2 <= fits:
         batch *= 2

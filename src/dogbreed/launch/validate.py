@@ -151,6 +151,13 @@ def _isolated_weights(plan: Plan) -> str | None:
             f"(train --pretrained S3URI) or set pretrained-weights = \"none\" ([hyperparameters] or --hp)")
 
 
+def _largest_offered(spec: dict | None, fixed) -> int:
+    """The largest value a tuning range offers (categorical or integer), else the fixed hyperparameter's."""
+    if not spec:
+        return int(fixed)
+    return max(int(v) for v in spec["values"]) if "values" in spec else int(spec["max"])
+
+
 def _batch_fits(plan: Plan) -> str | None:
     """Tuning never offers a batch the trial's GPU cannot hold for the model trained in full (a CUDA OOM would fail
     the trial and waste a tuning slot). ``--batch-size`` is per process, one process per GPU: one GPU's memory
@@ -166,7 +173,8 @@ def _batch_fits(plan: Plan) -> str | None:
     instance = config["tuning"].get("instance_type") or config["training"]["instance_type"]
     model_names = [str(v) for v in ranges["model"]["values"]] if "values" in ranges.get("model", {}) else \
         [str(fixed.get("model", "resnet50"))]
-    fits = {name: instances.largest_batch(name, instance) for name in model_names}
+    input_size = _largest_offered(ranges.get("input-size"), fixed.get("input-size") or 224)
+    fits = {name: instances.largest_batch(name, instance, input_size) for name in model_names}
     fits = {name: largest for name, largest in fits.items() if largest is not None}
     if not fits:
         return None
@@ -176,7 +184,8 @@ def _batch_fits(plan: Plan) -> str | None:
     if too_big:
         family = instances.gpu_family(instance)
         return (f"tuning.ranges.batch-size offers {', '.join(map(str, too_big))}, which does not fit {instance}'s "
-                f"{family.gpu} ({family.gpu_memory_gb} GB) for {model} trained in full: at most {largest}")
+                f"{family.gpu} ({family.gpu_memory_gb} GB) for {model} trained in full at {input_size} px: at most "
+                f"{largest}")
     return None
 
 
