@@ -230,30 +230,27 @@ def configured() -> tuple[ServingSettings, object]:
     return settings, EdgeLimits.from_settings(settings)
 
 
-def serve_unhealthy(host: str, port: int, reason: str) -> int:
-    """Answer /ping and /invocations with 503 and the reason (the same edge as a serving front), until SIGTERM."""
-    from .edge import EdgeLimits, edge_server, stop_on_signals
+def serve_unhealthy(host: str, port: int, reason: str, configuration: tuple) -> int:
+    """Answer /ping and /invocations with 503 and the reason (the same edge as a serving front), until SIGTERM.
+    ``configuration``: (settings, limits), read once at start (:func:`configured`)."""
+    from .edge import edge_server, stop_on_signals
     from .mms_edge import Refusing
 
     log.error("cannot serve the model: %s (answering /ping with 503)", reason)
     stop_on_signals()
-    try:
-        settings, limits = configured()
-    except ValueError:  # a setting out of range too: the model's reason is the one to answer with
-        settings = ServingSettings()
-        limits = EdgeLimits.from_settings(settings)
+    settings, limits = configuration
     edge_server(Refusing(limits, reason, settings), host, port, STOP_GRACE_S).run()
     return 1
 
 
 def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, workers: int | None = None,  # nosec B104 - a container must listen on all interfaces
-          state_dir: Path | None = None) -> int:
+          state_dir: Path | None = None, configuration: tuple | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code. ``DOGBREED_SERVER=native`` (the default): one process,
     the engine and the front (:mod:`.native`). ``mms``: multi-model-server on loopback behind the same edge
     (:mod:`.mms_edge`); with the engine, the front and its workers start while the engine loads the model (the
     engine's load is the check); without it, the model is checked first."""
     try:
-        settings, limits = configured()
+        settings, limits = configuration or configured()
     except ValueError as exc:  # a setting out of range: refuse to start, rather than refuse every request
         log.error("refusing to start: %s", exc)
         return 2
@@ -266,7 +263,7 @@ def serve(model_dir: Path, host: str = "0.0.0.0", port: int | None = None, worke
     use_engine = engine_enabled(settings)
     reason = None if use_engine else check_model(model_dir, settings.cpu_fallback)
     if reason:
-        return serve_unhealthy(host, port, reason)
+        return serve_unhealthy(host, port, reason, (settings, limits))
     workers = workers or default_workers(use_engine, model_dir, settings.workers)
     return _serve_mms(model_dir, host, port, workers, state_dir, use_engine, (settings, limits))
 
@@ -353,13 +350,17 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
         argv = argv[1:]
-    base = envnames.base_dir()
+    try:
+        configuration = configured()  # first: a setting out of range refuses the start, whatever the model
+    except ValueError as exc:
+        log.error("refusing to start: %s", exc)
+        sys.exit(2)
     state = Path(tempfile.mkdtemp(prefix="dogbreed-serve-"))
     try:
-        model_dir = model_dir_from(base / "model", state)
+        model_dir = model_dir_from(envnames.base_dir() / "model", state)
     except ModelError as exc:
-        sys.exit(serve_unhealthy("0.0.0.0", int(os.environ.get(envnames.SAGEMAKER_BIND_TO_PORT, DEFAULT_PORT)), str(exc)))  # nosec B104
-    sys.exit(serve(model_dir, state_dir=state))
+        sys.exit(serve_unhealthy("0.0.0.0", configuration[0].port, str(exc), configuration))  # nosec B104
+    sys.exit(serve(model_dir, state_dir=state, configuration=configuration))
 
 
 if __name__ == "__main__":
