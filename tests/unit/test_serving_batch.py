@@ -159,8 +159,8 @@ def _record(red: int, **options) -> bytes:
     return json.dumps({"image": base64.b64encode(buffer.getvalue()).decode(), **options}).encode()
 
 
-def _answer(body: bytes, accept: str | None = None, model=None) -> tuple[list[dict], str]:
-    model = _Model() if model is None else model
+def _answer(body: bytes, accept: str | None = None) -> tuple[list[dict], str]:
+    model = _Model()
     data = handler.input_fn(body, ct.JSONLINES)
     text, kind = handler.output_fn(handler.predict_fn(data, model), accept)
     assert text.endswith("\n")
@@ -231,17 +231,6 @@ def test_a_record_that_fails_after_a_big_image_has_spent_its_pixels():
     records = handler.input_fn(body, ct.JSONLINES)["records"]
     assert [record["status"] for record in records] == [400, 400, 413, 413], records
     assert "pixel budget" in records[2]["error"] and "base64" in records[1]["error"]
-
-
-def test_many_records_reach_the_model_a_chunk_at_a_time_and_are_answered_in_order(monkeypatch):
-    """A Batch Transform body of thumbnails: its crops are made CHUNK_IMAGES at a time, not all at once."""
-    monkeypatch.setattr(handler, "CHUNK_IMAGES", 4)
-    handler.configure(ServingSettings(batch=True))
-    model = _Model()
-    lines, _ = _answer(b"\n".join(_record(index) for index in range(10)), model=model)
-    assert [call[0] for call in model.calls] == [4, 4, 2]
-    assert [line["predictions"][0][0]["breed"] for line in lines] == [f"red {index}" for index in range(10)]
-    assert all(len(line["dog"]) == 1 for line in lines)
 
 
 def test_a_single_request_may_ask_for_json_lines():

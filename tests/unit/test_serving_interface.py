@@ -44,3 +44,45 @@ def test_the_native_front_does_not_import_the_toolkits_transformer():
     reached = _reached("dogbreed.serving.native")
     assert "dogbreed.serving.transformer" not in reached and "dogbreed.serving.handler_service" not in reached
     assert "dogbreed.serving.errors" in reached  # the one error mapping, shared with the mms front's transformer
+
+
+def test_many_images_reach_the_engine_a_chunk_at_a_time_by_one_deadline(model_dir, tmp_path, monkeypatch):
+    """A Batch Transform body of thumbnails: the crops are made and sent CHUNK_IMAGES at a time (not 2.5 GB of
+    them at once), answered in order, every chunk by the request's one deadline (not a full wait each)."""
+    from PIL import Image
+
+    from dogbreed.serving import interface
+    from dogbreed.serving.engine import RemotePredictor
+
+    monkeypatch.setattr(interface, "CHUNK_IMAGES", 4)
+    asked = []
+
+    class Recording(RemotePredictor):
+        def _ask(self, pixels, k, explain, deadline):
+            asked.append((len(pixels), deadline))
+            return {"predictions": [[{"breed": str(int(image[0, 0, 0]))}] for image in pixels],
+                    "dog": [{"is_dog": True}] * len(pixels)}
+
+    images = [Image.new("RGB", (80, 80), (index, 0, 0)) for index in range(10)]
+    answer = Recording(model_dir, str(tmp_path / "sock")).answer(images, 1)
+    assert [size for size, _ in asked] == [4, 4, 2] and len({deadline for _, deadline in asked}) == 1
+    assert [row[0]["breed"] for row in answer["predictions"]] == [str(index) for index in range(10)]
+    assert len(answer["dog"]) == 10
+
+
+def test_the_in_process_model_makes_its_tensors_a_chunk_at_a_time(model_dir, monkeypatch):
+    from PIL import Image
+
+    from dogbreed.serving import interface
+    from dogbreed.serving.predictor import Predictor
+
+    monkeypatch.setattr(interface, "CHUNK_IMAGES", 3)
+    predictor = Predictor(model_dir, precision="fp32", graph="eager")
+    sizes, make = [], predictor.tensor
+    monkeypatch.setattr(predictor, "tensor", lambda images: sizes.append(len(images)) or make(images))
+    images = [Image.new("RGB", (80, 80), (40 * index, 90, 20)) for index in range(7)]
+    chunked = predictor.answer(images, 2)
+    assert sizes == [3, 3, 1] and len(chunked["predictions"]) == 7 and len(chunked["dog"]) == 7
+    monkeypatch.setattr(interface, "CHUNK_IMAGES", 256)
+    assert [row[0]["index"] for row in predictor.answer(images, 2)["predictions"]] == \
+        [row[0]["index"] for row in chunked["predictions"]]

@@ -130,9 +130,10 @@ class EngineClient:
                     raise EngineUnavailable(f"the model engine went away: {exc}") from exc
                 time.sleep(0.1)
 
-    def ask(self, payload: bytes) -> dict:
-        """One request frame's answer: ``{"predictions", "dog"}`` (``"explanations"`` where asked) or ``{"error"}``."""
-        return self._ask(payload, time.monotonic() + self.wait_s)
+    def ask(self, payload: bytes, deadline: float | None = None) -> dict:
+        """One request frame's answer: ``{"predictions", "dog"}`` (``"explanations"`` where asked) or ``{"error"}``,
+        by ``deadline`` (time.monotonic(); by default ``wait_s`` from now)."""
+        return self._ask(payload, time.monotonic() + self.wait_s if deadline is None else deadline)
 
     def top_k(self, batch, top_k: int) -> list:
         answer = self.ask(encode_request(batch, top_k))
@@ -150,8 +151,11 @@ class RemotePredictor(EngineFed):
         self.client = EngineClient(socket_path, wait_s)
         self.socket_path = socket_path
 
-    def _ask(self, pixels, k: int, explain: bool = False) -> dict:
-        return self.client.ask(encode_request(pixels, k, explain))
+    def _deadline(self) -> float:
+        return time.monotonic() + self.client.wait_s
+
+    def _ask(self, pixels, k: int, explain: bool, deadline: float) -> dict:
+        return self.client.ask(encode_request(pixels, k, explain), deadline)
 
     def describe(self) -> str:
         return f"model in the batching engine at {self.socket_path}"

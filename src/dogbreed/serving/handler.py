@@ -27,9 +27,6 @@ CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 # A request that decoded more pixels than this (12 MB as RGB; a phone JPEG at the draft scale is far less) gives the
 # freed memory back to the system after it: trimming costs milliseconds, a big decode far more.
 TRIM_AFTER_PIXELS = 4_000_000
-# Images cropped and sent to the model at once (38 MB of 224-px uint8 crops): a Batch Transform body of 100 MB of
-# thumbnails holds some 17,000 records, whose crops at once would be 2.5 GB, and a copy of them in the engine.
-CHUNK_IMAGES = 256
 
 
 # One model per worker process (multi-model-server): the decode scale of the model this worker serves.
@@ -208,7 +205,7 @@ def predict_fn(data, model):
     pixels = sum(image.width * image.height for image in images)
     # JSON lines whose every record was refused: nothing to run, each record has its error line
     ran = images or "records" not in data
-    answer = _answer(model, images, data["top_k"], data.get("explain", False)) if ran else {"predictions": [], "dog": []}
+    answer = model.answer(images, data["top_k"], data.get("explain", False)) if ran else {"predictions": [], "dog": []}
     prediction = {"predictions": answer["predictions"], "model": model.meta["arch"], "dog": answer["dog"]}
     if "explanations" in answer:
         prediction["explanations"] = answer["explanations"]
@@ -235,16 +232,6 @@ def _answerable(content_type: str | None, accept: str | None) -> None:
     front's default answer type, which its settings checked at start."""
     if accept and accept.strip() != ct.ANY:
         _answer_type(accept, ct.base(content_type) in ct.JSONLINES_TYPES)
-
-
-def _answer(model, images: list, k: int, explain: bool) -> dict:
-    """The model's answer for every image, asked CHUNK_IMAGES at a time (each chunk's crops freed before the next
-    is made), joined in order."""
-    parts = [model.answer(images[start:start + CHUNK_IMAGES], k, explain)
-             for start in range(0, max(1, len(images)), CHUNK_IMAGES)]
-    if len(parts) == 1:
-        return parts[0]
-    return {key: [item for part in parts for item in part[key]] for key in parts[0]}
 
 
 def output_fn(prediction, accept):

@@ -78,8 +78,11 @@ class InProcessPredictor(EngineFed):
         super().__init__(model_dir)
         self.engines, self.wait_s = list(engines), wait_s
 
-    def _ask(self, pixels, k: int, explain: bool = False) -> dict:
-        timeout = self._time_left()
+    def _deadline(self) -> float:
+        return time.monotonic() + self.wait_s - THREAD_WAIT_S.get()
+
+    def _ask(self, pixels, k: int, explain: bool, deadline: float) -> dict:
+        timeout = self._time_left(deadline)
         engine = self._least_busy()
         reply = _Reply()
         try:
@@ -93,11 +96,13 @@ class InProcessPredictor(EngineFed):
                                     + (f" ({queued:.1f} s of it waiting for a request thread)" if queued >= 0.1 else ""))
         return answer
 
-    def _time_left(self) -> float:
-        left = self.wait_s - THREAD_WAIT_S.get()
+    def _time_left(self, deadline: float) -> float:
+        left = deadline - time.monotonic()
         if left < MIN_WAIT_S:
-            raise EngineUnavailable(f"the model engine gave no answer within {self.wait_s:g} s (all of it waiting for "
-                                    "a request thread)")
+            queued = THREAD_WAIT_S.get()
+            raise EngineUnavailable(f"the model engine gave no answer within {self.wait_s:g} s"
+                                    + (" (all of it waiting for a request thread)" if queued >= self.wait_s - MIN_WAIT_S
+                                       else ""))
         return left
 
     def unhealthy(self, failures: bool = True) -> str | None:

@@ -17,6 +17,7 @@ from ..env import DOGBREED_SERVE_GRAPH
 from ..presets import to_rgb
 from . import graph
 from .errors import BadRequest
+from .interface import in_chunks, joined
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,11 @@ class Predictor(ModelInputs):
         return self.answer_tensors(batch, k)["predictions"]
 
     def answer(self, images, k: int = 5, explain: bool = False) -> dict:
-        """``{"predictions", "dog"}``, and ``"explanations"`` where asked (docs/serving.md, the answer's fields)."""
+        """``{"predictions", "dog"}``, and ``"explanations"`` where asked (docs/serving.md, the answer's fields); the
+        images made tensors a chunk at a time (``interface.CHUNK_IMAGES``)."""
+        return joined([self._answer_chunk(chunk, k, explain) for chunk in in_chunks(images)])
+
+    def _answer_chunk(self, images, k: int, explain: bool) -> dict:
         batch = self.tensor(images)
         answer = self.answer_tensors(batch, k)
         if explain:
