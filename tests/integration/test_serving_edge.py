@@ -162,6 +162,20 @@ def test_an_upgrade_request_with_a_body_is_refused_not_answered_for_an_empty_bod
     _answers_correctly(server)
 
 
+def test_a_bad_pipelined_head_is_never_sent_as_the_answer_to_the_request_before_it(server):
+    """Request 1 is good and still running when request 2's head is refused (too many headers): the 431 would be
+    read as request 1's answer. The connection closes instead; request 1 gets its real answer or none."""
+    url, _, jpeg, index, _ = server
+    good = (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(jpeg), jpeg))
+    bad = b"GET /ping HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: 1\r\n" % i for i in range(300)) + b"\r\n"
+    received, closed = exchange_raw(url, good + bad, timeout=READ_TIMEOUT_S + 30)
+    assert closed and not received.startswith(b"HTTP/1.1 431"), received[:300]
+    if received:  # request 1's own answer
+        assert received.startswith(b"HTTP/1.1 200") and b'"index": %d' % index in received, received[:300]
+    _answers_correctly(server)
+
+
 @pytest.mark.parametrize("path", ["/ping", "/nowhere", "/execution-parameters"])
 def test_a_body_nobody_reads_closes_the_connection_after_the_answer(server, path):
     """Answered without reading the body: a client trickling a long body would else hold the connection (and a

@@ -130,13 +130,13 @@ class EdgeProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
         self.head_timer.cancel()
-        if self.parser.should_upgrade() and declares_body(self.headers):
+        if self.parser.should_upgrade() and declares_body(self.headers):  # still in_head: this head is refused
             # The parser would hand the app an empty body and drop the real one (an h2c or websocket Upgrade)
             self.refusal = (400, "Upgrade is not supported here: send the request as plain HTTP/1.1, without "
                                  "Upgrade and Connection: upgrade")
             raise _Refused()
+        self.in_head = False
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -156,9 +156,11 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer with the error JSON and close: what follows in the stream cannot be told from this request. Where
-        the request's answer has begun (or an earlier pipelined one is pending), just close."""
+        an earlier request's answer is still due (a head refused while it runs, or a pipelined one), or this
+        request's answer has begun, just close: an error written now would be read as that answer."""
         cycle = self.cycle
-        if cycle is None or cycle.response_complete or (not cycle.response_started and not self.pipeline):
+        own_body = not self.in_head and cycle is not None and not cycle.response_started and not self.pipeline
+        if cycle is None or cycle.response_complete or own_body:
             headers = {**CLOSE, "retry-after": str(RETRY_AFTER_S)} if status == 503 else CLOSE
             self.transport.write(raw_answer(*error(status, reason, headers)))
             if cycle is not None and not cycle.response_complete:  # its app, reading the body or answering, is

@@ -98,14 +98,16 @@ class NativeApp(Edge):
         not_ready = self.model.not_ready(request=True)
         if not_ready:
             return not_ready
-        job = self.pool.submit(invoke, self.model.predictor, body, headers, self.settings.default_accept,
-                               time.monotonic())
+        predictor, accept, read_at = self.model.predictor, self.settings.default_accept, time.monotonic()
+        bodies = [body]  # emptied on a cancel: the pool keeps a cancelled job queued until a thread reaches it
+        job = self.pool.submit(lambda: invoke(predictor, bodies.pop(), headers, accept, read_at))
         try:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job)), self.settings.engine_wait_s)
         except TimeoutError:
             # No thread took it within the wait bound (the threads are all decoding others' big bodies): a 503 to
             # retry now, before the client's own timeout. One a thread took goes on: the engine's wait bounds it.
             if job.cancel():
+                bodies.clear()
                 return busy(f"no request thread was free within {self.settings.engine_wait_s:g} s")
             return await asyncio.wrap_future(job)
 
