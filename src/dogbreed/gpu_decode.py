@@ -15,7 +15,7 @@ import math
 import random
 
 import torch
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms.v2 import functional as F
 
 from .data import Samples, Unreadable, make_loader
@@ -86,12 +86,14 @@ def _decode_on_cpu(encoded: torch.Tensor, device: torch.device) -> torch.Tensor 
 
 
 def _decode_one(encoded: torch.Tensor, device: torch.device) -> torch.Tensor | None:
-    """One image: nvJPEG for a JPEG, else torchvision's CPU decoders (PNG, GIF, WebP) moved over; where those fail,
-    Pillow (:func:`_decode_on_cpu`); None if it fails too."""
+    """One image: nvJPEG for a JPEG (8-bit, no alpha: what the CPU path makes of it too); every other format through
+    Pillow (:func:`_decode_on_cpu`), as the CPU path and serving read it: torchvision's decoders would give a
+    16-bit PNG as uint16 (a batch of it and a JPEG cannot even stack) and a transparent one on black, not white.
+    None where no decoder reads it."""
+    if bytes(encoded[:2].tolist()) != JPEG_MAGIC:
+        return _decode_on_cpu(encoded, device)
     try:
-        if bytes(encoded[:2].tolist()) == JPEG_MAGIC:
-            return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
-        return decode_image(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True).to(device)
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
     except (RuntimeError, ValueError):
         return _decode_on_cpu(encoded, device)
 

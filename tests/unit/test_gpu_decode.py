@@ -176,3 +176,21 @@ def test_the_gpu_loader_trains_on_a_class_of_bmps(tmp_path):
     batches = list(loader)
     assert sorted(torch.cat([b[1] for b in batches]).tolist()) == [0, 0, 0, 1, 1, 1]
     assert all(b[2] == () for b in batches)
+
+
+def test_16_bit_and_transparent_pngs_decode_as_the_cpu_path_reads_them(tmp_path):
+    """torchvision's PNG decoder gave a 16-bit PNG as uint16 (its batch with a JPEG could not stack: the epoch
+    failed) and a transparent one on black; the CPU path and serving read them as 8-bit, flattened on white."""
+    import numpy as np
+
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((40, 50), 40000, dtype=np.uint16)).save(deep)
+    clear = tmp_path / "clear.png"
+    Image.new("RGBA", (50, 40), (10, 20, 30, 0)).save(clear)
+    samples = [(deep, 0), (clear, 1), (_jpeg(tmp_path / "c.jpg"), 1)]
+    encoded, labels, unreadable, indices, seeds = _batch(samples)
+    images, kept, lost = gpu_decode.BatchDecoder(PREP, torch.device("cpu"), augment=False)(encoded, labels, indices, seeds)
+    assert images.dtype == torch.uint8 and images.shape == (3, 3, 32, 32) and lost == ()
+    cpu = torch.stack([data.ImageSamples(samples, PREP.eval_transform(False))[i][0] for i in range(3)])
+    assert (images.float() - cpu.float()).abs().mean() < 4
+    assert images[1].float().mean() > 250  # white, not black
