@@ -48,3 +48,13 @@ def test_a_last_training_batch_of_one_image_does_not_stop_training(ten_train_ima
 def test_only_a_last_batch_of_one_is_dropped(shard, batch_size, dropped):
     assert setup.drops_last_batch("train", shard, batch_size) is dropped
     assert not setup.drops_last_batch("valid", shard, batch_size)
+
+
+@pytest.mark.timeout(300)
+def test_a_batch_that_unreadable_images_cut_to_one_still_trains(ten_train_images, tmp_path, monkeypatch):
+    """The loader's batch of 3 lost two images (unreadable): one image reaches the model, and counts once."""
+    config, feed, trainer = _run(ten_train_images, tmp_path, monkeypatch, on_device=False)
+    images, labels, _ = next(iter(feed.loaders["train"]))
+    cut = [(images[:1], labels[:1], (7, 8))]
+    loss, seen, unreadable, _ = train_one_epoch(trainer, cut, 1, config.loop, TerminationFlag())
+    assert seen == 1 and unreadable == [7, 8] and torch.isfinite(torch.tensor(loss))

@@ -54,6 +54,16 @@ def _placeholder_batch(input_size: int):
     return torch.zeros(1, 3, input_size, input_size, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), 0.0
 
 
+def _two_at_least(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of one image as two copies of it: batch norm in training cannot normalize one value per channel (a
+    ResNet's last stage at 32 px is 1x1). The loader drops a nominal last batch of one (setup.drops_last_batch); this
+    is for a batch that unreadable images cut to one, and a DDP rank's placeholder. The mean loss, and so the
+    gradient, are the one image's."""
+    if labels.size(0) != 1:
+        return images, labels
+    return images.repeat(2, *([1] * (images.dim() - 1))), labels.repeat(2)
+
+
 def _look(loss_sum: torch.Tensor, first_bad: torch.Tensor, seen: int, epoch: int, advice: str) -> float:
     """The one host sync of a logging interval: the mean loss so far, and the first step whose loss was not finite
     (every step is checked on the device, -1: none); ``advice``: the flags to lower (:attr:`Trainer.diverged`)."""
@@ -105,6 +115,8 @@ def train_one_epoch(trainer: Trainer, loader, epoch: int, settings: LoopSettings
             images, labels, weight = _placeholder_batch(trainer.input_size)
         for hook in hooks:
             hook.begin_step()
+        counted = int(labels.size(0) * weight)
+        images, labels = _two_at_least(images, labels)
         images = acc.prepare_batch(images)
         images = trainer.normalize(images) if trainer.normalize else images
         labels = labels.to(acc.device, non_blocking=True)
@@ -115,7 +127,6 @@ def train_one_epoch(trainer: Trainer, loader, epoch: int, settings: LoopSettings
         trainer.scaler.step(trainer.optimizer)
         trainer.scaler.update()
         trainer.scheduler.step()
-        counted = int(labels.size(0) * weight)
         loss_sum += loss.detach().double() * counted
         seen, step, weight = seen + counted, step + 1, 1.0
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
