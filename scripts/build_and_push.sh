@@ -93,7 +93,7 @@ for repo in "${repos[@]}"; do
     # The tag is immutable: the same image again is already there (ECR would refuse the tag's second push);
     # another image under the same revision is refused here in one line.
     [ "$pushed" = "$(docker image inspect "$repo:$REVISION" --format '{{.Id}}')" ] \
-      || die "$uri already holds another image (config $pushed) and its tag is immutable: commit your changes (the tag is the revision) or set REVISION"
+      || die "$uri already holds another image (config $pushed) and its tag is immutable: uncommitted changes, other build arguments, or a rebuild elsewhere (docker builds are not byte-for-byte reproducible); push the changes as a new commit, or this build as REVISION=<revision>-<n>"
     echo "$uri: already pushed (the same image)" >&2
   else
     out="$(docker push "$uri" 2>&1)" || die "docker push $uri failed: $(oneline "$out")"

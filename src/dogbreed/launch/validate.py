@@ -133,7 +133,8 @@ def _serverless_network(plan: Plan) -> str | None:
     found = [model.origin(name) for name, on in (("vpc", model.vpc), ("network_isolation", model.network_isolation)) if on]
     if found:
         return (f"serverless endpoints take no VPC or network isolation (AWS does not support them there): "
-                f"{' and '.join(found)} set them; deploy to instances (drop --serverless) or unset them")
+                f"{' and '.join(found)} set them; deploy to instances (drop --serverless), or remove them where they are "
+                f"set (network_isolation = false in dogbreed.toml overrides the SageMaker config's)")
     return None
 
 

@@ -49,12 +49,13 @@ class PixelBudget:
     records that each fail after a big image would decode many budgets' worth)."""
 
     def __init__(self, pixels: int | None = None):
-        self.left = MAX_REQUEST_PIXELS if pixels is None else pixels
+        self.total = MAX_REQUEST_PIXELS if pixels is None else pixels
+        self.left = self.total
 
     def take(self, pixels: int) -> None:
         if pixels > self.left:
-            raise PayloadTooLarge("the request's images hold over its pixel budget in all "
-                                  f"({MAX_REQUEST_PIXELS:,} pixels for each 6 MB of the body limit)")
+            raise PayloadTooLarge(f"the request's images hold over its pixel budget in all ({self.total:,} pixels: "
+                                  f"{MAX_REQUEST_PIXELS:,} for each 6 MB of the body limit)")
         self.left -= pixels
 
 

@@ -132,9 +132,10 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.head_timer.cancel()
         if self.parser.should_upgrade() and declares_body(self.headers):  # still in_head: this head is refused
-            # The parser would hand the app an empty body and drop the real one (an h2c or websocket Upgrade)
-            self.refusal = (400, "Upgrade is not supported here: send the request as plain HTTP/1.1, without "
-                                 "Upgrade and Connection: upgrade")
+            # The parser would hand the app an empty body and drop the real one (an h2c or websocket Upgrade, or
+            # a CONNECT)
+            self.refusal = (400, "Upgrade (and CONNECT) is not supported here: send the request as plain HTTP/1.1, "
+                                 "without Upgrade and Connection: upgrade")
             raise _Refused()
         self.in_head = False
         super().on_headers_complete()
@@ -174,8 +175,8 @@ def declares_body(headers) -> bool:
     """Whether a request's head (name, value pairs, names in any case) says a body follows."""
     for name, value in headers:
         name = name.lower()
-        if (name == b"content-length" and value.strip() not in (b"0", b"")) or name == b"transfer-encoding":
-            return True
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip().strip(b"0") != b""):
+            return True  # any length but zero ("0", "00"): a malformed one is the parser's to refuse
     return False
 
 
