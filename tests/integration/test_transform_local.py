@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from dogbreed.launch.local_transform import LocalTransform, run_local_transform
+from tests.docker_support import sh
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -37,6 +38,12 @@ def _agrees(answer: list[dict], expected: list[dict]) -> bool:
     return near_tie or answer[0]["breed"] == expected[0]["breed"]
 
 
+def _job_containers() -> set[str]:
+    """Containers (running or stopped) that a local transform job's compose made."""
+    listed = sh("docker", "ps", "-a", "--format", '{{.ID}} {{.Label "com.docker.compose.project.working_dir"}}').stdout
+    return {line.split(" ", 1)[0] for line in listed.splitlines() if "/dogbreed-transform-" in line}
+
+
 def test_a_folder_of_photos_one_answer_an_object(images, compose, trained, sample_dir, tmp_path):
     photos = _photos(sample_dir, per_breed=4)
     source = tmp_path / "photos"
@@ -44,8 +51,10 @@ def test_a_folder_of_photos_one_answer_an_object(images, compose, trained, sampl
     for path, _ in photos:  # one folder: the SDK's local mode reads the files of the folder itself, not below
         (source / path.name).write_bytes(path.read_bytes())
     job = LocalTransform(image=images["serve"], model=trained["archive"], input_dir=source, output_dir=tmp_path / "out")
+    before = _job_containers()
     outputs = run_local_transform(job)
     assert len(outputs) == len(photos)
+    assert _job_containers() <= before  # the job's container is gone, not left stopped
     expected = _in_process(trained, [path for path, _ in photos])
     for (path, _), wanted in zip(photos, expected, strict=True):
         out = tmp_path / "out" / f"{path.name}.out"

@@ -61,11 +61,21 @@ def _model_folder(model: Path, scratch: Path) -> Path:
 
 def _stop_containers(root: Path) -> None:
     """The SDK stops its container when a job ends, not when the container never became healthy (a model it
-    refuses: /ping 503 until the SDK gives up): ``down`` every compose project it wrote under ``root``."""
+    refuses: /ping 503 until the SDK gives up), and removes neither: ``down`` every compose project it wrote under
+    ``root``, then remove every container compose made there (the SDK deletes a finished job's compose file, so
+    its stopped container would stay, one more each run)."""
     compose = ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
     for path in root.rglob("docker-compose.yaml"):
         subprocess.run([*compose, "-f", str(path), "down", "--timeout", "5"], capture_output=True, timeout=120,
                        check=False)
+    if not shutil.which("docker"):
+        return
+    listed = subprocess.run(["docker", "ps", "-a", "--format", '{{.ID}} {{.Label "com.docker.compose.project.working_dir"}}'],
+                            capture_output=True, text=True, timeout=60, check=False).stdout
+    ours = [line.split(" ", 1)[0] for line in listed.splitlines()
+            if " " in line and Path(line.split(" ", 1)[1]).is_relative_to(root)]
+    if ours:
+        subprocess.run(["docker", "rm", "-f", *ours], capture_output=True, timeout=120, check=False)
 
 
 def _session(port: int, root: Path):
