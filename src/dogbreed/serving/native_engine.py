@@ -91,19 +91,21 @@ class InProcessPredictor(EngineFed):
             raise EngineUnavailable("the model engine's queue is full") from None
         answer = reply.wait(timeout)
         if answer is None:
-            queued = THREAD_WAIT_S.get()
-            raise EngineUnavailable(f"the model engine gave no answer within {self.wait_s:g} s"
-                                    + (f" ({queued:.1f} s of it waiting for a request thread)" if queued >= 0.1 else ""))
+            raise self._no_answer()
         return answer
 
     def _time_left(self, deadline: float) -> float:
         left = deadline - time.monotonic()
         if left < MIN_WAIT_S:
-            queued = THREAD_WAIT_S.get()
-            raise EngineUnavailable(f"the model engine gave no answer within {self.wait_s:g} s"
-                                    + (" (all of it waiting for a request thread)" if queued >= self.wait_s - MIN_WAIT_S
-                                       else ""))
+            raise self._no_answer()
         return left
+
+    def _no_answer(self) -> EngineUnavailable:
+        """The 503 of a request whose wait bound is spent, saying how much of it went waiting for a thread."""
+        queued = min(THREAD_WAIT_S.get(), self.wait_s)
+        share = ("all of it" if queued >= self.wait_s - MIN_WAIT_S else f"{queued:.1f} s of it") if queued >= 0.1 else ""
+        return EngineUnavailable(f"the model engine gave no answer within {self.wait_s:g} s"
+                                 + (f" ({share} waiting for a request thread)" if share else ""))
 
     def unhealthy(self, failures: bool = True) -> str | None:
         """Why a request sent now would get no answer, or None (any engine's reason: a request may go to it).
